@@ -1,0 +1,166 @@
+"""The lab's configuration: the topology (``lab/topology.json``) plus where state lives.
+
+``topology.json`` is the single source of the hosts and their addresses: the ``Vagrantfile``
+reads the same file. Everything here is plain data; loading validates every field and names the
+one that is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.errors import ConfigError
+
+ROLES = ("registry", "engine")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+TOPOLOGY = Path(__file__).with_name("topology.json")
+LABEL = "cdlab.lab"  # every container, volume, network and image the lab creates carries it
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    role: str  # "registry" or "engine"
+    project_mount: bool  # the project folder is mounted read-only at /vagrant
+
+    @property
+    def has_engine(self) -> bool:
+        return self.role == "engine"
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    subnet: str
+    gateway: str
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    name: str
+    network: Network
+    hosts: tuple[Host, ...]
+    registry_port: int
+    engine_port: int
+    root: Path  # the project checkout
+    state_dir: Path  # git-ignored, mode 0700: CA, certificates, passwords, logs
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        names = ", ".join(h.name for h in self.hosts)
+        raise ConfigError("host", name, f"one of: {names}")
+
+    @property
+    def registry(self) -> Host:
+        return next(h for h in self.hosts if h.role == "registry")
+
+    @property
+    def engine_hosts(self) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.has_engine)
+
+    @property
+    def registry_addr(self) -> str:
+        """``address:port`` of the registry, as image references spell it."""
+        return f"{self.registry.address}:{self.registry_port}"
+
+    def container_name(self, host: Host) -> str:
+        return f"{self.name}-{host.name}"
+
+    def volume_name(self, host: Host, purpose: str) -> str:
+        return f"{self.name}-{host.name}-{purpose}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels that mark a resource as this lab's (removal is by these, never by prune)."""
+        return {LABEL: self.name}
+
+
+def _require(data: Mapping[str, Any], key: str, kind: type, where: str, expected: str) -> Any:
+    if key not in data:
+        raise ConfigError(key, None, expected + " (field is missing)", where)
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(key, value, expected, where)
+    return value
+
+
+def parse_topology(data: Mapping[str, Any], root: Path, state_dir: Path,
+                   source: str = "topology.json") -> LabConfig:
+    """Validate a parsed topology document into a ``LabConfig``."""
+    name = _require(data, "name", str, source, "a lowercase name like 'cdlab'")
+    if not _NAME.match(name):
+        raise ConfigError("name", name, "lowercase letters, digits and '-'", source)
+    net = _require(data, "network", dict, source, "an object with name, subnet, gateway")
+    try:
+        subnet = ipaddress.ip_network(_require(net, "subnet", str, source, "a CIDR"))
+    except ValueError as exc:
+        raise ConfigError("network.subnet", net.get("subnet"), "a CIDR like 10.100.200.0/24",
+                          source) from exc
+    gateway = _require(net, "gateway", str, source, "an address inside the subnet")
+    if _address(gateway, "network.gateway", source) not in subnet:
+        raise ConfigError("network.gateway", gateway, f"an address inside {subnet}", source)
+    network = Network(_require(net, "name", str, source, "a docker network name"),
+                      str(subnet), gateway)
+    hosts: list[Host] = []
+    for i, raw in enumerate(_require(data, "hosts", list, source, "a list of hosts")):
+        where = f"{source} hosts[{i}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"hosts[{i}]", raw, "an object", source)
+        hname = _require(raw, "name", str, where, "a lowercase host name")
+        if not _NAME.match(hname):
+            raise ConfigError(f"hosts[{i}].name", hname, "lowercase letters, digits and '-'",
+                              source)
+        addr = _require(raw, "address", str, where, "an IPv4 address")
+        if _address(addr, f"hosts[{i}].address", source) not in subnet or addr == gateway:
+            raise ConfigError(f"hosts[{i}].address", addr,
+                              f"an address inside {subnet} other than the gateway", source)
+        role = _require(raw, "role", str, where, " or ".join(ROLES))
+        if role not in ROLES:
+            raise ConfigError(f"hosts[{i}].role", role, " or ".join(ROLES), source)
+        mount = _require(raw, "project_mount", bool, where, "true or false")
+        hosts.append(Host(hname, addr, role, mount))
+    for field, values in (("name", [h.name for h in hosts]), ("address", [h.address for h in hosts])):
+        dupes = sorted({v for v in values if values.count(v) > 1})
+        if dupes:
+            raise ConfigError(f"hosts[].{field}", dupes, "unique values", source)
+    if [h.role for h in hosts].count("registry") != 1:
+        raise ConfigError("hosts[].role", [h.role for h in hosts], "exactly one 'registry'", source)
+    ports = {}
+    for key in ("registry_port", "engine_port"):
+        ports[key] = _require(data, key, int, source, "a TCP port number")
+        if not 0 < ports[key] < 65536:
+            raise ConfigError(key, ports[key], "a TCP port number (1-65535)", source)
+    return LabConfig(name, network, tuple(hosts), ports["registry_port"], ports["engine_port"],
+                     root, state_dir)
+
+
+def _address(value: str, field: str, source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ConfigError(field, value, "an IP address like 10.100.200.201", source) from exc
+
+
+def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> LabConfig:
+    """Load the lab's config for the checkout at ``root`` (default: the one holding ``lab/``).
+
+    ``CDLAB_STATE_DIR`` overrides where state lives (default ``<root>/.lab``).
+    """
+    env = os.environ if environ is None else environ
+    root = (root or TOPOLOGY.parent.parent).resolve()
+    state = Path(env.get("CDLAB_STATE_DIR", root / ".lab")).resolve()
+    try:
+        data = json.loads(TOPOLOGY.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError("topology", str(TOPOLOGY), f"valid JSON ({exc})") from exc
+    return parse_topology(data, root, state, source=str(TOPOLOGY.relative_to(TOPOLOGY.parent.parent)))

@@ -1,0 +1,92 @@
+"""The exception tree of cdlab.
+
+    LabError                      root: everything the lab raises on purpose
+    ├── ConfigError               bad input: a config or topology value (``field``, ``value``)
+    ├── PreflightError            the workstation is missing something (``what``, ``fix``)
+    ├── CommandError              a subprocess failed (``argv``, ``returncode``, ``output``)
+    ├── VagrantError              a Vagrant action failed (``action``, ``host``, ``output``)
+    ├── EngineError               a host's Docker engine did not answer (``host``, ``last_error``)
+    ├── ImageBuildError           an image build failed (``image``, ``build_log``)
+    ├── RegistryError             the lab registry refused or did not answer (``url``, ``status``)
+    └── OwnershipError            the lab's hosts belong to another checkout (``owner``)
+
+The library raises; only ``tasks.py`` presents. Every message says what was attempted, on what,
+the evidence, and the next step when one is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def tail(text: str, lines: int = 15) -> str:
+    """The last ``lines`` non-empty lines of ``text``, indented for an error message."""
+    kept = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join("    " + line for line in kept)
+
+
+class LabError(Exception):
+    """Root of every error cdlab raises on purpose."""
+
+
+class ConfigError(LabError):
+    def __init__(self, field: str, value: object, expected: str, source: str = "") -> None:
+        self.field, self.value, self.expected, self.source = field, value, expected, source
+        where = f" in {source}" if source else ""
+        super().__init__(f"bad value for '{field}'{where}: {value!r}; expected {expected}")
+
+
+class PreflightError(LabError):
+    def __init__(self, what: str, fix: str, evidence: str = "") -> None:
+        self.what, self.fix, self.evidence = what, fix, evidence
+        body = f"{what}\n{tail(evidence)}" if evidence else what
+        super().__init__(f"{body}\nNext step: {fix}")
+
+
+class CommandError(LabError):
+    def __init__(self, argv: Sequence[str], returncode: int, output: str, hint: str = "") -> None:
+        self.argv, self.returncode, self.output = list(argv), returncode, output
+        msg = f"command failed (exit {returncode}): {' '.join(self.argv)}\n{tail(output)}"
+        super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
+
+
+class VagrantError(LabError):
+    def __init__(self, action: str, host: str | None, output: str, hint: str = "") -> None:
+        self.action, self.host, self.output = action, host, output
+        on = f" on host '{host}'" if host else ""
+        msg = f"vagrant {action}{on} failed:\n{tail(output)}"
+        super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
+
+
+class EngineError(LabError):
+    def __init__(self, host: str, url: str, last_error: str, hint: str = "") -> None:
+        self.host, self.url, self.last_error = host, url, last_error
+        msg = f"the Docker engine of '{host}' at {url} did not answer: {last_error}"
+        super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
+
+
+class ImageBuildError(LabError):
+    def __init__(self, image: str, build_log: str, reason: str = "") -> None:
+        self.image, self.build_log = image, build_log
+        why = f": {reason}" if reason else ""
+        super().__init__(f"could not build image '{image}'{why}\n{tail(build_log, 25)}")
+
+
+class RegistryError(LabError):
+    def __init__(self, action: str, url: str, detail: str, status: int | None = None) -> None:
+        self.action, self.url, self.status = action, url, status
+        code = f" HTTP {status}" if status is not None else ""
+        super().__init__(
+            f"could not {action} at {url}:{code} {detail}\n"
+            "Next step: run 'invoke lab.status' to check the registry host."
+        )
+
+
+class OwnershipError(LabError):
+    def __init__(self, host: str, owner: str, here: str) -> None:
+        self.host, self.owner = host, owner
+        super().__init__(
+            f"the lab host '{host}' belongs to the cdlab checkout at {owner}, not to {here}.\n"
+            f"Next step: run 'invoke lab.destroy' in {owner} (or remove that checkout), "
+            "then run 'invoke lab.up' here again."
+        )

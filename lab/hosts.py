@@ -1,0 +1,138 @@
+"""The lab hosts: facts about their containers, a pure plan, and Vagrant (python-vagrant) to apply.
+
+Vagrant's output goes to ``.lab/logs/vagrant.log``; when it fails, its stderr tail is in the
+``VagrantError``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.config import LABEL, LabConfig
+from lab.errors import OwnershipError, VagrantError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the workstation's engine says about one host's container."""
+
+    name: str
+    exists: bool
+    running: bool = False
+    image_id: str = ""
+    owner: str = ""  # the checkout (label cdlab.root) that created it
+    status: str = "not created"  # docker's status word: running, exited, created, ...
+
+
+@dataclass(frozen=True)
+class HostAction:
+    host: str
+    action: str  # "keep", "start", "create", "recreate", "replace-orphan"
+    reason: str
+
+
+def plan(config: LabConfig, facts: Mapping[str, HostFacts], image_id: str,
+         known_to_vagrant: Mapping[str, bool], owner_exists: Mapping[str, bool]) -> list[HostAction]:
+    """Decide, per host, what ``lab.up`` must do (pure).
+
+    Raises ``OwnershipError`` when a host belongs to another checkout that still exists.
+    """
+    here = str(config.root)
+    actions = []
+    for host in config.hosts:
+        f = facts.get(host.name) or HostFacts(host.name, exists=False)
+        if not f.exists:
+            actions.append(HostAction(host.name, "create", "no container"))
+        elif f.owner and f.owner != here:
+            if owner_exists.get(f.owner, False):
+                raise OwnershipError(host.name, f.owner, here)
+            actions.append(HostAction(host.name, "replace-orphan",
+                                      f"left by a removed checkout at {f.owner}"))
+        elif not known_to_vagrant.get(host.name, False):
+            actions.append(HostAction(host.name, "replace-orphan", "unknown to Vagrant here"))
+        elif f.image_id != image_id:
+            actions.append(HostAction(host.name, "recreate", "host image changed"))
+        elif not f.running:
+            actions.append(HostAction(host.name, "start", f"container is {f.status}"))
+        else:
+            actions.append(HostAction(host.name, "keep", "running"))
+    return actions
+
+
+def facts(config: LabConfig, client: Any) -> dict[str, HostFacts]:
+    """Facts for every host container of this lab on the workstation's engine."""
+    out = {}
+    for c in client.containers.list(all=True, filters={"label": f"{LABEL}={config.name}"}):
+        name = c.labels.get("cdlab.host", "")
+        if name:
+            out[name] = HostFacts(name, True, c.status == "running", c.image.id if c.image else "",
+                                  c.labels.get("cdlab.root", ""), c.status)
+    return out
+
+
+def vagrant_error_summary(output: str) -> str:
+    """Vagrant's stderr without colour codes and blank lines: the part worth showing."""
+    lines = [_ANSI.sub("", line).rstrip() for line in output.splitlines()]
+    return "\n".join(line for line in lines if line.strip())
+
+
+class Vagrant:
+    """Runs Vagrant in the project folder, logging to the state dir."""
+
+    def __init__(self, config: LabConfig, host_image: str | None = None) -> None:
+        import vagrant
+
+        self.config = config
+        logs = config.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log = logs / "vagrant.log"
+        self.err = logs / "vagrant-stderr.log"
+        env = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="docker",
+                   CDLAB_STATE_DIR=str(config.state_dir))
+        if host_image:
+            env["CDLAB_HOST_IMAGE"] = host_image
+        self._v = vagrant.Vagrant(root=str(config.root), env=env,
+                                  out_cm=vagrant.make_file_cm(str(self.log), "a"),
+                                  err_cm=vagrant.make_file_cm(str(self.err), "w"))
+
+    def _call(self, action: str, host: str | None, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except subprocess.CalledProcessError as exc:
+            text = self.err.read_text() if self.err.exists() else ""
+            if not text.strip() and self.log.exists():
+                text = self.log.read_text()[-4000:]
+            raise VagrantError(action, host, vagrant_error_summary(text),
+                               f"see {self.log}; fix the cause and run 'invoke lab.up' again "
+                               "(it resumes)") from exc
+        except RuntimeError as exc:  # python-vagrant: the vagrant executable is missing
+            raise VagrantError(action, host, str(exc), "run './cdlab up' to install it") from exc
+
+    def known(self) -> dict[str, bool]:
+        """Which hosts Vagrant in this folder knows as created."""
+        states = self._call("status", None, self._v.status)
+        return {s.name: s.state not in ("not_created", "not created") for s in states}
+
+    def up(self, hosts: Sequence[str] = ()) -> None:
+        if not hosts:
+            self._call("up", None, self._v.up, provider="docker")
+        for h in hosts:
+            self._call("up", h, self._v.up, vm_name=h, provider="docker")
+
+    def halt(self) -> None:
+        self._call("halt", None, self._v.halt)
+
+    def destroy(self, host: str | None = None) -> None:
+        self._call("destroy", host, self._v.destroy, vm_name=host)
+
+
+def owner_paths_exist(facts: Mapping[str, HostFacts]) -> dict[str, bool]:
+    return {f.owner: Path(f.owner, "Vagrantfile").exists() for f in facts.values() if f.owner}

@@ -1,0 +1,232 @@
+"""Bring the lab up, stop it, destroy it, and report its status.
+
+``up`` reads facts, plans, and applies stage by stage; each stage is recorded (``progress``) and
+the run is written to ``.lab/runs/`` as JSON. Every stage is idempotent, so a failed ``up`` is
+resumed by the next one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lab import engines, hosts, images, network
+from lab.config import LABEL, LabConfig
+from lab.errors import LabError, RegistryError
+from lab.progress import Progress
+from lab.registry import RegistryClient
+from lab.state import State
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    name: str
+    address: str
+    role: str
+    state: str  # docker's status of the host container, or "not created"
+    engine: str  # engine version, "registry <http status>", or why it is unknown
+    containers: int | None  # running containers on the host's engine
+
+
+def up(config: LabConfig, progress: Progress) -> list[dict[str, Any]]:
+    """Bring every host up with a ready engine or registry and the base image in the registry."""
+    state = State(config)
+    started = dt.datetime.now(dt.timezone.utc)
+    try:
+        _up(config, state, progress)
+    finally:
+        _record(state, "up", started, progress)
+    return [asdict(s) for s in progress.stages]
+
+
+def _up(config: LabConfig, state: State, progress: Progress) -> None:
+    with progress.stage("workstation Docker engine") as st:
+        local = engines.local()
+        st.unchanged(f"Docker {local.version()['Version']}")
+    with progress.stage("lab state: CA, certificates, registry password") as st:
+        changed = state.ensure()
+        st.changed(", ".join(changed)) if changed else st.unchanged(str(state.dir))
+    bundles_changed = {c.split(":")[0] for c in changed if ":" in c}
+    imgs = images.Images(config, local, state.logs, state.dir / "cache")
+    with progress.stage("base image (mmdebstrap + docker import)") as st:
+        base, built = imgs.ensure_base(images.read_base_inputs())
+        st.changed(base.ref) if built else st.unchanged(base.ref)
+    with progress.stage("host image") as st:
+        host_img, built = imgs.ensure_host(base)
+        st.changed(host_img.ref) if built else st.unchanged(host_img.ref)
+    (state.dir / "host-image").write_text(host_img.ref + "\n")
+    (state.dir / "base-image").write_text(base.ref + "\n")
+    with progress.stage(f"network {config.network.name} and volumes") as st:
+        changed = network.ensure(config, local)
+        st.changed(", ".join(changed)) if changed else st.unchanged(config.network.subnet)
+    with progress.stage("hosts (vagrant, docker provider)") as st:
+        did = _apply_hosts(config, local, host_img.ref, bundles_changed)
+        st.changed(did) if did else st.unchanged(", ".join(h.name for h in config.hosts))
+    with progress.stage("engines (mutual TLS) and registry (TLS + htpasswd) answer") as st:
+        versions = [f"{h.name} {engines.wait_ready(state, h)}" for h in config.engine_hosts]
+        wait_registry(state)
+        st.unchanged(", ".join(versions))
+    with progress.stage("base image in the lab registry") as st:
+        pushed = push_base(state, base)
+        st.changed(pushed) if pushed else st.unchanged(registry_ref(config, base))
+
+
+def _apply_hosts(config: LabConfig, local: Any, image_ref: str, restart: set[str]) -> str:
+    facts = hosts.facts(config, local)
+    v = hosts.Vagrant(config, image_ref)
+    image_id = local.images.get(image_ref).id
+    actions = hosts.plan(config, facts, image_id, v.known(), hosts.owner_paths_exist(facts))
+    todo = [a for a in actions if a.action != "keep"]
+    for a in todo:
+        if a.action == "replace-orphan":
+            local.containers.get(config.container_name(config.host(a.host))).remove(force=True)
+        elif a.action == "recreate":
+            v.destroy(a.host)
+    if todo:
+        v.up()
+    restarted = [h for h in sorted(restart) if h not in {a.host for a in todo}]
+    for name in restarted:  # new certificates or config in the bundle: reboot to load them
+        local.containers.get(config.container_name(config.host(name))).restart(timeout=20)
+    done = [f"{a.host}: {a.action} ({a.reason})" for a in todo]
+    done += [f"{h}: restart (bundle changed)" for h in restarted]
+    return "; ".join(done)
+
+
+def registry_client(state: State, authenticated: bool = True) -> RegistryClient:
+    creds = state.credentials() if authenticated else None
+    return RegistryClient(state.config.registry_addr, state.pki.ca_cert, creds)
+
+
+def wait_registry(state: State, timeout: float = 60.0) -> None:
+    """Poll until the registry answers 401 anonymously and 200 with the lab's credentials."""
+    deadline, last = time.monotonic() + timeout, "no attempt made"
+    client = registry_client(state)
+    while time.monotonic() < deadline:
+        try:
+            anon, auth = client.ping(authenticated=False), client.ping()
+            if (anon, auth) == (401, 200):
+                return
+            last = f"/v2/ answered {anon} without and {auth} with credentials (want 401, 200)"
+        except RegistryError as exc:
+            last = str(exc).splitlines()[0]
+        time.sleep(0.5)
+    raise RegistryError("reach the registry within %.0f s" % timeout,
+                        f"https://{state.config.registry_addr}/v2/", last)
+
+
+def registry_ref(config: LabConfig, image: images.ImageRef) -> str:
+    return f"{config.registry_addr}/{image.repository}:{image.tag}"
+
+
+def push_base(state: State, base: images.ImageRef) -> str:
+    """Push the base image to the registry through the cd host's engine (as production would)."""
+    config = state.config
+    if base.tag in registry_client(state).tags(base.repository):
+        return ""
+    import docker.errors
+
+    local = engines.local()
+    target = registry_ref(config, base)
+    with engines.connect(state, config.host("cd"), timeout=600) as cd:
+        try:
+            cd.images.load(local.images.get(base.ref).save(chunk_size=1 << 20, named=base.ref))
+            cd.images.get(base.ref).tag(target)
+            for line in cd.images.push(target, auth_config=state.credentials().auth_config(),
+                                       stream=True, decode=True):
+                if "error" in line:
+                    raise RegistryError(f"push '{target}' from cd",
+                                        f"https://{config.registry_addr}", line["error"])
+            cd.images.remove(base.ref)
+        except docker.errors.APIError as exc:
+            raise RegistryError(f"copy '{base.ref}' to cd and push it as '{target}'",
+                                f"https://{config.registry_addr}", str(exc)) from exc
+    return target
+
+
+def down(config: LabConfig, progress: Progress) -> None:
+    with progress.stage("stop the hosts (everything is kept)") as st:
+        hosts.Vagrant(config).halt()
+        st.changed(", ".join(h.name for h in config.hosts))
+
+
+def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
+    """Remove every container, volume, network and image carrying this lab's label."""
+    local = engines.local()
+    flt = {"label": f"{LABEL}={config.name}"}
+    removed: dict[str, list[str]] = {}
+    with progress.stage("remove the hosts' containers") as st:
+        removed["containers"] = []
+        for c in local.containers.list(all=True, filters=flt):
+            c.remove(force=True, v=False)
+            removed["containers"].append(c.name)
+        try:
+            hosts.Vagrant(config).destroy()
+        except LabError:
+            pass  # Vagrant's bookkeeping only: the containers are already gone
+        st.changed(", ".join(removed["containers"]) or "none")
+    with progress.stage("remove volumes, network and images") as st:
+        removed["volumes"] = [v.name for v in local.volumes.list(filters=flt)]
+        for vol in local.volumes.list(filters=flt):
+            vol.remove(force=True)
+        removed["networks"] = [n.name for n in local.networks.list(filters=flt)]
+        for net in local.networks.list(filters=flt):
+            net.remove()
+        removed["images"] = []
+        for img in sorted(local.images.list(filters=flt),
+                          key=lambda i: i.labels.get("cdlab.image") == "base"):
+            removed["images"] += img.tags or [img.short_id]
+            local.images.remove(img.id, force=True)
+        st.changed("; ".join(f"{len(v)} {k}" for k, v in removed.items()))
+    return removed
+
+
+def status(config: LabConfig) -> list[HostStatus]:
+    state = State(config)
+    local = engines.local()
+    facts = hosts.facts(config, local)
+    rows = []
+    for h in config.hosts:
+        f = facts.get(h.name) or hosts.HostFacts(h.name, exists=False)
+        engine, count = "-", None
+        if f.running and h.has_engine:
+            try:
+                with engines.connect(state, h, timeout=3) as c:
+                    engine = str(c.version()["Version"])
+                    count = len(c.containers.list())
+            except Exception as exc:  # shown in the table, not raised: status must always print
+                engine = f"no answer ({type(exc).__name__})"
+        elif f.running:
+            try:
+                engine = f"registry HTTP {registry_client(state).ping()}"
+            except (RegistryError, OSError) as exc:
+                engine = f"registry: {str(exc).splitlines()[0][:40]}"
+        rows.append(HostStatus(h.name, h.address, h.role, f.status, engine, count))
+    return rows
+
+
+def render_status(rows: list[HostStatus]) -> str:
+    """A fixed-width table of ``rows`` (pure)."""
+    head = ("HOST", "ADDRESS", "ROLE", "STATE", "ENGINE", "CONTAINERS")
+    body = [(r.name, r.address, r.role, r.state, r.engine,
+             "-" if r.containers is None else str(r.containers)) for r in rows]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in [head, *body])
+
+
+def _record(state: State, action: str, started: dt.datetime, progress: Progress) -> None:
+    state.runs.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%S")
+    record = {"action": action, "started": started.isoformat(),
+              "seconds": round(progress.total_seconds, 2),
+              "stages": [asdict(s) for s in progress.stages]}
+    (state.runs / f"{action}-{stamp}.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def shell_argv(config: LabConfig, host: str) -> list[str]:
+    """The command that opens an interactive shell on ``host`` (its container)."""
+    h = config.host(host)
+    return ["docker", "exec", "-it", "-e", "TERM", config.container_name(h), "bash", "-l"]

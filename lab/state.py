@@ -1,0 +1,104 @@
+"""The lab's state folder (``.lab/``, git-ignored, mode 0700) and what it holds.
+
+Layout::
+
+    .lab/pki/                 CA and every certificate (keys 0600)
+    .lab/registry-password    the registry user's password (0600)
+    .lab/hosts/<host>/        the bundle mounted read-only at /etc/cdlab on that host:
+                              ca.pem, cert.pem, key.pem (+ htpasswd, registry.yml on registry)
+    .lab/logs/                vagrant.log, dockerd.log, build logs
+    .lab/runs/                one JSON record per lab.up
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import pki, registry
+from lab.config import Host, LabConfig
+
+
+@dataclass(frozen=True)
+class State:
+    config: LabConfig
+
+    @property
+    def dir(self) -> Path:
+        return self.config.state_dir
+
+    @property
+    def pki(self) -> pki.Pki:
+        return pki.Pki(self.dir / "pki")
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def runs(self) -> Path:
+        return self.dir / "runs"
+
+    def bundle(self, host: Host) -> Path:
+        return self.dir / "hosts" / host.name
+
+    @property
+    def password_file(self) -> Path:
+        return self.dir / "registry-password"
+
+    def credentials(self) -> registry.Credentials:
+        return registry.Credentials(registry.USER, self.password_file.read_text().strip())
+
+    def client_tls(self) -> tuple[Path, Path, Path]:
+        """(ca, cert, key) for the lab's engine clients."""
+        p = self.pki
+        return p.ca_cert, p.cert("client"), p.key("client")
+
+    def ensure(self) -> list[str]:
+        """Create or complete the state folder; return what changed (empty when nothing)."""
+        changed: list[str] = []
+        for d in (self.dir, self.logs, self.runs, self.dir / "hosts"):
+            if not d.exists():
+                d.mkdir(parents=True, mode=0o700)
+            os.chmod(d, 0o700)
+        changed += self.pki.ensure(pki.plan(self.config))
+        if not self.password_file.exists():
+            write_secret(self.password_file, secrets.token_urlsafe(24) + "\n")
+            changed.append("registry password")
+        creds = self.credentials()
+        for host in self.config.hosts:
+            changed += [f"{host.name}: {f}" for f in self._bundle(host, creds)]
+        return changed
+
+    def _bundle(self, host: Host, creds: registry.Credentials) -> list[str]:
+        d = self.bundle(host)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stem = "registry" if host.role == "registry" else f"engine-{host.name}"
+        files = {"ca.pem": self.pki.ca_cert.read_bytes(),
+                 "cert.pem": self.pki.cert(stem).read_bytes(),
+                 "key.pem": self.pki.key(stem).read_bytes()}
+        if host.role == "registry":
+            files["registry.yml"] = registry.render_config(self.config.registry_port).encode()
+            current = d / "htpasswd"
+            line = current.read_text() if current.exists() else ""
+            if not registry.htpasswd_matches(line, creds.user, creds.password):
+                files["htpasswd"] = registry.htpasswd_line(creds.user, creds.password).encode()
+        changed = []
+        for name, data in files.items():
+            path = d / name
+            if not path.exists() or path.read_bytes() != data:
+                write_secret(path, data)
+                changed.append(name)
+        return changed
+
+
+def write_secret(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` atomically with mode 0600."""
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(raw)
+    os.replace(tmp, path)

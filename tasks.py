@@ -1,0 +1,95 @@
+"""cdlab's command line: ``invoke --list``. Tasks parse arguments, call one ``lab`` function and
+turn a ``LabError`` into ``Exit``; nothing else lives here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from lab import config as lab_config
+from lab import lifecycle, testing
+from lab.errors import LabError
+from lab.progress import Progress
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def presents_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LabError as exc:
+            raise Exit(f"cdlab: {exc}", code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@task
+@presents_errors
+def up(c: Context) -> None:
+    """Bring the lab up (idempotent): images, CA, four hosts, engines, registry."""
+    progress = Progress()
+    lifecycle.up(lab_config.load(), progress)
+    progress.say(f"lab is up in {progress.total_seconds:.1f} s "
+                 f"({len(progress.changed)} stage(s) changed). 'invoke lab.status' shows it.")
+
+
+@task(help={"json": "print machine-readable JSON instead of a table"})
+@presents_errors
+def status(c: Context, json_: bool = False) -> None:
+    """Show each host: address, state, engine version, running containers."""
+    rows = lifecycle.status(lab_config.load())
+    print(json.dumps([asdict(r) for r in rows], indent=2) if json_ else lifecycle.render_status(rows))
+
+
+@task
+@presents_errors
+def down(c: Context) -> None:
+    """Stop the hosts; keep every container, volume and image."""
+    lifecycle.down(lab_config.load(), Progress())
+
+
+@task
+@presents_errors
+def destroy(c: Context) -> None:
+    """Remove every container, volume, network and image of the lab (found by label)."""
+    lifecycle.destroy(lab_config.load(), Progress())
+
+
+@task(help={"host": "registry, prod, cd or dev"})
+@presents_errors
+def shell(c: Context, host: str) -> None:
+    """Open a shell on a lab host."""
+    argv = lifecycle.shell_argv(lab_config.load(), host)
+    os.execvp(argv[0], argv)
+
+
+@task(help={"suite": "a marker expression, e.g. 'unit' or 'e2e and not load'",
+            "workers": "pytest-xdist workers (default: auto)"})
+def test(c: Context, suite: str = "", workers: str = "auto") -> None:
+    """Run the whole test suite (unit, integration, end-to-end on the lab)."""
+    argv = testing.pytest_argv(suite, workers)
+    sys.exit(testing.run_pytest(argv))
+
+
+@task
+def lint(c: Context) -> None:
+    """ruff (lint + format check) and mypy --strict."""
+    c.run("ruff check .", echo=True)
+    c.run("ruff format --check .", echo=True)
+    c.run("mypy", echo=True)
+
+
+lab_ns = Collection("lab", up, status, down, destroy, shell)
+ns = Collection(lab_ns, test, lint)
