@@ -41,8 +41,10 @@ def up(c: Context) -> None:
     """Bring the lab up (idempotent): images, CA, four hosts, engines, registry."""
     progress = Progress()
     lifecycle.up(lab_config.load(), progress)
-    progress.say(f"lab is up in {progress.total_seconds:.1f} s "
-                 f"({len(progress.changed)} stage(s) changed). 'invoke lab.status' shows it.")
+    progress.say(
+        f"lab is up in {progress.total_seconds:.1f} s "
+        f"({len(progress.changed)} stage(s) changed). 'invoke lab.status' shows it."
+    )
 
 
 @task(help={"json": "print machine-readable JSON instead of a table"})
@@ -50,7 +52,9 @@ def up(c: Context) -> None:
 def status(c: Context, json_: bool = False) -> None:
     """Show each host: address, state, engine version, running containers."""
     rows = lifecycle.status(lab_config.load())
-    print(json.dumps([asdict(r) for r in rows], indent=2) if json_ else lifecycle.render_status(rows))
+    print(
+        json.dumps([asdict(r) for r in rows], indent=2) if json_ else lifecycle.render_status(rows)
+    )
 
 
 @task
@@ -75,8 +79,12 @@ def shell(c: Context, host: str) -> None:
     os.execvp(argv[0], argv)
 
 
-@task(help={"suite": "a marker expression, e.g. 'unit' or 'e2e and not load'",
-            "workers": "pytest-xdist workers (default: auto)"})
+@task(
+    help={
+        "suite": "a marker expression, e.g. 'unit' or 'e2e and not load'",
+        "workers": "pytest-xdist workers (default: auto)",
+    }
+)
 def test(c: Context, suite: str = "", workers: str = "auto") -> None:
     """Run the whole test suite (unit, integration, end-to-end on the lab)."""
     argv = testing.pytest_argv(suite, workers)

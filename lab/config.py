@@ -12,7 +12,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class LabConfig:
     engine_port: int
     root: Path  # the project checkout
     state_dir: Path  # git-ignored, mode 0700: CA, certificates, passwords, logs
+    topology_file: Path = TOPOLOGY
 
     def host(self, name: str) -> Host:
         for host in self.hosts:
@@ -67,6 +68,12 @@ class LabConfig:
     @property
     def engine_hosts(self) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if h.has_engine)
+
+    @property
+    def builder(self) -> Host:
+        """The host that builds and pushes: ``cd`` when the topology has one."""
+        engines = self.engine_hosts
+        return next((h for h in engines if h.name == "cd"), engines[0])
 
     @property
     def registry_addr(self) -> str:
@@ -94,8 +101,9 @@ def _require(data: Mapping[str, Any], key: str, kind: type, where: str, expected
     return value
 
 
-def parse_topology(data: Mapping[str, Any], root: Path, state_dir: Path,
-                   source: str = "topology.json") -> LabConfig:
+def parse_topology(
+    data: Mapping[str, Any], root: Path, state_dir: Path, source: str = "topology.json"
+) -> LabConfig:
     """Validate a parsed topology document into a ``LabConfig``."""
     name = _require(data, "name", str, source, "a lowercase name like 'cdlab'")
     if not _NAME.match(name):
@@ -104,13 +112,15 @@ def parse_topology(data: Mapping[str, Any], root: Path, state_dir: Path,
     try:
         subnet = ipaddress.ip_network(_require(net, "subnet", str, source, "a CIDR"))
     except ValueError as exc:
-        raise ConfigError("network.subnet", net.get("subnet"), "a CIDR like 10.100.200.0/24",
-                          source) from exc
+        raise ConfigError(
+            "network.subnet", net.get("subnet"), "a CIDR like 10.100.200.0/24", source
+        ) from exc
     gateway = _require(net, "gateway", str, source, "an address inside the subnet")
     if _address(gateway, "network.gateway", source) not in subnet:
         raise ConfigError("network.gateway", gateway, f"an address inside {subnet}", source)
-    network = Network(_require(net, "name", str, source, "a docker network name"),
-                      str(subnet), gateway)
+    network = Network(
+        _require(net, "name", str, source, "a docker network name"), str(subnet), gateway
+    )
     hosts: list[Host] = []
     for i, raw in enumerate(_require(data, "hosts", list, source, "a list of hosts")):
         where = f"{source} hosts[{i}]"
@@ -118,30 +128,42 @@ def parse_topology(data: Mapping[str, Any], root: Path, state_dir: Path,
             raise ConfigError(f"hosts[{i}]", raw, "an object", source)
         hname = _require(raw, "name", str, where, "a lowercase host name")
         if not _NAME.match(hname):
-            raise ConfigError(f"hosts[{i}].name", hname, "lowercase letters, digits and '-'",
-                              source)
+            raise ConfigError(
+                f"hosts[{i}].name", hname, "lowercase letters, digits and '-'", source
+            )
         addr = _require(raw, "address", str, where, "an IPv4 address")
         if _address(addr, f"hosts[{i}].address", source) not in subnet or addr == gateway:
-            raise ConfigError(f"hosts[{i}].address", addr,
-                              f"an address inside {subnet} other than the gateway", source)
+            raise ConfigError(
+                f"hosts[{i}].address",
+                addr,
+                f"an address inside {subnet} other than the gateway",
+                source,
+            )
         role = _require(raw, "role", str, where, " or ".join(ROLES))
         if role not in ROLES:
             raise ConfigError(f"hosts[{i}].role", role, " or ".join(ROLES), source)
         mount = _require(raw, "project_mount", bool, where, "true or false")
         hosts.append(Host(hname, addr, role, mount))
-    for field, values in (("name", [h.name for h in hosts]), ("address", [h.address for h in hosts])):
+    for field, values in (
+        ("name", [h.name for h in hosts]),
+        ("address", [h.address for h in hosts]),
+    ):
         dupes = sorted({v for v in values if values.count(v) > 1})
         if dupes:
             raise ConfigError(f"hosts[].{field}", dupes, "unique values", source)
-    if [h.role for h in hosts].count("registry") != 1:
-        raise ConfigError("hosts[].role", [h.role for h in hosts], "exactly one 'registry'", source)
+    roles = [h.role for h in hosts]
+    if roles.count("registry") != 1 or "engine" not in roles:
+        raise ConfigError(
+            "hosts[].role", roles, "exactly one 'registry' and at least one 'engine'", source
+        )
     ports = {}
     for key in ("registry_port", "engine_port"):
         ports[key] = _require(data, key, int, source, "a TCP port number")
         if not 0 < ports[key] < 65536:
             raise ConfigError(key, ports[key], "a TCP port number (1-65535)", source)
-    return LabConfig(name, network, tuple(hosts), ports["registry_port"], ports["engine_port"],
-                     root, state_dir)
+    return LabConfig(
+        name, network, tuple(hosts), ports["registry_port"], ports["engine_port"], root, state_dir
+    )
 
 
 def _address(value: str, field: str, source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -154,13 +176,18 @@ def _address(value: str, field: str, source: str) -> ipaddress.IPv4Address | ipa
 def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> LabConfig:
     """Load the lab's config for the checkout at ``root`` (default: the one holding ``lab/``).
 
-    ``CDLAB_STATE_DIR`` overrides where state lives (default ``<root>/.lab``).
+    ``CDLAB_TOPOLOGY`` names another topology file (a second, separate lab; the Vagrantfile
+    honours it too); ``CDLAB_STATE_DIR`` overrides where state lives (default ``<root>/.lab``).
     """
     env = os.environ if environ is None else environ
     root = (root or TOPOLOGY.parent.parent).resolve()
     state = Path(env.get("CDLAB_STATE_DIR", root / ".lab")).resolve()
+    topology = Path(env.get("CDLAB_TOPOLOGY", TOPOLOGY)).resolve()
     try:
-        data = json.loads(TOPOLOGY.read_text())
+        data = json.loads(topology.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError("CDLAB_TOPOLOGY", str(topology), "an existing JSON file") from exc
     except json.JSONDecodeError as exc:
-        raise ConfigError("topology", str(TOPOLOGY), f"valid JSON ({exc})") from exc
-    return parse_topology(data, root, state, source=str(TOPOLOGY.relative_to(TOPOLOGY.parent.parent)))
+        raise ConfigError("topology", str(topology), f"valid JSON ({exc})") from exc
+    config = parse_topology(data, root, state, source=topology.name)
+    return replace(config, topology_file=topology)

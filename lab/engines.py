@@ -29,9 +29,11 @@ def local() -> Any:
         client.ping()
     except docker.errors.DockerException as exc:
         raise PreflightError(
-            "the workstation's Docker engine does not answer", "run './cdlab up' (it installs "
+            "the workstation's Docker engine does not answer",
+            "run './cdlab up' (it installs "
             "and starts one), or start yours ('systemctl start docker' or 'dockerd &')",
-            str(exc)) from exc
+            str(exc),
+        ) from exc
     return client
 
 
@@ -45,13 +47,20 @@ def client(state: State, host: Host, timeout: int = 120) -> Any:
     from docker.tls import TLSConfig
 
     if not host.has_engine:
-        raise EngineError(host.name, "-", f"'{host.name}' runs no Docker engine (role "
-                          f"'{host.role}')", "pick one of: " +
-                          ", ".join(h.name for h in state.config.engine_hosts))
+        raise EngineError(
+            host.name,
+            "-",
+            f"'{host.name}' runs no Docker engine (role '{host.role}')",
+            "pick one of: " + ", ".join(h.name for h in state.config.engine_hosts),
+        )
     ca, cert, key = state.client_tls()
     tls = TLSConfig(client_cert=(str(cert), str(key)), ca_cert=str(ca), verify=True)
-    c = docker.DockerClient(base_url=url(state.config, host).replace("tcp://", "https://"),
-                            tls=tls, timeout=timeout, version=API_VERSION)
+    c = docker.DockerClient(
+        base_url=url(state.config, host).replace("tcp://", "https://"),
+        tls=tls,
+        timeout=timeout,
+        version=API_VERSION,
+    )
     # Lab traffic never goes through the workstation's proxy, and REQUESTS_CA_BUNDLE (common
     # behind TLS-inspecting proxies) must not replace the lab CA: ignore the environment.
     c.api.trust_env = False
@@ -82,7 +91,11 @@ def wait_ready(state: State, host: Host, timeout: float = 60.0) -> str:
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() >= deadline:
-            raise EngineError(host.name, url(state.config, host), last,
-                              f"look at 'docker logs {state.config.container_name(host)}' "
-                              "or run 'invoke lab.status'")
+            raise EngineError(
+                host.name,
+                url(state.config, host),
+                last,
+                f"look at 'docker logs {state.config.container_name(host)}' "
+                "or run 'invoke lab.status'",
+            )
         time.sleep(0.5)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.config import LABEL, LabConfig
+from lab.config import LABEL, TOPOLOGY, LabConfig
 from lab.errors import OwnershipError, VagrantError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -39,8 +39,13 @@ class HostAction:
     reason: str
 
 
-def plan(config: LabConfig, facts: Mapping[str, HostFacts], image_id: str,
-         known_to_vagrant: Mapping[str, bool], owner_exists: Mapping[str, bool]) -> list[HostAction]:
+def plan(
+    config: LabConfig,
+    facts: Mapping[str, HostFacts],
+    image_id: str,
+    known_to_vagrant: Mapping[str, bool],
+    owner_exists: Mapping[str, bool],
+) -> list[HostAction]:
     """Decide, per host, what ``lab.up`` must do (pure).
 
     Raises ``OwnershipError`` when a host belongs to another checkout that still exists.
@@ -54,8 +59,9 @@ def plan(config: LabConfig, facts: Mapping[str, HostFacts], image_id: str,
         elif f.owner and f.owner != here:
             if owner_exists.get(f.owner, False):
                 raise OwnershipError(host.name, f.owner, here)
-            actions.append(HostAction(host.name, "replace-orphan",
-                                      f"left by a removed checkout at {f.owner}"))
+            actions.append(
+                HostAction(host.name, "replace-orphan", f"left by a removed checkout at {f.owner}")
+            )
         elif not known_to_vagrant.get(host.name, False):
             actions.append(HostAction(host.name, "replace-orphan", "unknown to Vagrant here"))
         elif f.image_id != image_id:
@@ -73,8 +79,14 @@ def facts(config: LabConfig, client: Any) -> dict[str, HostFacts]:
     for c in client.containers.list(all=True, filters={"label": f"{LABEL}={config.name}"}):
         name = c.labels.get("cdlab.host", "")
         if name:
-            out[name] = HostFacts(name, True, c.status == "running", c.image.id if c.image else "",
-                                  c.labels.get("cdlab.root", ""), c.status)
+            out[name] = HostFacts(
+                name,
+                True,
+                c.status == "running",
+                c.image.id if c.image else "",
+                c.labels.get("cdlab.root", ""),
+                c.status,
+            )
     return out
 
 
@@ -95,13 +107,24 @@ class Vagrant:
         logs.mkdir(parents=True, exist_ok=True)
         self.log = logs / "vagrant.log"
         self.err = logs / "vagrant-stderr.log"
-        env = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="docker",
-                   CDLAB_STATE_DIR=str(config.state_dir))
+        env = dict(
+            os.environ,
+            VAGRANT_CHECKPOINT_DISABLE="1",
+            VAGRANT_DEFAULT_PROVIDER="docker",
+            CDLAB_STATE_DIR=str(config.state_dir),
+        )
         if host_image:
             env["CDLAB_HOST_IMAGE"] = host_image
-        self._v = vagrant.Vagrant(root=str(config.root), env=env,
-                                  out_cm=vagrant.make_file_cm(str(self.log), "a"),
-                                  err_cm=vagrant.make_file_cm(str(self.err), "w"))
+        if config.topology_file != TOPOLOGY:  # a second lab keeps its own Vagrant bookkeeping
+            env["CDLAB_TOPOLOGY"] = str(config.topology_file)
+            env["VAGRANT_DOTFILE_PATH"] = str(config.state_dir / "vagrant")
+        api: Any = vagrant  # python-vagrant has no type hints
+        self._v = api.Vagrant(
+            root=str(config.root),
+            env=env,
+            out_cm=api.make_file_cm(str(self.log), "a"),
+            err_cm=api.make_file_cm(str(self.err), "w"),
+        )
 
     def _call(self, action: str, host: str | None, fn: Any, *args: Any, **kw: Any) -> Any:
         try:
@@ -110,9 +133,12 @@ class Vagrant:
             text = self.err.read_text() if self.err.exists() else ""
             if not text.strip() and self.log.exists():
                 text = self.log.read_text()[-4000:]
-            raise VagrantError(action, host, vagrant_error_summary(text),
-                               f"see {self.log}; fix the cause and run 'invoke lab.up' again "
-                               "(it resumes)") from exc
+            raise VagrantError(
+                action,
+                host,
+                vagrant_error_summary(text),
+                f"see {self.log}; fix the cause and run 'invoke lab.up' again (it resumes)",
+            ) from exc
         except RuntimeError as exc:  # python-vagrant: the vagrant executable is missing
             raise VagrantError(action, host, str(exc), "run './cdlab up' to install it") from exc
 

@@ -10,10 +10,11 @@ second ``lab.up`` finds it and builds nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from lab.errors import ImageBuildError, PreflightError
 
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "ca-certificates")
+# Images are content-addressed and shared by every lab on the workstation: a second lab (another
+# topology) reuses them. ``cdlab.lab`` names the lab that built one; only its destroy removes it.
+REPOSITORY = "cdlab"
 RECIPE = "base-v1"  # bump when the way the base image is made changes
 HOST_CONTEXT = Path(__file__).with_name("hostimage")
 EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
@@ -63,9 +67,15 @@ def digest(parts: Mapping[str, Any]) -> str:
 
 
 def base_hash(inputs: BaseInputs) -> str:
-    return digest({"suite": inputs.suite, "packages": sorted(inputs.packages),
-                   "sources": inputs.apt_sources, "cas": [list(c) for c in inputs.extra_cas],
-                   "recipe": inputs.recipe})
+    return digest(
+        {
+            "suite": inputs.suite,
+            "packages": sorted(inputs.packages),
+            "sources": inputs.apt_sources,
+            "cas": [list(c) for c in inputs.extra_cas],
+            "recipe": inputs.recipe,
+        }
+    )
 
 
 def tree_hash(directory: Path) -> dict[str, str]:
@@ -92,13 +102,17 @@ def extra_ca_setting(environ: Mapping[str, str]) -> Path | None:
 
 def read_base_inputs(environ: Mapping[str, str] | None = None) -> BaseInputs:
     env = os.environ if environ is None else environ
-    sources = Path(env["CDLAB_APT_SOURCES"]) if "CDLAB_APT_SOURCES" in env else next(
-        (p for p in APT_SOURCES if p.exists()), None)
+    sources = (
+        Path(env["CDLAB_APT_SOURCES"])
+        if "CDLAB_APT_SOURCES" in env
+        else next((p for p in APT_SOURCES if p.exists()), None)
+    )
     if sources is None or not sources.exists():
         raise PreflightError(
             "no apt sources file to build the Debian base image from "
             f"(looked for {', '.join(str(p) for p in APT_SOURCES)})",
-            "set CDLAB_APT_SOURCES to a deb822 '.sources' or one-line sources.list file")
+            "set CDLAB_APT_SOURCES to a deb822 '.sources' or one-line sources.list file",
+        )
     ca = extra_ca_setting(env)
     cas: list[tuple[str, str]] = []
     if ca is not None and ca.is_dir():
@@ -106,21 +120,31 @@ def read_base_inputs(environ: Mapping[str, str] | None = None) -> BaseInputs:
     elif ca is not None and ca.is_file():
         cas = [(ca.name if ca.suffix == ".crt" else ca.name + ".crt", ca.read_text())]
     elif ca is not None and "CDLAB_EXTRA_CA" in env:
-        raise PreflightError(f"CDLAB_EXTRA_CA={ca} is neither a folder nor a file",
-                             "point it at PEM certificates, or set it to 'host' or 'none'")
-    return BaseInputs(SUITE, BASE_PACKAGES, sources.read_text() + f"\n#source:{sources}",
-                      tuple(cas))
+        raise PreflightError(
+            f"CDLAB_EXTRA_CA={ca} is neither a folder nor a file",
+            "point it at PEM certificates, or set it to 'host' or 'none'",
+        )
+    return BaseInputs(
+        SUITE, BASE_PACKAGES, sources.read_text() + f"\n#source:{sources}", tuple(cas)
+    )
 
 
-def mmdebstrap_argv(inputs: BaseInputs, sources_file: Path, ca_dir: Path | None,
-                    target: Path) -> list[str]:
+def mmdebstrap_argv(
+    inputs: BaseInputs, sources_file: Path, ca_dir: Path | None, target: Path
+) -> list[str]:
     """The mmdebstrap command that makes the base rootfs tarball (pure)."""
-    argv = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(inputs.packages),
-            "--aptopt=Acquire::Retries \"3\""]
+    argv = [
+        "mmdebstrap",
+        "--variant=apt",
+        "--include=" + ",".join(inputs.packages),
+        '--aptopt=Acquire::Retries "3"',
+    ]
     if ca_dir is not None and inputs.extra_cas:
-        argv.append("--customize-hook=cp " + str(ca_dir) + "/*.crt "
-                    "\"$1/usr/local/share/ca-certificates/\" && "
-                    "chroot \"$1\" update-ca-certificates")
+        argv.append(
+            "--customize-hook=cp " + str(ca_dir) + "/*.crt "
+            '"$1/usr/local/share/ca-certificates/" && '
+            'chroot "$1" update-ca-certificates'
+        )
     argv += [inputs.suite, str(target), str(sources_file)]
     return argv
 
@@ -136,12 +160,17 @@ class Images:
         self.config, self.client, self.logs, self.cache = config, client, logs, cache
 
     def find(self, ref: ImageRef) -> Any | None:
+        """The image built from ``ref``'s inputs, if any; tagged ``ref.ref`` if it lost the tag."""
         found = self.client.images.list(filters={"label": [f"cdlab.hash={ref.content_hash}"]})
-        return found[0] if found else None
+        if not found:
+            return None
+        if ref.ref not in (found[0].tags or []):
+            found[0].tag(ref.repository, ref.tag)
+        return found[0]
 
     def ensure_base(self, inputs: BaseInputs) -> tuple[ImageRef, bool]:
         """The base image for ``inputs``; built (True) only when no image has its hash."""
-        ref = ImageRef("base", f"{self.config.name}/base", base_hash(inputs))
+        ref = ImageRef("base", f"{REPOSITORY}/base", base_hash(inputs))
         if self.find(ref) is not None:
             return ref, False
         self.cache.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -159,20 +188,25 @@ class Images:
             result = shell.run(mmdebstrap_argv(inputs, sources, ca_dir, tarball), check=False)
             log.write_text(result.output)
             if result.returncode != 0:
-                raise ImageBuildError(ref.ref, result.output, f"mmdebstrap exited "
-                                      f"{result.returncode} (full log: {log})")
-            changes = [f'LABEL {k}="{v}"' for k, v in labels(self.config, "base",
-                                                             ref.content_hash).items()]
+                raise ImageBuildError(
+                    ref.ref,
+                    result.output,
+                    f"mmdebstrap exited {result.returncode} (full log: {log})",
+                )
+            changes = [
+                f'LABEL {k}="{v}"' for k, v in labels(self.config, "base", ref.content_hash).items()
+            ]
             changes.append('CMD ["/bin/bash"]')
-            self.client.api.import_image_from_file(str(tarball), repository=ref.repository,
-                                                   tag=ref.tag, changes=changes)
+            self.client.api.import_image_from_file(
+                str(tarball), repository=ref.repository, tag=ref.tag, changes=changes
+            )
         finally:
             tarball.unlink(missing_ok=True)
         self._prune_older(ref)
         return ref, True
 
     def ensure_host(self, base: ImageRef) -> tuple[ImageRef, bool]:
-        ref = ImageRef("host", f"{self.config.name}/host", host_hash(base, tree_hash(HOST_CONTEXT)))
+        ref = ImageRef("host", f"{REPOSITORY}/host", host_hash(base, tree_hash(HOST_CONTEXT)))
         if self.find(ref) is not None:
             return ref, False
         self.build(ref, HOST_CONTEXT, {"BASE": base.ref})
@@ -186,10 +220,15 @@ class Images:
         log_path = self.logs / f"build-{ref.kind}.log"
         lines: list[str] = []
         try:
-            for chunk in self.client.api.build(path=str(context), tag=ref.ref, rm=True,
-                                               forcerm=True, decode=True, buildargs=dict(buildargs),
-                                               labels=labels(self.config, ref.kind,
-                                                             ref.content_hash)):
+            for chunk in self.client.api.build(
+                path=str(context),
+                tag=ref.ref,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                buildargs=dict(buildargs),
+                labels=labels(self.config, ref.kind, ref.content_hash),
+            ):
                 if "stream" in chunk:
                     lines.append(chunk["stream"].rstrip("\n"))
                 if "error" in chunk:
@@ -207,11 +246,6 @@ class Images:
         filters = {"label": [f"{LABEL}={self.config.name}", f"cdlab.image={keep.kind}"]}
         for image in self.client.images.list(filters=filters):
             if image.labels.get("cdlab.hash") != keep.content_hash:
-                try:
+                # still used by a container or a child image: then it is kept, on purpose
+                with contextlib.suppress(docker.errors.APIError):
                     self.client.images.remove(image.id, noprune=False)
-                except docker.errors.APIError:
-                    pass  # still used by a container or a child image: kept on purpose
-
-
-def repo_tags(image: Any) -> Sequence[str]:
-    return list(getattr(image, "tags", []) or [])

@@ -7,6 +7,7 @@ resumed by the next one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -34,7 +35,7 @@ class HostStatus:
 def up(config: LabConfig, progress: Progress) -> list[dict[str, Any]]:
     """Bring every host up with a ready engine or registry and the base image in the registry."""
     state = State(config)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     try:
         _up(config, state, progress)
     finally:
@@ -113,8 +114,11 @@ def wait_registry(state: State, timeout: float = 60.0) -> None:
         except RegistryError as exc:
             last = str(exc).splitlines()[0]
         time.sleep(0.5)
-    raise RegistryError("reach the registry within %.0f s" % timeout,
-                        f"https://{state.config.registry_addr}/v2/", last)
+    raise RegistryError(
+        f"reach the registry within {timeout:.0f} s",
+        f"https://{state.config.registry_addr}/v2/",
+        last,
+    )
 
 
 def registry_ref(config: LabConfig, image: images.ImageRef) -> str:
@@ -122,7 +126,7 @@ def registry_ref(config: LabConfig, image: images.ImageRef) -> str:
 
 
 def push_base(state: State, base: images.ImageRef) -> str:
-    """Push the base image to the registry through the cd host's engine (as production would)."""
+    """Push the base image to the registry through the builder's (cd's) engine, as in production."""
     config = state.config
     if base.tag in registry_client(state).tags(base.repository):
         return ""
@@ -130,19 +134,26 @@ def push_base(state: State, base: images.ImageRef) -> str:
 
     local = engines.local()
     target = registry_ref(config, base)
-    with engines.connect(state, config.host("cd"), timeout=600) as cd:
+    with engines.connect(state, config.builder, timeout=600) as cd:
         try:
             cd.images.load(local.images.get(base.ref).save(chunk_size=1 << 20, named=base.ref))
             cd.images.get(base.ref).tag(target)
-            for line in cd.images.push(target, auth_config=state.credentials().auth_config(),
-                                       stream=True, decode=True):
+            for line in cd.images.push(
+                target, auth_config=state.credentials().auth_config(), stream=True, decode=True
+            ):
                 if "error" in line:
-                    raise RegistryError(f"push '{target}' from cd",
-                                        f"https://{config.registry_addr}", line["error"])
+                    raise RegistryError(
+                        f"push '{target}' from {config.builder.name}",
+                        f"https://{config.registry_addr}",
+                        line["error"],
+                    )
             cd.images.remove(base.ref)
         except docker.errors.APIError as exc:
-            raise RegistryError(f"copy '{base.ref}' to cd and push it as '{target}'",
-                                f"https://{config.registry_addr}", str(exc)) from exc
+            raise RegistryError(
+                f"copy '{base.ref}' to {config.builder.name} and push it as '{target}'",
+                f"https://{config.registry_addr}",
+                str(exc),
+            ) from exc
     return target
 
 
@@ -162,10 +173,8 @@ def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
         for c in local.containers.list(all=True, filters=flt):
             c.remove(force=True, v=False)
             removed["containers"].append(c.name)
-        try:
+        with contextlib.suppress(LabError):  # Vagrant's bookkeeping: the containers are gone
             hosts.Vagrant(config).destroy()
-        except LabError:
-            pass  # Vagrant's bookkeeping only: the containers are already gone
         st.changed(", ".join(removed["containers"]) or "none")
     with progress.stage("remove volumes, network and images") as st:
         removed["volumes"] = [v.name for v in local.volumes.list(filters=flt)]
@@ -175,8 +184,9 @@ def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
         for net in local.networks.list(filters=flt):
             net.remove()
         removed["images"] = []
-        for img in sorted(local.images.list(filters=flt),
-                          key=lambda i: i.labels.get("cdlab.image") == "base"):
+        for img in sorted(
+            local.images.list(filters=flt), key=lambda i: i.labels.get("cdlab.image") == "base"
+        ):
             removed["images"] += img.tags or [img.short_id]
             local.images.remove(img.id, force=True)
         st.changed("; ".join(f"{len(v)} {k}" for k, v in removed.items()))
@@ -210,19 +220,33 @@ def status(config: LabConfig) -> list[HostStatus]:
 def render_status(rows: list[HostStatus]) -> str:
     """A fixed-width table of ``rows`` (pure)."""
     head = ("HOST", "ADDRESS", "ROLE", "STATE", "ENGINE", "CONTAINERS")
-    body = [(r.name, r.address, r.role, r.state, r.engine,
-             "-" if r.containers is None else str(r.containers)) for r in rows]
+    body = [
+        (
+            r.name,
+            r.address,
+            r.role,
+            r.state,
+            r.engine,
+            "-" if r.containers is None else str(r.containers),
+        )
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in [head, *body])
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [head, *body]
+    )
 
 
 def _record(state: State, action: str, started: dt.datetime, progress: Progress) -> None:
     state.runs.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%S")
-    record = {"action": action, "started": started.isoformat(),
-              "seconds": round(progress.total_seconds, 2),
-              "stages": [asdict(s) for s in progress.stages]}
+    record = {
+        "action": action,
+        "started": started.isoformat(),
+        "seconds": round(progress.total_seconds, 2),
+        "stages": [asdict(s) for s in progress.stages],
+    }
     (state.runs / f"{action}-{stamp}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

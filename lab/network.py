@@ -59,24 +59,33 @@ def ensure(config: LabConfig, client: Any) -> list[str]:
     existing = {n.name: n for n in client.networks.list()}
     mine = existing.get(net.name)
     if mine is not None and mine.attrs.get("Labels", {}).get(LABEL) != config.name:
-        raise PreflightError(f"a docker network named '{net.name}' exists and is not this lab's",
-                             f"remove it ('docker network rm {net.name}') or rename the lab's "
-                             "network in lab/topology.json")
+        raise PreflightError(
+            f"a docker network named '{net.name}' exists and is not this lab's",
+            f"remove it ('docker network rm {net.name}') or rename the lab's "
+            "network in lab/topology.json",
+        )
     if mine is None:
-        claims = [Claim(f"docker network '{n.name}'", cfg["Subnet"])
-                  for n in existing.values()
-                  for cfg in (n.attrs.get("IPAM", {}).get("Config") or []) if "Subnet" in cfg]
+        claims = [
+            Claim(f"docker network '{n.name}'", cfg["Subnet"])
+            for n in existing.values()
+            for cfg in (n.attrs.get("IPAM", {}).get("Config") or [])
+            if "Subnet" in cfg
+        ]
         routes = shell.run(["ip", "-4", "route", "show"], check=False).output
         taken = conflicts(net.subnet, claims + parse_routes(routes))
         if taken:
             what = ", ".join(f"{c.owner} ({c.cidr})" for c in taken)
-            raise PreflightError(f"the lab subnet {net.subnet} is already used by {what}",
-                                 "free that subnet, or change network.subnet and the host "
-                                 "addresses in lab/topology.json")
-        ipam = docker.types.IPAMConfig(pool_configs=[
-            docker.types.IPAMPool(subnet=net.subnet, gateway=net.gateway)])
-        client.networks.create(net.name, driver="bridge", ipam=ipam, labels=config.labels,
-                               check_duplicate=True)
+            raise PreflightError(
+                f"the lab subnet {net.subnet} is already used by {what}",
+                "free that subnet, or change network.subnet and the host "
+                "addresses in lab/topology.json",
+            )
+        ipam = docker.types.IPAMConfig(
+            pool_configs=[docker.types.IPAMPool(subnet=net.subnet, gateway=net.gateway)]
+        )
+        client.networks.create(
+            net.name, driver="bridge", ipam=ipam, labels=config.labels, check_duplicate=True
+        )
         changed.append(f"network {net.name} {net.subnet}")
     have = {v.name for v in client.volumes.list(filters={"label": f"{LABEL}={config.name}"})}
     for name in volume_names(config):

@@ -49,17 +49,30 @@ class CertFacts:
 
 def plan(config: LabConfig) -> tuple[CertSpec, ...]:
     """Every certificate the topology needs (the CA itself excepted)."""
-    specs = [CertSpec("registry", f"{config.name}-registry", "server",
-                      (config.registry.address, "127.0.0.1"), ("registry", "localhost"))]
+    specs = [
+        CertSpec(
+            "registry",
+            f"{config.name}-registry",
+            "server",
+            (config.registry.address, "127.0.0.1"),
+            ("registry", "localhost"),
+        )
+    ]
     for host in config.engine_hosts:
-        specs.append(CertSpec(f"engine-{host.name}", f"{config.name}-{host.name}", "server",
-                              (host.address, "127.0.0.1"), (host.name, "localhost")))
+        specs.append(
+            CertSpec(
+                f"engine-{host.name}",
+                f"{config.name}-{host.name}",
+                "server",
+                (host.address, "127.0.0.1"),
+                (host.name, "localhost"),
+            )
+        )
     specs.append(CertSpec("client", f"{config.name}-client", "client"))
     return tuple(specs)
 
 
-def needs_issue(spec: CertSpec, facts: CertFacts | None, ca_key_id: bytes,
-                now: dt.datetime) -> str:
+def needs_issue(spec: CertSpec, facts: CertFacts | None, ca_key_id: bytes, now: dt.datetime) -> str:
     """Why ``spec`` must be (re)issued, or "" when the certificate on disk still fits."""
     if facts is None:
         return "missing"
@@ -96,7 +109,7 @@ class Pki:
 
     def ensure(self, specs: Iterable[CertSpec], now: dt.datetime | None = None) -> list[str]:
         """Create the CA if missing and (re)issue what ``needs_issue`` says; return what changed."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700)
         changed: list[str] = []
@@ -118,40 +131,71 @@ class Pki:
 
     def _new_ca(self, now: dt.datetime) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cdlab CA"),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cdlab")])
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=3650))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                             crl_sign=True, content_commitment=False,
-                                             key_encipherment=False, data_encipherment=False,
-                                             key_agreement=False, encipher_only=False,
-                                             decipher_only=False), critical=True)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                               critical=False)
-                .sign(key, hashes.SHA256()))
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, "cdlab CA"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cdlab"),
+            ]
+        )
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .sign(key, hashes.SHA256())
+        )
         _write(self.ca_key, _key_pem(key), 0o600)
         _write(self.ca_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
-    def _issue(self, spec: CertSpec, ca_cert: x509.Certificate,
-               ca_key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> None:
+    def _issue(
+        self,
+        spec: CertSpec,
+        ca_cert: x509.Certificate,
+        ca_key: ec.EllipticCurvePrivateKey,
+        now: dt.datetime,
+    ) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        usage = (ExtendedKeyUsageOID.SERVER_AUTH if spec.usage == "server"
-                 else ExtendedKeyUsageOID.CLIENT_AUTH)
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                                               spec.common_name)]))
-                   .issuer_name(ca_cert.subject).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5))
-                   .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                       ca_key.public_key()), critical=False))
+        usage = (
+            ExtendedKeyUsageOID.SERVER_AUTH
+            if spec.usage == "server"
+            else ExtendedKeyUsageOID.CLIENT_AUTH
+        )
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spec.common_name)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+        )
         alt: list[x509.GeneralName] = [x509.DNSName(d) for d in spec.dns]
         alt += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in spec.ips]
         if alt:
@@ -176,8 +220,9 @@ def read_facts(pem: bytes) -> CertFacts:
         issuer_key_id = aki.key_identifier or b""
     except x509.ExtensionNotFound:
         issuer_key_id = b""
-    return CertFacts(str(cn[0].value) if cn else "", ips, dns, issuer_key_id,
-                     cert.not_valid_after_utc)
+    return CertFacts(
+        str(cn[0].value) if cn else "", ips, dns, issuer_key_id, cert.not_valid_after_utc
+    )
 
 
 def _subject_key_id(cert: x509.Certificate) -> bytes:
@@ -185,8 +230,9 @@ def _subject_key_id(cert: x509.Certificate) -> bytes:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

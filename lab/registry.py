@@ -66,8 +66,9 @@ class Credentials:
 class RegistryClient:
     """Registry HTTP API v2 over TLS verified against the lab CA."""
 
-    def __init__(self, addr: str, ca_file: Path, creds: Credentials | None,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self, addr: str, ca_file: Path, creds: Credentials | None, timeout: float = 5.0
+    ) -> None:
         self.base = f"https://{addr}"
         self.ca_file, self.creds, self.timeout = ca_file, creds, timeout
         self.session = requests.Session()
@@ -76,8 +77,9 @@ class RegistryClient:
     def _get(self, path: str, authenticated: bool = True) -> requests.Response:
         auth = (self.creds.user, self.creds.password) if authenticated and self.creds else None
         try:
-            return self.session.get(self.base + path, auth=auth, verify=str(self.ca_file),
-                                timeout=self.timeout)
+            return self.session.get(
+                self.base + path, auth=auth, verify=str(self.ca_file), timeout=self.timeout
+            )
         except requests.RequestException as exc:
             raise RegistryError("reach the registry", self.base + path, str(exc)) from exc
 
@@ -96,6 +98,7 @@ class RegistryClient:
         if resp.status_code == 404:
             return []
         if resp.status_code != 200:
-            raise RegistryError(f"list tags of '{repository}'", resp.url, resp.text[:200],
-                                resp.status_code)
+            raise RegistryError(
+                f"list tags of '{repository}'", resp.url, resp.text[:200], resp.status_code
+            )
         return list(resp.json().get("tags") or [])

@@ -17,17 +17,33 @@ class Completed:
     output: str  # stdout and stderr, interleaved as the process wrote them
 
 
-def run(argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
-        check: bool = True, hint: str = "", timeout: float | None = None,
-        input: bytes | None = None) -> Completed:
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    hint: str = "",
+    timeout: float | None = None,
+    input: bytes | None = None,
+) -> Completed:
     """Run ``argv``; raise ``CommandError`` with the output's tail when it fails and ``check``."""
     try:
-        proc = subprocess.run(list(argv), cwd=cwd, env=dict(env) if env is not None else None,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, input=input,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            list(argv),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            input=input,
+            timeout=timeout,
+            check=False,
+        )
     except FileNotFoundError as exc:
-        raise PreflightError(f"'{argv[0]}' is not installed", "run './cdlab up', which installs "
-                             "what is missing, or install it with apt-get") from exc
+        raise PreflightError(
+            f"'{argv[0]}' is not installed",
+            "run './cdlab up', which installs what is missing, or install it with apt-get",
+        ) from exc
     except subprocess.TimeoutExpired as exc:
         out = (exc.output or b"").decode(errors="replace")
         raise CommandError(argv, -1, out + f"\n(timed out after {timeout} s)", hint) from exc
@@ -37,7 +53,8 @@ def run(argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] 
     return result
 
 
-def stream(argv: Sequence[str], *, cwd: Path | None = None,
-           env: Mapping[str, str] | None = None) -> int:
+def stream(
+    argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> int:
     """Run ``argv`` with the terminal as its stdout/stderr; return its exit code."""
     return subprocess.call(list(argv), cwd=cwd, env=dict(env) if env is not None else None)

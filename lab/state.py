@@ -76,9 +76,11 @@ class State:
         d = self.bundle(host)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         stem = "registry" if host.role == "registry" else f"engine-{host.name}"
-        files = {"ca.pem": self.pki.ca_cert.read_bytes(),
-                 "cert.pem": self.pki.cert(stem).read_bytes(),
-                 "key.pem": self.pki.key(stem).read_bytes()}
+        files = {
+            "ca.pem": self.pki.ca_cert.read_bytes(),
+            "cert.pem": self.pki.cert(stem).read_bytes(),
+            "key.pem": self.pki.key(stem).read_bytes(),
+        }
         if host.role == "registry":
             files["registry.yml"] = registry.render_config(self.config.registry_port).encode()
             current = d / "htpasswd"

@@ -12,8 +12,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def pytest_argv(suite: str = "", workers: str = "auto") -> list[str]:
     """The pytest command line: every suite unless ``suite`` (a marker expression) narrows it."""
-    argv = [sys.executable, "-m", "pytest", "-n", workers, "--dist", "loadgroup",
-            "--junitxml", str(ROOT / "reports" / "junit.xml")]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-n",
+        workers,
+        "--dist",
+        "loadgroup",
+        "--junitxml",
+        str(ROOT / "reports" / "junit.xml"),
+    ]
     if suite:
         argv += ["-m", suite]
     return argv

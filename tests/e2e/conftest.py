@@ -1,0 +1,66 @@
+"""Fixtures for tests against the running lab.
+
+When the lab does not answer, these tests skip with the reason, except under CI (``CI=true``) or
+``CDLAB_REQUIRE_LAB=1``, where they fail: a skipped suite in CI is a failed promise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import testinfra
+
+from lab import config, engines, lifecycle
+from lab.config import Host, LabConfig
+from lab.errors import LabError
+from lab.state import State
+
+REQUIRE = os.environ.get("CI") == "true" or os.environ.get("CDLAB_REQUIRE_LAB") == "1"
+
+
+@pytest.fixture(scope="session")
+def lab_config() -> LabConfig:
+    return config.load()
+
+
+@pytest.fixture(scope="session")
+def lab(lab_config: LabConfig) -> State:
+    """The running lab's state; skips (or fails under CI) when the lab is not up."""
+    state = State(lab_config)
+    try:
+        if not state.password_file.exists():
+            raise LabError(f"no lab state in {state.dir}")
+        for host in lab_config.engine_hosts:
+            engines.wait_ready(state, host, timeout=10)
+        lifecycle.wait_registry(state, timeout=10)
+    except LabError as exc:
+        reason = f"the lab is not up ({str(exc).splitlines()[0]}); run './cdlab up'"
+        if REQUIRE:
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return state
+
+
+@pytest.fixture(scope="session")
+def testinfra_host(lab: State) -> Callable[[str], Any]:
+    """testinfra host for a lab host, through the workstation's engine (docker backend)."""
+    cache: dict[str, Any] = {}
+
+    def get(name: str) -> Any:
+        if name not in cache:
+            container = lab.config.container_name(lab.config.host(name))
+            cache[name] = testinfra.get_host(f"docker://{container}")
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture
+def engine(lab: State, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A mutual-TLS SDK client for the engine host named by ``request.param``."""
+    host: Host = lab.config.host(request.param)
+    with engines.connect(lab, host, timeout=120) as client:
+        yield client

@@ -1,0 +1,114 @@
+"""lab.status, an idempotent lab.up, and lab.destroy (on a separate, throwaway lab)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import config as lab_config
+from lab import engines, lifecycle
+from lab.config import LABEL
+from lab.progress import Progress
+from lab.state import State
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.xdist_group("lab-lifecycle")
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def test_status_json_lists_the_four_hosts_running_at_their_addresses(lab: State) -> None:
+    done = invoke("lab.status", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {r["name"]: r for r in json.loads(done.stdout)}
+    assert {n: r["address"] for n, r in rows.items()} == {
+        "registry": "10.100.200.200",
+        "prod": "10.100.200.201",
+        "cd": "10.100.200.202",
+        "dev": "10.100.200.203",
+    }
+    assert {r["state"] for r in rows.values()} == {"running"}
+    assert all(r["engine"][0].isdigit() for n, r in rows.items() if n != "registry")
+    assert rows["registry"]["engine"] == "registry HTTP 200"
+
+
+def test_a_second_lab_up_changes_nothing(lab: State) -> None:
+    before = set(lab.runs.glob("up-*.json"))
+    done = invoke("lab.up")
+    assert done.returncode == 0, done.stderr
+    (record,) = set(lab.runs.glob("up-*.json")) - before
+    stages = json.loads(record.read_text())["stages"]
+    changed = [s for s in stages if s["status"] != "unchanged"]
+    assert changed == [], f"a second lab.up changed: {changed}"
+    assert len(stages) == 8
+    assert "0 stage(s) changed" in done.stderr
+
+
+def _labelled(local: Any, name: str) -> dict[str, list[str]]:
+    flt = {"label": f"{LABEL}={name}"}
+    return {
+        "containers": sorted(c.name for c in local.containers.list(all=True, filters=flt)),
+        "volumes": sorted(v.name for v in local.volumes.list(filters=flt)),
+        "networks": sorted(n.name for n in local.networks.list(filters=flt)),
+        "images": sorted(t for i in local.images.list(filters=flt) for t in i.tags),
+    }
+
+
+def test_destroy_removes_exactly_its_own_lab(lab: State, tmp_path: Path) -> None:
+    """A second lab (own name, network 10.100.201.0/24, two hosts) goes up, is destroyed, and
+    leaves nothing of its own behind, while the main lab keeps every resource."""
+    topology = {
+        "name": "cdlabt",
+        "network": {"name": "cdlabt", "subnet": "10.100.201.0/24", "gateway": "10.100.201.1"},
+        "registry_port": 5000,
+        "engine_port": 2376,
+        "hosts": [
+            {
+                "name": "registry",
+                "address": "10.100.201.200",
+                "role": "registry",
+                "project_mount": False,
+            },
+            {"name": "cd", "address": "10.100.201.202", "role": "engine", "project_mount": False},
+        ],
+    }
+    (tmp_path / "topology.json").write_text(json.dumps(topology))
+    cfg = lab_config.load(
+        environ={
+            "CDLAB_TOPOLOGY": str(tmp_path / "topology.json"),
+            "CDLAB_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    local = engines.local()
+    main_before = _labelled(local, lab.config.name)
+    try:
+        lifecycle.up(cfg, Progress(out=None))
+        up = _labelled(local, "cdlabt")
+        assert up["containers"] == ["cdlabt-cd", "cdlabt-registry"]
+        assert up["networks"] == ["cdlabt"]
+        assert up["volumes"] == ["cdlabt-cd-docker", "cdlabt-registry-data"]
+        assert [r.state for r in lifecycle.status(cfg)] == ["running", "running"]
+    finally:
+        removed = lifecycle.destroy(cfg, Progress(out=None))
+    assert _labelled(local, "cdlabt") == {
+        "containers": [],
+        "volumes": [],
+        "networks": [],
+        "images": [],
+    }
+    assert sorted(removed["containers"]) == ["cdlabt-cd", "cdlabt-registry"]
+    assert _labelled(local, lab.config.name) == main_before

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import config
+from lab.errors import ConfigError
+
+GOOD: dict[str, Any] = json.loads(config.TOPOLOGY.read_text())
+ROOT, STATE = Path("/p"), Path("/p/.lab")
+
+
+def parse(doc: dict[str, Any]) -> config.LabConfig:
+    return config.parse_topology(doc, ROOT, STATE)
+
+
+def test_shipped_topology_has_the_four_hosts_of_the_source_material() -> None:
+    cfg = parse(GOOD)
+    assert {h.name: h.address for h in cfg.hosts} == {
+        "registry": "10.100.200.200",
+        "prod": "10.100.200.201",
+        "cd": "10.100.200.202",
+        "dev": "10.100.200.203",
+    }
+    assert cfg.registry_addr == "10.100.200.200:5000"
+    assert [h.name for h in cfg.engine_hosts] == ["prod", "cd", "dev"]
+    assert [h.name for h in cfg.hosts if h.project_mount] == ["cd", "dev"]
+    assert cfg.builder.name == "cd"
+    assert cfg.container_name(cfg.host("prod")) == "cdlab-prod"
+
+
+def _mutate(path: str, value: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(GOOD)
+    target = doc
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target[int(key)] if key.isdigit() else target[key]
+    last = keys[-1]
+    if value is KeyError:
+        del target[last]
+    elif last.isdigit():
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "expected"),
+    [
+        ("name", "Bad Name", "name", "lowercase"),
+        ("name", KeyError, "name", "missing"),
+        ("network.subnet", "10.100.200.0/33", "network.subnet", "CIDR"),
+        ("network.gateway", "10.1.1.1", "network.gateway", "inside"),
+        ("hosts.1.address", "10.9.9.9", "hosts[1].address", "inside 10.100.200.0/24"),
+        ("hosts.1.address", "banana", "hosts[1].address", "IP address"),
+        ("hosts.1.address", "10.100.200.1", "hosts[1].address", "other than the gateway"),
+        ("hosts.1.role", "web", "hosts[1].role", "registry or engine"),
+        ("hosts.1.project_mount", "yes", "project_mount", "true or false"),
+        ("hosts.1.name", "cd", "hosts[].name", "unique"),
+        ("hosts.2.address", "10.100.200.201", "hosts[].address", "unique"),
+        ("hosts.0.role", "engine", "hosts[].role", "exactly one 'registry'"),
+        ("registry_port", 70000, "registry_port", "1-65535"),
+        ("engine_port", "2376", "engine_port", "port"),
+        ("engine_port", True, "engine_port", "port"),
+    ],
+)
+def test_bad_topology_names_the_field_and_the_expected_form(
+    path: str, value: Any, field: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(_mutate(path, value))
+    assert err.value.field == field
+    assert expected in str(err.value)
+
+
+def test_unknown_host_lists_the_valid_names() -> None:
+    with pytest.raises(ConfigError, match="one of: registry, prod, cd, dev"):
+        parse(GOOD).host("web")
+
+
+def test_load_honours_state_dir_and_topology_overrides(tmp_path: Path) -> None:
+    other = _mutate("name", "cdlabt")
+    (tmp_path / "t.json").write_text(json.dumps(other))
+    cfg = config.load(
+        environ={"CDLAB_STATE_DIR": str(tmp_path / "s"), "CDLAB_TOPOLOGY": str(tmp_path / "t.json")}
+    )
+    assert cfg.name == "cdlabt"
+    assert cfg.state_dir == tmp_path / "s"
+    assert cfg.topology_file == tmp_path / "t.json"
+
+
+def test_load_reports_a_missing_topology_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="an existing JSON file"):
+        config.load(environ={"CDLAB_TOPOLOGY": str(tmp_path / "nope.json")})

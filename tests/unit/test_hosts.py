@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab import config, hosts
+from lab.errors import OwnershipError
+
+CFG = config.parse_topology(
+    json.loads(config.TOPOLOGY.read_text()), Path("/here"), Path("/here/.lab")
+)
+ALL = {h.name: True for h in CFG.hosts}
+
+
+def running(name: str, image: str = "img", owner: str = "/here") -> hosts.HostFacts:
+    return hosts.HostFacts(name, True, True, image, owner, "running")
+
+
+def actions(
+    facts: dict[str, hosts.HostFacts],
+    known: dict[str, bool] | None = None,
+    owners: dict[str, bool] | None = None,
+) -> dict[str, str]:
+    plan = hosts.plan(CFG, facts, "img", ALL if known is None else known, owners or {})
+    return {a.host: a.action for a in plan}
+
+
+def test_fresh_machine_creates_every_host() -> None:
+    assert set(actions({}, known={}).values()) == {"create"}
+
+
+def test_a_running_lab_is_kept_as_it_is() -> None:
+    assert set(actions({h.name: running(h.name) for h in CFG.hosts}).values()) == {"keep"}
+
+
+@pytest.mark.parametrize(
+    ("fact", "known", "want"),
+    [
+        (hosts.HostFacts("prod", True, False, "img", "/here", "exited"), True, "start"),
+        (running("prod", image="old"), True, "recreate"),
+        (running("prod"), False, "replace-orphan"),
+        (running("prod", owner="/gone"), True, "replace-orphan"),
+    ],
+)
+def test_one_host_out_of_shape(fact: hosts.HostFacts, known: bool, want: str) -> None:
+    facts = {h.name: running(h.name) for h in CFG.hosts} | {"prod": fact}
+    got = actions(facts, known=ALL | {"prod": known}, owners={"/gone": False})
+    assert got["prod"] == want
+    assert {v for k, v in got.items() if k != "prod"} == {"keep"}
+
+
+def test_a_host_of_another_existing_checkout_is_refused() -> None:
+    with pytest.raises(OwnershipError, match="belongs to the cdlab checkout at /other"):
+        actions({"prod": running("prod", owner="/other")}, owners={"/other": True})
+
+
+def test_vagrant_error_summary_strips_colour_and_blank_lines() -> None:
+    raw = "\x1b[31mThe container could not start\x1b[0m\n\n  port is taken  \n"
+    assert hosts.vagrant_error_summary(raw) == "The container could not start\n  port is taken"

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+
+from lab import lifecycle, network, registry
+
+ROUTES = """\
+default via 10.0.0.1 dev eth0
+10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.5
+172.17.0.0/16 dev docker0 proto kernel scope link src 172.17.0.1 linkdown
+"""
+
+
+def test_parse_routes_skips_the_default_route() -> None:
+    assert network.parse_routes(ROUTES) == [
+        network.Claim("route via eth0", "10.0.0.0/24"),
+        network.Claim("route via docker0", "172.17.0.0/16"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cidr", "overlaps"),
+    [
+        ("10.100.200.0/24", True),
+        ("10.100.0.0/16", True),
+        ("10.100.200.128/25", True),
+        ("10.100.201.0/24", False),
+        ("172.17.0.0/16", False),
+        ("0.0.0.0/0", False),
+        ("fd00::/64", False),
+        ("not-a-cidr", False),
+    ],
+)
+def test_conflicts(cidr: str, overlaps: bool) -> None:
+    got = network.conflicts("10.100.200.0/24", [network.Claim("x", cidr)])
+    assert bool(got) is overlaps
+
+
+def test_registry_config_uses_tls_and_htpasswd_from_the_bundle() -> None:
+    text = registry.render_config(5000)
+    assert "addr: 0.0.0.0:5000" in text
+    assert "certificate: /etc/cdlab/cert.pem" in text
+    assert "path: /etc/cdlab/htpasswd" in text
+
+
+def test_htpasswd_is_bcrypt_and_verifiable() -> None:
+    line = registry.htpasswd_line("cdlab", "s3cret")
+    assert line.startswith("cdlab:$2")
+    assert registry.htpasswd_matches(line, "cdlab", "s3cret")
+    assert not registry.htpasswd_matches(line, "cdlab", "wrong")
+    assert not registry.htpasswd_matches("", "cdlab", "s3cret")
+
+
+def test_status_table_aligns_columns_and_shows_missing_counts_as_dash() -> None:
+    rows = [
+        lifecycle.HostStatus(
+            "registry", "10.100.200.200", "registry", "running", "registry HTTP 200", None
+        ),
+        lifecycle.HostStatus("prod", "10.100.200.201", "engine", "running", "20.10.24", 3),
+    ]
+    lines = lifecycle.render_status(rows).splitlines()
+    assert lines[0].split() == ["HOST", "ADDRESS", "ROLE", "STATE", "ENGINE", "CONTAINERS"]
+    assert lines[1].endswith("-") and lines[2].endswith("3")
+    assert lines[1].index("10.100") == lines[2].index("10.100")
