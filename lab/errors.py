@@ -59,9 +59,11 @@ class VagrantError(LabError):
 
 
 class EngineError(LabError):
-    def __init__(self, host: str, url: str, last_error: str, hint: str = "") -> None:
-        self.host, self.url, self.last_error = host, url, last_error
+    def __init__(self, host: str, url: str, last_error: str, hint: str = "", log: str = "") -> None:
+        self.host, self.url, self.last_error, self.log = host, url, last_error, log
         msg = f"the Docker engine of '{host}' at {url} did not answer: {last_error}"
+        if log:
+            msg += f"\nlast lines of the host's log:\n{tail(log)}"
         super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
 
 
@@ -74,7 +76,7 @@ class ImageBuildError(LabError):
 
 class RegistryError(LabError):
     def __init__(self, action: str, url: str, detail: str, status: int | None = None) -> None:
-        self.action, self.url, self.status = action, url, status
+        self.action, self.url, self.status, self.detail = action, url, status, detail
         code = f" HTTP {status}" if status is not None else ""
         super().__init__(
             f"could not {action} at {url}:{code} {detail}\n"

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lab import engines, hosts, images, network
-from lab.config import LABEL, LabConfig
-from lab.errors import LabError, RegistryError
+from lab.config import LABEL, Host, LabConfig
+from lab.errors import EngineError, LabError, RegistryError, tail
 from lab.progress import Progress
 from lab.registry import RegistryClient
 from lab.state import State
@@ -49,8 +49,11 @@ def _up(config: LabConfig, state: State, progress: Progress) -> None:
         st.unchanged(f"Docker {local.version()['Version']}")
     with progress.stage("lab state: CA, certificates, registry password") as st:
         changed = state.ensure()
-        st.changed(", ".join(changed)) if changed else st.unchanged(str(state.dir))
+        st.changed(summarize_state(changed)) if changed else st.unchanged(str(state.dir))
     bundles_changed = {c.split(":")[0] for c in changed if ":" in c}
+    with progress.stage(f"network {config.network.name} and volumes") as st:
+        made = network.ensure(config, local)
+        st.changed(", ".join(made)) if made else st.unchanged(config.network.subnet)
     imgs = images.Images(config, local, state.logs, state.dir / "cache")
     with progress.stage("base image (mmdebstrap + docker import)") as st:
         base, built = imgs.ensure_base(images.read_base_inputs())
@@ -60,15 +63,20 @@ def _up(config: LabConfig, state: State, progress: Progress) -> None:
         st.changed(host_img.ref) if built else st.unchanged(host_img.ref)
     (state.dir / "host-image").write_text(host_img.ref + "\n")
     (state.dir / "base-image").write_text(base.ref + "\n")
-    with progress.stage(f"network {config.network.name} and volumes") as st:
-        changed = network.ensure(config, local)
-        st.changed(", ".join(changed)) if changed else st.unchanged(config.network.subnet)
     with progress.stage("hosts (vagrant, docker provider)") as st:
         did = _apply_hosts(config, local, host_img.ref, bundles_changed)
         st.changed(did) if did else st.unchanged(", ".join(h.name for h in config.hosts))
     with progress.stage("engines (mutual TLS) and registry (TLS + htpasswd) answer") as st:
-        versions = [f"{h.name} {engines.wait_ready(state, h)}" for h in config.engine_hosts]
-        wait_registry(state)
+        versions = [f"{h.name} {_ready(state, local, h)}" for h in config.engine_hosts]
+        try:
+            wait_registry(state)
+        except RegistryError as exc:
+            log = host_log(local, config, config.registry)
+            raise RegistryError(
+                exc.action,
+                exc.url,
+                f"{exc.detail}\nlast lines of the registry host's log:\n{tail(log)}",
+            ) from exc
         st.unchanged(", ".join(versions))
     with progress.stage("base image in the lab registry") as st:
         pushed = push_base(state, base)
@@ -94,6 +102,41 @@ def _apply_hosts(config: LabConfig, local: Any, image_ref: str, restart: set[str
     done = [f"{a.host}: {a.action} ({a.reason})" for a in todo]
     done += [f"{h}: restart (bundle changed)" for h in restarted]
     return "; ".join(done)
+
+
+def _ready(state: State, local: Any, host: Host) -> str:
+    """Wait for ``host``'s engine; on failure, the host container's log is the evidence."""
+    try:
+        return engines.wait_ready(state, host)
+    except EngineError as exc:
+        log = host_log(local, state.config, host)
+        raise EngineError(
+            exc.host,
+            exc.url,
+            exc.last_error,
+            "fix the cause shown above and run 'invoke lab.up' again",
+            log,
+        ) from exc
+
+
+def summarize_state(changed: list[str]) -> str:
+    """One short line for what ``State.ensure`` changed (pure)."""
+    bundles = sorted({c.split(":")[0] for c in changed if ":" in c})
+    certs = [c for c in changed if ":" not in c and c not in ("ca", "registry password")]
+    parts = ["new lab CA"] if "ca" in changed else []
+    parts += [f"{len(certs)} certificate(s) issued"] if certs else []
+    parts += ["registry password"] if "registry password" in changed else []
+    parts += [f"bundles for {', '.join(bundles)}"] if bundles else []
+    return "; ".join(parts)
+
+
+def host_log(local: Any, config: LabConfig, host: Host, lines: int = 15) -> str:
+    """The last lines of a host container's log (best effort: evidence for an error)."""
+    name = config.container_name(host)
+    try:
+        return str(local.containers.get(name).logs(tail=lines).decode(errors="replace"))
+    except Exception as exc:  # the evidence is best effort; the caller's error stands
+        return f"(no log from container {name}: {exc})"
 
 
 def registry_client(state: State, authenticated: bool = True) -> RegistryClient:

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import docker.types
 import pytest
 
 from lab import config as lab_config
 from lab import engines, lifecycle
 from lab.config import LABEL
+from lab.errors import PreflightError
 from lab.progress import Progress
 from lab.state import State
 
@@ -112,3 +114,56 @@ def test_destroy_removes_exactly_its_own_lab(lab: State, tmp_path: Path) -> None
     }
     assert sorted(removed["containers"]) == ["cdlabt-cd", "cdlabt-registry"]
     assert _labelled(local, lab.config.name) == main_before
+
+
+def test_a_taken_subnet_is_refused_before_anything_changes(lab: State, tmp_path: Path) -> None:
+    local = engines.local()
+    squatter = local.networks.create(
+        "cdlab-test-squatter",
+        labels={"cdlab.test": "1"},
+        ipam=docker.types.IPAMConfig(
+            pool_configs=[docker.types.IPAMPool(subnet="10.100.202.0/24", gateway="10.100.202.1")]
+        ),
+    )
+    try:
+        topology = {
+            "name": "cdlabs",
+            "network": {"name": "cdlabs", "subnet": "10.100.202.0/24", "gateway": "10.100.202.1"},
+            "registry_port": 5000,
+            "engine_port": 2376,
+            "hosts": [
+                {
+                    "name": "registry",
+                    "address": "10.100.202.200",
+                    "role": "registry",
+                    "project_mount": False,
+                },
+                {
+                    "name": "cd",
+                    "address": "10.100.202.202",
+                    "role": "engine",
+                    "project_mount": False,
+                },
+            ],
+        }
+        (tmp_path / "topology.json").write_text(json.dumps(topology))
+        cfg = lab_config.load(
+            environ={
+                "CDLAB_TOPOLOGY": str(tmp_path / "topology.json"),
+                "CDLAB_STATE_DIR": str(tmp_path / "state"),
+            }
+        )
+        with pytest.raises(PreflightError) as err:
+            lifecycle.up(cfg, Progress(out=None))
+        assert "10.100.202.0/24 is already used by docker network 'cdlab-test-squatter'" in str(
+            err.value
+        )
+        assert "Next step:" in str(err.value)
+        assert _labelled(local, "cdlabs") == {
+            "containers": [],
+            "volumes": [],
+            "networks": [],
+            "images": [],
+        }
+    finally:
+        squatter.remove()

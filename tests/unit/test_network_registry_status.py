@@ -62,3 +62,18 @@ def test_status_table_aligns_columns_and_shows_missing_counts_as_dash() -> None:
     assert lines[0].split() == ["HOST", "ADDRESS", "ROLE", "STATE", "ENGINE", "CONTAINERS"]
     assert lines[1].endswith("-") and lines[2].endswith("3")
     assert lines[1].index("10.100") == lines[2].index("10.100")
+
+
+def test_summarize_state_is_one_short_line() -> None:
+    changed = [
+        "ca",
+        "registry (missing)",
+        "client (missing)",
+        "registry password",
+        "registry: ca.pem",
+        "prod: cert.pem",
+        "prod: key.pem",
+    ]
+    assert lifecycle.summarize_state(changed) == (
+        "new lab CA; 2 certificate(s) issued; registry password; bundles for prod, registry"
+    )
