@@ -20,6 +20,7 @@ from lab.errors import ConfigError
 
 ROLES = ("registry", "engine")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_PUBLISH = re.compile(r"^127\.0\.0\.1:\d{1,5}:\d{1,5}$")  # published ports bind loopback only
 TOPOLOGY = Path(__file__).with_name("topology.json")
 LABEL = "cdlab.lab"  # every container, volume, network and image the lab creates carries it
 
@@ -30,6 +31,7 @@ class Host:
     address: str
     role: str  # "registry" or "engine"
     project_mount: bool  # the project folder is mounted read-only at /vagrant
+    publish: tuple[str, ...] = ()  # "127.0.0.1:8000:8000": workstation ports forwarded to the host
 
     @property
     def has_engine(self) -> bool:
@@ -143,7 +145,17 @@ def parse_topology(
         if role not in ROLES:
             raise ConfigError(f"hosts[{i}].role", role, " or ".join(ROLES), source)
         mount = _require(raw, "project_mount", bool, where, "true or false")
-        hosts.append(Host(hname, addr, role, mount))
+        publish = raw.get("publish", [])
+        if not isinstance(publish, list) or not all(
+            isinstance(p, str) and _PUBLISH.match(p) for p in publish
+        ):
+            raise ConfigError(
+                f"hosts[{i}].publish",
+                publish,
+                'a list like ["127.0.0.1:8000:8000"] (127.0.0.1:host:guest)',
+                source,
+            )
+        hosts.append(Host(hname, addr, role, mount, tuple(publish)))
     for field, values in (
         ("name", [h.name for h in hosts]),
         ("address", [h.address for h in hosts]),

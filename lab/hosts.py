@@ -29,6 +29,7 @@ class HostFacts:
     running: bool = False
     image_id: str = ""
     owner: str = ""  # the checkout (label cdlab.root) that created it
+    spec: str = ""  # label cdlab.spec: hash of what the container was created from
     status: str = "not created"  # docker's status word: running, exited, created, ...
 
 
@@ -45,6 +46,7 @@ def plan(
     image_id: str,
     known_to_vagrant: Mapping[str, bool],
     owner_exists: Mapping[str, bool],
+    spec: str = "",
 ) -> list[HostAction]:
     """Decide, per host, what ``lab.up`` must do (pure).
 
@@ -66,6 +68,8 @@ def plan(
             actions.append(HostAction(host.name, "replace-orphan", "unknown to Vagrant here"))
         elif f.image_id != image_id:
             actions.append(HostAction(host.name, "recreate", "host image changed"))
+        elif spec and f.spec != spec:
+            actions.append(HostAction(host.name, "recreate", "Vagrantfile or topology changed"))
         elif not f.running:
             actions.append(HostAction(host.name, "start", f"container is {f.status}"))
         else:
@@ -99,7 +103,7 @@ def vagrant_error_summary(output: str) -> str:
 class Vagrant:
     """Runs Vagrant in the project folder, logging to the state dir."""
 
-    def __init__(self, config: LabConfig, host_image: str | None = None) -> None:
+    def __init__(self, config: LabConfig, host_image: str | None = None, spec: str = "") -> None:
         import vagrant
 
         self.config = config
@@ -115,6 +119,8 @@ class Vagrant:
         )
         if host_image:
             env["CDLAB_HOST_IMAGE"] = host_image
+        if spec:
+            env["CDLAB_HOST_SPEC"] = spec
         if config.topology_file != TOPOLOGY:  # a second lab keeps its own Vagrant bookkeeping
             env["CDLAB_TOPOLOGY"] = str(config.topology_file)
             env["VAGRANT_DOTFILE_PATH"] = str(config.state_dir / "vagrant")
@@ -158,6 +164,16 @@ class Vagrant:
 
     def destroy(self, host: str | None = None) -> None:
         self._call("destroy", host, self._v.destroy, vm_name=host)
+
+
+def spec_hash(config: LabConfig, image_ref: str) -> str:
+    """What a host container is created from: Vagrantfile, topology and host image."""
+    import hashlib
+
+    h = hashlib.sha256((config.root / "Vagrantfile").read_bytes())
+    h.update(config.topology_file.read_bytes())
+    h.update(image_ref.encode())
+    return h.hexdigest()[:16]
 
 
 def owner_paths_exist(facts: Mapping[str, HostFacts]) -> dict[str, bool]:

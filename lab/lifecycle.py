@@ -18,7 +18,6 @@ from lab import engines, hosts, images, network
 from lab.config import LABEL, Host, LabConfig
 from lab.errors import EngineError, LabError, RegistryError, tail
 from lab.progress import Progress
-from lab.registry import RegistryClient
 from lab.state import State
 
 
@@ -32,18 +31,19 @@ class HostStatus:
     containers: int | None  # running containers on the host's engine
 
 
-def up(config: LabConfig, progress: Progress) -> list[dict[str, Any]]:
-    """Bring every host up with a ready engine or registry and the base image in the registry."""
+def up(config: LabConfig, progress: Progress, with_prod: bool = True) -> list[dict[str, Any]]:
+    """Bring every host up with a ready engine or registry and the base image in the registry;
+    then (``with_prod``) the stack on prod with the current commit live."""
     state = State(config)
     started = dt.datetime.now(dt.UTC)
     try:
-        _up(config, state, progress)
+        _up(config, state, progress, with_prod)
     finally:
         _record(state, "up", started, progress)
     return [asdict(s) for s in progress.stages]
 
 
-def _up(config: LabConfig, state: State, progress: Progress) -> None:
+def _up(config: LabConfig, state: State, progress: Progress, with_prod: bool) -> None:
     with progress.stage("workstation Docker engine") as st:
         local = engines.local()
         st.unchanged(f"Docker {local.version()['Version']}")
@@ -81,13 +81,23 @@ def _up(config: LabConfig, state: State, progress: Progress) -> None:
     with progress.stage("base image in the lab registry") as st:
         pushed = push_base(state, base)
         st.changed(pushed) if pushed else st.unchanged(registry_ref(config, base))
+    if any(h.name == "prod" for h in config.hosts) and with_prod:
+        from lab import prod
+
+        live = prod.ensure(state, progress)
+        progress.say(
+            f"prod serves release {live}: app {prod.PUBLIC['app']}  "
+            f"graphite {prod.PUBLIC['graphite-web']}"
+        )
 
 
 def _apply_hosts(config: LabConfig, local: Any, image_ref: str, restart: set[str]) -> str:
     facts = hosts.facts(config, local)
-    v = hosts.Vagrant(config, image_ref)
+    spec = hosts.spec_hash(config, image_ref)
+    v = hosts.Vagrant(config, image_ref, spec)
     image_id = local.images.get(image_ref).id
-    actions = hosts.plan(config, facts, image_id, v.known(), hosts.owner_paths_exist(facts))
+    actions = hosts.plan(config, facts, image_id, v.known(), hosts.owner_paths_exist(facts), spec)
+    network.check_ports(config, facts, {a.host for a in actions if a.action != "keep"})
     todo = [a for a in actions if a.action != "keep"]
     for a in todo:
         if a.action == "replace-orphan":
@@ -139,15 +149,10 @@ def host_log(local: Any, config: LabConfig, host: Host, lines: int = 15) -> str:
         return f"(no log from container {name}: {exc})"
 
 
-def registry_client(state: State, authenticated: bool = True) -> RegistryClient:
-    creds = state.credentials() if authenticated else None
-    return RegistryClient(state.config.registry_addr, state.pki.ca_cert, creds)
-
-
 def wait_registry(state: State, timeout: float = 60.0) -> None:
     """Poll until the registry answers 401 anonymously and 200 with the lab's credentials."""
     deadline, last = time.monotonic() + timeout, "no attempt made"
-    client = registry_client(state)
+    client = state.registry_client()
     while time.monotonic() < deadline:
         try:
             anon, auth = client.ping(authenticated=False), client.ping()
@@ -171,7 +176,7 @@ def registry_ref(config: LabConfig, image: images.ImageRef) -> str:
 def push_base(state: State, base: images.ImageRef) -> str:
     """Push the base image to the registry through the builder's (cd's) engine, as in production."""
     config = state.config
-    if base.tag in registry_client(state).tags(base.repository):
+    if base.tag in state.registry_client().tags(base.repository):
         return ""
     import docker.errors
 
@@ -253,7 +258,7 @@ def status(config: LabConfig) -> list[HostStatus]:
                 engine = f"no answer ({type(exc).__name__})"
         elif f.running:
             try:
-                engine = f"registry HTTP {registry_client(state).ping()}"
+                engine = f"registry HTTP {state.registry_client().ping()}"
             except (RegistryError, OSError) as exc:
                 engine = f"registry: {str(exc).splitlines()[0][:40]}"
         rows.append(HostStatus(h.name, h.address, h.role, f.status, engine, count))

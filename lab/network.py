@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,3 +93,29 @@ def ensure(config: LabConfig, client: Any) -> list[str]:
             client.volumes.create(name, labels=config.labels)
             changed.append(f"volume {name}")
     return changed
+
+
+def port_taken(port: int, address: str = "127.0.0.1") -> bool:
+    """True when something already listens on ``address:port``."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((address, port)) == 0
+
+
+def check_ports(config: LabConfig, facts: Mapping[str, Any], starting: set[str]) -> None:
+    """Refuse to start a host whose published workstation port something else holds."""
+    for host in config.hosts:
+        if host.name not in starting:
+            continue
+        running_here = getattr(facts.get(host.name), "running", False)
+        for spec in host.publish:
+            _, port, _ = spec.split(":")
+            if not running_here and port_taken(int(port)):
+                raise PreflightError(
+                    f"port 127.0.0.1:{port}, which the lab publishes for host '{host.name}', "
+                    "is already in use on this machine",
+                    f"stop what listens there (see 'ss -ltnp sport = :{port}'), or change "
+                    f"hosts[].publish in {config.topology_file.name}",
+                )

@@ -11,6 +11,14 @@ import requests
 from lab.errors import RegistryError
 
 USER = "cdlab"
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
 DATA_DIR = "/var/lib/docker-registry"
 CONF_DIR = "/etc/cdlab"  # where a host finds its bundle (mounted read-only)
 
@@ -92,6 +100,28 @@ class RegistryClient:
         if resp.status_code != 200:
             raise RegistryError("list the catalog", resp.url, resp.text[:200], resp.status_code)
         return list(resp.json().get("repositories") or [])
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        """The manifest digest of ``repository:tag``, or None when the tag does not exist."""
+        auth = (self.creds.user, self.creds.password) if self.creds else None
+        url = f"{self.base}/v2/{repository}/manifests/{tag}"
+        try:
+            resp = self.session.head(
+                url,
+                auth=auth,
+                verify=str(self.ca_file),
+                timeout=self.timeout,
+                headers={"Accept": MANIFEST_TYPES},
+            )
+        except requests.RequestException as exc:
+            raise RegistryError("reach the registry", url, str(exc)) from exc
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise RegistryError(
+                f"read the manifest of '{repository}:{tag}'", url, "", resp.status_code
+            )
+        return resp.headers.get("Docker-Content-Digest")
 
     def tags(self, repository: str) -> list[str]:
         resp = self._get(f"/v2/{repository}/tags/list")

@@ -58,3 +58,12 @@ def stream(
 ) -> int:
     """Run ``argv`` with the terminal as its stdout/stderr; return its exit code."""
     return subprocess.call(list(argv), cwd=cwd, env=dict(env) if env is not None else None)
+
+
+def capture(argv: Sequence[str], *, cwd: Path | None = None) -> tuple[int, bytes, str]:
+    """Run ``argv``; return (exit code, stdout bytes untouched, stderr text)."""
+    try:
+        proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, check=False)
+    except FileNotFoundError as exc:
+        raise PreflightError(f"'{argv[0]}' is not installed", "install it with apt-get") from exc
+    return proc.returncode, proc.stdout, proc.stderr.decode(errors="replace")

@@ -51,10 +51,28 @@ class State:
     def credentials(self) -> registry.Credentials:
         return registry.Credentials(registry.USER, self.password_file.read_text().strip())
 
+    def registry_client(self, authenticated: bool = True) -> registry.RegistryClient:
+        """The one client for the lab registry (TLS verified against the lab CA)."""
+        creds = self.credentials() if authenticated else None
+        return registry.RegistryClient(self.config.registry_addr, self.pki.ca_cert, creds)
+
     def client_tls(self) -> tuple[Path, Path, Path]:
         """(ca, cert, key) for the lab's engine clients."""
         p = self.pki
         return p.ca_cert, p.cert("client"), p.key("client")
+
+    @property
+    def client_tls_dir(self) -> Path:
+        """The client certificate under the names docker's CLI and compose expect."""
+        return self.dir / "client-tls"
+
+    def secret(self, name: str) -> str:
+        """A generated secret of the lab (created on first use, 0600 in the state dir)."""
+        path = self.dir / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            write_secret(path, secrets.token_urlsafe(24) + "\n")
+        return path.read_text().strip()
 
     def ensure(self) -> list[str]:
         """Create or complete the state folder; return what changed (empty when nothing)."""
@@ -67,6 +85,13 @@ class State:
         if not self.password_file.exists():
             write_secret(self.password_file, secrets.token_urlsafe(24) + "\n")
             changed.append("registry password")
+        tls = self.client_tls_dir
+        tls.mkdir(mode=0o700, exist_ok=True)
+        ca, cert, key = self.client_tls()
+        for name, src in (("ca.pem", ca), ("cert.pem", cert), ("key.pem", key)):
+            if not (tls / name).exists() or (tls / name).read_bytes() != src.read_bytes():
+                write_secret(tls / name, src.read_bytes())
+                changed.append(f"client certificate {name}")
         creds = self.credentials()
         for host in self.config.hosts:
             changed += [f"{host.name}: {f}" for f in self._bundle(host, creds)]

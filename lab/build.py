@@ -1,0 +1,152 @@
+"""Build images on the builder host (cd) from a commit, push them, and record their digests.
+
+An image tag is immutable: when the registry already holds the tag, the image is reused (that
+is how a second ``lab.up`` builds nothing); the digest is what prod runs.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from lab import git, images
+from lab.config import LabConfig
+from lab.errors import ImageBuildError, RegistryError
+from lab.state import State
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    name: str  # "app", "app-test", "proxy", ...
+    folder: str  # path in the repository, e.g. "services/app"
+    dockerfile: str  # file name inside the folder
+    tag: str  # commit short sha for a service, content hash for infrastructure
+
+
+@dataclass(frozen=True)
+class Built:
+    name: str
+    ref: str  # registry/cdlab/<name>:<tag>
+    digest: str  # sha256:...
+    built: bool  # False when the registry already had the tag
+    seconds: float
+
+    @property
+    def pinned(self) -> str:
+        """``registry/cdlab/<name>@sha256:...``: what prod pulls and runs."""
+        return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
+
+
+def repository(name: str) -> str:
+    return f"{images.REPOSITORY}/{name}"
+
+
+def infra_tag(tree_id: str, base_ref: str) -> str:
+    """An infrastructure image's tag: its folder's git tree plus the base it builds on."""
+    return images.digest({"tree": tree_id, "base": base_ref})[:12]
+
+
+def digest_from_push(lines: list[dict[str, Any]]) -> str:
+    """The digest the engine reports at the end of a push (pure)."""
+    for line in reversed(lines):
+        aux = line.get("aux") or {}
+        if isinstance(aux, dict) and str(aux.get("Digest", "")).startswith("sha256:"):
+            return str(aux["Digest"])
+    return ""
+
+
+class Builder:
+    """Builds through one engine (the builder host's) and pushes to the lab registry."""
+
+    def __init__(self, state: State, client: Any) -> None:
+        self.state, self.client = state, client
+        self.config: LabConfig = state.config
+        self.registry = state.registry_client()
+        self._base: str | None = None
+
+    def base(self) -> str:
+        """The base image as the registry serves it, present on the builder (pulled once)."""
+        if self._base is None:
+            local = (self.state.dir / "base-image").read_text().strip()
+            ref = f"{self.config.registry_addr}/{local}"
+            try:
+                self.client.images.get(ref)
+            except Exception:  # not there yet: pull it, as a real build host would
+                self.client.images.pull(ref, auth_config=self.state.credentials().auth_config())
+            self._base = ref
+        return self._base
+
+    def ensure(self, spec: ImageSpec, sha: str, release: str) -> Built:
+        """``spec`` in the registry: reused when its tag exists, else built here and pushed."""
+        ref = f"{self.config.registry_addr}/{repository(spec.name)}:{spec.tag}"
+        started = time.monotonic()
+        existing = self.registry.digest(repository(spec.name), spec.tag)
+        if existing:
+            return Built(spec.name, ref, existing, False, time.monotonic() - started)
+        context = git.archive(self.config.root, sha, spec.folder)
+        self._build(spec, ref, context, release)
+        digest = self._push(ref)
+        return Built(spec.name, ref, digest, True, time.monotonic() - started)
+
+    def _build(self, spec: ImageSpec, ref: str, context: bytes, release: str) -> None:
+        import docker.errors
+
+        log_path = self.state.logs / f"build-{spec.name}.log"
+        lines: list[str] = []
+        labels = {**self.config.labels, "cdlab.image": spec.name, "cdlab.release": release}
+        try:
+            stream = self.client.api.build(
+                fileobj=io.BytesIO(context),
+                custom_context=True,
+                dockerfile=spec.dockerfile,
+                tag=ref,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                labels=labels,
+                buildargs={"BASE": self.base(), "RELEASE": release},
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    lines.append(chunk["stream"].rstrip("\n"))
+                if "error" in chunk:
+                    lines.append(chunk["error"])
+                    log_path.write_text("\n".join(lines) + "\n")
+                    raise ImageBuildError(
+                        ref,
+                        "\n".join(lines),
+                        f"the build of {spec.folder}/{spec.dockerfile} failed "
+                        f"(full log: {log_path})",
+                    )
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(ref, "\n".join(lines), str(exc)) from exc
+        log_path.write_text("\n".join(lines) + "\n")
+
+    def _push(self, ref: str) -> str:
+        repo, tag = ref.rsplit(":", 1)
+        out = list(
+            self.client.images.push(
+                repo,
+                tag=tag,
+                stream=True,
+                decode=True,
+                auth_config=self.state.credentials().auth_config(),
+            )
+        )
+        errors = [line["error"] for line in out if "error" in line]
+        if errors:
+            raise RegistryError(
+                f"push '{ref}' from {self.config.builder.name}",
+                f"https://{self.config.registry_addr}",
+                errors[-1],
+            )
+        digest = digest_from_push(out)
+        if not digest:
+            raise RegistryError(
+                f"read the digest of '{ref}' after its push",
+                f"https://{self.config.registry_addr}",
+                str(out[-3:]),
+            )
+        return digest

@@ -1,0 +1,67 @@
+"""The one client for the route store (etcd v3 JSON gateway on prod)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import requests
+
+from lab.errors import LabError
+
+
+class EtcdError(LabError):
+    def __init__(self, action: str, url: str, detail: str) -> None:
+        self.action, self.url = action, url
+        super().__init__(
+            f"could not {action} in etcd at {url}: {detail}\n"
+            "Next step: run 'invoke lab.status'; 'invoke lab.up' restarts the stack."
+        )
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class Etcd:
+    def __init__(self, host: str, port: int = 2379, timeout: float = 5.0) -> None:
+        self.url = f"http://{host}:{port}"
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.trust_env = False  # lab traffic never goes through a proxy
+
+    def _post(self, action: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = self.session.post(self.url + path, json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise EtcdError(action, self.url, str(exc)) from exc
+        if resp.status_code != 200:
+            raise EtcdError(action, self.url, f"HTTP {resp.status_code}: {resp.text[:200]}")
+        doc: dict[str, Any] = resp.json()
+        return doc
+
+    def get(self, key: str) -> bytes | None:
+        kvs = self._post(f"read {key}", "/v3/kv/range", {"key": _b64(key)}).get("kvs") or []
+        return base64.b64decode(kvs[0]["value"]) if kvs else None
+
+    def put(self, key: str, value: bytes) -> None:
+        self._post(
+            f"write {key}",
+            "/v3/kv/put",
+            {"key": _b64(key), "value": base64.b64encode(value).decode()},
+        )
+
+    def get_json(self, key: str) -> Any:
+        raw = self.get(key)
+        return json.loads(raw) if raw else None
+
+    def put_json(self, key: str, doc: Any) -> None:
+        self.put(key, json.dumps(doc, sort_keys=True).encode())
+
+    def healthy(self) -> bool:
+        try:
+            doc = self.session.get(self.url + "/health", timeout=2).json()
+        except (requests.RequestException, ValueError):
+            return False
+        return bool(doc.get("health") == "true")

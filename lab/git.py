@@ -1,0 +1,58 @@
+"""Facts about the checkout: which commit, which tree, and a folder's content at a commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab import shell
+from lab.errors import ConfigError
+
+SHORT = 12  # release ids and image tags use this many hex digits of the commit
+
+
+def _git(root: Path, *args: str) -> str:
+    return shell.run(
+        ["git", "-C", str(root), *args], hint="is this a git checkout with at least one commit?"
+    ).output.strip()
+
+
+def commit(root: Path, ref: str = "HEAD") -> str:
+    """The full sha of ``ref``; ``ConfigError`` naming the ref when it does not resolve."""
+    result = shell.run(
+        ["git", "-C", str(root), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ConfigError(
+            "ref", ref, "a commit, branch or tag of this repository (see 'git log --oneline')"
+        )
+    return result.output.strip()
+
+
+def short(sha: str) -> str:
+    return sha[:SHORT]
+
+
+def tree(root: Path, sha: str, path: str) -> str:
+    """The git tree id of ``path`` at ``sha``: a content hash of that folder."""
+    result = shell.run(["git", "-C", str(root), "rev-parse", f"{sha}:{path}"], check=False)
+    if result.returncode != 0:
+        raise ConfigError("service folder", path, f"a folder committed at {short(sha)}")
+    return result.output.strip()
+
+
+def archive(root: Path, sha: str, path: str) -> bytes:
+    """A tar of ``path`` as committed at ``sha`` (the build context: never the working tree)."""
+    code, out, err = shell.capture(
+        ["git", "-C", str(root), "archive", "--format=tar", f"{sha}:{path}"]
+    )
+    if code != 0:
+        raise ConfigError(
+            "service folder", path, f"a folder committed at {short(sha)} ({err.strip()})"
+        )
+    return out
+
+
+def dirty(root: Path) -> bool:
+    """True when the working tree has uncommitted changes (they are never deployed)."""
+    return bool(_git(root, "status", "--porcelain", "--untracked-files=no"))

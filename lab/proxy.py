@@ -1,0 +1,78 @@
+"""The proxy's Runtime API, read from the workstation over the lab network (prod:9999).
+
+Deploys never talk to HAProxy to *change* anything: they write routes to etcd and the proxy's
+supervisor applies them. This client only reads (server states, active connections), using the
+supervisor's own parser so both sides agree on the format.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+import time
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from lab.errors import LabError
+
+SUPERVISOR = Path(__file__).resolve().parent.parent / "services" / "proxy" / "cdlab_proxy.py"
+RUNTIME_PORT = 9999
+
+
+@cache
+def supervisor() -> ModuleType:
+    """``services/proxy/cdlab_proxy.py`` as a module (plan, parsers and config rendering)."""
+    spec = importlib.util.spec_from_file_location("cdlab_proxy", SUPERVISOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cdlab_proxy"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class ProxyError(LabError):
+    pass
+
+
+class Runtime:
+    def __init__(self, address: str, port: int = RUNTIME_PORT, timeout: float = 3.0) -> None:
+        self.address, self.port, self.timeout = address, port, timeout
+
+    def send(self, command: str) -> str:
+        try:
+            with socket.create_connection((self.address, self.port), self.timeout) as sock:
+                sock.sendall(command.encode() + b"\n")
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        except OSError as exc:
+            raise ProxyError(
+                f"the proxy's Runtime API at {self.address}:{self.port} did not "
+                f"answer '{command}': {exc}"
+            ) from exc
+        return b"".join(chunks).decode()
+
+    def slots(self, backend: str) -> list[Any]:
+        return list(supervisor().parse_servers_state(self.send("show servers state"), backend))
+
+    def wait_up(self, backend: str, host: str, timeout: float = 30.0) -> None:
+        """Wait until the proxy has ``host`` in ``backend`` and its health check passes."""
+        deadline, last = time.monotonic() + timeout, "not in the backend yet"
+        while time.monotonic() < deadline:
+            try:
+                slot = next((s for s in self.slots(backend) if s.fqdn == host), None)
+                if slot is not None and slot.operational == 2 and not slot.in_maintenance:
+                    return
+                if slot is not None:
+                    last = f"slot {slot.name}: op_state={slot.operational} admin={slot.admin}"
+            except ProxyError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise ProxyError(
+            f"the proxy did not see '{host}' healthy in backend '{backend}' within "
+            f"{timeout:.0f} s (last: {last}). The proxy never routes to an "
+            "unhealthy release; check the release's /health."
+        )

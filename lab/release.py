@@ -1,0 +1,248 @@
+"""A release of a service on prod: started beside the live one, tested, switched to, verified.
+
+Blue/green through the route store: the candidate joins the pool at weight 0 (health-checked,
+receiving nothing), then one route change moves all traffic to it; the previous release stays
+running, drained, for an instant rollback.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from lab import compose, engines, routes, stack
+from lab.build import Built
+from lab.errors import LabError, tail
+from lab.etcd import Etcd
+from lab.progress import Progress
+from lab.proxy import Runtime
+from lab.services import Service
+from lab.state import State
+
+
+class ReleaseError(LabError):
+    pass
+
+
+@dataclass(frozen=True)
+class Candidate:
+    service: Service
+    release: str  # commit short sha
+    image: str  # pinned by digest
+    test_image: str | None
+
+    @property
+    def project(self) -> str:
+        return f"{self.service.name}-{self.release}"
+
+    @property
+    def host(self) -> str:
+        return routes.host_name(self.service.name, self.release)
+
+
+def variables(state: State, c: Candidate) -> dict[str, str]:
+    db = f"postgresql://app:{state.secret('db-password')}@db:5432/app"
+    return {
+        "IMAGE": c.image,
+        "SERVICE": c.service.name,
+        "RELEASE": c.release,
+        "PORT": str(c.service.port),
+        "HEALTH_PATH": c.service.health,
+        "DATABASE_URL": db,
+    }
+
+
+def route_store(state: State) -> Etcd:
+    return Etcd(state.config.host("prod").address)
+
+
+def current_routes(state: State, service: str) -> routes.Routes:
+    return routes.from_doc(route_store(state).get_json(routes.PREFIX + service), service)
+
+
+def deploy(
+    state: State,
+    candidate: Candidate,
+    progress: Progress,
+    public_url: str = "http://127.0.0.1:8000",
+) -> str:
+    """Make ``candidate`` the live release of its service; returns what happened."""
+    prod = state.config.host("prod")
+    current = current_routes(state, candidate.service.name)
+    with engines.connect(state, prod, timeout=300) as client:
+        if current.live == candidate.release and _healthy(client, candidate.project):
+            return "already live"
+        with progress.stage(
+            f"start {candidate.project} on prod beside {current.live or 'nothing'}"
+        ) as st:
+            stack.pull(
+                state,
+                "prod",
+                [candidate.image] + ([candidate.test_image] if candidate.test_image else []),
+            )
+            compose.run(
+                state,
+                prod,
+                "release.yml",
+                candidate.project,
+                variables(state, candidate),
+                ["up", "-d", "--no-build"],
+            )
+            st.changed(candidate.image.rsplit("/", 1)[-1][:40])
+        try:
+            with progress.stage(f"wait until {candidate.project} is healthy") as st:
+                st.changed(wait_healthy(client, candidate.project))
+            if candidate.test_image:
+                with progress.stage("integration tests against the candidate's own address") as st:
+                    st.changed(integration_tests(client, candidate))
+            with progress.stage("proxy health-checks the candidate (weight 0)") as st:
+                route_store(state).put_json(
+                    routes.PREFIX + candidate.service.name,
+                    routes.stage(current, candidate.release).to_doc(),
+                )
+                Runtime(prod.address).wait_up(candidate.service.name, candidate.host)
+                st.changed("UP in the pool, receiving nothing")
+        except LabError:
+            _abandon(state, candidate, current)
+            raise
+    with progress.stage(f"switch: all traffic to {candidate.release}") as st:
+        switched = routes.switch_to(current, candidate.release)
+        route_store(state).put_json(routes.PREFIX + candidate.service.name, switched.to_doc())
+        seconds = verify_through_proxy(public_url, candidate.release)
+        st.changed(f"100% of responses from {candidate.release} after {seconds * 1000:.0f} ms")
+    with progress.stage("retire releases out of the pool") as st:
+        gone = retire(state, candidate.service.name, {s.release for s in switched.servers})
+        st.changed(", ".join(gone)) if gone else st.unchanged("previous release kept warm")
+    return f"{candidate.release} live"
+
+
+def wait_healthy(client: Any, project: str, timeout: float = 60.0) -> str:
+    """Bounded wait for the release's container to be healthy; the last answer is the evidence."""
+    deadline, last, started = time.monotonic() + timeout, "not started", time.monotonic()
+    container = None
+    while time.monotonic() < deadline:
+        found = client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={project}"}
+        )
+        if found:
+            container = found[0]
+            container.reload()
+            st = container.attrs["State"]
+            health = st.get("Health") or {}
+            if health.get("Status") == "healthy":
+                return f"healthy after {time.monotonic() - started:.1f} s"
+            if st.get("Status") in ("exited", "dead") or st.get("Restarting"):
+                last = f"container {st.get('Status')} (exit code {st.get('ExitCode')})"
+            elif health.get("Log"):
+                probe = health["Log"][-1]
+                last = (
+                    f"health check exit {probe.get('ExitCode')}: {probe.get('Output', '')[-200:]}"
+                )
+        time.sleep(0.5)
+    logs = container.logs(tail=15).decode(errors="replace") if container is not None else ""
+    raise ReleaseError(
+        f"release '{project}' did not become healthy within {timeout:.0f} s; "
+        f"last health answer: {last}\nlast lines of its log:\n{tail(logs)}\n"
+        "It was stopped and removed; the live release keeps serving."
+    )
+
+
+def integration_tests(client: Any, c: Candidate) -> str:
+    """Run the service's integration-test image against the candidate's own address on prod."""
+    assert c.test_image is not None
+    env = {"BASE_URL": f"http://{c.host}:{c.service.port}", "EXPECT_RELEASE": c.release}
+    container = client.containers.run(
+        c.test_image,
+        environment=env,
+        network=stack.NETWORK,
+        detach=True,
+        labels={"cdlab.role": "integration-tests"},
+    )
+    try:
+        result = container.wait(timeout=300)
+        output = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    if result.get("StatusCode") != 0:
+        raise ReleaseError(
+            f"integration tests failed against {c.host} "
+            f"(exit {result.get('StatusCode')}):\n{tail(output, 25)}\n"
+            "The candidate was stopped and removed; the live release keeps serving."
+        )
+    summary = [line for line in output.splitlines() if " passed" in line]
+    return summary[-1].strip("= ") if summary else "passed"
+
+
+def verify_through_proxy(url: str, release: str, timeout: float = 15.0) -> float:
+    """Poll ``url``/version until ``release`` answers 20 times in a row; seconds it took."""
+    session = requests.Session()
+    session.trust_env = False
+    started = time.monotonic()
+    streak, last = 0, "no answer"
+    while time.monotonic() - started < timeout:
+        try:
+            got = session.get(url + "/version", timeout=2).headers.get("X-Release", "")
+            streak = streak + 1 if got == release else 0
+            last = got
+        except requests.RequestException as exc:
+            streak, last = 0, type(exc).__name__
+        if streak >= 20:
+            return time.monotonic() - started
+        time.sleep(0.005)
+    raise ReleaseError(
+        f"the proxy at {url} still answers with release {last!r}, not "
+        f"{release!r}, after {timeout:.0f} s"
+    )
+
+
+def retire(state: State, service: str, keep: set[str]) -> list[str]:
+    """Stop and remove releases of ``service`` that are no longer in the pool."""
+    gone = []
+    with engines.connect(state, state.config.host("prod"), timeout=120) as client:
+        found = client.containers.list(all=True, filters={"label": f"cdlab.service={service}"})
+        for release in sorted({c.labels.get("cdlab.release", "") for c in found} - keep - {""}):
+            compose.run(
+                state,
+                state.config.host("prod"),
+                "release.yml",
+                f"{service}-{release}",
+                {
+                    "IMAGE": "none",
+                    "SERVICE": service,
+                    "RELEASE": release,
+                    "PORT": "0",
+                    "HEALTH_PATH": "/",
+                },
+                ["down", "--timeout", "25"],
+            )
+            gone.append(release)
+    return gone
+
+
+def _abandon(state: State, c: Candidate, previous: routes.Routes) -> None:
+    """Undo a failed candidate: routes back as they were, its containers removed."""
+    route_store(state).put_json(routes.PREFIX + c.service.name, previous.to_doc())
+    compose.run(
+        state,
+        state.config.host("prod"),
+        "release.yml",
+        c.project,
+        variables(state, c),
+        ["down", "--timeout", "5"],
+    )
+
+
+def _healthy(client: Any, project: str) -> bool:
+    found = client.containers.list(filters={"label": f"com.docker.compose.project={project}"})
+    if not found:
+        return False
+    found[0].reload()
+    return (found[0].attrs["State"].get("Health") or {}).get("Status") == "healthy"
+
+
+def candidate(service: Service, built: dict[str, Built], release: str) -> Candidate:
+    test = built.get(f"{service.name}-test")
+    return Candidate(service, release, built[service.name].pinned, test.pinned if test else None)

@@ -1,0 +1,87 @@
+"""Route records: which releases of a service the proxy sends traffic to, and with what weight.
+
+Stored in etcd at ``/cdlab/routes/<service>``; the proxy applies them through HAProxy's Runtime
+API (``services/proxy/cdlab_proxy.py`` reads the same format).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lab.errors import ConfigError
+
+PREFIX = "/cdlab/routes/"
+MAX_WEIGHT = 256
+
+
+@dataclass(frozen=True)
+class Server:
+    release: str
+    host: str  # the release's DNS name on the stack network
+    weight: int
+    drain: bool = False
+
+
+@dataclass(frozen=True)
+class Routes:
+    service: str
+    servers: tuple[Server, ...]
+
+    @property
+    def key(self) -> str:
+        return PREFIX + self.service
+
+    @property
+    def live(self) -> str | None:
+        """The release with the highest weight (the one users see), if any has weight."""
+        weighted = [s for s in self.servers if s.weight > 0 and not s.drain]
+        return max(weighted, key=lambda s: s.weight).release if weighted else None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "servers": [
+                {"release": s.release, "host": s.host, "weight": s.weight, "drain": s.drain}
+                for s in self.servers
+            ],
+        }
+
+
+def from_doc(doc: Any, service: str) -> Routes:
+    """Validate a stored record; ``ConfigError`` names what is wrong."""
+    if doc is None:
+        return Routes(service, ())
+    if not isinstance(doc, dict) or doc.get("service") != service:
+        raise ConfigError(f"routes[{service}]", doc, f"an object with service={service!r}")
+    servers = []
+    for i, s in enumerate(doc.get("servers") or []):
+        weight = s.get("weight") if isinstance(s, dict) else None
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_WEIGHT:
+            raise ConfigError(
+                f"routes[{service}].servers[{i}].weight", weight, f"an integer 0-{MAX_WEIGHT}"
+            )
+        servers.append(Server(str(s["release"]), str(s["host"]), weight, bool(s.get("drain"))))
+    return Routes(service, tuple(servers))
+
+
+def host_name(service: str, release: str) -> str:
+    return f"{service}-{release}"
+
+
+def switch_to(current: Routes, release: str, keep_previous: bool = True) -> Routes:
+    """All traffic to ``release``; the previously live release stays routed but drained (warm,
+    for an instant rollback); any other release leaves the pool (pure)."""
+    previous = current.live
+    servers = [Server(release, host_name(current.service, release), 100)]
+    if keep_previous and previous and previous != release:
+        servers.append(Server(previous, host_name(current.service, previous), 0, drain=True))
+    return Routes(current.service, tuple(servers))
+
+
+def stage(current: Routes, release: str) -> Routes:
+    """``current`` plus ``release`` in the pool at weight 0: health-checked, receiving nothing."""
+    others = tuple(s for s in current.servers if s.release != release)
+    return Routes(
+        current.service, (*others, Server(release, host_name(current.service, release), 0))
+    )

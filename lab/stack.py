@@ -1,0 +1,139 @@
+"""Prod's long-lived stack: its images (built on cd, pushed) and the Compose project on prod."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from lab import compose, engines, git
+from lab.build import Builder, Built, ImageSpec, infra_tag
+from lab.errors import LabError
+from lab.progress import Progress
+from lab.services import Service
+from lab.state import State
+
+PROJECT = "cdlab-stack"
+NETWORK = "cdlab"  # the stack network every release joins (compose/stack.yml)
+INFRA = {  # image name -> (folder, compose variable)
+    "etcd": ("services/etcd", "ETCD_IMAGE"),
+    "postgres": ("services/postgres", "POSTGRES_IMAGE"),
+    "carbon": ("services/carbon", "CARBON_IMAGE"),
+    "graphite-web": ("services/graphite-web", "GRAPHITE_WEB_IMAGE"),
+    "proxy": ("services/proxy", "PROXY_IMAGE"),
+}
+PROXY_PORTS = {"app": 8000}  # service -> the proxy's frontend port
+
+
+class StackError(LabError):
+    pass
+
+
+def infra_specs(state: State, sha: str, base_ref: str) -> list[ImageSpec]:
+    root = state.config.root
+    return [
+        ImageSpec(name, folder, "Dockerfile", infra_tag(git.tree(root, sha, folder), base_ref))
+        for name, (folder, _) in INFRA.items()
+    ]
+
+
+def service_specs(service: Service, sha: str) -> list[ImageSpec]:
+    specs = [ImageSpec(service.name, service.folder, "Dockerfile", git.short(sha))]
+    if service.test_dockerfile:
+        specs.append(
+            ImageSpec(
+                f"{service.name}-test", service.folder, service.test_dockerfile, git.short(sha)
+            )
+        )
+    return specs
+
+
+def build(state: State, specs: list[ImageSpec], sha: str, progress: Progress) -> dict[str, Built]:
+    """Each image in the registry (built on the builder host only when its tag is missing)."""
+    out: dict[str, Built] = {}
+    with engines.connect(state, state.config.builder, timeout=1800) as client:
+        builder = Builder(state, client)
+        for spec in specs:
+            with progress.stage(
+                f"image {spec.name}:{spec.tag} on {state.config.builder.name}"
+            ) as st:
+                built = builder.ensure(spec, sha, git.short(sha))
+                out[spec.name] = built
+                note = f"{built.digest[:19]}"
+                st.changed(f"built and pushed {note}") if built.built else st.unchanged(
+                    f"in registry {note}"
+                )
+    return out
+
+
+def variables(state: State, built: Mapping[str, Built]) -> dict[str, str]:
+    """Compose variables for the stack (pure apart from reading the lab's secrets)."""
+    prod = state.config.host("prod")
+    env = {var: built[name].pinned for name, (_, var) in INFRA.items()}
+    env.update(
+        PROD_ADDR=prod.address,
+        DB_PASSWORD=state.secret("db-password"),
+        PROXY_SERVICES=",".join(f"{s}:{p}:{p}" for s, p in PROXY_PORTS.items()),
+    )
+    return env
+
+
+def pull(state: State, host_name: str, refs: list[str]) -> list[str]:
+    """Pull ``refs`` (pinned by digest) onto a host's engine, skipping those present."""
+    pulled = []
+    with engines.connect(state, state.config.host(host_name), timeout=900) as client:
+        for ref in refs:
+            try:
+                client.images.get(ref)
+            except Exception:  # not present: pull it from the registry with the lab's credentials
+                client.images.pull(ref, auth_config=state.credentials().auth_config())
+                pulled.append(ref)
+    return pulled
+
+
+def up(state: State, built: Mapping[str, Built]) -> str:
+    """``docker-compose up -d`` of the stack on prod; returns compose's output."""
+    prod = state.config.host("prod")
+    pull(state, "prod", [built[name].pinned for name in INFRA])
+    return compose.run(
+        state,
+        prod,
+        "stack.yml",
+        PROJECT,
+        variables(state, built),
+        ["up", "-d", "--remove-orphans", "--no-build"],
+        hint="look at 'invoke lab.status' and the stack's logs on prod",
+    )
+
+
+def wait_healthy(state: State, timeout: float = 180.0) -> list[str]:
+    """Wait until every container of the stack reports healthy; names them."""
+    deadline, last = time.monotonic() + timeout, "no containers yet"
+    with engines.connect(state, state.config.host("prod"), timeout=30) as client:
+        while time.monotonic() < deadline:
+            found = client.containers.list(
+                all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}
+            )
+            health = {c.name: _health(c) for c in found}
+            bad = {n: h for n, h in health.items() if h != "healthy"}
+            if found and not bad:
+                return sorted(health)
+            last = ", ".join(f"{n}={h}" for n, h in sorted(bad.items())) or last
+            time.sleep(1)
+        logs = "\n".join(
+            f"--- {c.name}\n{c.logs(tail=8).decode(errors='replace')}"
+            for c in found
+            if _health(c) != "healthy"
+        )
+    raise StackError(
+        f"the stack on prod did not become healthy within {timeout:.0f} s: {last}\n"
+        f"{logs}\nNext step: fix the failing service and run 'invoke lab.up' again."
+    )
+
+
+def _health(container: Any) -> str:
+    container.reload()
+    state = container.attrs.get("State", {})
+    if state.get("Status") != "running":
+        return str(state.get("Status"))
+    return str((state.get("Health") or {}).get("Status", "no healthcheck"))

@@ -1,0 +1,1 @@
+"""cdlab's demo service: a small user-registration API with state in PostgreSQL."""

@@ -1,0 +1,116 @@
+"""Users in PostgreSQL: a small repository with a per-process connection pool."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL UNIQUE,
+    release TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    email: str
+    release: str  # the release that registered the user
+    created_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "email": self.email,
+            "release": self.release,
+            "created_at": self.created_at,
+        }
+
+
+class DuplicateEmail(Exception):
+    pass
+
+
+class Store(Protocol):
+    def ping(self) -> None: ...
+    def add(self, name: str, email: str, release: str) -> User: ...
+    def get(self, user_id: int) -> User | None: ...
+    def list(self, limit: int) -> list[User]: ...
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, maxconn: int = 8) -> None:
+        self.dsn, self.maxconn = dsn, maxconn
+        self._pool: Any = None
+        self._lock = threading.Lock()
+
+    def _get_pool(self) -> Any:
+        with self._lock:
+            if self._pool is None:
+                from psycopg2.pool import ThreadedConnectionPool
+
+                pool = ThreadedConnectionPool(1, self.maxconn, self.dsn, connect_timeout=2)
+                conn = pool.getconn()
+                try:
+                    with conn, conn.cursor() as cur:
+                        cur.execute("SELECT pg_advisory_xact_lock(7411)")  # one DDL at a time
+                        cur.execute(SCHEMA)
+                finally:
+                    pool.putconn(conn)
+                self._pool = pool
+            return self._pool
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import psycopg2
+
+        pool = self._get_pool()
+        conn = pool.getconn()
+        broken = False
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SET LOCAL statement_timeout = 2000")
+                cur.execute(sql, args)
+                return cur.fetchall() if cur.description else []
+        except psycopg2.errors.UniqueViolation as exc:
+            raise DuplicateEmail(str(exc)) from exc
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            broken = True
+            raise
+        finally:
+            pool.putconn(conn, close=broken or conn.closed != 0)
+
+    def ping(self) -> None:
+        self._run("SELECT 1")
+
+    def add(self, name: str, email: str, release: str) -> User:
+        (row,) = self._run(
+            "INSERT INTO users (name, email, release) VALUES (%s, %s, %s) "
+            "RETURNING id, name, email, release, created_at",
+            (name, email, release),
+        )
+        return _user(row)
+
+    def get(self, user_id: int) -> User | None:
+        rows = self._run(
+            "SELECT id, name, email, release, created_at FROM users WHERE id = %s", (user_id,)
+        )
+        return _user(rows[0]) if rows else None
+
+    def list(self, limit: int) -> list[User]:
+        rows = self._run(
+            "SELECT id, name, email, release, created_at FROM users ORDER BY id DESC LIMIT %s",
+            (limit,),
+        )
+        return [_user(r) for r in rows]
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    return User(int(row[0]), row[1], row[2], row[3], row[4].isoformat())

@@ -1,0 +1,165 @@
+"""Unit tests of the service, run inside the image build (a failure fails the build)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from app.metrics import Recorder, Window, percentile, safe, status_class
+from app.settings import Settings
+from app.store import DuplicateEmail, User
+from app.web import App, BadRequest, kv, validate_user
+
+SETTINGS = Settings("app", "abc123", "reg/app@sha256:x", "", "", 2003, "c1")
+
+
+class FakeStore:
+    def __init__(self, healthy: bool = True) -> None:
+        self.users: list[User] = []
+        self.healthy = healthy
+
+    def ping(self) -> None:
+        if not self.healthy:
+            raise ConnectionError("db down")
+
+    def add(self, name: str, email: str, release: str) -> User:
+        if any(u.email == email for u in self.users):
+            raise DuplicateEmail(email)
+        user = User(len(self.users) + 1, name, email, release, "2026-01-01T00:00:00+00:00")
+        self.users.append(user)
+        return user
+
+    def get(self, user_id: int) -> User | None:
+        return next((u for u in self.users if u.id == user_id), None)
+
+    def list(self, limit: int) -> list[User]:
+        return list(reversed(self.users))[:limit]
+
+
+def call(app: App, method: str, path: str, body: object = None, query: str = ""):
+    raw = b"" if body is None else json.dumps(body).encode()
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "CONTENT_LENGTH": str(len(raw)),
+        "wsgi.input": io.BytesIO(raw),
+    }
+    seen = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+
+    payload = b"".join(app(environ, start_response))
+    return seen["status"], seen["headers"], payload
+
+
+@pytest.fixture
+def app() -> App:
+    return App(SETTINGS, FakeStore(), log=lambda line: None)
+
+
+def test_every_response_carries_the_release(app: App) -> None:
+    for path in ("/health", "/version", "/nope", "/api/users"):
+        assert call(app, "GET", path)[1]["X-Release"] == "abc123"
+
+
+def test_version_names_release_and_image(app: App) -> None:
+    status, _, body = call(app, "GET", "/version")
+    assert status == 200
+    assert json.loads(body) == {"service": "app", "release": "abc123", "image": "reg/app@sha256:x"}
+
+
+def test_register_then_read_back(app: App) -> None:
+    status, _, body = call(app, "POST", "/api/users", {"name": "Ada", "email": "Ada@Example.org"})
+    assert status == 201
+    user = json.loads(body)
+    assert user["email"] == "ada@example.org" and user["release"] == "abc123"
+    status, _, body = call(app, "GET", f"/api/users/{user['id']}")
+    assert status == 200 and json.loads(body)["name"] == "Ada"
+    assert [u["id"] for u in json.loads(call(app, "GET", "/api/users")[2])["users"]] == [user["id"]]
+
+
+def test_duplicate_email_is_a_conflict(app: App) -> None:
+    call(app, "POST", "/api/users", {"name": "A", "email": "a@example.org"})
+    assert call(app, "POST", "/api/users", {"name": "B", "email": "a@example.org"})[0] == 409
+
+
+@pytest.mark.parametrize(
+    "body",
+    [None, [], {"name": ""}, {"name": "x", "email": "nope"}, {"name": 3, "email": "a@b.org"}],
+)
+def test_bad_registrations_are_400_with_a_reason(app: App, body: object) -> None:
+    status, _, payload = call(app, "POST", "/api/users", body)
+    assert status == 400 and json.loads(payload)["error"]
+
+
+def test_unknown_user_and_route_are_404(app: App) -> None:
+    assert call(app, "GET", "/api/users/999")[0] == 404
+    assert call(app, "DELETE", "/api/users")[0] == 404
+
+
+def test_health_is_503_when_the_database_is_unreachable() -> None:
+    app = App(SETTINGS, FakeStore(healthy=False), log=lambda line: None)
+    assert call(app, "GET", "/health")[0] == 503
+
+
+def test_an_unexpected_error_is_a_500_and_logged() -> None:
+    lines: list[str] = []
+    store = FakeStore()
+    store.list = None  # type: ignore[assignment]
+    app = App(SETTINGS, store, log=lines.append)
+    assert call(app, "GET", "/api/users")[0] == 500
+    assert any("level=error" in line for line in lines)
+
+
+def test_page_escapes_user_input(app: App) -> None:
+    call(app, "POST", "/api/users", {"name": "<script>x</script>", "email": "x@example.org"})
+    page = call(app, "GET", "/")[2].decode()
+    assert "&lt;script&gt;" in page and "<script>x" not in page
+
+
+def test_log_line_is_key_value_with_the_required_fields() -> None:
+    lines: list[str] = []
+    app = App(SETTINGS, FakeStore(), log=lines.append)
+    call(app, "GET", "/version")
+    for key in ("host=", "container=", "image=", "revision=abc123", "request_id="):
+        assert key in lines[-1]
+    assert kv({"a": "x y", "b": ""}) == 'a="x y" b=""'
+
+
+def test_validate_user_normalises() -> None:
+    assert validate_user({"name": " Ada ", "email": "ADA@x.org"}) == ("Ada", "ada@x.org")
+    with pytest.raises(BadRequest):
+        validate_user("nope")
+
+
+def test_metrics_windows_and_percentiles() -> None:
+    assert status_class(204) == "2xx" and status_class(503) == "5xx" and status_class(99) == "other"
+    assert percentile([], 95) == 0.0
+    assert percentile(list(range(1, 101)), 95) == 95
+    assert safe("a.b c") == "a_b_c"
+    w = Window()
+    for status, ms in ((200, 10.0), (200, 30.0), (500, 20.0)):
+        w.add(status, ms)
+    lines = w.lines("p", 7)
+    assert "p.requests.2xx 2 7" in lines and "p.requests.5xx 1 7" in lines
+    assert "p.latency.max 30.000 7" in lines
+
+
+def test_recorder_drains_only_complete_seconds() -> None:
+    now = [100.2]
+    sent: list[str] = []
+    rec = Recorder("p", sent.append, clock=lambda: now[0])
+    rec.thread = object()  # type: ignore[assignment]  # no background thread in the test
+    rec.record(200, 5.0)
+    now[0] = 101.5
+    rec.record(200, 5.0)
+    assert rec.drain(101) == [
+        "p.requests.2xx 1 100",
+        "p.latency.mean 5.000 100",
+        "p.latency.p95 5.000 100",
+        "p.latency.max 5.000 100",
+    ]
+    assert rec.drain(101) == []

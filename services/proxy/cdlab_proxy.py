@@ -1,0 +1,332 @@
+"""cdlab's proxy supervisor: HAProxy with routes from etcd, applied live through the Runtime API.
+
+Each service gets a frontend port and a backend of ``SLOTS`` server slots. The desired routes of a
+service live in etcd under ``/cdlab/routes/<service>`` as JSON::
+
+    {"service": "app", "servers": [{"release": "3f9c2e1a0b1c", "host": "app-3f9c2e1a0b1c",
+                                    "weight": 100, "drain": false}]}
+
+At start, and on every change etcd reports (a watch), the supervisor reads the routes, compares
+them with ``show servers state`` and sends only the difference (``set server ... fqdn/weight/
+state``). A killed and restarted proxy therefore comes back with the live release and weights.
+Standard library only: this file is also imported by cdlab's unit tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+SLOTS = 6
+ROUTES_PREFIX = "/cdlab/routes/"
+SOCKET = "/tmp/haproxy-admin.sock"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    listen: int  # frontend port in the proxy container
+    port: int  # the service's own port in its containers
+
+
+@dataclass(frozen=True)
+class Desired:
+    release: str
+    host: str  # DNS name of the release on the stack network
+    weight: int  # 0..256
+    drain: bool = False
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str  # r1 .. rN
+    fqdn: str  # "" when never assigned
+    weight: int
+    admin: int  # HAProxy's srv_admin_state bit field
+    operational: int  # 0 stopped/down, 2 running/up
+
+    @property
+    def in_maintenance(self) -> bool:
+        return bool(self.admin & 0x01 or self.admin & 0x04 or self.admin & 0x20)
+
+    @property
+    def draining(self) -> bool:
+        return bool(self.admin & 0x08)
+
+
+def parse_services(spec: str) -> list[Service]:
+    """``app:8000:8000,other:8001:9000`` (name:listen:port) into services."""
+    out = []
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        parts = item.split(":")
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            raise ValueError(f"bad service {item!r}: expected name:listen_port:service_port")
+        out.append(Service(parts[0], int(parts[1]), int(parts[2])))
+    return out
+
+
+def render_config(services: list[Service], slots: int = SLOTS) -> str:
+    """The static haproxy.cfg: written once at start, never reloaded."""
+    lines = [
+        "global",
+        "    log stdout format raw local0 notice",
+        f"    stats socket {SOCKET} mode 600 level admin",
+        "    stats socket ipv4@0.0.0.0:9999 level admin",
+        "    maxconn 8192",
+        "    hard-stop-after 30s",
+        "",
+        "resolvers docker",
+        "    nameserver dns 127.0.0.11:53",
+        "    hold valid 2s",
+        "    hold obsolete 5s",
+        "    timeout resolve 200ms",
+        "    timeout retry 200ms",
+        "    accepted_payload_size 8192",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option dontlognull",
+        "    timeout connect 2s",
+        "    timeout client 60s",
+        "    timeout server 30s",
+        "    timeout http-keep-alive 60s",
+        "    timeout queue 5s",
+        "    option redispatch",
+        "    retries 3",
+        "    retry-on conn-failure empty-response",
+        "",
+        "listen stats",
+        "    bind :8404",
+        "    stats enable",
+        "    stats uri /stats",
+        "    stats refresh 2s",
+        "    http-request return status 200 content-type text/plain string ok if { path /healthz }",
+    ]
+    for svc in services:
+        lines += [
+            "",
+            f"frontend {svc.name}",
+            f"    bind :{svc.listen}",
+            f"    default_backend {svc.name}",
+            "",
+            f"backend {svc.name}",
+            "    balance roundrobin",
+            "    option httpchk GET /health",
+            "    http-check expect status 200",
+            "    http-request disable-l7-retry if METH_POST",
+            "    default-server check inter 1s fastinter 250ms downinter 1s rise 2 fall 2 "
+            "resolvers docker init-addr none resolve-prefer ipv4",
+            f"    server-template r 1-{slots} cdlab-unassigned.invalid:{svc.port} disabled",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_servers_state(text: str, backend: str) -> list[Slot]:
+    """Slots of ``backend`` from ``show servers state`` output (header names the columns)."""
+    header: list[str] = []
+    slots = []
+    for line in text.splitlines():
+        if line.startswith("# be_id"):
+            header = line[2:].split()
+            continue
+        if not line or line.startswith("#") or not header or line[0].isalpha():
+            continue
+        row = dict(zip(header, line.split(), strict=False))
+        if row.get("be_name") != backend:
+            continue
+        fqdn = row.get("srv_fqdn", "-")
+        slots.append(
+            Slot(
+                row["srv_name"],
+                "" if fqdn in ("-", "cdlab-unassigned.invalid") else fqdn,
+                int(row.get("srv_uweight", "0")),
+                int(row.get("srv_admin_state", "0")),
+                int(row.get("srv_op_state", "0")),
+            )
+        )
+    return slots
+
+
+def plan(backend: str, slots: list[Slot], desired: list[Desired]) -> list[str]:
+    """Runtime API commands that make ``slots`` serve ``desired`` (pure; empty when in shape).
+
+    A release keeps its slot while it stays desired; new releases take free slots; slots of
+    releases no longer desired go to maintenance. Weights and drain state are set as asked.
+    """
+    by_host = {s.fqdn: s for s in slots if s.fqdn}
+    wanted = {d.host for d in desired}
+    free = [s for s in slots if s.fqdn not in wanted]
+    cmds: list[str] = []
+    for d in desired:
+        slot = by_host.get(d.host)
+        if slot is None:
+            if not free:
+                raise ValueError(f"backend {backend}: more than {len(slots)} releases routed")
+            slot = free.pop(0)
+            cmds.append(f"set server {backend}/{slot.name} fqdn {d.host}")
+            slot = Slot(slot.name, d.host, -1, slot.admin, slot.operational)
+        if slot.weight != d.weight:
+            cmds.append(f"set server {backend}/{slot.name} weight {d.weight}")
+        if d.drain and (slot.in_maintenance or not slot.draining):
+            cmds.append(f"set server {backend}/{slot.name} state drain")
+        elif not d.drain and (slot.in_maintenance or slot.draining):
+            cmds.append(f"set server {backend}/{slot.name} state ready")
+    for slot in free:
+        if not slot.in_maintenance:
+            cmds.append(f"set server {backend}/{slot.name} state maint")
+    return cmds
+
+
+def parse_routes(raw: bytes | None, service: str) -> list[Desired]:
+    if not raw:
+        return []
+    doc = json.loads(raw)
+    if doc.get("service") != service:
+        raise ValueError(f"route record for {service!r} names service {doc.get('service')!r}")
+    return [
+        Desired(str(s["release"]), str(s["host"]), int(s["weight"]), bool(s.get("drain")))
+        for s in doc.get("servers", [])
+    ]
+
+
+class Runtime:
+    """HAProxy's Runtime API on the admin socket."""
+
+    def __init__(self, path: str = SOCKET) -> None:
+        self.path = path
+
+    def send(self, command: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(self.path)
+            sock.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class Etcd:
+    """The bits of etcd's v3 JSON gateway the proxy needs: range and watch."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    def _post(self, path: str, body: dict[str, object], timeout: float = 5) -> dict[str, object]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200:
+                raise OSError(f"etcd {path}: HTTP {resp.status} {data[:200]!r}")
+            return json.loads(data)
+        finally:
+            conn.close()
+
+    def get(self, key: str) -> bytes | None:
+        doc = self._post("/v3/kv/range", {"key": _b64(key)})
+        kvs = doc.get("kvs") or []
+        return base64.b64decode(kvs[0]["value"]) if kvs else None  # type: ignore[index]
+
+    def watch(self, prefix: str, on_event: callable) -> None:  # type: ignore[valid-type]
+        """Block, calling ``on_event()`` for every change under ``prefix``; return on error."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=None)
+        body = {"create_request": {"key": _b64(prefix), "range_end": _b64(end)}}
+        conn.request("POST", "/v3/watch", json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        buf = b""
+        while chunk := resp.read1(65536):
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if b'"events"' in line:
+                    on_event()
+
+
+def log(msg: str) -> None:
+    print(f"cdlab-proxy: {msg}", file=sys.stderr, flush=True)
+
+
+class Supervisor:
+    def __init__(self, services: list[Service], etcd: Etcd, runtime: Runtime) -> None:
+        self.services, self.etcd, self.runtime = services, etcd, runtime
+        self.lock = threading.Lock()
+        self.applied = 0
+
+    def reconcile(self) -> None:
+        with self.lock:
+            state = self.runtime.send("show servers state")
+            for svc in self.services:
+                desired = parse_routes(self.etcd.get(ROUTES_PREFIX + svc.name), svc.name)
+                cmds = plan(svc.name, parse_servers_state(state, svc.name), desired)
+                for cmd in cmds:
+                    answer = self.runtime.send(cmd).strip()
+                    if answer and not answer.startswith(("IP changed", "no need to change")):
+                        log(f"{cmd!r}: {answer}")
+                if cmds:
+                    self.applied += 1
+                    log(
+                        f"{svc.name}: applied {len(cmds)} change(s) -> "
+                        + ", ".join(
+                            f"{d.release}={d.weight}{' drain' if d.drain else ''}" for d in desired
+                        )
+                    )
+
+    def run_forever(self) -> None:
+        while True:
+            try:
+                self.reconcile()
+                self.etcd.watch(ROUTES_PREFIX, self.reconcile)
+            except Exception as exc:  # etcd restarting, haproxy busy: retry, never die
+                log(f"reconcile: {type(exc).__name__}: {exc}; retrying")
+                time.sleep(0.5)
+
+    def resync_forever(self, every: float = 5.0) -> None:
+        """A full pass now and then: repairs anything a missed watch event left behind."""
+        while True:
+            time.sleep(every)
+            try:
+                self.reconcile()
+            except Exception as exc:  # logged; the watch loop carries on
+                log(f"resync: {type(exc).__name__}: {exc}")
+
+
+def main() -> int:
+    services = parse_services(os.environ.get("PROXY_SERVICES", "app:8000:8000"))
+    cfg = "/tmp/haproxy.cfg"
+    with open(cfg, "w") as fh:
+        fh.write(render_config(services))
+    haproxy = subprocess.Popen(["haproxy", "-W", "-db", "-f", cfg])
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda s, f: haproxy.send_signal(signal.SIGUSR1))  # soft stop
+    deadline = time.monotonic() + 10
+    while not os.path.exists(SOCKET):
+        if haproxy.poll() is not None or time.monotonic() > deadline:
+            log("haproxy did not start")
+            return 1
+        time.sleep(0.05)
+    etcd = Etcd(os.environ.get("ETCD_HOST", "etcd"), int(os.environ.get("ETCD_PORT", "2379")))
+    sup = Supervisor(services, etcd, Runtime())
+    threading.Thread(target=sup.run_forever, daemon=True, name="watch").start()
+    threading.Thread(target=sup.resync_forever, daemon=True, name="resync").start()
+    return haproxy.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
