@@ -54,13 +54,16 @@ class Slot:
     admin: int  # HAProxy's srv_admin_state bit field
     operational: int  # 0 stopped/down, 2 running/up
 
+    # srv_admin_state bits: 0x01 forced maint, 0x02 inherited maint, 0x04 "disabled" in the
+    # config (a record of origin, not a state), 0x08/0x10 forced/inherited drain, 0x20 DNS
+    # resolution maint, 0x40 FQDN set from the CLI. HAProxy's own maintenance mask is 0x23.
     @property
     def in_maintenance(self) -> bool:
-        return bool(self.admin & 0x01 or self.admin & 0x04 or self.admin & 0x20)
+        return bool(self.admin & 0x23)
 
     @property
     def draining(self) -> bool:
-        return bool(self.admin & 0x08)
+        return bool(self.admin & 0x18)
 
 
 def parse_services(spec: str) -> list[Service]:
@@ -165,7 +168,8 @@ def plan(backend: str, slots: list[Slot], desired: list[Desired]) -> list[str]:
     """
     by_host = {s.fqdn: s for s in slots if s.fqdn}
     wanted = {d.host for d in desired}
-    free = [s for s in slots if s.fqdn not in wanted]
+    # idle slots first: a slot whose release just left may still be finishing its requests
+    free = sorted((s for s in slots if s.fqdn not in wanted), key=lambda s: not s.in_maintenance)
     cmds: list[str] = []
     for d in desired:
         slot = by_host.get(d.host)
