@@ -11,8 +11,9 @@ from lab.proxy import supervisor
 sup = supervisor()
 APP = "app"
 # As HAProxy 2.6 prints it (columns trimmed to the ones that matter, header names them).
-STATE = """1
-# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_fqdn srv_port
+HEADER = ("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+          "srv_iweight srv_fqdn srv_port")
+STATE = "1\n" + HEADER + """
 3 app 1 r1 172.19.0.7 2 68 100 1 app-aaa 8000
 3 app 2 r2 172.19.0.8 2 76 0 1 app-bbb 8000
 3 app 3 r3 - 0 5 1 1 cdlab-unassigned.invalid 8000

@@ -85,7 +85,7 @@ class App:
                 ("X-Request-Id", request_id),
             ],
         )
-        if self.recorder is not None:
+        if self.recorder is not None and path != "/health":  # probes are not user traffic
             self.recorder.record(status, millis)
         self.log(
             kv(
