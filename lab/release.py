@@ -68,6 +68,7 @@ def deploy(
     candidate: Candidate,
     progress: Progress,
     public_url: str = "http://127.0.0.1:8000",
+    health_timeout: float = 60.0,
 ) -> str:
     """Make ``candidate`` the live release of its service; returns what happened."""
     prod = state.config.host("prod")
@@ -94,7 +95,7 @@ def deploy(
             st.changed(candidate.image.rsplit("/", 1)[-1][:40])
         try:
             with progress.stage(f"wait until {candidate.project} is healthy") as st:
-                st.changed(wait_healthy(client, candidate.project))
+                st.changed(wait_healthy(client, candidate.project, health_timeout))
             if candidate.test_image:
                 with progress.stage("integration tests against the candidate's own address") as st:
                     st.changed(integration_tests(client, candidate))

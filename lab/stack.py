@@ -120,8 +120,9 @@ def wait_healthy(state: State, timeout: float = 180.0) -> list[str]:
                 return sorted(health)
             looping = [c for c in found if c.attrs.get("RestartCount", 0) >= 3]
             if looping:  # a crash loop will not heal by waiting: report it now
-                last = ", ".join(f"{c.name} restarted {c.attrs['RestartCount']} times"
-                                 for c in looping)
+                last = ", ".join(
+                    f"{c.name} restarted {c.attrs['RestartCount']} times" for c in looping
+                )
                 break
             last = ", ".join(f"{n}={h}" for n, h in sorted(bad.items())) or last
             time.sleep(1)

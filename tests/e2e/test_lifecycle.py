@@ -19,7 +19,7 @@ from lab.progress import Progress
 from lab.state import State
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.xdist_group("lab-lifecycle")
+pytestmark = pytest.mark.xdist_group("prod")  # serialised with every test that changes prod
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess[str]:
@@ -56,7 +56,7 @@ def test_a_second_lab_up_changes_nothing(lab: State) -> None:
     stages = json.loads(record.read_text())["stages"]
     changed = [s for s in stages if s["status"] != "unchanged"]
     assert changed == [], f"a second lab.up changed: {changed}"
-    assert len(stages) == 8
+    assert len(stages) >= 8
     assert "0 stage(s) changed" in done.stderr
 
 

@@ -11,14 +11,20 @@ from lab.proxy import supervisor
 sup = supervisor()
 APP = "app"
 # As HAProxy 2.6 prints it (columns trimmed to the ones that matter, header names them).
-HEADER = ("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
-          "srv_iweight srv_fqdn srv_port")
-STATE = "1\n" + HEADER + """
+HEADER = (
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_fqdn srv_port"
+)
+STATE = (
+    "1\n"
+    + HEADER
+    + """
 3 app 1 r1 172.19.0.7 2 68 100 1 app-aaa 8000
 3 app 2 r2 172.19.0.8 2 76 0 1 app-bbb 8000
 3 app 3 r3 - 0 5 1 1 cdlab-unassigned.invalid 8000
 4 other 1 r1 - 0 5 1 1 - 9000
 """
+)
 
 
 def slots() -> list:
@@ -27,8 +33,11 @@ def slots() -> list:
 
 def test_parse_reads_only_the_backend_and_hides_the_placeholder() -> None:
     got = slots()
-    assert [(s.name, s.fqdn, s.weight) for s in got] == [("r1", "app-aaa", 100),
-                                                          ("r2", "app-bbb", 0), ("r3", "", 1)]
+    assert [(s.name, s.fqdn, s.weight) for s in got] == [
+        ("r1", "app-aaa", 100),
+        ("r2", "app-bbb", 0),
+        ("r3", "", 1),
+    ]
     r1, r2, r3 = got
     assert not r1.in_maintenance and not r1.draining  # 0x44: configured-disabled + CLI fqdn
     assert r2.draining and not r2.in_maintenance  # 0x4c: + forced drain
@@ -38,20 +47,35 @@ def test_parse_reads_only_the_backend_and_hides_the_placeholder() -> None:
 D = sup.Desired
 
 
-@pytest.mark.parametrize(("desired", "commands"), [
-    # in shape: nothing to send
-    ([D("aaa", "app-aaa", 100), D("bbb", "app-bbb", 0, drain=True)], []),
-    # blue/green switch back: one weight each, drain flips
-    ([D("bbb", "app-bbb", 100), D("aaa", "app-aaa", 0, drain=True)],
-     ["set server app/r2 weight 100", "set server app/r2 state ready",
-      "set server app/r1 weight 0", "set server app/r1 state drain"]),
-    # a new candidate takes an idle slot at weight 0 (not the one still draining, which leaves)
-    ([D("aaa", "app-aaa", 100), D("ccc", "app-ccc", 0)],
-     ["set server app/r3 fqdn app-ccc", "set server app/r3 weight 0",
-      "set server app/r3 state ready", "set server app/r2 state maint"]),
-    # nothing desired: every used slot to maintenance
-    ([], ["set server app/r1 state maint", "set server app/r2 state maint"]),
-])
+@pytest.mark.parametrize(
+    ("desired", "commands"),
+    [
+        # in shape: nothing to send
+        ([D("aaa", "app-aaa", 100), D("bbb", "app-bbb", 0, drain=True)], []),
+        # blue/green switch back: one weight each, drain flips
+        (
+            [D("bbb", "app-bbb", 100), D("aaa", "app-aaa", 0, drain=True)],
+            [
+                "set server app/r2 weight 100",
+                "set server app/r2 state ready",
+                "set server app/r1 weight 0",
+                "set server app/r1 state drain",
+            ],
+        ),
+        # a new candidate takes an idle slot at weight 0 (not the one still draining, which leaves)
+        (
+            [D("aaa", "app-aaa", 100), D("ccc", "app-ccc", 0)],
+            [
+                "set server app/r3 fqdn app-ccc",
+                "set server app/r3 weight 0",
+                "set server app/r3 state ready",
+                "set server app/r2 state maint",
+            ],
+        ),
+        # nothing desired: every used slot to maintenance
+        ([], ["set server app/r1 state maint", "set server app/r2 state maint"]),
+    ],
+)
 def test_plan(desired: list, commands: list[str]) -> None:
     assert sup.plan(APP, slots(), desired) == commands
 
