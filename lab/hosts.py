@@ -85,11 +85,12 @@ def facts(config: LabConfig, client: Any) -> dict[str, HostFacts]:
         if name:
             out[name] = HostFacts(
                 name,
-                True,
-                c.status == "running",
-                c.image.id if c.image else "",
-                c.labels.get("cdlab.root", ""),
-                c.status,
+                exists=True,
+                running=c.status == "running",
+                image_id=c.image.id if c.image else "",
+                owner=c.labels.get("cdlab.root", ""),
+                spec=c.labels.get("cdlab.spec", ""),
+                status=c.status,
             )
     return out
 

@@ -59,3 +59,53 @@ def test_a_host_of_another_existing_checkout_is_refused() -> None:
 def test_vagrant_error_summary_strips_colour_and_blank_lines() -> None:
     raw = "\x1b[31mThe container could not start\x1b[0m\n\n  port is taken  \n"
     assert hosts.vagrant_error_summary(raw) == "The container could not start\n  port is taken"
+
+
+class FakeContainer:
+    def __init__(self, host: str, status: str) -> None:
+        self.status = status
+        self.image = type("Image", (), {"id": "sha256:img"})()
+        self.labels = {
+            "cdlab.lab": "cdlab",
+            "cdlab.host": host,
+            "cdlab.root": "/here",
+            "cdlab.spec": "spec1",
+        }
+
+
+class FakeEngine:
+    def __init__(self, containers: list[FakeContainer]) -> None:
+        self.containers = self
+        self._all = containers
+        self.filters: dict[str, str] = {}
+
+    def list(self, all: bool = False, filters: dict[str, str] | None = None) -> list:
+        self.filters = filters or {}
+        return self._all
+
+
+def test_facts_read_every_label_into_its_field() -> None:
+    engine = FakeEngine([FakeContainer("prod", "running"), FakeContainer("cd", "exited")])
+    got = hosts.facts(CFG, engine)
+    assert engine.filters == {"label": "cdlab.lab=cdlab"}
+    assert got["prod"] == hosts.HostFacts(
+        "prod",
+        exists=True,
+        running=True,
+        image_id="sha256:img",
+        owner="/here",
+        spec="spec1",
+        status="running",
+    )
+    assert got["cd"].running is False and got["cd"].status == "exited"
+
+
+def test_a_changed_spec_recreates_and_an_equal_one_keeps() -> None:
+    facts = {
+        h.name: hosts.HostFacts(h.name, True, True, "img", "/here", "spec1", "running")
+        for h in CFG.hosts
+    }
+    same = hosts.plan(CFG, facts, "img", ALL, {}, "spec1")
+    assert {a.action for a in same} == {"keep"}
+    changed = hosts.plan(CFG, facts, "img", ALL, {}, "spec2")
+    assert {a.action for a in changed} == {"recreate"}
