@@ -25,10 +25,15 @@ def ensure(state: State, progress: Progress, service_name: str = "app", ref: str
     with progress.stage(f"stack on prod (compose project {stack.PROJECT})") as st:
         out = stack.up(state, built)
         names = stack.wait_healthy(state)
-        created = [line for line in out.splitlines() if "Creating" in line or "Recreating" in line]
-        st.changed(f"{len(created)} container(s) (re)created") if created else st.unchanged(
-            f"{len(names)} containers healthy"
-        )
+        created = {
+            line.split()[1]
+            for line in out.splitlines()
+            if line.startswith(("Creating ", "Recreating ", "Starting ")) and len(line.split()) > 1
+        }
+        if created:
+            st.changed(f"{len(created)} container(s) (re)created or started")
+        else:
+            st.unchanged(f"{len(names)} containers healthy")
     candidate = release.candidate(service, built, git.short(sha))
     release.deploy(state, candidate, progress, PUBLIC["app"])
     return candidate.release

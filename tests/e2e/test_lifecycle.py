@@ -70,31 +70,37 @@ def _labelled(local: Any, name: str) -> dict[str, list[str]]:
     }
 
 
-def test_destroy_removes_exactly_its_own_lab(lab: State, tmp_path: Path) -> None:
-    """A second lab (own name, network 10.100.201.0/24, two hosts) goes up, is destroyed, and
-    leaves nothing of its own behind, while the main lab keeps every resource."""
+def second_lab(tmp_path: Path, name: str, octet: int) -> lab_config.LabConfig:
+    """A two-host lab of its own (name, network 10.100.<octet>.0/24, state under tmp_path)."""
+    net = f"10.100.{octet}"
     topology = {
-        "name": "cdlabt",
-        "network": {"name": "cdlabt", "subnet": "10.100.201.0/24", "gateway": "10.100.201.1"},
+        "name": name,
+        "network": {"name": name, "subnet": f"{net}.0/24", "gateway": f"{net}.1"},
         "registry_port": 5000,
         "engine_port": 2376,
         "hosts": [
             {
                 "name": "registry",
-                "address": "10.100.201.200",
+                "address": f"{net}.200",
                 "role": "registry",
                 "project_mount": False,
             },
-            {"name": "cd", "address": "10.100.201.202", "role": "engine", "project_mount": False},
+            {"name": "cd", "address": f"{net}.202", "role": "engine", "project_mount": False},
         ],
     }
     (tmp_path / "topology.json").write_text(json.dumps(topology))
-    cfg = lab_config.load(
+    return lab_config.load(
         environ={
             "CDLAB_TOPOLOGY": str(tmp_path / "topology.json"),
             "CDLAB_STATE_DIR": str(tmp_path / "state"),
         }
     )
+
+
+def test_destroy_removes_exactly_its_own_lab(lab: State, tmp_path: Path) -> None:
+    """A second lab (own name, network 10.100.201.0/24, two hosts) goes up, is destroyed, and
+    leaves nothing of its own behind, while the main lab keeps every resource."""
+    cfg = second_lab(tmp_path, "cdlabt", 201)
     local = engines.local()
     main_before = _labelled(local, lab.config.name)
     try:
@@ -126,33 +132,7 @@ def test_a_taken_subnet_is_refused_before_anything_changes(lab: State, tmp_path:
         ),
     )
     try:
-        topology = {
-            "name": "cdlabs",
-            "network": {"name": "cdlabs", "subnet": "10.100.202.0/24", "gateway": "10.100.202.1"},
-            "registry_port": 5000,
-            "engine_port": 2376,
-            "hosts": [
-                {
-                    "name": "registry",
-                    "address": "10.100.202.200",
-                    "role": "registry",
-                    "project_mount": False,
-                },
-                {
-                    "name": "cd",
-                    "address": "10.100.202.202",
-                    "role": "engine",
-                    "project_mount": False,
-                },
-            ],
-        }
-        (tmp_path / "topology.json").write_text(json.dumps(topology))
-        cfg = lab_config.load(
-            environ={
-                "CDLAB_TOPOLOGY": str(tmp_path / "topology.json"),
-                "CDLAB_STATE_DIR": str(tmp_path / "state"),
-            }
-        )
+        cfg = second_lab(tmp_path, "cdlabs", 202)
         with pytest.raises(PreflightError) as err:
             lifecycle.up(cfg, Progress(out=None))
         assert "10.100.202.0/24 is already used by docker network 'cdlab-test-squatter'" in str(
