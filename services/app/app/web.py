@@ -180,7 +180,7 @@ STATUS_TEXT = {
 }
 
 PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>cdlab users</title>
+<html lang="en"><head><meta charset="utf-8"><title>cdlab · users</title>
 <style>body{{font-family:sans-serif;max-width:42rem;margin:2rem auto}}
 td,th{{padding:.2rem .6rem;text-align:left}}</style></head>
 <body><h1>Users</h1><p>Served by release <code>{release}</code>.</p>
