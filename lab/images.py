@@ -239,6 +239,10 @@ class Images:
             raise ImageBuildError(ref.ref, "\n".join(lines), str(exc)) from exc
         log_path.write_text("\n".join(lines))
 
+    def prune_older(self, keep: ImageRef) -> None:
+        """Public form of ``_prune_older``: after hosts moved to ``keep``, free the old image."""
+        self._prune_older(keep)
+
     def _prune_older(self, keep: ImageRef) -> None:
         """Remove this lab's older images of the same kind that nothing uses any more."""
         import docker.errors

@@ -66,6 +66,7 @@ def _up(config: LabConfig, state: State, progress: Progress, with_prod: bool) ->
     with progress.stage("hosts (vagrant, docker provider)") as st:
         did = _apply_hosts(config, local, host_img.ref, bundles_changed)
         st.changed(did) if did else st.unchanged(", ".join(h.name for h in config.hosts))
+    imgs.prune_older(host_img)  # the hosts no longer use an older host image
     with progress.stage("engines (mutual TLS) and registry (TLS + htpasswd) answer") as st:
         versions = [f"{h.name} {_ready(state, local, h)}" for h in config.engine_hosts]
         try:
