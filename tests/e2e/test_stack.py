@@ -260,3 +260,21 @@ def test_an_image_whose_unit_tests_fail_is_not_built(lab: State, tmp_path: Path)
     assert "arithmetic is broken on purpose" in err.value.build_log
     assert lab.registry_client().digest("cdlab/app", tag) is None
     shutil.rmtree(clone)
+
+
+def test_the_integration_test_image_runs_self_contained(lab: State, live: str) -> None:
+    """No BASE_URL: the test image starts this release of the service inside and tests it."""
+    digest = lab.registry_client().digest("cdlab/app-test", live)
+    image = f"{lab.config.registry_addr}/cdlab/app-test@{digest}"
+    with engines.connect(lab, lab.config.host("prod"), timeout=300) as prod:
+        stack.pull(lab, "prod", [image])
+        container = prod.containers.run(
+            image, detach=True, network_disabled=True, labels={"cdlab.role": "integration-tests"}
+        )
+        try:
+            result = container.wait(timeout=120)
+            output = container.logs().decode(errors="replace")
+        finally:
+            container.remove(force=True)
+    assert result["StatusCode"] == 0, output[-2000:]
+    assert "7 passed" in output

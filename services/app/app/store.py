@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 SCHEMA = """
@@ -44,6 +45,43 @@ class Store(Protocol):
     def add(self, name: str, email: str, release: str) -> User: ...
     def get(self, user_id: int) -> User | None: ...
     def list(self, limit: int) -> list[User]: ...
+
+
+class MemoryStore:
+    """Users in this process's memory: for the self-contained test mode (``memory://``) only.
+
+    Nothing survives a restart and nothing is shared between processes: run one worker.
+    """
+
+    def __init__(self) -> None:
+        self._users: list[User] = []
+        self._lock = threading.Lock()
+
+    def ping(self) -> None:
+        return None
+
+    def add(self, name: str, email: str, release: str) -> User:
+        with self._lock:
+            if any(u.email == email for u in self._users):
+                raise DuplicateEmail(email)
+            user = User(len(self._users) + 1, name, email, release, datetime.now(UTC).isoformat())
+            self._users.append(user)
+            return user
+
+    def get(self, user_id: int) -> User | None:
+        with self._lock:
+            return next((u for u in self._users if u.id == user_id), None)
+
+    def list(self, limit: int) -> list[User]:
+        with self._lock:
+            return list(reversed(self._users))[:limit]
+
+
+def open_store(url: str) -> Store:
+    """``postgresql://...`` for real use; ``memory://`` only when asked for by name."""
+    if url == "memory://":
+        return MemoryStore()
+    return PostgresStore(url)
 
 
 class PostgresStore:

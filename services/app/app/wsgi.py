@@ -2,7 +2,7 @@
 
 from app.metrics import Recorder, carbon_sender, safe
 from app.settings import Settings
-from app.store import PostgresStore
+from app.store import open_store
 from app.web import App
 
 
@@ -12,7 +12,7 @@ def build(settings: Settings) -> App:
         instance = f"{settings.hostname}-{__import__('os').getpid()}"
         prefix = ".".join(["cdlab", safe(settings.service), safe(settings.release), safe(instance)])
         recorder = Recorder(prefix, carbon_sender(settings.carbon_host, settings.carbon_port))
-    return App(settings, PostgresStore(settings.database_url), recorder)
+    return App(settings, open_store(settings.database_url), recorder)
 
 
 class _Lazy:

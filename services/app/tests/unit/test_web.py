@@ -163,3 +163,15 @@ def test_recorder_drains_only_complete_seconds() -> None:
         "p.latency.max 5.000 100",
     ]
     assert rec.drain(101) == []
+
+
+def test_memory_store_only_when_asked_for_by_name() -> None:
+    from app.store import MemoryStore, PostgresStore, open_store
+
+    assert isinstance(open_store("memory://"), MemoryStore)
+    assert isinstance(open_store(""), PostgresStore)  # misconfigured: /health will say 503
+    store = open_store("memory://")
+    user = store.add("A", "a@example.org", "r1")
+    assert store.get(user.id) == user and store.list(5) == [user]
+    with pytest.raises(DuplicateEmail):
+        store.add("B", "a@example.org", "r1")
