@@ -77,3 +77,27 @@ def test_summarize_state_is_one_short_line() -> None:
     assert lifecycle.summarize_state(changed) == (
         "new lab CA; 2 certificate(s) issued; registry password; bundles for prod, registry"
     )
+
+
+def test_a_taken_published_port_is_refused_with_the_next_step() -> None:
+    import dataclasses
+    import json
+    import socket
+    from pathlib import Path
+
+    from lab import config
+    from lab.errors import PreflightError
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        cfg = config.parse_topology(
+            json.loads(config.TOPOLOGY.read_text()), Path("/p"), Path("/p/.lab")
+        )
+        prod = dataclasses.replace(cfg.host("prod"), publish=(f"127.0.0.1:{port}:8000",))
+        cfg = dataclasses.replace(cfg, hosts=(prod,))
+        with pytest.raises(PreflightError) as err:
+            network.check_ports(cfg, {}, {"prod"})
+        assert f"port 127.0.0.1:{port}" in str(err.value) and "Next step:" in str(err.value)
+        network.check_ports(cfg, {}, set())  # a host that is not starting is not checked
