@@ -94,9 +94,10 @@ def test(c: Context, suite: str = "", workers: str = "auto") -> None:
 @task
 def lint(c: Context) -> None:
     """ruff (lint + format check) and mypy --strict."""
-    c.run("ruff check .", echo=True)
-    c.run("ruff format --check .", echo=True)
-    c.run("mypy", echo=True)
+    py = sys.executable  # the project's environment, activated or not
+    c.run(f"{py} -m ruff check .", echo=True)
+    c.run(f"{py} -m ruff format --check .", echo=True)
+    c.run(f"{py} -m mypy", echo=True)
 
 
 lab_ns = Collection("lab", up, status, down, destroy, shell)

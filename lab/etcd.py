@@ -59,6 +59,53 @@ class Etcd:
     def put_json(self, key: str, doc: Any) -> None:
         self.put(key, json.dumps(doc, sort_keys=True).encode())
 
+    def delete(self, key: str) -> None:
+        self._post(f"delete {key}", "/v3/kv/deleterange", {"key": _b64(key)})
+
+    def grant(self, ttl: int) -> str:
+        """A new lease of ``ttl`` seconds; its id."""
+        return str(self._post("grant a lease", "/v3/lease/grant", {"TTL": ttl})["ID"])
+
+    def keepalive(self, lease: str) -> int:
+        """Renew ``lease`` once; its remaining TTL (0 when it has expired)."""
+        doc = self._post("renew a lease", "/v3/lease/keepalive", {"ID": lease})
+        return int((doc.get("result") or {}).get("TTL", 0))
+
+    def revoke(self, lease: str) -> None:
+        self._post("revoke a lease", "/v3/lease/revoke", {"ID": lease})
+
+    def create(self, key: str, value: bytes, lease: str) -> bytes | None:
+        """Put ``key`` only if it does not exist (bound to ``lease``). None on success, else the
+        value that is already there (one transaction: two callers can never both win)."""
+        doc = self._post(
+            f"create {key}",
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {
+                        "key": _b64(key),
+                        "target": "CREATE",
+                        "result": "EQUAL",
+                        "create_revision": "0",
+                    }
+                ],
+                "success": [
+                    {
+                        "request_put": {
+                            "key": _b64(key),
+                            "lease": lease,
+                            "value": base64.b64encode(value).decode(),
+                        }
+                    }
+                ],
+                "failure": [{"request_range": {"key": _b64(key)}}],
+            },
+        )
+        if doc.get("succeeded"):
+            return None
+        kvs = doc["responses"][0]["response_range"].get("kvs") or [{"value": ""}]
+        return base64.b64decode(kvs[0].get("value", ""))
+
     def healthy(self) -> bool:
         try:
             doc = self.session.get(self.url + "/health", timeout=2).json()

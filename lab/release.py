@@ -71,44 +71,66 @@ def deploy(
     health_timeout: float = 60.0,
 ) -> str:
     """Make ``candidate`` the live release of its service; returns what happened."""
-    prod = state.config.host("prod")
     current = current_routes(state, candidate.service.name)
-    with engines.connect(state, prod, timeout=300) as client:
+    with engines.connect(state, state.config.host("prod"), timeout=300) as client:
         if current.live == candidate.release and _healthy(client, candidate.project):
             return "already live"
-        with progress.stage(
-            f"start {candidate.project} on prod beside {current.live or 'nothing'}"
-        ) as st:
-            stack.pull(
-                state,
-                "prod",
-                [candidate.image] + ([candidate.test_image] if candidate.test_image else []),
+        start(state, client, candidate, current, progress, health_timeout)
+    switch(state, candidate, current, progress, public_url)
+    return f"{candidate.release} live"
+
+
+def start(
+    state: State,
+    client: Any,
+    candidate: Candidate,
+    current: routes.Routes,
+    progress: Progress,
+    health_timeout: float = 60.0,
+) -> None:
+    """Start ``candidate`` beside the live release, test it, and have the proxy health-check it
+    at weight 0. On any failure the candidate is removed and the routes are left as they were."""
+    prod = state.config.host("prod")
+    with progress.stage(
+        f"start {candidate.project} on prod beside {current.live or 'nothing'}"
+    ) as st:
+        stack.pull(
+            state,
+            "prod",
+            [candidate.image] + ([candidate.test_image] if candidate.test_image else []),
+        )
+        compose.run(
+            state,
+            prod,
+            "release.yml",
+            candidate.project,
+            variables(state, candidate),
+            ["up", "-d", "--no-build"],
+        )
+        st.changed(candidate.image.rsplit("/", 1)[-1][:40])
+    try:
+        with progress.stage(f"wait until {candidate.project} is healthy") as st:
+            st.changed(wait_healthy(client, candidate.project, health_timeout))
+        if candidate.test_image:
+            with progress.stage("integration tests against the candidate's own address") as st:
+                st.changed(integration_tests(client, candidate))
+        with progress.stage("proxy health-checks the candidate (weight 0)") as st:
+            route_store(state).put_json(
+                routes.PREFIX + candidate.service.name,
+                routes.stage(current, candidate.release).to_doc(),
             )
-            compose.run(
-                state,
-                prod,
-                "release.yml",
-                candidate.project,
-                variables(state, candidate),
-                ["up", "-d", "--no-build"],
-            )
-            st.changed(candidate.image.rsplit("/", 1)[-1][:40])
-        try:
-            with progress.stage(f"wait until {candidate.project} is healthy") as st:
-                st.changed(wait_healthy(client, candidate.project, health_timeout))
-            if candidate.test_image:
-                with progress.stage("integration tests against the candidate's own address") as st:
-                    st.changed(integration_tests(client, candidate))
-            with progress.stage("proxy health-checks the candidate (weight 0)") as st:
-                route_store(state).put_json(
-                    routes.PREFIX + candidate.service.name,
-                    routes.stage(current, candidate.release).to_doc(),
-                )
-                Runtime(prod.address).wait_up(candidate.service.name, candidate.host)
-                st.changed("UP in the pool, receiving nothing")
-        except LabError:
-            _abandon(state, candidate, current)
-            raise
+            Runtime(prod.address).wait_up(candidate.service.name, candidate.host)
+            st.changed("UP in the pool, receiving nothing")
+    except LabError:
+        _abandon(state, candidate, current)
+        raise
+
+
+def switch(
+    state: State, candidate: Candidate, current: routes.Routes, progress: Progress, public_url: str
+) -> float:
+    """One route change: all traffic to ``candidate``, the previous release drained and kept.
+    Returns the seconds until every response came from ``candidate``."""
     with progress.stage(f"switch: all traffic to {candidate.release}") as st:
         switched = routes.switch_to(current, candidate.release)
         route_store(state).put_json(routes.PREFIX + candidate.service.name, switched.to_doc())
@@ -117,7 +139,35 @@ def deploy(
     with progress.stage("retire releases out of the pool") as st:
         gone = retire(state, candidate.service.name, {s.release for s in switched.servers})
         st.changed(", ".join(gone)) if gone else st.unchanged("previous release kept warm")
-    return f"{candidate.release} live"
+    return seconds
+
+
+def rollback(
+    state: State,
+    service: Service,
+    target: str,
+    progress: Progress,
+    public_url: str = "http://127.0.0.1:8000",
+) -> float:
+    """All traffic back to ``target``; started again from the registry by digest if its
+    containers are gone. Returns the seconds from the route change to 100 % from ``target``."""
+    current = current_routes(state, service.name)
+    digest = state.registry_client().digest(f"cdlab/{service.name}", target)
+    if digest is None:
+        raise ReleaseError(
+            f"release '{target}' of '{service.name}' is not in the registry "
+            f"(no tag cdlab/{service.name}:{target}); it cannot be started again"
+        )
+    image = f"{state.config.registry_addr}/cdlab/{service.name}@{digest}"
+    candidate = Candidate(service, target, image, None)
+    with engines.connect(state, state.config.host("prod"), timeout=300) as client:
+        warm = _healthy(client, candidate.project) and target in {
+            s.release for s in current.servers
+        }
+        if not warm:
+            start(state, client, candidate, current, progress)
+            current = current_routes(state, service.name)
+    return switch(state, candidate, current, progress, public_url)
 
 
 def wait_healthy(client: Any, project: str, timeout: float = 60.0) -> str:
@@ -178,21 +228,25 @@ def integration_tests(client: Any, c: Candidate) -> str:
 
 
 def verify_through_proxy(url: str, release: str, timeout: float = 15.0) -> float:
-    """Poll ``url``/version until ``release`` answers 20 times in a row; seconds it took."""
+    """Poll ``url``/version until ``release`` answers 20 times in a row; returns the seconds from
+    the call to the first answer of that run (when 100 % of responses came from ``release``)."""
     session = requests.Session()
     session.trust_env = False
     started = time.monotonic()
-    streak, last = 0, "no answer"
+    streak, last, streak_began = 0, "no answer", started
     while time.monotonic() - started < timeout:
+        sent = time.monotonic()
         try:
             got = session.get(url + "/version", timeout=2).headers.get("X-Release", "")
+            if got == release and streak == 0:
+                streak_began = sent
             streak = streak + 1 if got == release else 0
             last = got
         except requests.RequestException as exc:
             streak, last = 0, type(exc).__name__
         if streak >= 20:
-            return time.monotonic() - started
-        time.sleep(0.005)
+            return streak_began - started
+        time.sleep(0.002)
     raise ReleaseError(
         f"the proxy at {url} still answers with release {last!r}, not "
         f"{release!r}, after {timeout:.0f} s"

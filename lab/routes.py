@@ -85,3 +85,33 @@ def stage(current: Routes, release: str) -> Routes:
     return Routes(
         current.service, (*others, Server(release, host_name(current.service, release), 0))
     )
+
+
+def previous(current: Routes) -> str | None:
+    """The drained release kept warm for a rollback, if any."""
+    return next((s.release for s in current.servers if s.drain), None)
+
+
+def rollback_target(current: Routes, deployed: list[str], to: str | None) -> str:
+    """Which release a rollback makes live (pure).
+
+    ``deployed``: releases that were made live, oldest first. Without ``to``: the warm previous
+    release, else the newest deployed release that is not live.
+    """
+    live = current.live
+    if to is not None:
+        if to == live:
+            raise ConfigError("--to", to, f"a release other than the live one ({live})")
+        if to not in deployed and to not in {s.release for s in current.servers}:
+            known = ", ".join(reversed(deployed[-10:])) or "none yet"
+            raise ConfigError("--to", to, f"a release deployed before (latest first: {known})")
+        return to
+    warm = previous(current)
+    if warm:
+        return warm
+    for release in reversed(deployed):
+        if release != live:
+            return release
+    raise ConfigError(
+        "--to", None, f"a previous release, but none was deployed before {live or 'anything'}"
+    )

@@ -1,0 +1,100 @@
+"""One deploy at a time: a lock in etcd bound to a lease.
+
+The holder renews the lease while it works; a run that crashes stops renewing, and the lock
+expires with the lease (``TTL`` seconds). ``invoke lock.release`` removes it by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from lab.errors import LabError
+from lab.etcd import Etcd
+
+KEY = "/cdlab/locks/deploy"
+TTL = 20
+
+
+@dataclass(frozen=True)
+class Holder:
+    who: str
+    pid: int
+    since: str  # ISO time
+    what: str  # e.g. "deploy app 3f9c2e1a0b1c"
+
+    @classmethod
+    def me(cls, what: str) -> Holder:
+        who = f"{getpass.getuser()}@{socket.gethostname()}"
+        return cls(who, os.getpid(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), what)
+
+
+class LockHeld(LabError):
+    def __init__(self, holder: Holder | None, raw: bytes) -> None:
+        self.holder = holder
+        who = (
+            f"{holder.who} (pid {holder.pid}) since {holder.since}: {holder.what}"
+            if holder
+            else raw.decode(errors="replace")[:200]
+        )
+        super().__init__(
+            f"another deploy holds the lock: {who}.\nNext step: wait for it to "
+            f"finish; a crashed run's lock expires within {TTL} s, or run "
+            "'invoke lock.release' if you are sure no deploy is running."
+        )
+
+
+def parse_holder(raw: bytes) -> Holder | None:
+    try:
+        doc: dict[str, Any] = json.loads(raw)
+        return Holder(str(doc["who"]), int(doc["pid"]), str(doc["since"]), str(doc["what"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@contextmanager
+def held(etcd: Etcd, what: str) -> Iterator[Holder]:
+    """Hold the deploy lock for the ``with`` body, renewing its lease; ``LockHeld`` if taken."""
+    me = Holder.me(what)
+    lease = etcd.grant(TTL)
+    existing = etcd.create(KEY, json.dumps(me.__dict__).encode(), lease)
+    if existing is not None:
+        etcd.revoke(lease)
+        raise LockHeld(parse_holder(existing), existing)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(TTL / 4):
+            try:
+                etcd.keepalive(lease)
+            except LabError:
+                continue  # a blip: the next renewal may succeed before the lease runs out
+
+    thread = threading.Thread(target=renew, daemon=True, name="deploy-lock")
+    thread.start()
+    try:
+        yield me
+    finally:
+        stop.set()
+        thread.join(2)
+        etcd.revoke(lease)  # deletes the key bound to it
+
+
+def current(etcd: Etcd) -> Holder | None:
+    raw = etcd.get(KEY)
+    return parse_holder(raw) if raw else None
+
+
+def release(etcd: Etcd) -> Holder | None:
+    """Remove the lock whoever holds it; returns who held it."""
+    holder = current(etcd)
+    etcd.delete(KEY)
+    return holder

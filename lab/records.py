@@ -1,0 +1,105 @@
+"""Flight records: one JSON file per deploy or rollback in ``.lab/runs/``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.progress import Progress, Stage
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str  # "deploy" or "rollback"
+    service: str
+    release: str  # the release this run made (or tried to make) live
+    previous: str | None  # the live release before the run
+    image: str  # pinned by digest, "" when unknown
+    strategy: str
+    trigger: str  # who ran it
+    started: str
+    seconds: float
+    result: str  # "succeeded" or "failed"
+    failed_stage: str | None = None
+    error: str = ""
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # healthy, switch, ... (seconds)
+
+
+def trigger() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def make(
+    kind: str,
+    service: str,
+    release: str,
+    previous: str | None,
+    image: str,
+    strategy: str,
+    started: dt.datetime,
+    progress: Progress,
+    error: BaseException | None,
+) -> Record:
+    failed = next((s.name for s in progress.stages if s.status == "failed"), None)
+    return Record(
+        kind,
+        service,
+        release,
+        previous,
+        image,
+        strategy,
+        trigger(),
+        started.isoformat(timespec="seconds"),
+        round(progress.total_seconds, 3),
+        "failed" if error else "succeeded",
+        failed,
+        str(error).splitlines()[0] if error else "",
+        [asdict(s) for s in progress.stages],
+        timings(progress.stages),
+    )
+
+
+def timings(stages: list[Stage]) -> dict[str, float]:
+    """Stage durations under short names (pure): what the record's readers compare."""
+    names = {
+        "wait until": "healthy",
+        "switch": "switch",
+        "integration tests": "tests",
+        "start ": "start",
+        "retire": "retire",
+    }
+    out = {}
+    for stage in stages:
+        for prefix, key in names.items():
+            if stage.name.startswith(prefix):
+                out[key] = round(stage.seconds, 3)
+    return out
+
+
+def write(directory: Path, record: Record) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = record.started.replace(":", "").replace("-", "").split("+")[0]
+    path = directory / f"{record.kind}-{stamp}-{record.service}-{record.release}.json"
+    path.write_text(json.dumps(asdict(record), indent=2) + "\n")
+    return path
+
+
+def history(directory: Path, service: str) -> list[Record]:
+    """Every record of ``service``, oldest first."""
+    out = []
+    for path in sorted(directory.glob(f"*-{service}-*.json")):
+        try:
+            out.append(Record(**json.loads(path.read_text())))
+        except (ValueError, TypeError):
+            continue  # a record from another version of cdlab: skipped, not fatal
+    return sorted(out, key=lambda r: r.started)
