@@ -17,9 +17,10 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from lab import config as lab_config
-from lab import lifecycle, testing
+from lab import lifecycle, pipeline, testing
 from lab.errors import LabError
 from lab.progress import Progress
+from lab.state import State
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,6 +82,59 @@ def shell(c: Context, host: str) -> None:
 
 @task(
     help={
+        "ref": "the commit, branch or tag to deploy (default: HEAD)",
+        "service": "the service folder under services/ (default: app)",
+    }
+)
+@presents_errors
+def deploy(c: Context, ref: str = "HEAD", service: str = "app") -> None:
+    """Deploy an existing commit: build on cd, test, start beside the live release, switch."""
+    progress = Progress()
+    record = pipeline.deploy(State(lab_config.load()), progress, service, ref)
+    progress.say(
+        f"{record.service} {record.release} is live (was {record.previous or 'nothing'})"
+        f" in {record.seconds:.1f} s"
+    )
+
+
+@task(
+    help={
+        "to": "the release to go back to (default: the previous one)",
+        "service": "the service (default: app)",
+    }
+)
+@presents_errors
+def rollback(c: Context, to: str | None = None, service: str = "app") -> None:
+    """Put all traffic back on the previous release (started again from the registry if gone)."""
+    progress = Progress()
+    record, seconds = pipeline.rollback(State(lab_config.load()), progress, service, to)
+    progress.say(
+        f"rolled back {record.service} to {record.release}: 100% of responses from it "
+        f"{seconds * 1000:.0f} ms after the switch"
+    )
+
+
+@task(help={"service": "the service (default: app)"})
+@presents_errors
+def releases(c: Context, service: str = "app") -> None:
+    """Deploy history with the live, warm and retained releases."""
+    print(pipeline.render_releases(pipeline.releases(State(lab_config.load()), service)))
+
+
+@task(name="release")
+@presents_errors
+def lock_release(c: Context) -> None:
+    """Remove the deploy lock (only when no deploy is running)."""
+    holder = pipeline.release_lock(State(lab_config.load()))
+    print(
+        f"released the lock held by {holder.who} since {holder.since} ({holder.what})"
+        if holder
+        else "no deploy lock was held"
+    )
+
+
+@task(
+    help={
         "suite": "a marker expression, e.g. 'unit' or 'e2e and not load'",
         "workers": "pytest-xdist workers (default: auto)",
     }
@@ -101,4 +155,5 @@ def lint(c: Context) -> None:
 
 
 lab_ns = Collection("lab", up, status, down, destroy, shell)
-ns = Collection(lab_ns, test, lint)
+lock_ns = Collection("lock", lock_release)
+ns = Collection(lab_ns, lock_ns, deploy, rollback, releases, test, lint)

@@ -83,12 +83,12 @@ def _up(config: LabConfig, state: State, progress: Progress, with_prod: bool) ->
         pushed = push_base(state, base)
         st.changed(pushed) if pushed else st.unchanged(registry_ref(config, base))
     if any(h.name == "prod" for h in config.hosts) and with_prod:
-        from lab import prod
+        from lab import pipeline  # the lab's own layer stays importable without the stack's
 
-        live = prod.ensure(state, progress)
+        live = pipeline.deploy_current(state, progress)
         progress.say(
-            f"prod serves release {live}: app {prod.PUBLIC['app']}  "
-            f"graphite {prod.PUBLIC['graphite-web']}"
+            f"prod serves release {live}: app {pipeline.PUBLIC['app']}  "
+            f"graphite {pipeline.PUBLIC['graphite-web']}"
         )
 
 

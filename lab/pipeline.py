@@ -1,0 +1,164 @@
+"""Deploy and rollback as recorded, locked runs: what the ``deploy``/``rollback`` tasks call.
+
+Every run holds the deploy lock (etcd lease) while it changes prod and writes a flight record
+to ``.lab/runs/`` whether it succeeds or fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lab import git, lock, records, release, routes, services, stack
+from lab.build import Built
+from lab.errors import LabError
+from lab.progress import Progress
+from lab.state import State
+
+PUBLIC = {"app": "http://127.0.0.1:8000", "graphite-web": "http://127.0.0.1:8082"}
+PUBLIC_APP = PUBLIC["app"]
+
+
+def deploy_current(state: State, progress: Progress, service_name: str = "app") -> str:
+    """The checkout's current commit of ``service_name`` live (what ``lab.up`` ends with)."""
+    root = state.config.root
+    if git.dirty(root):
+        progress.say(
+            "note: uncommitted changes are not deployed; deploying commit "
+            f"{git.short(git.commit(root))}"
+        )
+    return deploy(state, progress, service_name, "HEAD").release
+
+
+def deploy(
+    state: State,
+    progress: Progress,
+    service_name: str = "app",
+    ref: str = "HEAD",
+    strategy: str = "bluegreen",
+) -> records.Record:
+    """Build ``ref`` of ``service_name`` on cd (if needed), make sure the stack is up, and make
+    it the live release. Raises after writing a failed record."""
+    root = state.config.root
+    sha = git.commit(root, ref)
+    service = services.load(root, service_name)
+    started, error, previous, image = records.now(), None, None, ""
+    try:
+        base = f"{state.config.registry_addr}/{(state.dir / 'base-image').read_text().strip()}"
+        specs = stack.infra_specs(state, sha, base) + stack.service_specs(service, sha)
+        built = stack.build(state, specs, sha, progress)
+        ensure_stack(state, built, progress)
+        candidate = release.candidate(service, built, git.short(sha))
+        image = candidate.image
+        etcd = release.route_store(state)
+        with lock.held(etcd, f"deploy {service.name} {candidate.release}"):
+            previous = release.current_routes(state, service.name).live
+            release.deploy(state, candidate, progress, PUBLIC_APP)
+    except LabError as exc:
+        error = exc
+        raise
+    finally:
+        rec = records.make(
+            "deploy",
+            service.name,
+            git.short(sha),
+            previous,
+            image,
+            strategy,
+            started,
+            progress,
+            error,
+        )
+        if previous != rec.release or error:  # "already live" is not a deploy worth a record
+            records.write(state.runs, rec)
+    return rec
+
+
+def ensure_stack(state: State, built: dict[str, Built], progress: Progress) -> None:
+    with progress.stage(f"stack on prod (compose project {stack.PROJECT})") as st:
+        out = stack.up(state, built)
+        names = stack.wait_healthy(state)
+        created = {
+            line.split()[1]
+            for line in out.splitlines()
+            if line.startswith(("Creating ", "Recreating ", "Starting ")) and len(line.split()) > 1
+        }
+        if created:
+            st.changed(f"{len(created)} container(s) (re)created or started")
+        else:
+            st.unchanged(f"{len(names)} containers healthy")
+
+
+def rollback(
+    state: State, progress: Progress, service_name: str = "app", to: str | None = None
+) -> tuple[records.Record, float]:
+    """All traffic back to the previous release (or ``to``); the seconds until 100 % of
+    responses came from it."""
+    service = services.load(state.config.root, service_name)
+    current = release.current_routes(state, service.name)
+    target = routes.rollback_target(current, deployed(state, service.name), to)
+    started, error, seconds = records.now(), None, 0.0
+    try:
+        with lock.held(release.route_store(state), f"rollback {service.name} to {target}"):
+            seconds = release.rollback(state, service, target, progress, PUBLIC_APP)
+    except LabError as exc:
+        error = exc
+        raise
+    finally:
+        rec = records.make(
+            "rollback",
+            service.name,
+            target,
+            current.live,
+            "",
+            "bluegreen",
+            started,
+            progress,
+            error,
+        )
+        rec = records.Record(**{**rec.__dict__, "timings": {**rec.timings, "to_100": seconds}})
+        records.write(state.runs, rec)
+    return rec, seconds
+
+
+def deployed(state: State, service: str) -> list[str]:
+    """Releases made live by a successful run, oldest first (a release may repeat)."""
+    return [r.release for r in records.history(state.runs, service) if r.result == "succeeded"]
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    release: str
+    status: str  # live, warm (drained, ready for rollback), retained (in the registry)
+    last_made_live: str
+    by: str
+
+
+def releases(state: State, service: str = "app") -> list[ReleaseRow]:
+    current = release.current_routes(state, service)
+    warm = routes.previous(current)
+    rows: dict[str, ReleaseRow] = {}
+    for rec in records.history(state.runs, service):
+        if rec.result != "succeeded":
+            continue
+        status = (
+            "live" if rec.release == current.live else "warm" if rec.release == warm else "retained"
+        )
+        rows[rec.release] = ReleaseRow(rec.release, status, rec.started, rec.trigger)
+    for rel in filter(None, (current.live, warm)):  # deployed before records existed
+        if rel not in rows:
+            rows[rel] = ReleaseRow(rel, "live" if rel == current.live else "warm", "?", "?")
+    return sorted(rows.values(), key=lambda r: r.last_made_live, reverse=True)
+
+
+def render_releases(rows: list[ReleaseRow]) -> str:
+    head = ("RELEASE", "STATUS", "LAST MADE LIVE", "BY")
+    body = [(r.release, r.status, r.last_made_live, r.by) for r in rows]
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [head, *body]
+    )
+
+
+def release_lock(state: State) -> lock.Holder | None:
+    return lock.release(release.route_store(state))
