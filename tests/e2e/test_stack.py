@@ -21,6 +21,9 @@ from lab.errors import ImageBuildError
 from lab.progress import Progress
 from lab.state import State
 
+# Which release is live matters to these tests: they share the group of every test that changes it.
+pytestmark = pytest.mark.xdist_group("prod")
+
 APP = "http://127.0.0.1:8000"
 GRAPHITE = "http://127.0.0.1:8082"
 

@@ -1,0 +1,129 @@
+"""Deploy and rollback on the lab: blue/green to a new commit, rollbacks warm and from the
+registry, one deploy at a time, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from lab import compose, engines, git, lock, pipeline, release
+from lab.errors import ConfigError
+from lab.progress import Progress
+from lab.state import State
+
+pytestmark = pytest.mark.xdist_group("prod")
+
+
+def served() -> str:
+    s = requests.Session()
+    s.trust_env = False
+    return s.get(pipeline.PUBLIC_APP + "/version", timeout=5).headers["X-Release"]
+
+
+@pytest.fixture(scope="module")
+def other_commit(lab: State, tmp_path_factory: pytest.TempPathFactory) -> Iterator[State]:
+    """A clone of the checkout with one more commit (a one-line change to the app)."""
+    clone = tmp_path_factory.mktemp("other") / "clone"
+    subprocess.run(["git", "clone", "-q", "--shared", str(lab.config.root), str(clone)], check=True)
+    web = clone / "services/app/app/web.py"
+    web.write_text(web.read_text().replace("<h1>Users</h1>", "<h1>Users (B)</h1>"))
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(clone),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qam",
+            "B: a one-line change",
+        ],
+        check=True,
+    )
+    yield State(dataclasses.replace(lab.config, root=clone))
+
+
+def test_deploy_rollback_and_rollback_to_a_pruned_release(
+    lab: State, other_commit: State, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = release.current_routes(lab, "app").live
+    b = git.short(git.commit(other_commit.config.root))
+    assert a and a != b
+
+    rec = pipeline.deploy(other_commit, Progress(out=None), "app", "HEAD")
+    assert (rec.result, rec.release, rec.previous) == ("succeeded", b, a)
+    assert served() == b
+    assert {"start", "healthy", "tests", "switch"} <= set(rec.timings)
+
+    rec, seconds = pipeline.rollback(lab, Progress(out=None))
+    assert (rec.release, served()) == (a, a)
+    assert seconds <= 1.0, f"a warm rollback took {seconds:.3f} s"
+    warm_ms = seconds * 1000
+
+    rec, seconds = pipeline.rollback(lab, Progress(out=None))
+    assert (rec.release, served()) == (b, b)
+
+    # a's containers are gone: it is started again from the registry by digest
+    compose.run(
+        lab,
+        lab.config.host("prod"),
+        "release.yml",
+        f"app-{a}",
+        {"IMAGE": "none", "SERVICE": "app", "RELEASE": a, "PORT": "0", "HEALTH_PATH": "/"},
+        ["down", "--timeout", "5"],
+    )
+    rec, seconds = pipeline.rollback(lab, Progress(out=None), "app", to=a)
+    assert (rec.release, served()) == (a, a)
+    assert rec.timings.get("healthy") is not None, "a pruned release must be started again"
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        running = {
+            c.labels["cdlab.release"]
+            for c in prod.containers.list(filters={"label": "cdlab.service=app"})
+        }
+    assert running == {a, b}
+    rows = {r.release: r.status for r in pipeline.releases(lab)}
+    assert rows[a] == "live" and rows[b] == "warm"
+    with capsys.disabled():
+        print(f"\nwarm rollback: 100% of responses from {a} {warm_ms:.0f} ms after the switch")
+
+
+def test_a_second_deploy_is_refused_while_one_holds_the_lock(lab: State) -> None:
+    etcd = release.route_store(lab)
+    with lock.held(etcd, "deploy app (test holder)") as holder:
+        with pytest.raises(lock.LockHeld) as err:
+            pipeline.deploy(lab, Progress(out=None))
+        assert holder.who in str(err.value) and "deploy app (test holder)" in str(err.value)
+    assert lock.current(etcd) is None  # released with its lease
+
+
+def test_an_unknown_ref_is_refused_before_anything_runs(lab: State) -> None:
+    before = release.current_routes(lab, "app")
+    with pytest.raises(ConfigError, match="a commit, branch or tag"):
+        pipeline.deploy(lab, Progress(out=None), "app", "no-such-ref")
+    with pytest.raises(ConfigError, match="one of: app"):
+        pipeline.deploy(lab, Progress(out=None), "nope", "HEAD")
+    assert release.current_routes(lab, "app") == before
+
+
+def test_rollback_to_an_unknown_release_is_refused(lab: State) -> None:
+    with pytest.raises(ConfigError, match="a release deployed before"):
+        pipeline.rollback(lab, Progress(out=None), "app", to="0000000000aa")
+
+
+def test_invoke_releases_lists_the_live_release(lab: State) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "invoke", "releases"],
+        cwd=lab.config.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    live = release.current_routes(lab, "app").live
+    assert any(line.split()[:2] == [live, "live"] for line in out.splitlines())
