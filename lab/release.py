@@ -133,9 +133,13 @@ def switch(
     Returns the seconds until every response came from ``candidate``."""
     with progress.stage(f"switch: all traffic to {candidate.release}") as st:
         switched = routes.switch_to(current, candidate.release)
+        since = time.monotonic()  # the switch starts with the route write
         route_store(state).put_json(routes.PREFIX + candidate.service.name, switched.to_doc())
-        seconds = verify_through_proxy(public_url, candidate.release)
-        st.changed(f"100% of responses from {candidate.release} after {seconds * 1000:.0f} ms")
+        seconds = verify_through_proxy(public_url, candidate.release, since=since)
+        st.changed(
+            f"100% of responses from {candidate.release} {seconds * 1000:.1f} ms after the "
+            "route change"
+        )
     with progress.stage("retire releases out of the pool") as st:
         gone = retire(state, candidate.service.name, {s.release for s in switched.servers})
         st.changed(", ".join(gone)) if gone else st.unchanged("previous release kept warm")
@@ -227,12 +231,15 @@ def integration_tests(client: Any, c: Candidate) -> str:
     return summary[-1].strip("= ") if summary else "passed"
 
 
-def verify_through_proxy(url: str, release: str, timeout: float = 15.0) -> float:
+def verify_through_proxy(
+    url: str, release: str, timeout: float = 15.0, since: float | None = None
+) -> float:
     """Poll ``url``/version until ``release`` answers 20 times in a row; returns the seconds from
-    the call to the first answer of that run (when 100 % of responses came from ``release``)."""
+    ``since`` (default: now) to the request that began that run: from then on 100 % of
+    responses came from ``release``."""
     session = requests.Session()
     session.trust_env = False
-    started = time.monotonic()
+    started = time.monotonic() if since is None else since
     streak, last, streak_began = 0, "no answer", started
     while time.monotonic() - started < timeout:
         sent = time.monotonic()
