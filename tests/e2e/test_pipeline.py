@@ -31,7 +31,7 @@ def other_commit(lab: State, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     clone = tmp_path_factory.mktemp("other") / "clone"
     subprocess.run(["git", "clone", "-q", "--shared", str(lab.config.root), str(clone)], check=True)
     web = clone / "services/app/app/web.py"
-    web.write_text(web.read_text().replace("<h1>Users</h1>", "<h1>Users (B)</h1>"))
+    web.write_text(web.read_text().replace("<title>cdlab · users</title>", "<title>B</title>"))
     subprocess.run(
         [
             "git",
