@@ -129,8 +129,9 @@ def test_app_containers_are_immutable_non_root_and_unprivileged(
 
 
 def test_every_stack_service_has_a_healthcheck_and_a_restart_policy(
-    testinfra_host: Callable[[str], Any],
+    lab: State, testinfra_host: Callable[[str], Any]
 ) -> None:
+    stack.wait_healthy(lab, timeout=30)  # a service restarted by an earlier test may be starting
     prod = testinfra_host("prod")
     ids = prod.check_output(
         f"docker ps -q --filter label=com.docker.compose.project={stack.PROJECT}"
