@@ -76,3 +76,32 @@ class Runtime:
             f"{timeout:.0f} s (last: {last}). The proxy never routes to an "
             "unhealthy release; check the release's /health."
         )
+
+    def sessions(self, backend: str, host: str) -> int | None:
+        """Active connections of the slot serving ``host`` (None when no slot serves it)."""
+        slot = next((s for s in self.slots(backend) if s.fqdn == host), None)
+        if slot is None:
+            return None
+        return parse_sessions(self.send("show stat"), backend, slot.name)
+
+    def wait_drained(self, backend: str, host: str, timeout: float = 15.0) -> tuple[float, int]:
+        """Wait until ``host`` has no active connection (bounded). (seconds, connections left)."""
+        started = time.monotonic()
+        left = self.sessions(backend, host) or 0
+        while left and time.monotonic() - started < timeout:
+            time.sleep(0.05)
+            left = self.sessions(backend, host) or 0
+        return time.monotonic() - started, left
+
+
+def parse_sessions(csv_text: str, backend: str, server: str) -> int | None:
+    """``scur`` (current sessions) of ``backend/server`` from ``show stat`` CSV (pure)."""
+    lines = csv_text.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return None
+    header = lines[0][2:].split(",")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        if row.get("pxname") == backend and row.get("svname") == server:
+            return int(row.get("scur") or 0)
+    return None

@@ -76,6 +76,7 @@ def timings(stages: list[Stage]) -> dict[str, float]:
         "switch": "switch",
         "integration tests": "tests",
         "start ": "start",
+        "drain": "drain",
         "retire": "retire",
     }
     out = {}

@@ -17,6 +17,7 @@ from lab import compose, engines, routes, stack
 from lab.build import Built
 from lab.errors import LabError, tail
 from lab.etcd import Etcd
+from lab.metrics import Graphite
 from lab.progress import Progress
 from lab.proxy import Runtime
 from lab.services import Service
@@ -72,11 +73,19 @@ def deploy(
 ) -> str:
     """Make ``candidate`` the live release of its service; returns what happened."""
     current = current_routes(state, candidate.service.name)
+    graphite = Graphite()
+    tags = ["cdlab", "deploy", candidate.service.name, candidate.release]
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
         if current.live == candidate.release and _healthy(client, candidate.project):
             return "already live"
-        start(state, client, candidate, current, progress, health_timeout)
+        graphite.event(f"deploy start {candidate.project}", tags, f"live: {current.live}")
+        try:
+            start(state, client, candidate, current, progress, health_timeout)
+        except LabError as exc:
+            graphite.event(f"deploy failed {candidate.project}", tags, str(exc)[:500])
+            raise
     switch(state, candidate, current, progress, public_url)
+    graphite.event(f"deploy end {candidate.project}", tags, f"previous: {current.live}")
     return f"{candidate.release} live"
 
 
@@ -136,10 +145,23 @@ def switch(
         since = time.monotonic()  # the switch starts with the route write
         route_store(state).put_json(routes.PREFIX + candidate.service.name, switched.to_doc())
         seconds = verify_through_proxy(public_url, candidate.release, since=since)
+        Graphite().event(
+            f"switch to {candidate.project}",
+            ["cdlab", "switch", candidate.service.name, candidate.release],
+            f"{seconds * 1000:.1f} ms",
+        )
         st.changed(
             f"100% of responses from {candidate.release} {seconds * 1000:.1f} ms after the "
             "route change"
         )
+    old = current.live
+    if old and old != candidate.release:
+        with progress.stage(f"drain {old} (until its active connections reach 0)") as st:
+            took, left = Runtime(state.config.host("prod").address).wait_drained(
+                candidate.service.name, routes.host_name(candidate.service.name, old)
+            )
+            detail = f"{left} connection(s) still open after {took:.1f} s" if left else "drained"
+            st.changed(f"{detail}; kept running for an instant rollback")
     with progress.stage("retire releases out of the pool") as st:
         gone = retire(state, candidate.service.name, {s.release for s in switched.servers})
         st.changed(", ".join(gone)) if gone else st.unchanged("previous release kept warm")

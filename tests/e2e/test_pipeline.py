@@ -13,6 +13,7 @@ import requests
 
 from lab import compose, engines, git, lock, pipeline, release
 from lab.errors import ConfigError
+from lab.metrics import Graphite
 from lab.progress import Progress
 from lab.state import State
 
@@ -60,7 +61,7 @@ def test_deploy_rollback_and_rollback_to_a_pruned_release(
     rec = pipeline.deploy(other_commit, Progress(out=None), "app", "HEAD")
     assert (rec.result, rec.release, rec.previous) == ("succeeded", b, a)
     assert served() == b
-    assert {"start", "healthy", "tests", "switch"} <= set(rec.timings)
+    assert {"start", "healthy", "tests", "switch", "drain"} <= set(rec.timings)
 
     rec, seconds = pipeline.rollback(lab, Progress(out=None))
     assert (rec.release, served()) == (a, a)
@@ -88,6 +89,8 @@ def test_deploy_rollback_and_rollback_to_a_pruned_release(
             for c in prod.containers.list(filters={"label": "cdlab.service=app"})
         }
     assert running == {a, b}
+    events = {e["what"] for e in Graphite().events(b, since="-10min")}
+    assert {f"deploy start app-{b}", f"switch to app-{b}", f"deploy end app-{b}"} <= events
     rows = {r.release: r.status for r in pipeline.releases(lab)}
     assert rows[a] == "live" and rows[b] == "warm"
     with capsys.disabled():

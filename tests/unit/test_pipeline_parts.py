@@ -69,9 +69,16 @@ def test_timings_name_the_stages_a_reader_compares() -> None:
         Stage("wait until app-x is healthy", "changed", 1.0),
         Stage("integration tests against the candidate's own address", "changed", 0.8),
         Stage("switch: all traffic to x", "changed", 0.2),
+        Stage("drain y (until its active connections reach 0)", "changed", 0.1),
         Stage("image app:x on cd", "changed", 4.0),
     ]
-    assert records.timings(stages) == {"start": 1.5, "healthy": 1.0, "tests": 0.8, "switch": 0.2}
+    assert records.timings(stages) == {
+        "start": 1.5,
+        "healthy": 1.0,
+        "tests": 0.8,
+        "switch": 0.2,
+        "drain": 0.1,
+    }
 
 
 def _record(release: str, started: str, result: str = "succeeded") -> records.Record:

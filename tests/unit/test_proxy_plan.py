@@ -110,3 +110,16 @@ def test_route_records_round_trip_between_lab_and_proxy() -> None:
     desired = sup.parse_routes(json.dumps(r.to_doc()).encode(), APP)
     assert desired == [D("bbb", "app-bbb", 100), D("aaa", "app-aaa", 0, drain=True)]
     assert routes.from_doc(r.to_doc(), APP) == r
+
+
+def test_parse_sessions_reads_scur_of_one_server() -> None:
+    from lab.proxy import parse_sessions
+
+    csv = (
+        "# pxname,svname,qcur,qmax,scur,smax\n"
+        "app,FRONTEND,,,7,9\napp,r1,0,0,3,5\napp,r2,0,0,0,2\nstats,BACKEND,0,0,0,0\n"
+    )
+    assert parse_sessions(csv, "app", "r1") == 3
+    assert parse_sessions(csv, "app", "r2") == 0
+    assert parse_sessions(csv, "app", "r9") is None
+    assert parse_sessions("not csv", "app", "r1") is None
