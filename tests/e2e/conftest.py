@@ -7,7 +7,9 @@ When the lab does not answer, these tests skip with the reason, except under CI 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,3 +66,28 @@ def engine(lab: State, request: pytest.FixtureRequest) -> Iterator[Any]:
     host: Host = lab.config.host(request.param)
     with engines.connect(lab, host, timeout=120) as client:
         yield client
+
+
+def commit_in_clone(
+    root: Path, clone: Path, path: str, change: Callable[[str], str], message: str
+) -> Path:
+    """A clone of ``root`` at ``clone`` with one more commit: ``change`` applied to ``path``."""
+    subprocess.run(["git", "clone", "-q", "--shared", str(root), str(clone)], check=True)
+    target = clone / path
+    target.write_text(change(target.read_text()))
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(clone),
+            "-c",
+            "user.name=cdlab-tests",
+            "-c",
+            "user.email=tests@cdlab.invalid",
+            "commit",
+            "-qam",
+            message,
+        ],
+        check=True,
+    )
+    return clone

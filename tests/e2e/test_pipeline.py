@@ -16,6 +16,7 @@ from lab.errors import ConfigError
 from lab.metrics import Graphite
 from lab.progress import Progress
 from lab.state import State
+from tests.e2e.conftest import commit_in_clone
 
 pytestmark = pytest.mark.xdist_group("prod")
 
@@ -29,24 +30,12 @@ def served() -> str:
 @pytest.fixture(scope="module")
 def other_commit(lab: State, tmp_path_factory: pytest.TempPathFactory) -> Iterator[State]:
     """A clone of the checkout with one more commit (a one-line change to the app)."""
-    clone = tmp_path_factory.mktemp("other") / "clone"
-    subprocess.run(["git", "clone", "-q", "--shared", str(lab.config.root), str(clone)], check=True)
-    web = clone / "services/app/app/web.py"
-    web.write_text(web.read_text().replace("<title>cdlab · users</title>", "<title>B</title>"))
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(clone),
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qam",
-            "B: a one-line change",
-        ],
-        check=True,
+    clone = commit_in_clone(
+        lab.config.root,
+        tmp_path_factory.mktemp("other") / "clone",
+        "services/app/app/web.py",
+        lambda text: text.replace("<title>cdlab · users</title>", "<title>B</title>"),
+        "B: a one-line change",
     )
     yield State(dataclasses.replace(lab.config, root=clone))
 

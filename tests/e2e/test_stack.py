@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ from lab.build import Builder, ImageSpec
 from lab.errors import ImageBuildError
 from lab.progress import Progress
 from lab.state import State
+from tests.e2e.conftest import commit_in_clone
 
 # Which release is live matters to these tests: they share the group of every test that changes it.
 pytestmark = pytest.mark.xdist_group("prod")
@@ -228,27 +228,15 @@ def test_a_release_that_never_gets_healthy_is_reported_and_never_routed(
 
 @pytest.mark.xdist_group("builds")
 def test_an_image_whose_unit_tests_fail_is_not_built(lab: State, tmp_path: Path) -> None:
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", "--shared", str(lab.config.root), str(clone)], check=True)
-    test_file = clone / "services/app/tests/unit/test_web.py"
-    test_file.write_text(
-        test_file.read_text() + "\n\ndef test_deliberately_broken() -> None:\n"
-        "    assert 1 + 1 == 3, 'arithmetic is broken on purpose'\n"
-    )
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(clone),
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qam",
-            "break a unit test",
-        ],
-        check=True,
+    clone = commit_in_clone(
+        lab.config.root,
+        tmp_path / "clone",
+        "services/app/tests/unit/test_web.py",
+        lambda text: (
+            text + "\n\ndef test_deliberately_broken() -> None:\n"
+            "    assert 1 + 1 == 3, 'arithmetic is broken on purpose'\n"
+        ),
+        "break a unit test",
     )
     sha = git.commit(clone)
     tag = f"broken-{git.short(sha)}"
