@@ -170,7 +170,6 @@ def light_load() -> Iterator[list[tuple[float, int, str]]]:
     worker.join(5)
 
 
-@pytest.mark.xdist_group("prod")
 def test_a_killed_proxy_comes_back_on_the_same_release_from_etcd(
     lab: State, live: str, light_load: list[tuple[float, int, str]]
 ) -> None:
@@ -200,7 +199,6 @@ def test_a_killed_proxy_comes_back_on_the_same_release_from_etcd(
     print(f"\nproxy killed: outage {back - killed:.2f} s, back on {live}")
 
 
-@pytest.mark.xdist_group("prod")
 def test_a_release_that_never_gets_healthy_is_reported_and_never_routed(
     lab: State, live: str, light_load: list[tuple[float, int, str]]
 ) -> None:
@@ -223,10 +221,11 @@ def test_a_release_that_never_gets_healthy_is_reported_and_never_routed(
             )
             == []
         )
-    assert light_load and {(s, r) for _, s, r in light_load} == {(200, live)}
+    odd = [(round(t, 2), s, r) for t, s, r in light_load if (s, r) != (200, live)]
+    assert light_load and not odd, f"answers not from the live release: {odd[:10]}"
 
 
-@pytest.mark.xdist_group("builds")
+@pytest.mark.xdist_group("builds")  # with the module's "prod": its own group, on cd only
 def test_an_image_whose_unit_tests_fail_is_not_built(lab: State, tmp_path: Path) -> None:
     clone = commit_in_clone(
         lab.config.root,
