@@ -17,7 +17,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from lab import config as lab_config
-from lab import lifecycle, pipeline, testing
+from lab import judge, lifecycle, pipeline, testing
 from lab.errors import LabError
 from lab.progress import Progress
 from lab.state import State
@@ -84,17 +84,49 @@ def shell(c: Context, host: str) -> None:
     help={
         "ref": "the commit, branch or tag to deploy (default: HEAD)",
         "service": "the service folder under services/ (default: app)",
+        "strategy": "bluegreen (default) or canary",
+        "steps": "canary: traffic shares per step, ending at 100 (default 10,25,50,100)",
+        "interval": "canary: time per step before the judge decides (default 30s)",
     }
 )
 @presents_errors
-def deploy(c: Context, ref: str = "HEAD", service: str = "app") -> None:
+def deploy(
+    c: Context,
+    ref: str = "HEAD",
+    service: str = "app",
+    strategy: str = "bluegreen",
+    steps: str = "10,25,50,100",
+    interval: str = "30s",
+) -> None:
     """Deploy an existing commit: build on cd, test, start beside the live release, switch."""
     progress = Progress()
-    record = pipeline.deploy(State(lab_config.load()), progress, service, ref)
+    record = pipeline.deploy(
+        State(lab_config.load()),
+        progress,
+        service,
+        ref,
+        strategy,
+        judge.parse_steps(steps),
+        judge.parse_interval(interval),
+    )
     progress.say(
         f"{record.service} {record.release} is live (was {record.previous or 'nothing'})"
         f" in {record.seconds:.1f} s"
     )
+
+
+@task(help={"service": "the service whose canary to promote (default: app)"})
+@presents_errors
+def promote(c: Context, service: str = "app") -> None:
+    """Promote a running canary now (skip the remaining steps)."""
+    pipeline.canary_command(State(lab_config.load()), service, "promote")
+
+
+@task(help={"service": "the service whose canary to abort (default: app)"})
+@presents_errors
+def abort(c: Context, service: str = "app") -> None:
+    """Abort a running canary: every request back on the live release."""
+    pipeline.canary_command(State(lab_config.load()), service, "abort")
 
 
 @task(
@@ -156,4 +188,4 @@ def lint(c: Context) -> None:
 
 lab_ns = Collection("lab", up, status, down, destroy, shell)
 lock_ns = Collection("lock", lock_release)
-ns = Collection(lab_ns, lock_ns, deploy, rollback, releases, test, lint)
+ns = Collection(lab_ns, lock_ns, deploy, promote, abort, rollback, releases, test, lint)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import requests
 
+from lab.judge import Sample
+
 GRAPHITE = "http://127.0.0.1:8082"
 
 
@@ -33,3 +35,21 @@ class Graphite:
         )
         resp.raise_for_status()
         return list(resp.json())
+
+    def _sum(self, target: str, seconds: int) -> list[float]:
+        resp = self.session.get(
+            f"{self.url}/render",
+            timeout=self.timeout,
+            params={"target": target, "from": f"-{seconds}s", "format": "json"},
+        )
+        resp.raise_for_status()
+        doc = resp.json()
+        return [float(v) for series in doc for v, _ in series["datapoints"] if v is not None]
+
+    def sample(self, service: str, release: str, seconds: int) -> Sample:
+        """Requests, 5xx answers and mean p95 latency of ``release`` over the last ``seconds``."""
+        base = f"cdlab.{service}.{release}.*"
+        total = sum(self._sum(f"sumSeries({base}.requests.*)", seconds))
+        errors = sum(self._sum(f"sumSeries({base}.requests.5xx)", seconds))
+        p95 = self._sum(f"maxSeries({base}.latency.p95)", seconds)
+        return Sample(total, errors, sum(p95) / len(p95) if p95 else None)

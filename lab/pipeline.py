@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab import git, lock, records, release, routes, services, stack
+from lab import git, judge, lock, records, release, routes, services, stack
 from lab.build import Built
-from lab.errors import LabError
+from lab.errors import ConfigError, LabError
 from lab.progress import Progress
 from lab.state import State
 
@@ -35,9 +35,15 @@ def deploy(
     service_name: str = "app",
     ref: str = "HEAD",
     strategy: str = "bluegreen",
+    steps: tuple[int, ...] = (10, 25, 50, 100),
+    interval: float = 30.0,
+    thresholds: judge.Thresholds = release.DEFAULT_THRESHOLDS,
 ) -> records.Record:
     """Build ``ref`` of ``service_name`` on cd (if needed), make sure the stack is up, and make
-    it the live release. Raises after writing a failed record."""
+    it the live release: all at once (``bluegreen``) or by ``steps`` with a judge at each one
+    (``canary``). Raises after writing a failed record."""
+    if strategy not in ("bluegreen", "canary"):
+        raise ConfigError("--strategy", strategy, "bluegreen or canary")
     root = state.config.root
     sha = git.commit(root, ref)
     service = services.load(root, service_name)
@@ -52,7 +58,15 @@ def deploy(
         etcd = release.route_store(state)
         with lock.held(etcd, f"deploy {service.name} {candidate.release}"):
             previous = release.current_routes(state, service.name).live
-            release.deploy(state, candidate, progress, PUBLIC_APP)
+            release.deploy(
+                state,
+                candidate,
+                progress,
+                PUBLIC_APP,
+                steps=steps if strategy == "canary" else (100,),
+                interval=interval,
+                thresholds=thresholds,
+            )
     except LabError as exc:
         error = exc
         raise
@@ -162,3 +176,8 @@ def render_releases(rows: list[ReleaseRow]) -> str:
 
 def release_lock(state: State) -> lock.Holder | None:
     return lock.release(release.route_store(state))
+
+
+def canary_command(state: State, service: str, command: str) -> None:
+    """Tell a running canary to ``promote`` or ``abort`` now."""
+    release.route_store(state).put(release.CANARY_KEY + service, command.encode())

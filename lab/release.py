@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from lab import compose, engines, routes, stack
+from lab import compose, engines, judge, routes, stack
 from lab.build import Built
 from lab.errors import LabError, tail
 from lab.etcd import Etcd
@@ -22,6 +22,9 @@ from lab.progress import Progress
 from lab.proxy import Runtime
 from lab.services import Service
 from lab.state import State
+
+CANARY_KEY = "/cdlab/canary/"  # + service: "promote" or "abort", written by hand
+DEFAULT_THRESHOLDS = judge.Thresholds()
 
 
 class ReleaseError(LabError):
@@ -70,8 +73,13 @@ def deploy(
     progress: Progress,
     public_url: str = "http://127.0.0.1:8000",
     health_timeout: float = 60.0,
+    steps: tuple[int, ...] = (100,),
+    interval: float = 30.0,
+    thresholds: judge.Thresholds = DEFAULT_THRESHOLDS,
 ) -> str:
-    """Make ``candidate`` the live release of its service; returns what happened."""
+    """Make ``candidate`` the live release of its service; returns what happened.
+
+    ``steps`` other than ``(100,)`` make it a canary (see ``canary``)."""
     current = current_routes(state, candidate.service.name)
     graphite = Graphite()
     tags = ["cdlab", "deploy", candidate.service.name, candidate.release]
@@ -84,6 +92,16 @@ def deploy(
         except LabError as exc:
             graphite.event(f"deploy failed {candidate.project}", tags, str(exc)[:500])
             raise
+    if steps != (100,) and current.live:
+        canary(
+            state,
+            candidate,
+            routes.stage(current, candidate.release),
+            progress,
+            steps,
+            interval,
+            thresholds,
+        )
     switch(state, candidate, current, progress, public_url)
     graphite.event(f"deploy end {candidate.project}", tags, f"previous: {current.live}")
     return f"{candidate.release} live"
@@ -166,6 +184,92 @@ def switch(
         gone = retire(state, candidate.service.name, {s.release for s in switched.servers})
         st.changed(", ".join(gone)) if gone else st.unchanged("previous release kept warm")
     return seconds
+
+
+def canary(
+    state: State,
+    candidate: Candidate,
+    current: routes.Routes,
+    progress: Progress,
+    steps: tuple[int, ...],
+    interval: float,
+    thresholds: judge.Thresholds = DEFAULT_THRESHOLDS,
+) -> list[str]:
+    """Shift traffic to ``candidate`` step by step; at each step the judge compares it with the
+    live release in Graphite. Abort puts every request back on the live release and removes
+    the candidate (``ReleaseError``). Returns the verdicts; the final 100 % step is the switch."""
+    etcd, graphite = route_store(state), Graphite()
+    key = CANARY_KEY + candidate.service.name
+    etcd.delete(key)
+    live, verdicts = current.live or "", []
+    tags = ["cdlab", "canary", candidate.service.name, candidate.release]
+    for weight in (w for w in steps if w < 100):
+        with progress.stage(f"canary {weight}%: judge after {interval:.0f} s") as st:
+            etcd.put_json(
+                routes.PREFIX + candidate.service.name,
+                routes.canary(current, candidate.release, weight).to_doc(),
+            )
+            graphite.event(f"canary {weight}% {candidate.project}", tags)
+            verdict, command = _step_verdict(
+                etcd, graphite, key, candidate, live, interval, thresholds
+            )
+            verdicts.append(f"{weight}%: {verdict.decision} ({verdict.reason})")
+            if verdict.decision != "promote":
+                etcd.put_json(routes.PREFIX + candidate.service.name, current.to_doc())
+                _abandon(state, candidate, current)
+                graphite.event(f"canary aborted {candidate.project}", tags, verdict.reason)
+                raise ReleaseError(
+                    f"canary of {candidate.project} aborted at {weight}%: "
+                    f"{verdict.reason}. Every request is back on {live}; the "
+                    "candidate was stopped and removed."
+                )
+            st.changed(verdict.reason)
+            if command == "promote":
+                break
+    etcd.delete(key)
+    return verdicts
+
+
+def _step_verdict(
+    etcd: Etcd,
+    graphite: Graphite,
+    key: str,
+    candidate: Candidate,
+    live: str,
+    interval: float,
+    thresholds: judge.Thresholds,
+) -> tuple[judge.Verdict, str]:
+    """Wait out one step (or a command by hand) and judge it; holds repeat the wait."""
+    holds = 0
+    while True:
+        command = _wait_or_command(etcd, key, interval)
+        if command:
+            return judge.Verdict(
+                command, f"{command}d by hand" if command == "promote" else "aborted by hand"
+            ), command
+        window = int(interval)
+        verdict = judge.judge(
+            graphite.sample(candidate.service.name, candidate.release, window),
+            graphite.sample(candidate.service.name, live, window),
+            thresholds,
+        )
+        if verdict.decision != "hold":
+            return verdict, ""
+        holds += 1
+        if holds > thresholds.max_holds:
+            return judge.Verdict("abort", f"cannot judge: {verdict.reason} after {holds} waits"), ""
+
+
+def _wait_or_command(etcd: Etcd, key: str, seconds: float) -> str:
+    """Sleep ``seconds`` unless someone writes promote/abort to ``key``; returns that word."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        raw = etcd.get(key)
+        if raw in (b"promote", b"abort"):
+            etcd.delete(key)
+            return raw.decode()
+        time.sleep(0.25)
+    return ""
 
 
 def rollback(

@@ -115,3 +115,16 @@ def rollback_target(current: Routes, deployed: list[str], to: str | None) -> str
     raise ConfigError(
         "--to", None, f"a previous release, but none was deployed before {live or 'anything'}"
     )
+
+
+def canary(current: Routes, release: str, weight: int) -> Routes:
+    """``weight`` % of requests to ``release``, the rest to the live release; any drained
+    release stays as it is (pure)."""
+    live = current.live
+    servers = []
+    for s in current.servers:
+        if s.release == release:
+            continue
+        servers.append(Server(s.release, s.host, 100 - weight) if s.release == live else s)
+    servers.append(Server(release, host_name(current.service, release), weight))
+    return Routes(current.service, tuple(servers))

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import testinfra
 
 from lab import config, engines, lifecycle
@@ -91,3 +94,28 @@ def commit_in_clone(
         check=True,
     )
     return clone
+
+
+@pytest.fixture
+def light_load() -> Iterator[list[tuple[float, int, str]]]:
+    """GET /version every 20 ms in a thread (bounded: at most 30 s); (time, status, release)."""
+    seen: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        s = requests.Session()
+        s.trust_env = False  # 127.0.0.1 only
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                r = s.get("http://127.0.0.1:8000/version", timeout=1)
+                seen.append((time.monotonic(), r.status_code, r.headers.get("X-Release", "")))
+            except requests.RequestException:
+                seen.append((time.monotonic(), 0, ""))
+            time.sleep(0.02)
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    yield seen
+    stop.set()
+    worker.join(5)

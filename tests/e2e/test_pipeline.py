@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from lab import compose, engines, git, lock, pipeline, release
+from lab import compose, engines, git, judge, lock, pipeline, release
 from lab.errors import ConfigError
 from lab.metrics import Graphite
 from lab.progress import Progress
@@ -119,3 +120,75 @@ def test_invoke_releases_lists_the_live_release(lab: State) -> None:
     ).stdout
     live = release.current_routes(lab, "app").live
     assert any(line.split()[:2] == [live, "live"] for line in out.splitlines())
+
+
+FAST = judge.Thresholds(min_requests=15)  # a few seconds of the test's light load suffice
+
+
+def test_a_canary_is_promoted_by_the_judge(
+    lab: State, other_commit: State, light_load: list[tuple[float, int, str]]
+) -> None:
+    a = release.current_routes(lab, "app").live
+    b = git.short(git.commit(other_commit.config.root))
+    rec = pipeline.deploy(
+        other_commit,
+        Progress(out=None),
+        "app",
+        "HEAD",
+        "canary",
+        steps=(25, 100),
+        interval=4,
+        thresholds=FAST,
+    )
+    assert (rec.result, rec.strategy, served()) == ("succeeded", "canary", b)
+    step = next(s for s in rec.stages if s["name"].startswith("canary 25%"))
+    assert step["status"] == "changed" and "error rate 0.0%" in step["detail"]
+    seen = {r for _, status, r in light_load if status == 200}
+    assert {a, b} <= seen, "both releases must have served during the canary"
+    assert all(status == 200 for _, status, _ in light_load)
+    pipeline.rollback(lab, Progress(out=None), "app", to=a)  # leave the checkout's commit live
+    assert served() == a
+
+
+def test_a_canary_that_fails_under_real_traffic_is_aborted_by_the_judge(
+    lab: State, tmp_path: Path, light_load: list[tuple[float, int, str]]
+) -> None:
+    """The candidate answers 500 to real clients but passes its integration tests: only the
+    canary's judge can catch it, and every request must end up back on the live release."""
+    a = release.current_routes(lab, "app").live
+    broken = commit_in_clone(
+        lab.config.root,
+        tmp_path / "broken",
+        "services/app/app/web.py",
+        lambda text: text.replace(
+            '        if path == "/version":\n',
+            '        if path == "/version" and environ.get("HTTP_USER_AGENT", "").startswith(\n'
+            '                "python-requests"):\n'
+            '            return _json(500, {"error": "a bug only real clients hit"})\n'
+            '        if path == "/version":\n',
+            1,
+        ),
+        "C: fails under real traffic only",
+    )
+    c = git.short(git.commit(broken))
+    state = State(dataclasses.replace(lab.config, root=broken))
+    with pytest.raises(release.ReleaseError, match="aborted at 25%: error rate") as err:
+        pipeline.deploy(
+            state,
+            Progress(out=None),
+            "app",
+            "HEAD",
+            "canary",
+            steps=(25, 100),
+            interval=4,
+            thresholds=FAST,
+        )
+    aborted = time.monotonic()
+    assert f"Every request is back on {a}" in str(err.value)
+    assert release.current_routes(lab, "app").live == a
+    assert any(r == c and status == 500 for _, status, r in light_load), "C never served"
+    time.sleep(1)
+    after = [(status, r) for t, status, r in light_load if t > aborted]
+    assert after and set(after) == {(200, a)}, f"after the abort: {set(after)}"
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        assert not prod.containers.list(all=True, filters={"label": f"cdlab.release={c}"})

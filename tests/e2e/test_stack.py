@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,30 +143,6 @@ def test_every_stack_service_has_a_healthcheck_and_a_restart_policy(
             f"{{{{.State.Health.Status}}}}' {cid}"
         )
         assert out == "always healthy"
-
-
-@pytest.fixture
-def light_load() -> Iterator[list[tuple[float, int, str]]]:
-    """GET /version every 20 ms in a thread (bounded: at most 30 s); (time, status, release)."""
-    seen: list[tuple[float, int, str]] = []
-    stop = threading.Event()
-
-    def loop() -> None:
-        s = session()
-        deadline = time.monotonic() + 30
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                r = s.get(APP + "/version", timeout=1)
-                seen.append((time.monotonic(), r.status_code, r.headers.get("X-Release", "")))
-            except requests.RequestException:
-                seen.append((time.monotonic(), 0, ""))
-            time.sleep(0.02)
-
-    worker = threading.Thread(target=loop, daemon=True)
-    worker.start()
-    yield seen
-    stop.set()
-    worker.join(5)
 
 
 def test_a_killed_proxy_comes_back_on_the_same_release_from_etcd(
