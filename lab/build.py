@@ -69,11 +69,13 @@ class Builder:
     def base(self) -> str:
         """The base image as the registry serves it, present on the builder (pulled once)."""
         if self._base is None:
+            import docker.errors
+
             local = (self.state.dir / "base-image").read_text().strip()
             ref = f"{self.config.registry_addr}/{local}"
             try:
                 self.client.images.get(ref)
-            except Exception:  # not there yet: pull it, as a real build host would
+            except docker.errors.ImageNotFound:  # pull it, as a real build host would
                 self.client.images.pull(ref, auth_config=self.state.credentials().auth_config())
             self._base = ref
         return self._base

@@ -202,7 +202,7 @@ class Images:
             )
         finally:
             tarball.unlink(missing_ok=True)
-        self._prune_older(ref)
+        self.prune_older(ref)
         return ref, True
 
     def ensure_host(self, base: ImageRef) -> tuple[ImageRef, bool]:
@@ -210,7 +210,7 @@ class Images:
         if self.find(ref) is not None:
             return ref, False
         self.build(ref, HOST_CONTEXT, {"BASE": base.ref})
-        self._prune_older(ref)
+        self.prune_older(ref)
         return ref, True
 
     def build(self, ref: ImageRef, context: Path, buildargs: Mapping[str, str]) -> None:
@@ -240,10 +240,6 @@ class Images:
         log_path.write_text("\n".join(lines))
 
     def prune_older(self, keep: ImageRef) -> None:
-        """Public form of ``_prune_older``: after hosts moved to ``keep``, free the old image."""
-        self._prune_older(keep)
-
-    def _prune_older(self, keep: ImageRef) -> None:
         """Remove this lab's older images of the same kind that nothing uses any more."""
         import docker.errors
 

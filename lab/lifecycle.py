@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lab import engines, hosts, images, network
+from lab import engines, hosts, images, network, report
 from lab.config import LABEL, Host, LabConfig
 from lab.errors import EngineError, LabError, RegistryError, tail
 from lab.progress import Progress
@@ -268,22 +268,19 @@ def status(config: LabConfig) -> list[HostStatus]:
 
 def render_status(rows: list[HostStatus]) -> str:
     """A fixed-width table of ``rows`` (pure)."""
-    head = ("HOST", "ADDRESS", "ROLE", "STATE", "ENGINE", "CONTAINERS")
-    body = [
-        (
-            r.name,
-            r.address,
-            r.role,
-            r.state,
-            r.engine,
-            "-" if r.containers is None else str(r.containers),
-        )
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in [head, *body]
+    return report.table(
+        ("HOST", "ADDRESS", "ROLE", "STATE", "ENGINE", "CONTAINERS"),
+        [
+            (
+                r.name,
+                r.address,
+                r.role,
+                r.state,
+                r.engine,
+                "-" if r.containers is None else str(r.containers),
+            )
+            for r in rows
+        ],
     )
 
 

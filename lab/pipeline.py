@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab import git, judge, lock, records, release, routes, services, stack
+from lab import git, judge, lock, records, release, report, routes, services, stack
 from lab.build import Built
 from lab.errors import ConfigError, LabError
 from lab.progress import Progress
@@ -165,12 +165,9 @@ def releases(state: State, service: str = "app") -> list[ReleaseRow]:
 
 
 def render_releases(rows: list[ReleaseRow]) -> str:
-    head = ("RELEASE", "STATUS", "LAST MADE LIVE", "BY")
-    body = [(r.release, r.status, r.last_made_live, r.by) for r in rows]
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in [head, *body]
+    return report.table(
+        ("RELEASE", "STATUS", "LAST MADE LIVE", "BY"),
+        [(r.release, r.status, r.last_made_live, r.by) for r in rows],
     )
 
 

@@ -392,22 +392,21 @@ def retire(state: State, service: str, keep: set[str]) -> list[str]:
     with engines.connect(state, state.config.host("prod"), timeout=120) as client:
         found = client.containers.list(all=True, filters={"label": f"cdlab.service={service}"})
         for release in sorted({c.labels.get("cdlab.release", "") for c in found} - keep - {""}):
-            compose.run(
-                state,
-                state.config.host("prod"),
-                "release.yml",
-                f"{service}-{release}",
-                {
-                    "IMAGE": "none",
-                    "SERVICE": service,
-                    "RELEASE": release,
-                    "PORT": "0",
-                    "HEALTH_PATH": "/",
-                },
-                ["down", "--timeout", "25"],
-            )
+            remove(state, service, release, stop_timeout=25)
             gone.append(release)
     return gone
+
+
+def remove(state: State, service: str, release: str, stop_timeout: int = 25) -> None:
+    """Stop (gracefully, within ``stop_timeout``) and remove one release's Compose project."""
+    compose.run(
+        state,
+        state.config.host("prod"),
+        "release.yml",
+        f"{service}-{release}",
+        {"IMAGE": "none", "SERVICE": service, "RELEASE": release, "PORT": "0", "HEALTH_PATH": "/"},
+        ["down", "--timeout", str(stop_timeout)],
+    )
 
 
 def _abandon(state: State, c: Candidate, previous: routes.Routes) -> None:

@@ -80,12 +80,14 @@ def variables(state: State, built: Mapping[str, Built]) -> dict[str, str]:
 
 def pull(state: State, host_name: str, refs: list[str]) -> list[str]:
     """Pull ``refs`` (pinned by digest) onto a host's engine, skipping those present."""
+    import docker.errors
+
     pulled = []
     with engines.connect(state, state.config.host(host_name), timeout=900) as client:
         for ref in refs:
             try:
                 client.images.get(ref)
-            except Exception:  # not present: pull it from the registry with the lab's credentials
+            except docker.errors.ImageNotFound:  # pull it with the lab's credentials
                 client.images.pull(ref, auth_config=state.credentials().auth_config())
                 pulled.append(ref)
     return pulled

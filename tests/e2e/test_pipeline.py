@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from lab import compose, engines, git, judge, lock, pipeline, release
+from lab import engines, git, judge, lock, pipeline, records, release
 from lab.errors import ConfigError
 from lab.metrics import Graphite
 from lab.progress import Progress
@@ -63,14 +63,7 @@ def test_deploy_rollback_and_rollback_to_a_pruned_release(
     assert (rec.release, served()) == (b, b)
 
     # a's containers are gone: it is started again from the registry by digest
-    compose.run(
-        lab,
-        lab.config.host("prod"),
-        "release.yml",
-        f"app-{a}",
-        {"IMAGE": "none", "SERVICE": "app", "RELEASE": a, "PORT": "0", "HEALTH_PATH": "/"},
-        ["down", "--timeout", "5"],
-    )
+    release.remove(lab, "app", a, stop_timeout=5)
     rec, seconds = pipeline.rollback(lab, Progress(out=None), "app", to=a)
     assert (rec.release, served()) == (a, a)
     assert rec.timings.get("healthy") is not None, "a pruned release must be started again"
@@ -126,13 +119,10 @@ def test_invoke_releases_lists_the_live_release(lab: State) -> None:
 FAST = judge.Thresholds(min_requests=15)  # a few seconds of the test's light load suffice
 
 
-def test_a_canary_is_promoted_by_the_judge(
-    lab: State, other_commit: State, light_load: list[tuple[float, int, str]]
-) -> None:
-    a = release.current_routes(lab, "app").live
-    b = git.short(git.commit(other_commit.config.root))
-    rec = pipeline.deploy(
-        other_commit,
+def canary(state: State) -> records.Record:
+    """A two-step canary (25 %, then all) judged every 4 s."""
+    return pipeline.deploy(
+        state,
         Progress(out=None),
         "app",
         "HEAD",
@@ -141,6 +131,14 @@ def test_a_canary_is_promoted_by_the_judge(
         interval=4,
         thresholds=FAST,
     )
+
+
+def test_a_canary_is_promoted_by_the_judge(
+    lab: State, other_commit: State, light_load: list[tuple[float, int, str]]
+) -> None:
+    a = release.current_routes(lab, "app").live
+    b = git.short(git.commit(other_commit.config.root))
+    rec = canary(other_commit)
     assert (rec.result, rec.strategy, served()) == ("succeeded", "canary", b)
     step = next(s for s in rec.stages if s["name"].startswith("canary 25%"))
     assert step["status"] == "changed" and "error rate 0.0%" in step["detail"]
@@ -174,16 +172,7 @@ def test_a_canary_that_fails_under_real_traffic_is_aborted_by_the_judge(
     c = git.short(git.commit(broken))
     state = State(dataclasses.replace(lab.config, root=broken))
     with pytest.raises(release.ReleaseError, match="aborted at 25%: error rate") as err:
-        pipeline.deploy(
-            state,
-            Progress(out=None),
-            "app",
-            "HEAD",
-            "canary",
-            steps=(25, 100),
-            interval=4,
-            thresholds=FAST,
-        )
+        canary(state)
     aborted = time.monotonic()
     assert f"Every request is back on {a}" in str(err.value)
     assert release.current_routes(lab, "app").live == a
