@@ -110,7 +110,10 @@ def test_app_containers_are_immutable_non_root_and_unprivileged(
     testinfra_host: Callable[[str], Any], live: str
 ) -> None:
     prod = testinfra_host("prod")
-    ids = prod.check_output(f"docker ps -q --filter label=cdlab.release={live}").split()
+    # the release's own containers (the image label cdlab.release is on test containers too)
+    ids = prod.check_output(
+        f"docker ps -q --filter label=com.docker.compose.project=app-{live}"
+    ).split()
     assert ids, "no container of the live release on prod"
     for cid in ids:
         fmt = (
