@@ -20,7 +20,9 @@ from lab.errors import ConfigError
 
 ROLES = ("registry", "engine")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-_PUBLISH = re.compile(r"^127\.0\.0\.1:\d{1,5}:\d{1,5}$")  # published ports bind loopback only
+_PUBLISH = re.compile(
+    r"^127\.0\.0\.1:\d{1,5}(-\d{1,5})?:\d{1,5}(-\d{1,5})?$"
+)  # published ports bind loopback only
 TOPOLOGY = Path(__file__).with_name("topology.json")
 LABEL = "cdlab.lab"  # every container, volume, network and image the lab creates carries it
 
@@ -203,3 +205,9 @@ def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         raise ConfigError("topology", str(topology), f"valid JSON ({exc})") from exc
     config = parse_topology(data, root, state, source=topology.name)
     return replace(config, topology_file=topology)
+
+
+def public_host() -> str:
+    """Where prod's published ports are reached: 127.0.0.1 on the workstation; prod's lab
+    address when cdlab runs on a lab host (the cd host's git hook sets CDLAB_PUBLIC_HOST)."""
+    return os.environ.get("CDLAB_PUBLIC_HOST", "127.0.0.1")

@@ -83,13 +83,17 @@ def _up(config: LabConfig, state: State, progress: Progress, with_prod: bool) ->
         pushed = push_base(state, base)
         st.changed(pushed) if pushed else st.unchanged(registry_ref(config, base))
     if any(h.name == "prod" for h in config.hosts) and with_prod:
-        from lab import pipeline  # the lab's own layer stays importable without the stack's
+        from lab import (
+            pipeline,
+            services,
+        )  # the lab's own layer stays importable without the stack's
 
         live = pipeline.deploy_current(state, progress)
-        progress.say(
-            f"prod serves release {live}: app {pipeline.PUBLIC['app']}  "
-            f"graphite {pipeline.PUBLIC['graphite-web']}"
-        )
+        root = config.root
+        for name, rel in live.items():
+            url = pipeline.public_url(services.load(root, name))
+            progress.say(f"prod serves {name} {rel} at {url}")
+        progress.say(f"graphite: {pipeline.graphite_url()}")
 
 
 def _apply_hosts(config: LabConfig, local: Any, image_ref: str, restart: set[str]) -> str:

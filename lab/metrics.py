@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import requests
 
+from lab.config import public_host
 from lab.judge import Sample
 
-GRAPHITE = "http://127.0.0.1:8082"
+GRAPHITE_PORT = 8082  # graphite-web, published by prod (compose/stack.yml, topology)
 
 
 class Graphite:
-    def __init__(self, url: str = GRAPHITE, timeout: float = 3.0) -> None:
-        self.url, self.timeout = url, timeout
+    def __init__(self, url: str = "", timeout: float = 3.0) -> None:
+        self.url, self.timeout = url or f"http://{public_host()}:{GRAPHITE_PORT}", timeout
         self.session = requests.Session()
-        self.session.trust_env = False  # 127.0.0.1 only
+        self.session.trust_env = False  # the lab's own address only
 
     def event(self, what: str, tags: list[str], data: str = "") -> bool:
         """Annotate the graphs; best effort (a deploy never fails for want of an annotation).

@@ -110,12 +110,17 @@ def check_ports(config: LabConfig, facts: Mapping[str, Any], starting: set[str])
         if host.name not in starting:
             continue
         running_here = getattr(facts.get(host.name), "running", False)
-        for spec in host.publish:
-            _, port, _ = spec.split(":")
-            if not running_here and port_taken(int(port)):
+        for port in (p for spec in host.publish for p in published_ports(spec)):
+            if not running_here and port_taken(port):
                 raise PreflightError(
                     f"port 127.0.0.1:{port}, which the lab publishes for host '{host.name}', "
                     "is already in use on this machine",
                     f"stop what listens there (see 'ss -ltnp sport = :{port}'), or change "
                     f"hosts[].publish in {config.topology_file.name}",
                 )
+
+
+def published_ports(spec: str) -> range:
+    """The workstation ports of ``127.0.0.1:8000-8009:8000-8009`` (or a single port)."""
+    first, _, last = spec.split(":")[1].partition("-")
+    return range(int(first), int(last or first) + 1)

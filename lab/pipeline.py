@@ -10,23 +10,32 @@ from dataclasses import dataclass
 
 from lab import git, judge, lock, records, release, report, routes, services, stack
 from lab.build import Built
+from lab.config import public_host
 from lab.errors import ConfigError, LabError
+from lab.metrics import GRAPHITE_PORT
 from lab.progress import Progress
 from lab.state import State
 
-PUBLIC = {"app": "http://127.0.0.1:8000", "graphite-web": "http://127.0.0.1:8082"}
-PUBLIC_APP = PUBLIC["app"]
+
+def public_url(service: services.Service) -> str:
+    """The service through the proxy (its frontend port on prod, published on 127.0.0.1)."""
+    return f"http://{public_host()}:{service.public_port}"
 
 
-def deploy_current(state: State, progress: Progress, service_name: str = "app") -> str:
-    """The checkout's current commit of ``service_name`` live (what ``lab.up`` ends with)."""
+def graphite_url() -> str:
+    return f"http://{public_host()}:{GRAPHITE_PORT}"
+
+
+def deploy_current(state: State, progress: Progress) -> dict[str, str]:
+    """The checkout's current commit of every service live (what ``lab.up`` ends with);
+    returns service -> release."""
     root = state.config.root
     if git.dirty(root):
         progress.say(
             "note: uncommitted changes are not deployed; deploying commit "
             f"{git.short(git.commit(root))}"
         )
-    return deploy(state, progress, service_name, "HEAD").release
+    return {name: deploy(state, progress, name, "HEAD").release for name in services.names(root)}
 
 
 def deploy(
@@ -37,7 +46,7 @@ def deploy(
     strategy: str = "bluegreen",
     steps: tuple[int, ...] = (10, 25, 50, 100),
     interval: float = 30.0,
-    thresholds: judge.Thresholds = release.DEFAULT_THRESHOLDS,
+    thresholds: judge.Thresholds | None = None,
 ) -> records.Record:
     """Build ``ref`` of ``service_name`` on cd (if needed), make sure the stack is up, and make
     it the live release: all at once (``bluegreen``) or by ``steps`` with a judge at each one
@@ -62,10 +71,10 @@ def deploy(
                 state,
                 candidate,
                 progress,
-                PUBLIC_APP,
+                public_url(service),
                 steps=steps if strategy == "canary" else (100,),
                 interval=interval,
-                thresholds=thresholds,
+                thresholds=thresholds or service.thresholds,
             )
     except LabError as exc:
         error = exc
@@ -113,7 +122,7 @@ def rollback(
     started, error, seconds = records.now(), None, 0.0
     try:
         with lock.held(release.route_store(state), f"rollback {service.name} to {target}"):
-            seconds = release.rollback(state, service, target, progress, PUBLIC_APP)
+            seconds = release.rollback(state, service, target, progress, public_url(service))
     except LabError as exc:
         error = exc
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -21,7 +22,7 @@ from lab.metrics import Graphite
 from lab.progress import Progress
 from lab.proxy import Runtime
 from lab.services import Service
-from lab.state import State
+from lab.state import State, write_secret
 
 CANARY_KEY = "/cdlab/canary/"  # + service: "promote" or "abort", written by hand
 DEFAULT_THRESHOLDS = judge.Thresholds()
@@ -48,15 +49,31 @@ class Candidate:
 
 
 def variables(state: State, c: Candidate) -> dict[str, str]:
-    db = f"postgresql://app:{state.secret('db-password')}@db:5432/app"
+    """Compose variables of a release (``compose/release.yml``)."""
     return {
         "IMAGE": c.image,
         "SERVICE": c.service.name,
         "RELEASE": c.release,
         "PORT": str(c.service.port),
-        "HEALTH_PATH": c.service.health,
-        "DATABASE_URL": db,
+        "PROBE": c.service.probe,
+        "ENV_FILE": str(env_file(state, c)),
     }
+
+
+def environment(state: State, service: Service) -> dict[str, str]:
+    """The manifest's environment, plus the database's address when it asks for one."""
+    env = dict(service.env)
+    if service.database:
+        env["DATABASE_URL"] = f"postgresql://app:{state.secret('db-password')}@db:5432/app"
+    return env
+
+
+def env_file(state: State, c: Candidate) -> Path:
+    """The release's environment as an env file (0600: it may hold the database password)."""
+    path = state.dir / "releases" / f"{c.project}.env"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    write_secret(path, "".join(f"{k}={v}\n" for k, v in environment(state, c.service).items()))
+    return path
 
 
 def route_store(state: State) -> Etcd:
@@ -103,6 +120,12 @@ def deploy(
             thresholds,
         )
     switch(state, candidate, current, progress, public_url)
+    if candidate.service.post_deploy:
+        with (
+            progress.stage("post-deploy hook (the release is live)") as st,
+            engines.connect(state, state.config.host("prod"), timeout=300) as client,
+        ):
+            st.changed(hook(state, client, candidate, "post-deploy", candidate.service.post_deploy))
     graphite.event(f"deploy end {candidate.project}", tags, f"previous: {current.live}")
     return f"{candidate.release} live"
 
@@ -126,6 +149,10 @@ def start(
             "prod",
             [candidate.image] + ([candidate.test_image] if candidate.test_image else []),
         )
+        hooked = ""
+        if candidate.service.pre_deploy:
+            note = hook(state, client, candidate, "pre-deploy", candidate.service.pre_deploy)
+            hooked = f"; pre-deploy hook {note}"
         compose.run(
             state,
             prod,
@@ -134,13 +161,13 @@ def start(
             variables(state, candidate),
             ["up", "-d", "--no-build"],
         )
-        st.changed(candidate.image.rsplit("/", 1)[-1][:40])
+        st.changed(candidate.image.rsplit("/", 1)[-1][:40] + hooked)
     try:
         with progress.stage(f"wait until {candidate.project} is healthy") as st:
             st.changed(wait_healthy(client, candidate.project, health_timeout))
-        if candidate.test_image:
+        if candidate.test_image or candidate.service.test_command:
             with progress.stage("integration tests against the candidate's own address") as st:
-                st.changed(integration_tests(client, candidate))
+                st.changed(integration_tests(state, client, candidate))
         with progress.stage("proxy health-checks the candidate (weight 0)") as st:
             route_store(state).put_json(
                 routes.PREFIX + candidate.service.name,
@@ -331,30 +358,68 @@ def wait_healthy(client: Any, project: str, timeout: float = 60.0) -> str:
     )
 
 
-def integration_tests(client: Any, c: Candidate) -> str:
-    """Run the service's integration-test image against the candidate's own address on prod."""
-    assert c.test_image is not None
+def integration_tests(state: State, client: Any, c: Candidate) -> str:
+    """Run the service's integration tests (its test image, or ``test_command`` in the release's
+    own image) against the candidate's own address on prod."""
     env = {"BASE_URL": f"http://{c.host}:{c.service.port}", "EXPECT_RELEASE": c.release}
-    container = client.containers.run(
-        c.test_image,
-        environment=env,
-        network=stack.NETWORK,
-        detach=True,
-        labels={"cdlab.role": "integration-tests"},
-    )
-    try:
-        result = container.wait(timeout=300)
-        output = container.logs().decode(errors="replace")
-    finally:
-        container.remove(force=True)
-    if result.get("StatusCode") != 0:
+    if c.test_image:
+        code, output = one_off(client, c.test_image, None, env, "integration-tests", user=None)
+    else:
+        env.update(environment(state, c.service))
+        code, output = one_off(client, c.image, c.service.test_command, env, "integration-tests")
+    if code != 0:
         raise ReleaseError(
-            f"integration tests failed against {c.host} "
-            f"(exit {result.get('StatusCode')}):\n{tail(output, 25)}\n"
+            f"integration tests failed against {c.host} (exit {code}):\n{tail(output, 25)}\n"
             "The candidate was stopped and removed; the live release keeps serving."
         )
     summary = [line for line in output.splitlines() if " passed" in line]
     return summary[-1].strip("= ") if summary else "passed"
+
+
+def hook(state: State, client: Any, c: Candidate, which: str, command: str) -> str:
+    """Run a manifest hook in a container of the candidate's image on the stack network."""
+    env = {
+        **environment(state, c.service),
+        "SERVICE_NAME": c.service.name,
+        "RELEASE": c.release,
+        "IMAGE": c.image,
+    }
+    code, output = one_off(client, c.image, command, env, which)
+    if code != 0:
+        raise ReleaseError(
+            f"the {which} hook of {c.service.name} failed (exit {code}): {command}\n"
+            f"{tail(output, 15)}"
+        )
+    last = output.strip().splitlines()
+    return f"exit 0{': ' + last[-1][:80] if last else ''}"
+
+
+def one_off(
+    client: Any,
+    image: str,
+    command: str | None,
+    env: dict[str, str],
+    role: str,
+    user: str | None = "10001:10001",  # the release's own user (compose/release.yml)
+) -> tuple[int, str]:
+    """Run a container to completion on the stack network; (exit code, output). Bounded."""
+    container = client.containers.run(
+        image,
+        ["sh", "-c", command] if command else None,
+        environment=env,
+        network=stack.NETWORK,
+        detach=True,
+        user=user,
+        labels={"cdlab.role": role},
+    )
+    try:
+        try:
+            result = container.wait(timeout=300)
+        except requests.RequestException:
+            return 124, "timed out after 300 s\n" + container.logs().decode(errors="replace")
+        return int(result.get("StatusCode", 1)), container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
 
 
 def verify_through_proxy(
@@ -404,7 +469,14 @@ def remove(state: State, service: str, release: str, stop_timeout: int = 25) -> 
         state.config.host("prod"),
         "release.yml",
         f"{service}-{release}",
-        {"IMAGE": "none", "SERVICE": service, "RELEASE": release, "PORT": "0", "HEALTH_PATH": "/"},
+        {
+            "IMAGE": "none",
+            "SERVICE": service,
+            "RELEASE": release,
+            "PORT": "0",
+            "PROBE": "true",
+            "ENV_FILE": "/dev/null",
+        },
         ["down", "--timeout", str(stop_timeout)],
     )
 

@@ -6,11 +6,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from lab import compose, engines, git
+from lab import compose, engines, git, services
 from lab.build import Builder, Built, ImageSpec, infra_tag
 from lab.errors import LabError
 from lab.progress import Progress
-from lab.services import Service
 from lab.state import State
 
 PROJECT = "cdlab-stack"
@@ -22,7 +21,6 @@ INFRA = {  # image name -> (folder, compose variable)
     "graphite-web": ("services/graphite-web", "GRAPHITE_WEB_IMAGE"),
     "proxy": ("services/proxy", "PROXY_IMAGE"),
 }
-PROXY_PORTS = {"app": 8000}  # service -> the proxy's frontend port
 
 
 class StackError(LabError):
@@ -37,7 +35,7 @@ def infra_specs(state: State, sha: str, base_ref: str) -> list[ImageSpec]:
     ]
 
 
-def service_specs(service: Service, sha: str) -> list[ImageSpec]:
+def service_specs(service: services.Service, sha: str) -> list[ImageSpec]:
     specs = [ImageSpec(service.name, service.folder, "Dockerfile", git.short(sha))]
     if service.test_dockerfile:
         specs.append(
@@ -73,9 +71,14 @@ def variables(state: State, built: Mapping[str, Built]) -> dict[str, str]:
     env.update(
         PROD_ADDR=prod.address,
         DB_PASSWORD=state.secret("db-password"),
-        PROXY_SERVICES=",".join(f"{s}:{p}:{p}" for s, p in PROXY_PORTS.items()),
+        PROXY_SERVICES=proxy_services(services.load_all(state.config.root)),
     )
     return env
+
+
+def proxy_services(found: list[services.Service]) -> str:
+    """The proxy's frontends: ``name:public_port:port:health`` per service (pure)."""
+    return ",".join(f"{s.name}:{s.public_port}:{s.port}:{s.health}" for s in found)
 
 
 def pull(state: State, host_name: str, refs: list[str]) -> list[str]:

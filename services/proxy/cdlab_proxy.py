@@ -36,6 +36,7 @@ class Service:
     name: str
     listen: int  # frontend port in the proxy container
     port: int  # the service's own port in its containers
+    health: str = "/health"  # the readiness path the proxy checks
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,20 @@ class Slot:
 
 
 def parse_services(spec: str) -> list[Service]:
-    """``app:8000:8000,other:8001:9000`` (name:listen:port) into services."""
+    """``app:8000:8000:/health,other:8001:9000:/ready`` (name:listen:port[:health])."""
     out = []
     for item in filter(None, (p.strip() for p in spec.split(","))):
         parts = item.split(":")
-        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-            raise ValueError(f"bad service {item!r}: expected name:listen_port:service_port")
-        out.append(Service(parts[0], int(parts[1]), int(parts[2])))
+        if (
+            len(parts) not in (3, 4)
+            or not parts[1].isdigit()
+            or not parts[2].isdigit()
+            or (len(parts) == 4 and not parts[3].startswith("/"))
+        ):
+            raise ValueError(
+                f"bad service {item!r}: expected name:listen_port:service_port[:/health]"
+            )
+        out.append(Service(parts[0], int(parts[1]), int(parts[2]), *parts[3:]))
     return out
 
 
@@ -124,7 +132,7 @@ def render_config(services: list[Service], slots: int = SLOTS) -> str:
             "",
             f"backend {svc.name}",
             "    balance roundrobin",
-            "    option httpchk GET /health",
+            f"    option httpchk GET {svc.health}",
             "    http-check expect status 200",
             "    http-request disable-l7-retry if METH_POST",
             "    default-server check inter 1s fastinter 250ms downinter 1s rise 2 fall 2 "

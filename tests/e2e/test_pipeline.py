@@ -21,12 +21,13 @@ from lab.state import State
 from tests.e2e.conftest import commit_in_clone
 
 pytestmark = pytest.mark.xdist_group("prod")
+APP = "http://127.0.0.1:8000"  # the app's frontend, published on the workstation
 
 
 def served() -> str:
     s = requests.Session()
     s.trust_env = False
-    return s.get(pipeline.PUBLIC_APP + "/version", timeout=5).headers["X-Release"]
+    return s.get(APP + "/version", timeout=5).headers["X-Release"]
 
 
 @pytest.fixture(scope="module")
