@@ -47,7 +47,9 @@ def parse_routes(text: str) -> list[Claim]:
 
 
 def volume_names(config: LabConfig) -> list[str]:
-    return [config.volume_name(h, "docker" if h.has_engine else "data") for h in config.hosts]
+    names = [config.volume_name(h, "docker" if h.has_engine else "data") for h in config.hosts]
+    # cdlab's own state on each engine host: the git repository and runs on cd
+    return names + [config.volume_name(h, "cdlab") for h in config.hosts if h.has_engine]
 
 
 def ensure(config: LabConfig, client: Any) -> list[str]:

@@ -475,10 +475,17 @@ def remove(state: State, service: str, release: str, stop_timeout: int = 25) -> 
             "RELEASE": release,
             "PORT": "0",
             "PROBE": "true",
-            "ENV_FILE": "/dev/null",
+            "ENV_FILE": str(_empty_env(state)),  # compose wants a file; down needs none
         },
         ["down", "--timeout", str(stop_timeout)],
     )
+
+
+def _empty_env(state: State) -> Path:
+    path = state.dir / "releases" / "empty.env"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.touch()
+    return path
 
 
 def _abandon(state: State, c: Candidate, previous: routes.Routes) -> None:
