@@ -115,6 +115,19 @@ def deploy(
     )
 
 
+@task(
+    name="push",
+    help={"message": "the commit message for what changed in the dev clone"},
+)
+@presents_errors
+def dev_push(c: Context, message: str = "change made on dev") -> None:
+    """On dev: commit what changed in the dev clone, push to cd, watch the deploy it starts."""
+    from lab import devloop
+
+    head = devloop.push(lab_config.load(), message)
+    print(f"dev: {head} pushed to cd and deployed")
+
+
 @task(help={"service": "the service whose canary to promote (default: app)"})
 @presents_errors
 def promote(c: Context, service: str = "app") -> None:
@@ -188,4 +201,5 @@ def lint(c: Context) -> None:
 
 lab_ns = Collection("lab", up, status, down, destroy, shell)
 lock_ns = Collection("lock", lock_release)
-ns = Collection(lab_ns, lock_ns, deploy, promote, abort, rollback, releases, test, lint)
+dev_ns = Collection("dev", dev_push)
+ns = Collection(lab_ns, lock_ns, dev_ns, deploy, promote, abort, rollback, releases, test, lint)

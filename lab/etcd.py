@@ -45,6 +45,13 @@ class Etcd:
         kvs = self._post(f"read {key}", "/v3/kv/range", {"key": _b64(key)}).get("kvs") or []
         return base64.b64decode(kvs[0]["value"]) if kvs else None
 
+    def get_prefix(self, prefix: str) -> dict[str, bytes]:
+        """Every key under ``prefix`` (key -> value)."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        body = {"key": _b64(prefix), "range_end": _b64(end)}
+        kvs = self._post(f"read {prefix}*", "/v3/kv/range", body).get("kvs") or []
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]) for kv in kvs}
+
     def put(self, key: str, value: bytes) -> None:
         self._post(
             f"write {key}",

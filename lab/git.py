@@ -56,3 +56,31 @@ def archive(root: Path, sha: str, path: str) -> bytes:
 def dirty(root: Path) -> bool:
     """True when the working tree has uncommitted changes (they are never deployed)."""
     return bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
+
+
+def changed_paths(root: Path, old: str, new: str) -> list[str] | None:
+    """Paths changed between two commits; ``None`` when ``old`` is unknown here (a first push,
+    or history this clone does not hold): then everything counts as changed."""
+    if (
+        set(old) == {"0"}
+        or shell.run(
+            ["git", "-C", str(root), "cat-file", "-e", f"{old}^{{commit}}"], check=False
+        ).returncode
+        != 0
+    ):
+        return None
+    return _git(root, "diff", "--name-only", old, new).splitlines()
+
+
+def files(root: Path, sha: str, path: str) -> dict[str, bytes]:
+    """Every file under ``path`` at ``sha`` (name relative to the repository -> content)."""
+    import io
+    import tarfile
+
+    out: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(archive(root, sha, path))) as tar:
+        for member in tar.getmembers():
+            fh = tar.extractfile(member) if member.isfile() else None
+            if fh is not None:
+                out[f"{path}/{member.name}"] = fh.read()
+    return out

@@ -63,6 +63,7 @@ def _up(config: LabConfig, state: State, progress: Progress, with_prod: bool) ->
         st.changed(host_img.ref) if built else st.unchanged(host_img.ref)
     (state.dir / "host-image").write_text(host_img.ref + "\n")
     (state.dir / "base-image").write_text(base.ref + "\n")
+    state.write_runner_bundle()  # read by cd's git hook at each push, not at boot
     with progress.stage("hosts (vagrant, docker provider)") as st:
         did = _apply_hosts(config, local, host_img.ref, bundles_changed)
         st.changed(did) if did else st.unchanged(", ".join(h.name for h in config.hosts))
@@ -82,6 +83,13 @@ def _up(config: LabConfig, state: State, progress: Progress, with_prod: bool) ->
     with progress.stage("base image in the lab registry") as st:
         pushed = push_base(state, base)
         st.changed(pushed) if pushed else st.unchanged(registry_ref(config, base))
+    if {"dev", "cd"} <= {h.name for h in config.hosts}:
+        from lab import devloop
+
+        with progress.stage("dev clone (push to cd deploys)") as st:
+            created, head = devloop.ensure_clone(config, local)
+            where = f"{devloop.CLONE} at {head}, remote cd = {devloop.remote_url(config)}"
+            st.changed(f"created {where}") if created else st.unchanged(where)
     if any(h.name == "prod" for h in config.hosts) and with_prod:
         from lab import (
             pipeline,

@@ -93,6 +93,7 @@ def deploy(
         )
         if previous != rec.release or error:  # "already live" is not a deploy worth a record
             records.write(state.runs, rec)
+            records.publish(release.route_store(state), rec)
     return rec
 
 
@@ -140,12 +141,17 @@ def rollback(
         )
         rec = records.Record(**{**rec.__dict__, "timings": {**rec.timings, "to_100": seconds}})
         records.write(state.runs, rec)
+        records.publish(release.route_store(state), rec)
     return rec, seconds
 
 
 def deployed(state: State, service: str) -> list[str]:
     """Releases made live by a successful run, oldest first (a release may repeat)."""
-    return [r.release for r in records.history(state.runs, service) if r.result == "succeeded"]
+    return [
+        r.release
+        for r in records.history(state.runs, service, release.route_store(state))
+        if r.result == "succeeded"
+    ]
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,7 @@ def releases(state: State, service: str = "app") -> list[ReleaseRow]:
     current = release.current_routes(state, service)
     warm = routes.previous(current)
     rows: dict[str, ReleaseRow] = {}
-    for rec in records.history(state.runs, service):
+    for rec in records.history(state.runs, service, release.route_store(state)):
         if rec.result != "succeeded":
             continue
         status = (

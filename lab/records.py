@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import os
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +33,8 @@ class Record:
 
 
 def trigger() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+    """Who ran it: ``CDLAB_TRIGGER`` (the cd host's git hook sets it) or user@host."""
+    return os.environ.get("CDLAB_TRIGGER") or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def now() -> dt.datetime:
@@ -95,12 +97,48 @@ def write(directory: Path, record: Record) -> Path:
     return path
 
 
-def history(directory: Path, service: str) -> list[Record]:
-    """Every record of ``service``, oldest first."""
-    out = []
+ETCD_PREFIX = "/cdlab/runs/"  # + service/started-kind: the history every runner shares
+
+
+def publish(store: Any, record: Record) -> None:
+    """The record in the route store too, so runs from the workstation and from a push to cd
+    share one history (best effort: the local file is the record of last resort)."""
+    import contextlib
+
+    from lab.errors import LabError
+
+    key = f"{ETCD_PREFIX}{record.service}/{record.started}-{record.kind}"
+    with contextlib.suppress(LabError):
+        store.put_json(key, asdict(record))
+
+
+def history(directory: Path, service: str, store: Any = None) -> list[Record]:
+    """Every record of ``service`` (local files, and the route store's when given), oldest
+    first, each run once."""
+    docs = []
     for path in sorted(directory.glob(f"*-{service}-*.json")):
         try:
-            out.append(Record(**json.loads(path.read_text())))
-        except (ValueError, TypeError):
+            docs.append(json.loads(path.read_text()))
+        except ValueError:
+            continue
+    if store is not None:
+        from lab.errors import LabError
+
+        try:
+            shared = store.get_prefix(f"{ETCD_PREFIX}{service}/")
+        except LabError:
+            shared = {}
+        for raw in shared.values():
+            try:
+                docs.append(json.loads(raw))
+            except ValueError:
+                continue
+    out: dict[tuple[str, str, str], Record] = {}
+    for doc in docs:
+        try:
+            rec = Record(**doc)
+        except TypeError:
             continue  # a record from another version of cdlab: skipped, not fatal
-    return sorted(out, key=lambda r: r.started)
+        if rec.service == service:
+            out[(rec.started, rec.kind, rec.release)] = rec
+    return sorted(out.values(), key=lambda r: r.started)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from lab.errors import CommandError, PreflightError
 
@@ -67,3 +69,19 @@ def capture(argv: Sequence[str], *, cwd: Path | None = None) -> tuple[int, bytes
     except FileNotFoundError as exc:
         raise PreflightError(f"'{argv[0]}' is not installed", "install it with apt-get") from exc
     return proc.returncode, proc.stdout, proc.stderr.decode(errors="replace")
+
+
+def tee(argv: Sequence[str], out: TextIO | None = None) -> Completed:
+    """Run ``argv``, copying its output line by line to ``out`` (default stdout) as it comes,
+    and return it too (for a caller that must read the verdict of a streamed run)."""
+    sink = out or sys.stdout
+    lines = []
+    with subprocess.Popen(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sink.write(line)
+            sink.flush()
+            lines.append(line)
+    return Completed(tuple(argv), proc.returncode, "".join(lines))

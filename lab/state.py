@@ -97,6 +97,35 @@ class State:
             changed += [f"{host.name}: {f}" for f in self._bundle(host, creds)]
         return changed
 
+    def runner_files(self) -> list[Path]:
+        """What a pipeline run needs from this folder on another machine (the cd host's git
+        hook): the lab CA, the client certificate, the registry password, the database secret
+        and the base image's name. Never the CA key."""
+        self.secret("db-password")
+        ca, cert, key = self.client_tls()
+        tls = [self.client_tls_dir / n for n in ("ca.pem", "cert.pem", "key.pem")]
+        return [
+            ca,
+            cert,
+            key,
+            *tls,
+            self.password_file,
+            self.dir / "secrets" / "db-password",
+            self.dir / "base-image",
+        ]
+
+    def write_runner_bundle(self) -> list[str]:
+        """Copy ``runner_files`` into the builder host's bundle (``runner/``); what changed."""
+        target = self.bundle(self.config.builder) / "runner"
+        changed = []
+        for src in self.runner_files():
+            dst = target / src.relative_to(self.dir)
+            dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not dst.exists() or dst.read_bytes() != src.read_bytes():
+                write_secret(dst, src.read_bytes())
+                changed.append(str(src.relative_to(self.dir)))
+        return changed
+
     def _bundle(self, host: Host, creds: registry.Credentials) -> list[str]:
         d = self.bundle(host)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -101,3 +101,11 @@ def test_a_taken_published_port_is_refused_with_the_next_step() -> None:
             network.check_ports(cfg, {}, {"prod"})
         assert f"port 127.0.0.1:{port}" in str(err.value) and "Next step:" in str(err.value)
         network.check_ports(cfg, {}, set())  # a host that is not starting is not checked
+
+
+@pytest.mark.parametrize(
+    ("spec", "ports"),
+    [("127.0.0.1:8082:8082", [8082]), ("127.0.0.1:8000-8002:8000-8002", [8000, 8001, 8002])],
+)
+def test_published_port_ranges(spec: str, ports: list[int]) -> None:
+    assert list(network.published_ports(spec)) == ports

@@ -127,3 +127,32 @@ def test_record_make_marks_the_failed_stage() -> None:
         "wait until x is healthy",
         "boom",
     )
+
+
+class FakeStore:
+    """The route store's prefix read and JSON write, in memory."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def put_json(self, key: str, doc: object) -> None:
+        import json
+
+        self.data[key] = json.dumps(doc).encode()
+
+    def get_prefix(self, prefix: str) -> dict[str, bytes]:
+        return {k: v for k, v in self.data.items() if k.startswith(prefix)}
+
+
+def test_history_merges_local_and_shared_records_once(tmp_path: Path) -> None:
+    store = FakeStore()
+    local = _record("a", "2026-11-23T10:00:01+00:00")
+    records.write(tmp_path, local)
+    records.publish(store, local)  # the same run, in both places
+    records.publish(store, _record("b", "2026-11-23T10:00:02+00:00"))  # pushed from dev, on cd
+    assert [r.release for r in records.history(tmp_path, "app", store)] == ["a", "b"]
+
+
+def test_the_trigger_can_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDLAB_TRIGGER", "git push to cd (refs/heads/main)")
+    assert records.trigger() == "git push to cd (refs/heads/main)"

@@ -82,6 +82,20 @@ def test_manifest_defaults_and_test_image() -> None:
         ({"name": "app", "port": 8000, "health": "health"}, HAS, "health"),
         ({"name": "app", "port": 8000}, {"service.toml"}, "Dockerfile"),
         ({"name": "app", "port": 8000, "test_dockerfile": "Nope"}, HAS, "test_dockerfile"),
+        ({"name": "app", "port": 8000, "public_port": 80}, HAS, "public_port"),
+        ({"name": "app", "port": 8000, "public_port": True}, HAS, "public_port"),
+        ({"name": "app", "port": 8000, "database": "yes"}, HAS, "database"),
+        ({"name": "app", "port": 8000, "retain": 1}, HAS, "retain"),
+        ({"name": "app", "port": 8000, "env": {"lower": "x"}}, HAS, "env"),
+        ({"name": "app", "port": 8000, "env": {"RELEASE": "x"}}, HAS, "env"),
+        ({"name": "app", "port": 8000, "env": {"A": 1}}, HAS, "env"),
+        ({"name": "app", "port": 8000, "hooks": {"after": "x"}}, HAS, "hooks"),
+        ({"name": "app", "port": 8000, "hooks": {"pre_deploy": ["x"]}}, HAS, "pre_deploy"),
+        ({"name": "app", "port": 8000, "canary": {"nope": 1}}, HAS, "canary"),
+        ({"name": "app", "port": 8000, "canary": {"min_requests": 1.5}}, HAS, "min_requests"),
+        ({"name": "app", "port": 8000, "canary": {"max_error_rate": -1}}, HAS, "max_error_rate"),
+        ({"name": "app", "port": 8000, "healthcheck": 3}, HAS, "healthcheck"),
+        ({"name": "app", "port": 8000, "prot": 1}, HAS, "prot"),
     ],
 )
 def test_bad_manifests_name_the_field(doc: dict, has: set[str], field: str) -> None:
@@ -90,8 +104,74 @@ def test_bad_manifests_name_the_field(doc: dict, has: set[str], field: str) -> N
     assert err.value.field == field
 
 
-def test_the_demo_manifest_loads() -> None:
+def test_the_repository_manifests_load() -> None:
     root = Path(__file__).resolve().parents[2]
-    assert services.load(root, "app").port == 8000
-    with pytest.raises(ConfigError, match="one of: app"):
+    app, quotes = services.load_all(root)
+    assert (app.name, app.port, app.public_port, app.database) == ("app", 8000, 8000, True)
+    assert (quotes.public_port, quotes.health, quotes.database) == (8001, "/ready", False)
+    assert quotes.test_command and quotes.pre_deploy and quotes.post_deploy
+    assert quotes.thresholds.min_requests == 30
+    with pytest.raises(ConfigError, match="one of: app, quotes"):
         services.load(root, "nope")
+
+
+def test_a_full_manifest_and_the_default_probe() -> None:
+    doc = {
+        "name": "web",
+        "port": 9000,
+        "public_port": 8003,
+        "health": "/ready",
+        "env": {"MODE": "x"},
+        "hooks": {"pre_deploy": " migrate "},
+        "canary": {"min_requests": 10, "max_error_rate": 0.05},
+    }
+    svc = services.parse(doc, "services/web", {"Dockerfile"}, "x")
+    assert svc.env == (("MODE", "x"),) and svc.pre_deploy == "migrate"
+    assert svc.thresholds.max_error_rate == 0.05 and svc.test_dockerfile is None
+    assert "http://127.0.0.1:9000/ready" in svc.probe
+    custom = services.parse({**doc, "healthcheck": "true"}, "services/web", {"Dockerfile"}, "x")
+    assert custom.probe == "true"
+
+
+def test_two_services_on_one_public_port_are_refused(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / "services" / name).mkdir(parents=True)
+        (tmp_path / "services" / name / "Dockerfile").write_text("FROM x\n")
+        (tmp_path / "services" / name / "service.toml").write_text(
+            f'name = "{name}"\nport = 80\npublic_port = 8005\n'
+        )
+    with pytest.raises(ConfigError, match="b has it|a has it"):
+        services.load_all(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("changed", "expected"),
+    [
+        (None, ["app", "quotes"]),
+        ([], []),
+        (["README.md", "lab/ci.py"], []),
+        (["services/quotes/quotes/service.py"], ["quotes"]),
+        (["services/app/app/web.py", "services/quotes/service.toml"], ["app", "quotes"]),
+        (["services/application/x"], []),
+    ],
+)
+def test_a_push_deploys_the_services_it_changed(
+    changed: list[str] | None, expected: list[str]
+) -> None:
+    from lab import ci
+
+    assert ci.to_deploy(["app", "quotes"], changed) == expected
+
+
+def test_proxy_frontends_come_from_every_manifest() -> None:
+    from lab import stack
+    from lab.proxy import supervisor
+
+    spec = stack.proxy_services(services.load_all(Path(__file__).resolve().parents[2]))
+    assert spec == "app:8000:8000:/health,quotes:8001:9000:/ready"
+    parsed = supervisor().parse_services(spec)
+    assert [(s.name, s.listen, s.port, s.health) for s in parsed] == [
+        ("app", 8000, 8000, "/health"),
+        ("quotes", 8001, 9000, "/ready"),
+    ]
+    assert "option httpchk GET /ready" in supervisor().render_config(parsed)

@@ -1,0 +1,107 @@
+"""The trainers' loop on the dev host: a clone of the project whose ``cd`` remote is the cd
+host's repository; a push to its main runs the pipeline there (``lab/ci.py``).
+
+``invoke dev.push`` = commit what changed in the dev clone, push, watch the deploy's output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab import shell
+from lab.config import LabConfig
+from lab.errors import LabError
+
+CLONE = "/var/lib/cdlab/dev-clone"  # on dev's cdlab volume (kept across host recreation)
+GIT_PORT = 9418
+
+
+class PushError(LabError):
+    pass
+
+
+def remote_url(config: LabConfig) -> str:
+    return f"git://{config.builder.address}:{GIT_PORT}/cdlab.git"
+
+
+def setup_script(config: LabConfig) -> str:
+    """Create the dev clone once (from the project folder mounted at /vagrant); never touch a
+    clone that exists, it holds the trainee's work."""
+    return f"""set -e
+git config --global safe.directory '*'
+git config --global user.name >/dev/null || git config --global user.name 'cdlab dev'
+git config --global user.email >/dev/null || git config --global user.email dev@cdlab.lab
+if [ ! -d {CLONE}/.git ]; then
+    git clone --quiet /vagrant {CLONE}
+    git -C {CLONE} checkout --quiet -B main
+    echo created
+fi
+git -C {CLONE} remote remove cd 2>/dev/null || true
+git -C {CLONE} remote add cd {remote_url(config)}
+ln -sfn {CLONE} /root/cdlab
+git -C {CLONE} rev-parse --short=12 HEAD
+"""
+
+
+def ensure_clone(config: LabConfig, local: Any) -> tuple[bool, str]:
+    """(created, head) of the dev clone."""
+    container = local.containers.get(config.container_name(config.host("dev")))
+    code, out = container.exec_run(["sh", "-c", setup_script(config)])
+    text = out.decode(errors="replace")
+    if code != 0:
+        raise PushError(f"could not prepare the dev clone on dev (exit {code}):\n{text}")
+    lines = text.split()
+    return "created" in lines, lines[-1] if lines else "?"
+
+
+def push_script(message: str) -> str:
+    quoted = "'" + message.replace("'", "'\\''") + "'"
+    return f"""set -e
+cd {CLONE}
+git add -A
+if git diff --cached --quiet; then
+    echo "dev: nothing to commit; pushing $(git rev-parse --short=12 HEAD)"
+else git commit --quiet -m {quoted}; echo "dev: committed $(git rev-parse --short=12 HEAD)"; fi
+git push --force cd HEAD:main 2>&1
+"""
+
+
+def push(config: LabConfig, message: str) -> str:
+    """Commit the dev clone's changes, push to cd and stream the pipeline's output; returns the
+    pushed commit. ``PushError`` when the deploy on cd failed (the output says why)."""
+    argv = [
+        "docker",
+        "exec",
+        config.container_name(config.host("dev")),
+        "sh",
+        "-c",
+        push_script(message),
+    ]
+    result = shell.tee(argv)
+    verdicts = [ln for ln in result.output.splitlines() if "cdlab-result:" in ln]
+    head = _head(config)
+    if result.returncode != 0:
+        raise PushError(f"the push from dev to cd failed (exit {result.returncode}); see above")
+    if not verdicts:
+        raise PushError("the cd host's hook said nothing: is the git daemon running on cd?")
+    if not verdicts[-1].split("cdlab-result:", 1)[1].strip().startswith("succeeded"):
+        raise PushError(
+            f"the pipeline on cd failed for {head} ({verdicts[-1].split(':', 1)[1].strip()});"
+            " production keeps its live release. The output above says which stage."
+        )
+    return head
+
+
+def _head(config: LabConfig) -> str:
+    argv = [
+        "docker",
+        "exec",
+        config.container_name(config.host("dev")),
+        "git",
+        "-C",
+        CLONE,
+        "rev-parse",
+        "--short=12",
+        "HEAD",
+    ]
+    return shell.run(argv).output.strip()
