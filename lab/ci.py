@@ -32,6 +32,8 @@ def main(argv: list[str]) -> int:
     state = State(config.load())
     # prod's published ports (proxy, graphite-web) from here are on prod's lab address
     os.environ.setdefault("CDLAB_PUBLIC_HOST", state.config.host("prod").address)
+    for folder in (state.logs, state.runs):  # build logs and flight records stay on cd
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     root = state.config.root
     names = to_deploy(services.names(root), git.changed_paths(root, old, new))
     if not names:
