@@ -35,6 +35,14 @@ if [ ! -d {CLONE}/.git ]; then
     git clone --quiet /vagrant {CLONE}
     git -C {CLONE} checkout --quiet -B main
     echo created
+else
+    # follow the workstation's commit when that loses nothing: a clean clone behind it
+    git -C {CLONE} fetch --quiet /vagrant HEAD
+    if [ -z "$(git -C {CLONE} status --porcelain)" ] \
+        && ! git -C {CLONE} merge-base --is-ancestor FETCH_HEAD HEAD \
+        && git -C {CLONE} merge-base --is-ancestor HEAD FETCH_HEAD; then
+        git -C {CLONE} merge --quiet --ff-only FETCH_HEAD && echo forwarded
+    fi
 fi
 git -C {CLONE} remote remove cd 2>/dev/null || true
 git -C {CLONE} remote add cd {remote_url(config)}
@@ -43,15 +51,18 @@ git -C {CLONE} rev-parse --short=12 HEAD
 """
 
 
-def ensure_clone(config: LabConfig, local: Any) -> tuple[bool, str]:
-    """(created, head) of the dev clone."""
+def ensure_clone(config: LabConfig, local: Any) -> tuple[str, str]:
+    """(what changed: "created", "forwarded" or "", head) of the dev clone. A clean clone
+    behind the workstation's commit is fast-forwarded to it; one with work of its own is
+    left alone."""
     container = local.containers.get(config.container_name(config.host("dev")))
     code, out = container.exec_run(["sh", "-c", setup_script(config)])
     text = out.decode(errors="replace")
     if code != 0:
         raise PushError(f"could not prepare the dev clone on dev (exit {code}):\n{text}")
     lines = text.split()
-    return "created" in lines, lines[-1] if lines else "?"
+    did = next((w for w in ("created", "forwarded") if w in lines), "")
+    return did, lines[-1] if lines else "?"
 
 
 def push_script(message: str) -> str:

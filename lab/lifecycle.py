@@ -87,9 +87,9 @@ def _up(config: LabConfig, state: State, progress: Progress, with_prod: bool) ->
         from lab import devloop
 
         with progress.stage("dev clone (push to cd deploys)") as st:
-            created, head = devloop.ensure_clone(config, local)
+            did, head = devloop.ensure_clone(config, local)
             where = f"{devloop.CLONE} at {head}, remote cd = {devloop.remote_url(config)}"
-            st.changed(f"created {where}") if created else st.unchanged(where)
+            st.changed(f"{did} {where}") if did else st.unchanged(where)
     if any(h.name == "prod" for h in config.hosts) and with_prod:
         from lab import (
             pipeline,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from lab import devloop, git, pipeline, release, services
+from lab import devloop, engines, git, pipeline, release, services
 from lab.progress import Progress
 from lab.state import State
 from tests.e2e.conftest import commit_in_clone
@@ -89,6 +89,10 @@ def test_the_dev_clone_pushes_to_cd(lab: State) -> None:
 
 def test_a_commit_pushed_from_dev_is_live_without_another_command(lab: State) -> None:
     dev = lab.config.container_name(lab.config.host("dev"))
+    engines.local().containers.get(dev).exec_run(
+        ["git", "-C", devloop.CLONE, "reset", "-q", "--hard", "HEAD"]
+    )
+    devloop.ensure_clone(lab.config, engines.local())  # at this checkout's commit, like lab.up
     page = f"{devloop.CLONE}/services/app/app/web.py"
     stamp = f"pushed from dev {len(pipeline.deployed(lab, 'app'))}"
     subprocess.run(
