@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab import git, judge, lock, records, release, report, routes, services, stack
+from lab import checks, git, judge, lock, records, release, report, routes, services, stack
 from lab.build import Built
 from lab.config import public_host
 from lab.errors import ConfigError, LabError
@@ -55,9 +55,16 @@ def deploy(
         raise ConfigError("--strategy", strategy, "bluegreen or canary")
     root = state.config.root
     sha = git.commit(root, ref)
-    service = services.load(root, service_name)
+    services.load(root, service_name)  # an unknown service is refused before anything runs
+    files = git.files(root, sha, f"services/{service_name}")
+    service = services.at_commit(root, sha, service_name, files)
     started, error, previous, image = records.now(), None, None, ""
     try:
+        with progress.stage(f"static checks of {service.folder} at {git.short(sha)}") as st:
+            found = checks.problems(files)
+            if found:
+                raise checks.CheckError(service.folder, git.short(sha), found)
+            st.changed(f"{len(files)} files: manifest, Python syntax, TOML, JSON, Dockerfiles")
         base = f"{state.config.registry_addr}/{(state.dir / 'base-image').read_text().strip()}"
         specs = stack.infra_specs(state, sha, base) + stack.service_specs(service, sha)
         built = stack.build(state, specs, sha, progress)
@@ -76,6 +83,11 @@ def deploy(
                 interval=interval,
                 thresholds=thresholds or service.thresholds,
             )
+            with progress.stage(f"retain {service.retain} releases of {service.name}") as st:
+                history = [*deployed(state, service.name), candidate.release]
+                kept, pruned = release.prune(state, service, history)
+                note = f"kept {', '.join(kept)}"
+                st.changed(f"pruned {', '.join(pruned)}; {note}") if pruned else st.unchanged(note)
     except LabError as exc:
         error = exc
         raise
@@ -92,8 +104,9 @@ def deploy(
             error,
         )
         if previous != rec.release or error:  # "already live" is not a deploy worth a record
-            records.write(state.runs, rec)
+            path = records.write(state.runs, rec)
             records.publish(release.route_store(state), rec)
+            records.copy_to_cd(state.config, path)
     return rec
 
 
@@ -140,8 +153,9 @@ def rollback(
             error,
         )
         rec = records.Record(**{**rec.__dict__, "timings": {**rec.timings, "to_100": seconds}})
-        records.write(state.runs, rec)
+        path = records.write(state.runs, rec)
         records.publish(release.route_store(state), rec)
+        records.copy_to_cd(state.config, path)
     return rec, seconds
 
 

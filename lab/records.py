@@ -142,3 +142,27 @@ def history(directory: Path, service: str, store: Any = None) -> list[Record]:
         if rec.service == service:
             out[(rec.started, rec.kind, rec.release)] = rec
     return sorted(out.values(), key=lambda r: r.started)
+
+
+CD_RUNS = "/var/lib/cdlab/state/runs"  # where the cd host keeps records (its git hook too)
+
+
+def copy_to_cd(config: Any, path: Path) -> bool:
+    """A copy of a record on the cd host, beside the records of pushes (best effort; False
+    when the cd host is not a container of this machine's engine, e.g. on cd itself)."""
+    import io
+    import tarfile
+
+    import docker
+    import docker.errors
+
+    try:
+        local = docker.from_env(timeout=10)
+        cd = local.containers.get(config.container_name(config.builder))
+        cd.exec_run(["mkdir", "-p", "-m", "0700", CD_RUNS])
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w") as tar:
+            tar.add(str(path), arcname=path.name)
+        return bool(cd.put_archive(CD_RUNS, data.getvalue()))
+    except docker.errors.DockerException:
+        return False

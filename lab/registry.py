@@ -123,6 +123,21 @@ class RegistryClient:
             )
         return resp.headers.get("Docker-Content-Digest")
 
+    def delete(self, repository: str, digest: str) -> None:
+        """Delete a manifest (every tag on it); its blobs go at the registry's next GC."""
+        auth = (self.creds.user, self.creds.password) if self.creds else None
+        url = f"{self.base}/v2/{repository}/manifests/{digest}"
+        try:
+            resp = self.session.delete(
+                url, auth=auth, verify=str(self.ca_file), timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise RegistryError("reach the registry", url, str(exc)) from exc
+        if resp.status_code not in (202, 404):
+            raise RegistryError(
+                f"delete {repository}@{digest}", url, resp.text[:200], resp.status_code
+            )
+
     def tags(self, repository: str) -> list[str]:
         resp = self._get(f"/v2/{repository}/tags/list")
         if resp.status_code == 404:

@@ -7,6 +7,7 @@ running, drained, for an instant rollback.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from lab import compose, engines, judge, routes, stack
 from lab.build import Built
 from lab.errors import LabError, tail
 from lab.etcd import Etcd
+from lab.images import REPOSITORY
 from lab.metrics import Graphite
 from lab.progress import Progress
 from lab.proxy import Runtime
@@ -309,13 +311,14 @@ def rollback(
     """All traffic back to ``target``; started again from the registry by digest if its
     containers are gone. Returns the seconds from the route change to 100 % from ``target``."""
     current = current_routes(state, service.name)
-    digest = state.registry_client().digest(f"cdlab/{service.name}", target)
+    digest = state.registry_client().digest(f"{REPOSITORY}/{service.name}", target)
     if digest is None:
         raise ReleaseError(
-            f"release '{target}' of '{service.name}' is not in the registry "
-            f"(no tag cdlab/{service.name}:{target}); it cannot be started again"
+            f"release '{target}' of '{service.name}' is not in the registry (no tag "
+            f"{REPOSITORY}/{service.name}:{target}: pruned, as the manifest keeps only "
+            f"retain = {service.retain} releases); it cannot be started again"
         )
-    image = f"{state.config.registry_addr}/cdlab/{service.name}@{digest}"
+    image = f"{state.config.registry_addr}/{REPOSITORY}/{service.name}@{digest}"
     candidate = Candidate(service, target, image, None)
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
         warm = _healthy(client, candidate.project) and target in {
@@ -479,6 +482,29 @@ def remove(state: State, service: str, release: str, stop_timeout: int = 25) -> 
         },
         ["down", "--timeout", str(stop_timeout)],
     )
+
+
+def prune(state: State, service: Service, deployed: list[str]) -> tuple[list[str], list[str]]:
+    """Keep ``service.retain`` releases (the pool first, then the newest deployed) and delete
+    every other release of the service from the registry and from prod's engine; (kept,
+    pruned). A pruned release can no longer be rolled back to."""
+    import docker.errors
+
+    reg = state.registry_client()
+    repo = f"{REPOSITORY}/{service.name}"
+    current = current_routes(state, service.name)
+    kept, pruned = routes.retention(deployed, reg.tags(repo), current, service.retain)
+    with engines.connect(state, state.config.host("prod"), timeout=120) as client:
+        for rel in pruned:
+            for name in (repo, f"{repo}-test"):
+                digest = reg.digest(name, rel)
+                if digest is None:
+                    continue
+                reg.delete(name, digest)
+                # an image a container still uses stays; the next prune retries
+                with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+                    client.images.remove(f"{state.config.registry_addr}/{name}@{digest}")
+    return kept, pruned
 
 
 def _empty_env(state: State) -> Path:

@@ -6,6 +6,7 @@ API (``services/proxy/cdlab_proxy.py`` reads the same format).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from lab.errors import ConfigError
 
 PREFIX = "/cdlab/routes/"
 MAX_WEIGHT = 256
+_RELEASE = re.compile(r"^[0-9a-f]{12}$")  # a release id: a commit's short sha (lab.git)
 
 
 @dataclass(frozen=True)
@@ -128,3 +130,19 @@ def canary(current: Routes, release: str, weight: int) -> Routes:
         servers.append(Server(s.release, s.host, 100 - weight) if s.release == live else s)
     servers.append(Server(release, host_name(current.service, release), weight))
     return Routes(current.service, tuple(servers))
+
+
+def retention(
+    deployed: list[str], in_registry: list[str], current: Routes, retain: int
+) -> tuple[list[str], list[str]]:
+    """(kept, pruned) releases (pure). Kept: the releases in the pool (live, warm), then the
+    most recently deployed ones, up to ``retain`` in all; pruned: every other release tag in
+    the registry (older deploys, and builds that never went live). ``deployed`` is oldest
+    first and may repeat."""
+    kept: list[str] = []
+    pool = [s.release for s in sorted(current.servers, key=lambda s: -s.weight)]
+    for rel in pool + list(reversed(deployed)):
+        if rel not in kept and (len(kept) < retain or rel in pool):
+            kept.append(rel)
+    pruned = sorted(t for t in set(in_registry) - set(kept) if _RELEASE.match(t))
+    return kept, pruned

@@ -207,3 +207,21 @@ def load_all(root: Path) -> list[Service]:
             )
         seen[svc.public_port] = svc.name
     return out
+
+
+def at_commit(root: Path, sha: str, name: str, files: dict[str, bytes]) -> Service:
+    """The manifest of ``name`` as committed at ``sha`` (``files``: ``lab.git.files`` of its
+    folder), not as it is in the working tree."""
+    folder = f"services/{name}"
+    source = f"{folder}/service.toml at {sha[:12]}"
+    raw = files.get(f"{folder}/service.toml")
+    if raw is None:
+        raise ConfigError(
+            "service", name, f"one of: {', '.join(names(root))} (committed with a service.toml)"
+        )
+    try:
+        doc = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("service.toml", source, f"valid TOML ({exc})") from exc
+    top = {p[len(folder) + 1 :] for p in files if "/" not in p[len(folder) + 1 :]}
+    return parse(doc, folder, top, source)

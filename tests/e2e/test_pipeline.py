@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from lab import engines, git, judge, lock, pipeline, records, release
+from lab import checks, engines, git, judge, lock, pipeline, records, release
 from lab.errors import ConfigError
 from lab.metrics import Graphite
 from lab.progress import Progress
@@ -76,6 +76,9 @@ def test_deploy_rollback_and_rollback_to_a_pruned_release(
     assert running == {a, b}
     events = {e["what"] for e in Graphite().events(b, since="-10min")}
     assert {f"deploy start app-{b}", f"switch to app-{b}", f"deploy end app-{b}"} <= events
+    cd = engines.local().containers.get(lab.config.container_name(lab.config.builder))
+    copies = cd.exec_run(["ls", records.CD_RUNS]).output.decode()
+    assert "rollback-" in copies and f"-app-{a}.json" in copies  # a copy of each record on cd
     rows = {r.release: r.status for r in pipeline.releases(lab)}
     assert rows[a] == "live" and rows[b] == "warm"
     with capsys.disabled():
@@ -183,3 +186,35 @@ def test_a_canary_that_fails_under_real_traffic_is_aborted_by_the_judge(
     assert after and set(after) == {(200, a)}, f"after the abort: {set(after)}"
     with engines.connect(lab, lab.config.host("prod")) as prod:
         assert not prod.containers.list(all=True, filters={"label": f"cdlab.release={c}"})
+
+
+def test_a_syntax_error_stops_at_static_checks_and_builds_nothing(
+    lab: State, tmp_path: Path
+) -> None:
+    clone = commit_in_clone(
+        lab.config.root,
+        tmp_path / "clone",
+        "services/app/app/web.py",
+        lambda text: text + "\ndef broken(:\n",
+        "a syntax error",
+    )
+    broken = State(dataclasses.replace(lab.config, root=clone))
+    live = served()
+    with pytest.raises(checks.CheckError, match=r"services/app/app/web.py:\d+: ") as err:
+        pipeline.deploy(broken, Progress(out=None), "app", "HEAD")
+    assert "Nothing was built" in str(err.value)
+    sha = git.short(git.commit(clone))
+    assert lab.registry_client().digest("cdlab/app", sha) is None  # nothing was built
+    rec = [r for r in records.history(lab.runs, "app") if r.release == sha][-1]
+    assert rec.result == "failed" and rec.failed_stage.startswith("static checks")
+    assert served() == live
+
+
+def test_only_the_retained_releases_stay_in_the_registry(lab: State) -> None:
+    from lab import services
+
+    app = services.load(lab.config.root, "app")
+    kept, pruned = release.prune(lab, app, pipeline.deployed(lab, "app"))
+    tags = [t for t in lab.registry_client().tags("cdlab/app") if len(t) == 12]
+    assert set(tags) <= set(kept) and len(kept) <= app.retain
+    assert release.current_routes(lab, "app").live in tags

@@ -175,3 +175,41 @@ def test_proxy_frontends_come_from_every_manifest() -> None:
         ("quotes", 8001, 9000, "/ready"),
     ]
     assert "option httpchk GET /ready" in supervisor().render_config(parsed)
+
+
+def _rel(n: int) -> str:
+    return f"{n:012x}"
+
+
+@pytest.mark.parametrize(
+    ("deployed", "registry", "pool", "retain", "kept", "pruned"),
+    [
+        # fewer releases than retain: nothing goes
+        ([1, 2], [1, 2], [2, 1], 5, [2, 1], []),
+        # the newest deploys are kept, the oldest pruned
+        ([1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7], [7, 6], 5, [7, 6, 5, 4, 3], [1, 2]),
+        # a rollback: the pool comes first even when older than the newest deploys
+        ([1, 2, 3, 4, 5, 6, 7, 2], [1, 2, 3, 4, 5, 6, 7], [2, 7], 3, [2, 7, 6], [1, 3, 4, 5]),
+        # builds that never went live are pruned; infra tags are never touched
+        ([1, 2], [1, 2, 9], [2, 1], 5, [2, 1], [9]),
+    ],
+)
+def test_retention_keeps_the_pool_and_the_newest(
+    deployed: list[int],
+    registry: list[int],
+    pool: list[int],
+    retain: int,
+    kept: list[int],
+    pruned: list[int],
+) -> None:
+    servers = tuple(
+        routes.Server(_rel(r), f"app-{_rel(r)}", 100 if i == 0 else 0, i > 0)
+        for i, r in enumerate(pool)
+    )
+    got = routes.retention(
+        [_rel(r) for r in deployed],
+        [_rel(r) for r in registry] + ["latest", "8fbee5eae721x"],
+        routes.Routes("app", servers),
+        retain,
+    )
+    assert got == ([_rel(r) for r in kept], sorted(_rel(r) for r in pruned))
