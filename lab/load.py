@@ -1,0 +1,282 @@
+"""Load through the proxy, as a tool: locust runs headless in its own process (never imported
+here: gevent patches whatever imports it), at a fixed rate, bounded in time and count, against
+127.0.0.1 only, and every request lands in a JSON-lines file this module reads back.
+
+    with load.running(rate=300, name="zero-downtime") as traffic:
+        traffic.mark("deploy B"); deploy(...)
+    assert traffic.failed == []
+
+The analysis functions are pure (they take the requests) and unit-tested on fixed series.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from lab.errors import LabError
+
+LOCUSTFILE = Path(__file__).with_name("loadgen") / "locustfile.py"
+REPORTS = Path(__file__).resolve().parent.parent / "reports" / "load"
+PER_USER_RATE = 4.0  # requests per second per simulated user (latency must not throttle the rate)
+_NO_PROXY = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+class LoadError(LabError):
+    pass
+
+
+@dataclass(frozen=True)
+class Request:
+    t: float  # start (unix time)
+    ms: float  # latency
+    kind: str  # read, list, write
+    user: str  # keepalive or close (connection per request)
+    status: int  # 0 when no response came
+    error: str
+    release: str  # X-Release of the answer, "" without one
+    email: str = ""
+    id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Answered, and not with a server error: a connection error, timeout or 5xx fails."""
+        return 0 < self.status < 500
+
+    @property
+    def end(self) -> float:
+        return self.t + self.ms / 1000
+
+
+def parse(lines: list[str]) -> list[Request]:
+    out = []
+    for line in lines:
+        try:
+            out.append(Request(**json.loads(line)))
+        except (ValueError, TypeError):
+            continue  # a line cut by the process's end
+    return sorted(out, key=lambda r: r.t)
+
+
+def longest_gap(requests: list[Request], start: float, end: float) -> float:
+    """The longest time without a successful response, from ``start`` to ``end``."""
+    ends = sorted(r.end for r in requests if r.ok)
+    points = [start, *[e for e in ends if start <= e <= end], end]
+    return max((b - a for a, b in itertools.pairwise(points)), default=end - start)
+
+
+def release_sequence(requests: list[Request], bucket: float = 1.0) -> list[str]:
+    """The release that answered most successful requests in each ``bucket``, consecutive
+    repeats collapsed: ``[A, B, A]`` for a deploy of B and a rollback to A."""
+    buckets: dict[int, Counter[str]] = {}
+    for r in requests:
+        if r.ok and r.release:
+            buckets.setdefault(int(r.t // bucket), Counter())[r.release] += 1
+    seq: list[str] = []
+    for key in sorted(buckets):
+        top = buckets[key].most_common(1)[0][0]
+        if not seq or seq[-1] != top:
+            seq.append(top)
+    return seq
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+def p99_after(requests: list[Request], moments: list[float], seconds: float = 5.0) -> float:
+    """The worst p99 latency (ms) of the ``seconds`` after each moment."""
+    worst = 0.0
+    for m in moments:
+        window = [r.ms for r in requests if r.ok and m <= r.t < m + seconds]
+        worst = max(worst, percentile(window, 99))
+    return worst
+
+
+@dataclass
+class Traffic:
+    """What one load run saw. ``requests`` is filled when the ``running`` block ends."""
+
+    name: str
+    rate: float
+    file: Path
+    started: float = field(default_factory=time.time)
+    ended: float = 0.0
+    marks: list[tuple[float, str]] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+
+    def mark(self, label: str) -> None:
+        """Note a moment (deploy, switch, rollback) for the analysis and the report."""
+        self.marks.append((time.time(), label))
+
+    def seen_so_far(self) -> list[Request]:
+        """The requests written until now (the run goes on)."""
+        return parse(self.file.read_text().splitlines()) if self.file.exists() else []
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended or time.time()) - self.started
+
+    @property
+    def failed(self) -> list[Request]:
+        return [r for r in self.requests if not r.ok]
+
+    @property
+    def expected(self) -> float:
+        return self.rate * self.seconds
+
+    def gap(self) -> float:
+        return longest_gap(self.requests, self.started + 2.0, self.ended)
+
+    def releases(self) -> list[str]:
+        return release_sequence(self.requests)
+
+    def steady_p99(self) -> float:
+        first = min((t for t, _ in self.marks), default=self.ended)
+        return percentile([r.ms for r in self.requests if r.ok and r.t < first], 99)
+
+    def registered(self) -> dict[str, int]:
+        """email -> id of every registration answered 201."""
+        return {
+            r.email: r.id for r in self.requests if r.kind == "write" and r.status == 201 and r.id
+        }
+
+    def summary(self) -> dict[str, Any]:
+        ok = [r for r in self.requests if r.ok]
+        by_kind = Counter(r.kind for r in self.requests)
+        by_user = Counter(r.user for r in self.requests)
+        return {
+            "name": self.name,
+            "rate": self.rate,
+            "seconds": round(self.seconds, 1),
+            "total": len(self.requests),
+            "failed": len(self.failed),
+            "expected": round(self.expected),
+            "achieved_rate": round(len(self.requests) / self.seconds, 1) if self.seconds else 0,
+            "longest_gap_ms": round(self.gap() * 1000, 1),
+            "p50_ms": percentile([r.ms for r in ok], 50),
+            "p99_ms": percentile([r.ms for r in ok], 99),
+            "steady_p99_ms": self.steady_p99(),
+            "p99_after_marks_ms": p99_after(self.requests, [t for t, _ in self.marks]),
+            "releases": self.releases(),
+            "by_kind": dict(by_kind),
+            "by_user": dict(by_user),
+            "marks": [[round(t - self.started, 3), label] for t, label in self.marks],
+            "errors": dict(
+                Counter(r.error.split(":")[0] or f"HTTP {r.status}" for r in self.failed)
+            ),
+        }
+
+
+def users_for(rate: float) -> int:
+    return max(2, math.ceil(rate / PER_USER_RATE))
+
+
+def argv(url: str, rate: float, max_seconds: float) -> list[str]:
+    host = urlsplit(url).hostname
+    if host != "127.0.0.1":
+        raise LoadError(f"load goes to 127.0.0.1 only, not to {host!r} ({url})")
+    users = users_for(rate)
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        url,
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "--run-time",
+        f"{int(max_seconds)}s",
+        "--stop-timeout",
+        "5",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--exit-code-on-error",
+        "0",
+    ]
+
+
+@contextmanager
+def running(
+    rate: float = 300,
+    name: str = "load",
+    url: str = "http://127.0.0.1:8000",
+    max_seconds: float = 900,
+    max_requests: int | None = None,
+) -> Iterator[Traffic]:
+    """Run load for the duration of the block (at most ``max_seconds`` and ``max_requests``,
+    default rate x seconds x 1.2); the ``Traffic`` holds every request afterwards."""
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    out = REPORTS / f"{name}.jsonl"
+    out.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in _NO_PROXY}
+    env.update(
+        CDLAB_LOAD_OUT=str(out),
+        CDLAB_LOAD_RATE=str(rate),
+        CDLAB_LOAD_USERS=str(users_for(rate)),
+        CDLAB_LOAD_MAX=str(max_requests or int(rate * max_seconds * 1.2)),
+        NO_PROXY="127.0.0.1",
+    )
+    log = (REPORTS / f"{name}.locust.log").open("w")
+    proc = subprocess.Popen(
+        argv(url, rate, max_seconds),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    traffic = Traffic(name, rate, out)
+    try:
+        _wait_first(out, proc, REPORTS / f"{name}.locust.log")
+        traffic.started = time.time()
+        yield traffic
+    finally:
+        traffic.ended = time.time()
+        _stop(proc)
+        log.close()
+        traffic.requests = [r for r in traffic.seen_so_far() if r.t <= traffic.ended]
+
+
+def _wait_first(out: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if out.exists() and out.stat().st_size > 0:
+            time.sleep(1.0)  # every user spawned and at its rate
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    _stop(proc)
+    raise LoadError(f"locust did not start sending requests; its log:\n{log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
