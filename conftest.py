@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
 
-SUITES = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
+SUITES = {
+    "unit": "unit",
+    "integration": "integration",
+    "e2e": "e2e",
+    "load": "load",
+    "fault": "fault",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -15,3 +23,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for folder, marker in SUITES.items():
             if folder in parts:
                 item.add_marker(getattr(pytest.mark, marker))
+
+
+LOAD_REPORTS = Path(__file__).parent / "reports" / "load"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_STARTED] = time.time()
+
+
+_STARTED = pytest.StashKey[float]()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """The load tests' counts, in the test command's own output (read from their reports,
+    since xdist workers' prints never reach it)."""
+    if hasattr(config, "workerinput"):
+        return
+    since = config.stash.get(_STARTED, 0.0)
+    found = [
+        json.loads(p.read_text())
+        for p in sorted(LOAD_REPORTS.glob("*.summary.json"))
+        if p.stat().st_mtime >= since
+    ]
+    if not found:
+        return
+    terminalreporter.section("cdlab: requests under load (pages in reports/load/)")
+    for s in found:
+        what = ", ".join(
+            f"{k} {s[k]}" for k in ("deploys", "rollbacks", "lost", "control") if k in s
+        )
+        terminalreporter.write_line(
+            f"{s['name']}: {s['total']} requests in {s['seconds']} s "
+            f"({s['achieved_rate']} req/s), failed {s['failed']}, longest gap "
+            f"{s['longest_gap_ms']} ms, p99 {s['p99_ms']} ms" + (f"; {what}" if what else "")
+        )

@@ -256,7 +256,8 @@ def running(
         traffic.ended = time.time()
         _stop(proc)
         log.close()
-        traffic.requests = [r for r in traffic.seen_so_far() if r.t <= traffic.ended]
+        seen = traffic.seen_so_far()
+        traffic.requests = [r for r in seen if traffic.started <= r.t <= traffic.ended]
 
 
 def _wait_first(out: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:

@@ -16,10 +16,7 @@ from lab.metrics import GRAPHITE_PORT
 from lab.progress import Progress
 from lab.state import State
 
-
-def public_url(service: services.Service) -> str:
-    """The service through the proxy (its frontend port on prod, published on 127.0.0.1)."""
-    return f"http://{public_host()}:{service.public_port}"
+public_url = services.public_url
 
 
 def graphite_url() -> str:
@@ -65,9 +62,7 @@ def deploy(
             if found:
                 raise checks.CheckError(service.folder, git.short(sha), found)
             st.changed(f"{len(files)} files: manifest, Python syntax, TOML, JSON, Dockerfiles")
-        base = f"{state.config.registry_addr}/{(state.dir / 'base-image').read_text().strip()}"
-        specs = stack.infra_specs(state, sha, base) + stack.service_specs(service, sha)
-        built = stack.build(state, specs, sha, progress)
+        built = build(state, progress, service, sha)
         ensure_stack(state, built, progress)
         candidate = release.candidate(service, built, git.short(sha))
         image = candidate.image
@@ -108,6 +103,16 @@ def deploy(
             records.publish(release.route_store(state), rec)
             records.copy_to_cd(state.config, path)
     return rec
+
+
+def build(
+    state: State, progress: Progress, service: services.Service, sha: str
+) -> dict[str, Built]:
+    """Every image the release needs (the stack's and the service's), in the registry: built
+    on cd only when missing."""
+    base = f"{state.config.registry_addr}/{(state.dir / 'base-image').read_text().strip()}"
+    specs = stack.infra_specs(state, sha, base) + stack.service_specs(service, sha)
+    return stack.build(state, specs, sha, progress)
 
 
 def ensure_stack(state: State, built: dict[str, Built], progress: Progress) -> None:

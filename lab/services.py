@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.config import public_host
 from lab.errors import ConfigError
 from lab.judge import Thresholds
 
@@ -225,3 +226,8 @@ def at_commit(root: Path, sha: str, name: str, files: dict[str, bytes]) -> Servi
         raise ConfigError("service.toml", source, f"valid TOML ({exc})") from exc
     top = {p[len(folder) + 1 :] for p in files if "/" not in p[len(folder) + 1 :]}
     return parse(doc, folder, top, source)
+
+
+def public_url(service: Service) -> str:
+    """The service through the proxy (its frontend port on prod, published on 127.0.0.1)."""
+    return f"http://{public_host()}:{service.public_port}"

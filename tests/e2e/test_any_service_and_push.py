@@ -14,7 +14,7 @@ import requests
 from lab import devloop, engines, git, pipeline, release, services
 from lab.progress import Progress
 from lab.state import State
-from tests.e2e.conftest import commit_in_clone
+from tests.conftest import commit_in_clone
 
 pytestmark = pytest.mark.xdist_group("prod")
 QUOTES = "http://127.0.0.1:8001"  # quotes' frontend (public_port in its service.toml)

@@ -18,7 +18,7 @@ from lab.errors import ConfigError
 from lab.metrics import Graphite
 from lab.progress import Progress
 from lab.state import State
-from tests.e2e.conftest import commit_in_clone
+from tests.conftest import commit_in_clone
 
 pytestmark = pytest.mark.xdist_group("prod")
 APP = "http://127.0.0.1:8000"  # the app's frontend, published on the workstation

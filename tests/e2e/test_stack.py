@@ -18,7 +18,7 @@ from lab.build import Builder, ImageSpec
 from lab.errors import ImageBuildError
 from lab.progress import Progress
 from lab.state import State
-from tests.e2e.conftest import commit_in_clone
+from tests.conftest import commit_in_clone
 
 # Which release is live matters to these tests: they share the group of every test that changes it.
 pytestmark = pytest.mark.xdist_group("prod")
