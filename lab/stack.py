@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -96,19 +97,43 @@ def pull(state: State, host_name: str, refs: list[str]) -> list[str]:
     return pulled
 
 
+def spec_hash(compose_file: str, env: Mapping[str, str]) -> str:
+    """What the stack is made from: the Compose file and its variables (pure)."""
+    doc = compose_file + "\n" + "\n".join(f"{k}={v}" for k, v in sorted(env.items()))
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
 def up(state: State, built: Mapping[str, Built]) -> str:
-    """``docker-compose up -d`` of the stack on prod; returns compose's output."""
+    """``docker-compose up -d`` of the stack on prod, unless every container already runs,
+    healthy, from the current file and variables; returns compose's output ("" when skipped)."""
     prod = state.config.host("prod")
+    env = variables(state, built)
+    env["STACK_HASH"] = spec_hash((compose.COMPOSE_DIR / "stack.yml").read_text(), env)
+    if _in_place(state, env["STACK_HASH"]):
+        return ""
     pull(state, "prod", [built[name].pinned for name in INFRA])
     return compose.run(
         state,
         prod,
         "stack.yml",
         PROJECT,
-        variables(state, built),
+        env,
         ["up", "-d", "--remove-orphans", "--no-build"],
         hint="look at 'invoke lab.status' and the stack's logs on prod",
     )
+
+
+def _in_place(state: State, want: str) -> bool:
+    with engines.connect(state, state.config.host("prod"), timeout=30) as client:
+        found = client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}
+        )
+        names = {c.labels.get("com.docker.compose.service") for c in found}
+        return (
+            len(names) == len(INFRA) == len(found)
+            and all(c.labels.get("cdlab.stack") == want for c in found)
+            and all(_health(c) == "healthy" for c in found)
+        )
 
 
 def wait_healthy(state: State, timeout: float = 180.0) -> list[str]:
