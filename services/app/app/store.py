@@ -95,7 +95,12 @@ class PostgresStore:
             if self._pool is None:
                 from psycopg2.pool import ThreadedConnectionPool
 
-                pool = ThreadedConnectionPool(1, self.maxconn, self.dsn, connect_timeout=2)
+                # minconn = maxconn: psycopg2 closes a returned connection whenever the pool
+                # holds minconn already, so a smaller minconn means a new connection (a backend
+                # fork and a SCRAM handshake) for most requests under concurrency.
+                pool = ThreadedConnectionPool(
+                    self.maxconn, self.maxconn, self.dsn, connect_timeout=2
+                )
                 conn = pool.getconn()
                 try:
                     with conn, conn.cursor() as cur:
