@@ -146,6 +146,20 @@ def readback(traffic: Traffic) -> list[str]:
         return [m for m in pool.map(missing, registered.items()) if m]
 
 
+def test_negative_control_switch_by_proxy_restart_loses_requests(lab: State) -> None:
+    current = release.current_routes(lab, "app")
+    target = [s.release for s in current.servers if s.release != current.live]
+    assert target, "a warm previous release is needed"
+    with load.running(rate=RATE, name="control-restart") as traffic:
+        traffic.mark(f"switch to {target[0]} by restarting the proxy")
+        controls.by_restart(lab, "app", target[0])
+        traffic.mark("end")
+    report(traffic, {"control": "switch by proxy restart"})
+    assert len(traffic.failed) > 0, "a proxy restart lost no request: is the load real?"
+    # leave the lab as the next test expects it: the switch done properly
+    pipeline.rollback(lab, Progress(out=None), "app", to=current.live)
+
+
 def test_negative_control_naive_stop_then_start_loses_requests(
     lab: State, chain: tuple[State, list[str]]
 ) -> None:
@@ -168,17 +182,3 @@ def test_negative_control_naive_stop_then_start_loses_requests(
     report(traffic, {"control": "naive stop, then start"})
     assert release.current_routes(lab, "app").live == target
     assert len(traffic.failed) > 0, "a naive deploy lost no request: is the load real?"
-
-
-def test_negative_control_switch_by_proxy_restart_loses_requests(lab: State) -> None:
-    current = release.current_routes(lab, "app")
-    target = [s.release for s in current.servers if s.release != current.live]
-    assert target, "a warm previous release is needed"
-    with load.running(rate=RATE, name="control-restart") as traffic:
-        traffic.mark(f"switch to {target[0]} by restarting the proxy")
-        controls.by_restart(lab, "app", target[0])
-        traffic.mark("end")
-    report(traffic, {"control": "switch by proxy restart"})
-    assert len(traffic.failed) > 0, "a proxy restart lost no request: is the load real?"
-    # leave the lab as the next test expects it: the switch done properly
-    pipeline.rollback(lab, Progress(out=None), "app", to=current.live)
