@@ -61,7 +61,7 @@ def deploy(
             found = checks.problems(files)
             if found:
                 raise checks.CheckError(service.folder, git.short(sha), found)
-            st.changed(f"{len(files)} files: manifest, Python syntax, TOML, JSON, Dockerfiles")
+            st.unchanged(f"{len(files)} files: manifest, Python syntax, TOML, JSON, Dockerfiles")
         built = build(state, progress, service, sha)
         ensure_stack(state, built, progress)
         candidate = release.candidate(service, built, git.short(sha))

@@ -91,7 +91,7 @@ def deploy(
     candidate: Candidate,
     progress: Progress,
     public_url: str = "http://127.0.0.1:8000",
-    health_timeout: float = 60.0,
+    health_timeout: float | None = None,  # default: the manifest's
     steps: tuple[int, ...] = (100,),
     interval: float = 30.0,
     thresholds: judge.Thresholds = DEFAULT_THRESHOLDS,
@@ -138,7 +138,7 @@ def start(
     candidate: Candidate,
     current: routes.Routes,
     progress: Progress,
-    health_timeout: float = 60.0,
+    health_timeout: float | None = None,
 ) -> None:
     """Start ``candidate`` beside the live release, test it, and have the proxy health-check it
     at weight 0. On any failure the candidate is removed and the routes are left as they were."""
@@ -167,7 +167,12 @@ def start(
     try:
         with progress.stage(f"wait until {candidate.project} is healthy") as st:
             st.changed(
-                wait_healthy(client, candidate.project, candidate.service.probe, health_timeout)
+                wait_healthy(
+                    client,
+                    candidate.project,
+                    candidate.service.probe,
+                    health_timeout or candidate.service.health_timeout,
+                )
             )
         if candidate.test_image or candidate.service.test_command:
             with progress.stage("integration tests against the candidate's own address") as st:
@@ -349,6 +354,9 @@ def wait_healthy(client: Any, project: str, probe: str, timeout: float = 60.0) -
             st = container.attrs["State"]
             if st.get("Status") in ("exited", "dead") or st.get("Restarting"):
                 last = f"container {st.get('Status')} (exit code {st.get('ExitCode')})"
+                if container.attrs.get("RestartCount", 0) >= 3:  # waiting will not heal it
+                    last += f", restarted {container.attrs['RestartCount']} times"
+                    break
             elif st.get("Status") == "running":
                 try:
                     code, out = container.exec_run(["sh", "-c", probe], demux=False)
@@ -359,8 +367,9 @@ def wait_healthy(client: Any, project: str, probe: str, timeout: float = 60.0) -
                 last = f"health check exit {code}: {out.decode(errors='replace')[-200:]}"
         time.sleep(0.5)
     logs = container.logs(tail=15).decode(errors="replace") if container is not None else ""
+    took = min(timeout, time.monotonic() - started)
     raise ReleaseError(
-        f"release '{project}' did not become healthy within {timeout:.0f} s; "
+        f"release '{project}' did not become healthy within {took:.0f} s; "
         f"last health answer: {last}\nlast lines of its log:\n{tail(logs)}\n"
         "It was stopped and removed; the live release keeps serving."
     )

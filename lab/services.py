@@ -11,6 +11,7 @@ The manifest (every field but ``name`` and ``port`` optional)::
     test_command = "python3 -m quotes.selftest"  # or: run in the release's own image
     database = false              # true: DATABASE_URL points at the stack's Postgres
     retain = 5                    # releases kept in the registry for a rollback by digest
+    health_timeout = 60           # seconds a starting release has to pass its health probe
     [env]                         # extra environment of every container
     GREETING = "hello"
     [hooks]                       # run in a container of the candidate image, on the stack network
@@ -47,6 +48,7 @@ _KNOWN = {
     "test_command",
     "database",
     "retain",
+    "health_timeout",
     "env",
     "hooks",
     "canary",
@@ -69,6 +71,7 @@ class Service:
     pre_deploy: str = ""
     post_deploy: str = ""
     thresholds: Thresholds = field(default_factory=Thresholds)
+    health_timeout: int = 60  # seconds a starting release has to pass its probe
 
     @property
     def probe(self) -> str:
@@ -129,6 +132,9 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
     retain = _int(doc, "retain", 5, "how many releases to keep, 2 to 50", source)
     if not 2 <= retain <= 50:
         raise ConfigError("retain", retain, "how many releases to keep, 2 to 50", source)
+    health_timeout = _int(doc, "health_timeout", 60, "seconds, 1 to 600", source)
+    if not 1 <= health_timeout <= 600:
+        raise ConfigError("health_timeout", health_timeout, "seconds, 1 to 600", source)
     env = doc.get("env", {})
     if not isinstance(env, dict) or not all(
         isinstance(k, str) and _ENV.match(k) and k not in RESERVED_ENV and isinstance(v, str)
@@ -158,6 +164,7 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
         _text(hooks, "pre_deploy", "a shell command", f"{source} [hooks]"),
         _text(hooks, "post_deploy", "a shell command", f"{source} [hooks]"),
         _thresholds(doc.get("canary", {}), f"{source} [canary]"),
+        health_timeout,
     )
 
 

@@ -1,0 +1,191 @@
+"""The fault matrix, each case under load (100 req/s through the proxy): the deploy fails with a
+clear message naming the stage, the live release keeps serving with 0 failed requests, no route
+ever points at the broken candidate, and its containers are gone."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lab import engines, git, load, loadreport, pipeline, records, release, stack
+from lab.errors import ConfigError, LabError
+from lab.progress import Progress
+from lab.state import State
+
+pytestmark = pytest.mark.xdist_group("prod")
+RATE = 100
+
+
+def clone_with(lab: State, where: Path, changes: dict[str, Callable[[str], str]]) -> State:
+    subprocess.run(["git", "clone", "-q", "--shared", str(lab.config.root), str(where)], check=True)
+    for path, change in changes.items():
+        target = where / path
+        target.write_text(change(target.read_text() if target.exists() else ""))
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(where),
+            "-c",
+            "user.name=cdlab-tests",
+            "-c",
+            "user.email=tests@cdlab.invalid",
+            "commit",
+            "-qam",
+            "a fault on purpose",
+        ],
+        check=True,
+    )
+    return State(dataclasses.replace(lab.config, root=where))
+
+
+def candidates_left(lab: State, release_id: str) -> list[str]:
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        found = prod.containers.list(all=True, filters={"label": f"cdlab.release={release_id}"})
+        return [c.name for c in found]
+
+
+WEB = "services/app/app/web.py"
+WSGI = "services/app/app/wsgi.py"
+TOML = "services/app/service.toml"
+
+CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
+    # case: (changes, the stage that must fail, words the error must contain)
+    "integration tests fail": (
+        {WEB: lambda t: t.replace("<h1>Users</h1>", "<h1>Nobody</h1>")},
+        "integration tests",
+        "integration tests failed against",
+    ),
+    "health says 200 while the service is broken": (
+        {
+            WEB: lambda t: t.replace(
+                'if path == "/api/users" and method == "POST":',
+                'if path == "/api/users" and method == "POST" and "broken" in "broken":\n'
+                '            raise RuntimeError("broken on purpose")\n'
+                '        if path == "/api/users" and method == "POST":',
+            )
+        },
+        "integration tests",
+        "integration tests failed against",
+    ),
+    "the candidate crashes on start": (
+        {WSGI: lambda t: t + '\nraise SystemExit("crashing on purpose")\n'},
+        "wait until",
+        "did not become healthy",
+    ),
+    "the candidate starts slower than its health timeout": (
+        {
+            WSGI: lambda t: "import time\ntime.sleep(60)\n" + t,
+            TOML: lambda t: t + "health_timeout = 5\n",
+        },
+        "wait until",
+        "did not become healthy within 5 s",
+    ),
+    "a broken manifest": (
+        {TOML: lambda t: t.replace("port = 8000", 'port = "eight thousand"', 1)},
+        "",
+        "bad value for 'port'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_bad_candidate_never_reaches_users(lab: State, tmp_path: Path, case: str) -> None:
+    changes, stage, words = CASES[case]
+    broken = clone_with(lab, tmp_path / "clone", changes)
+    sha = git.short(git.commit(broken.config.root))
+    live = release.current_routes(lab, "app").live
+    name = "fault-" + case.replace(" ", "-")
+    with load.running(rate=RATE, name=name) as traffic:
+        traffic.mark(f"deploy {sha} ({case})")
+        with pytest.raises(LabError) as err:
+            pipeline.deploy(broken, Progress(out=None), "app", "HEAD")
+        traffic.mark("end")
+    loadreport.write(traffic, load.REPORTS, {"fault": case})
+    assert words in str(err.value)
+    if stage:
+        rec = [r for r in records.history(lab.runs, "app") if r.release == sha][-1]
+        assert rec.result == "failed" and (rec.failed_stage or "").startswith(stage)
+    else:
+        assert isinstance(err.value, ConfigError)
+    assert release.current_routes(lab, "app").live == live
+    assert candidates_left(lab, sha) == []
+    assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
+    assert {r.release for r in traffic.requests if r.ok} == {live}
+
+
+def test_the_registry_down_during_a_push_fails_cleanly(lab: State, tmp_path: Path) -> None:
+    broken = clone_with(lab, tmp_path / "clone", {WEB: lambda t: t.replace("<title>", "<title>r ")})
+    live = release.current_routes(lab, "app").live
+    registry = engines.local().containers.get(lab.config.container_name(lab.config.registry))
+    with load.running(rate=RATE, name="fault-registry-down") as traffic:
+        registry.stop(timeout=5)
+        try:
+            with pytest.raises(LabError) as err:
+                pipeline.deploy(broken, Progress(out=None), "app", "HEAD")
+        finally:
+            registry.start()
+        traffic.mark("end")
+    loadreport.write(traffic, load.REPORTS, {"fault": "registry down"})
+    assert "registry" in str(err.value).lower()
+    assert release.current_routes(lab, "app").live == live
+    assert traffic.failed == []
+    from lab import lifecycle
+
+    lifecycle.wait_registry(lab, timeout=60)
+
+
+def test_two_deploys_at_once_one_is_refused(lab: State) -> None:
+    import threading
+
+    from lab import lock
+
+    etcd = release.route_store(lab)
+    errors: list[BaseException] = []
+    with lock.held(etcd, "deploy app (the first of two)"):
+        worker = threading.Thread(
+            target=lambda: _capture(errors, lambda: pipeline.rollback(lab, Progress(out=None)))
+        )
+        worker.start()
+        worker.join(60)
+    assert errors and isinstance(errors[0], lock.LockHeld)
+    assert "the first of two" in str(errors[0])
+
+
+def _capture(errors: list[BaseException], fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except BaseException as exc:  # handed to the test's thread
+        errors.append(exc)
+
+
+def test_prod_engine_restart_brings_the_stack_and_the_live_release_back(lab: State) -> None:
+    live = release.current_routes(lab, "app").live
+    prod = engines.local().containers.get(lab.config.container_name(lab.config.host("prod")))
+    with load.running(rate=RATE, name="fault-prod-restart") as traffic:
+        traffic.mark("restart prod's engine (the host)")
+        started = time.monotonic()
+        prod.restart(timeout=20)
+        engines.wait_ready(lab, lab.config.host("prod"), timeout=120)
+        stack.wait_healthy(lab, timeout=180)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            answered = [r for r in traffic.seen_so_far() if r.ok and r.t > time.time() - 1]
+            if len(answered) > 20:
+                break
+            time.sleep(0.5)
+        back = time.monotonic() - started
+        time.sleep(3)
+        traffic.mark("end")
+    loadreport.write(
+        traffic, load.REPORTS, {"fault": "prod engine restart", "back_after_s": round(back, 1)}
+    )
+    assert release.current_routes(lab, "app").live == live
+    tail = [r for r in traffic.requests if r.t > time.time() - 3]
+    assert tail and all(r.ok and r.release == live for r in tail)
+    assert back < 150, f"prod served again only after {back:.0f} s"
