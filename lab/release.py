@@ -352,11 +352,14 @@ def wait_healthy(client: Any, project: str, probe: str, timeout: float = 60.0) -
             container = found[0]
             container.reload()
             st = container.attrs["State"]
+            restarts = container.attrs.get("RestartCount", 0)
+            if restarts >= 3:  # a crash loop: waiting will not heal it
+                last = (
+                    f"crash loop: restarted {restarts} times (last exit code {st.get('ExitCode')})"
+                )
+                break
             if st.get("Status") in ("exited", "dead") or st.get("Restarting"):
                 last = f"container {st.get('Status')} (exit code {st.get('ExitCode')})"
-                if container.attrs.get("RestartCount", 0) >= 3:  # waiting will not heal it
-                    last += f", restarted {container.attrs['RestartCount']} times"
-                    break
             elif st.get("Status") == "running":
                 try:
                     code, out = container.exec_run(["sh", "-c", probe], demux=False)
