@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
@@ -72,11 +73,12 @@ def report(traffic: Traffic, extra: dict[str, object]) -> None:
 
 
 def test_zero_downtime_under_load_through_deploys_and_rollbacks(
-    lab: State, chain: tuple[State, list[str]]
+    lab: State, chain: tuple[State, list[str]], testinfra_host: Callable[[str], Any]
 ) -> None:
     state, releases = chain
     first = release.current_routes(lab, "app").live
     assert first is not None
+    packages_before = {h: packages(testinfra_host(h)) for h in ("prod", "cd")}
     plan: list[tuple[str, str]] = []  # (what, the release it makes live)
     with load.running(rate=RATE, name="zero-downtime") as traffic:
         time.sleep(STEADY_S)  # the steady state the latency after each switch is compared with
@@ -113,6 +115,12 @@ def test_zero_downtime_under_load_through_deploys_and_rollbacks(
     bound = s["steady_p99_ms"] * P99_FACTOR + P99_SLACK_MS
     assert s["p99_after_marks_ms"] <= bound, f"p99 after switches {s['p99_after_marks_ms']} ms"
     assert lost == [], f"{len(lost)} registrations answered 201 cannot be read back"
+    # no drift: deploys change containers, never the hosts' installed packages
+    assert {h: packages(testinfra_host(h)) for h in ("prod", "cd")} == packages_before
+
+
+def packages(host: Any) -> str:
+    return str(host.check_output("dpkg-query -W -f '${Package} ${Version}\\n' | sha256sum"))
 
 
 def unexpected_answers(traffic: Traffic, first: str, plan: list[tuple[str, str]]) -> list[str]:

@@ -1,0 +1,75 @@
+"""Immutability and drift, checked on the hosts: prod runs exactly the image that was built and
+tested (by digest), containers are never changed in place, no image carries a secret."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lab import engines, pipeline, records, release
+from lab.state import State
+
+pytestmark = pytest.mark.xdist_group("prod")
+
+
+def _live_container(client: Any, service: str, rel: str) -> Any:
+    (found,) = client.containers.list(
+        filters={"label": [f"cdlab.service={service}", f"cdlab.release={rel}"]}
+    )
+    return found
+
+
+@pytest.mark.parametrize("service", ["app", "quotes"])
+def test_prod_runs_the_digest_that_was_built_tested_and_pushed(lab: State, service: str) -> None:
+    live = release.current_routes(lab, service).live
+    assert live
+    registry_digest = lab.registry_client().digest(f"cdlab/{service}", live)
+    made_live = [
+        r
+        for r in records.history(lab.runs, service, release.route_store(lab))
+        if r.release == live and r.kind == "deploy" and r.result == "succeeded"
+    ]
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        container = _live_container(prod, service, live)
+        image = container.attrs["Config"]["Image"]
+        repo_digests = prod.images.get(container.attrs["Image"]).attrs["RepoDigests"]
+    assert image.endswith(f"@{registry_digest}"), f"prod runs {image}"
+    assert f"{lab.config.registry_addr}/cdlab/{service}@{registry_digest}" in repo_digests
+    if made_live:  # the record names the digest the pipeline built, tested and deployed
+        assert made_live[-1].image.endswith(registry_digest or "?")
+
+
+@pytest.mark.parametrize("service", ["app", "quotes"])
+def test_release_containers_are_not_changed_in_place(lab: State, service: str) -> None:
+    live = release.current_routes(lab, service).live
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        container = _live_container(prod, service, live or "?")
+        assert prod.api.diff(container.id) in (None, [])  # read-only root; /tmp is a tmpfs
+        cfg = container.attrs["HostConfig"]
+        assert cfg["ReadonlyRootfs"] and cfg["CapDrop"] == ["ALL"]
+        assert container.attrs["Config"]["User"] == "10001:10001"
+
+
+def test_no_image_history_carries_a_secret(lab: State) -> None:
+    secrets = [lab.password_file.read_text().strip(), lab.secret("db-password")]
+    leaks = []
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        for image in prod.images.list():
+            history = json.dumps(image.history()) + json.dumps(image.attrs["Config"])
+            leaks += [f"{image.tags or image.id}" for s in secrets if s in history]
+    assert leaks == []
+
+
+def test_each_deploy_makes_new_containers(lab: State) -> None:
+    """Releases are replaced, never updated: every deploy's container is created for it."""
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        found = prod.containers.list(all=True, filters={"label": "cdlab.service=app"})
+    by_release = {c.labels["cdlab.release"]: c for c in found}
+    assert len(by_release) == len(found)  # one container per release, none reused
+    for rel, c in by_release.items():
+        assert c.attrs["Config"]["Labels"]["cdlab.release"] == rel
+        assert c.attrs["Config"]["Env"] and f"RELEASE={rel}" in c.attrs["Config"]["Env"]
+    assert release.current_routes(lab, "app").live in by_release
+    assert pipeline.deployed(lab, "app")
