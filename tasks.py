@@ -190,6 +190,18 @@ def test(c: Context, suite: str = "", workers: str = "auto") -> None:
     sys.exit(testing.run_pytest(argv))
 
 
+@task(help={"quick": "a few deploys per strategy at 300 req/s only (minutes, not an hour)"})
+@presents_errors
+def bench(c: Context, quick: bool = False) -> None:
+    """Measure cdlab against the alternatives; writes bench/results/<stamp>-<commit>.json/.md."""
+    from lab import bench as lab_bench
+
+    state = State(lab_config.load())
+    path = lab_bench.run(state, quick, say=lambda text: print(text, flush=True))
+    print(lab_bench.table(json.loads(path.read_text())))
+    print(f"results: {path} and {path.with_suffix('.md')}")
+
+
 @task
 def lint(c: Context) -> None:
     """ruff (lint + format check) and mypy --strict."""
@@ -202,4 +214,6 @@ def lint(c: Context) -> None:
 lab_ns = Collection("lab", up, status, down, destroy, shell)
 lock_ns = Collection("lock", lock_release)
 dev_ns = Collection("dev", dev_push)
-ns = Collection(lab_ns, lock_ns, dev_ns, deploy, promote, abort, rollback, releases, test, lint)
+ns = Collection(
+    lab_ns, lock_ns, dev_ns, bench, deploy, promote, abort, rollback, releases, test, lint
+)

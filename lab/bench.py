@@ -1,0 +1,341 @@
+"""``invoke bench``: cdlab's figures beside what a user would otherwise do, measured in one run
+on this machine, written to ``bench/results/<stamp>-<commit>.json`` and ``.md``.
+
+Scenarios: failed requests during deploys (blue/green, canary, a switch by proxy restart, a
+naive stop/start) under the same load; lead time of a code-only change, stage by stage, against
+its irreducible part; rebuild after a code change and after a dependency change; rollback warm
+and from the registry; the proxy's overhead; ``lab.up`` warm (and cold, from its last record).
+Benchmarks are not tests: nothing here fails on a timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lab import controls, engines, git, judge, load, pipeline, release, report, services
+from lab.progress import Progress
+from lab.state import State
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+QUIET = Progress(out=None)
+
+
+@dataclasses.dataclass
+class Chain:
+    """A throwaway clone with one-line commits of the app, for deploys that need new releases."""
+
+    state: State
+    root: Path
+    n: int = 0
+
+    def commit(self, path: str = "services/app/app/web.py", marker: str = "<title>") -> str:
+        target = self.root / path
+        text = target.read_text()
+        self.n += 1
+        if marker in text:
+            i = text.index(marker) + len(marker)
+            text = text[:i] + f"bench {self.n} " + text[i:]
+        else:
+            text += f"\n# bench {self.n}\n"
+        target.write_text(text)
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                str(self.root),
+                "-c",
+                "user.name=cdlab-bench",
+                "-c",
+                "user.email=bench@cdlab.invalid",
+                "commit",
+                "-qam",
+                f"bench {self.n}",
+            ],
+            check=True,
+        )
+        return git.commit(self.root)
+
+
+def chain(lab: State, where: Path) -> Chain:
+    subprocess.run(["git", "clone", "-q", "--shared", str(lab.config.root), str(where)], check=True)
+    return Chain(State(dataclasses.replace(lab.config, root=where)), where)
+
+
+def _strategy_runs(
+    lab: State, ch: Chain, strategy: str, deploys: int, rate: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    app = services.load(lab.config.root, "app")
+    shas = [ch.commit() for _ in range(deploys)]
+    for sha in shas:  # built before the load: the switch is what is measured
+        pipeline.build(ch.state, QUIET, app, sha)
+    name = f"bench-{strategy}-{rate}"
+    with load.running(rate=rate, name=name) as traffic:
+        time.sleep(3)
+        for sha in shas:
+            traffic.mark(f"{strategy} {git.short(sha)}")
+            if strategy == "bluegreen":
+                pipeline.deploy(ch.state, QUIET, "app", sha)
+            elif strategy == "canary":
+                pipeline.deploy(
+                    ch.state,
+                    QUIET,
+                    "app",
+                    sha,
+                    "canary",
+                    (50, 100),
+                    3.0,
+                    judge.Thresholds(min_requests=20),
+                )
+            else:
+                built = pipeline.build(ch.state, QUIET, app, sha)
+                candidate = release.candidate(app, built, git.short(sha))
+                if strategy == "naive":
+                    controls.naive(lab, candidate, QUIET)
+                else:  # restart: start beside, then switch by restarting the proxy
+                    with engines.connect(lab, lab.config.host("prod"), timeout=300) as client:
+                        current = release.current_routes(lab, "app")
+                        release.start(lab, client, candidate, current, QUIET)
+                    controls.by_restart(lab, "app", candidate.release)
+            time.sleep(2)
+    s = traffic.summary()
+    say(f"  {strategy:10s} {rate} req/s: {s['failed']} failed of {s['total']} ({deploys} deploys)")
+    return {
+        "strategy": strategy,
+        "rate": rate,
+        "deploys": deploys,
+        "total": s["total"],
+        "failed": s["failed"],
+        "p99_ms": s["p99_ms"],
+        "longest_gap_ms": s["longest_gap_ms"],
+    }
+
+
+def lead_time(lab: State, ch: Chain) -> dict[str, Any]:
+    """Commit -> 100 % live for a code-only change, with warm caches."""
+    sha = ch.commit()
+    progress = Progress(out=None)
+    started = time.monotonic()
+    rec = pipeline.deploy(ch.state, progress, "app", sha)
+    total = time.monotonic() - started
+    stages = {
+        s.name.split(" on ")[0].split(" beside ")[0][:48]: round(s.seconds, 2)
+        for s in progress.stages
+    }
+    unit = _unit_test_seconds(lab)
+    irreducible = (
+        unit
+        + rec.timings.get("tests", 0)
+        + rec.timings.get("start", 0)
+        + rec.timings.get("healthy", 0)
+    )
+    return {
+        "seconds": round(total, 2),
+        "stages": stages,
+        "unit_tests": unit,
+        "irreducible": round(irreducible, 2),
+        "ratio": round(total / irreducible, 2) if irreducible else None,
+    }
+
+
+def _unit_test_seconds(lab: State) -> float:
+    """The unit tests' own time, from the last app build log (pytest's "passed in N s")."""
+    log = lab.logs / "build-app.log"
+    found = re.findall(r"passed in ([0-9.]+)s", log.read_text()) if log.exists() else []
+    return float(found[-1]) if found else 0.0
+
+
+def rebuild(lab: State, ch: Chain, with_deps: bool) -> dict[str, Any]:
+    app = services.load(lab.config.root, "app")
+    sha = ch.commit()  # a one-line code change
+    progress = Progress(out=None)
+    pipeline.build(ch.state, progress, app, sha)
+    out = {"code_change": {s.name: round(s.seconds, 2) for s in progress.changed}}
+    if with_deps:
+        sha = ch.commit("services/app/requirements.txt", "\0")  # a comment: the layer changes
+        progress = Progress(out=None)
+        pipeline.build(ch.state, progress, app, sha)
+        out["dependency_change"] = {s.name: round(s.seconds, 2) for s in progress.changed}
+    return out
+
+
+def rollbacks(lab: State) -> dict[str, Any]:
+    _, warm = pipeline.rollback(lab, QUIET, "app")
+    current = release.current_routes(lab, "app")
+    previous = next(s.release for s in current.servers if s.release != current.live)
+    release.remove(lab, "app", previous, stop_timeout=5)
+    started = time.monotonic()
+    _, pruned = pipeline.rollback(lab, QUIET, "app", to=previous)
+    command = time.monotonic() - started
+    return {
+        "warm_to_100_ms": round(warm * 1000, 1),
+        "pruned_to_100_ms": round(pruned * 1000, 1),
+        "pruned_command_s": round(command, 2),
+    }
+
+
+PROBE = """
+import http.client, os, threading, time
+host, port, seconds, threads = os.environ["H"], int(os.environ["P"]), float(os.environ["S"]), 8
+lat, stop = [], time.monotonic() + seconds
+def run():
+    c = http.client.HTTPConnection(host, port, timeout=5)
+    while time.monotonic() < stop:
+        t = time.perf_counter(); c.request("GET", "/version"); r = c.getresponse(); r.read()
+        lat.append((time.perf_counter() - t) * 1000)
+ts = [threading.Thread(target=run) for _ in range(threads)]
+[t.start() for t in ts]; [t.join() for t in ts]
+lat.sort()
+print(len(lat) / seconds, lat[len(lat) // 2], lat[int(len(lat) * 0.99)])
+"""
+
+
+def proxy_overhead(lab: State, seconds: float) -> dict[str, Any]:
+    """Throughput and latency through the proxy vs straight to the live release, same client
+    (8 keep-alive connections, Python's http.client) from a container on prod's network."""
+    live = release.current_routes(lab, "app").live or ""
+    digest = lab.registry_client().digest("cdlab/app", live)
+    image = f"{lab.config.registry_addr}/cdlab/app@{digest}"
+    out: dict[str, Any] = {}
+    with engines.connect(lab, lab.config.host("prod"), timeout=300) as client:
+        for label, host in (("proxy", "proxy"), ("direct", f"app-{live}")):
+            env = {"H": host, "P": "8000", "S": str(seconds), "PROBE_SRC": PROBE}
+            code, text = release.one_off(client, image, 'python3 -c "$PROBE_SRC"', env, "bench")
+            if code != 0 or not text.strip():
+                out[label] = {"error": text.strip()[-300:]}
+                continue
+            container_out = text.strip().splitlines()[-1].split()
+            rps, p50, p99 = (float(x) for x in container_out)
+            out[label] = {"rps": round(rps, 1), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
+    if "rps" in out.get("proxy", {}) and "rps" in out.get("direct", {}):
+        out["throughput_ratio"] = round(out["proxy"]["rps"] / out["direct"]["rps"], 3)
+    return out
+
+
+def lab_up_figures(lab: State) -> dict[str, Any]:
+    from lab import config, lifecycle
+
+    started = time.monotonic()
+    lifecycle.up(config.load(), Progress(out=None))
+    warm = time.monotonic() - started
+    cold = None
+    for path in sorted(lab.runs.glob("up-*.json")):
+        doc = json.loads(path.read_text())
+        names = {s["name"]: s["status"] for s in doc.get("stages", [])}
+        if names.get("base image (mmdebstrap + docker import)") == "changed":
+            cold = doc.get("seconds") or sum(s["seconds"] for s in doc["stages"])
+    return {"warm_s": round(warm, 1), "cold_s_last_recorded": cold}
+
+
+def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
+    deploys = 2 if quick else 10
+    rates = [300] if quick else [300, 1000]
+    strategies = ["bluegreen", "canary", "restart", "naive"]
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": git.short(git.commit(lab.config.root)),
+        "quick": quick,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "load_client": "locust (FastHttpUser), half keep-alive, half a connection per request",
+        "not_measured": ["Docker Swarm rolling update (not built yet)"],
+    }
+    original = release.current_routes(lab, "app").live
+    with tempfile.TemporaryDirectory(prefix="cdlab-bench-") as tmp:
+        ch = chain(lab, Path(tmp) / "clone")
+        say("failed requests during deploys")
+        results["deploys"] = [
+            _strategy_runs(lab, ch, strategy, deploys, rate, say)
+            for rate in rates
+            for strategy in strategies
+        ]
+        say("lead time (code-only change, warm)")
+        results["lead_time"] = lead_time(lab, ch)
+        say("rebuild")
+        results["rebuild"] = rebuild(lab, ch, with_deps=not quick)
+        say("rollback")
+        results["rollback"] = rollbacks(lab)
+    say("proxy overhead")
+    results["proxy"] = proxy_overhead(lab, 5 if quick else 20)
+    if original:  # leave the lab serving what it served
+        pipeline.rollback(lab, QUIET, "app", to=original)
+    say("lab.up")
+    results["lab"] = lab_up_figures(lab)
+    return write(results)
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [
+        (
+            f"failed requests, {d['strategy']} @ {d['rate']} req/s ({d['deploys']} deploys)",
+            f"{d['failed']} of {d['total']}",
+        )
+        for d in results["deploys"]
+    ]
+    lt = results["lead_time"]
+    rows.append(("lead time, code-only change (commit -> 100 % live)", f"{lt['seconds']} s"))
+    rows.append(
+        (
+            "  irreducible (unit + integration tests + start + healthy)",
+            f"{lt['irreducible']} s (ratio {lt['ratio']})",
+        )
+    )
+    for kind, stages in results["rebuild"].items():
+        total = round(sum(stages.values()), 1)
+        rows.append((f"rebuild after a {kind.replace('_', ' ')}", f"{total} s"))
+    rb = results["rollback"]
+    rows.append(("rollback, warm (to 100 % of responses)", f"{rb['warm_to_100_ms']} ms"))
+    rows.append(
+        (
+            "rollback, pruned (started from the registry)",
+            f"{rb['pruned_command_s']} s (switch to 100 %: {rb['pruned_to_100_ms']} ms)",
+        )
+    )
+    px = results["proxy"]
+    if "throughput_ratio" in px:
+        rows.append(
+            (
+                "proxy vs direct, req/s (8 keep-alive connections)",
+                f"{px['proxy']['rps']} vs {px['direct']['rps']} (ratio {px['throughput_ratio']})",
+            )
+        )
+        rows.append(
+            (
+                "proxy vs direct, p50 / p99",
+                f"{px['proxy']['p50_ms']}/{px['proxy']['p99_ms']} ms vs "
+                f"{px['direct']['p50_ms']}/{px['direct']['p99_ms']} ms",
+            )
+        )
+    lab_figs = results["lab"]
+    rows.append(("lab.up warm", f"{lab_figs['warm_s']} s"))
+    if lab_figs["cold_s_last_recorded"]:
+        rows.append(("lab.up cold (last recorded)", f"{lab_figs['cold_s_last_recorded']} s"))
+    return report.table(("MEASURE", "RESULT"), rows)
+
+
+def write(results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = results["date"].replace(":", "").replace("-", "").split("+")[0]
+    base = RESULTS / f"{stamp}-{results['commit']}{'-quick' if results['quick'] else ''}"
+    base.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    page = (
+        f"# cdlab bench {results['date']} (commit {results['commit']}"
+        f"{', quick' if results['quick'] else ''})\n\n```\n{table(results)}\n```\n\n"
+        f"Load client: {results['load_client']}. Not measured: "
+        f"{', '.join(results['not_measured'])}.\n"
+    )
+    base.with_suffix(".md").write_text(page)
+    return base.with_suffix(".json")
