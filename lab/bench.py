@@ -253,7 +253,6 @@ def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
         "load_client": "locust (FastHttpUser), half keep-alive, half a connection per request",
         "not_measured": ["Docker Swarm rolling update (not built yet)"],
     }
-    original = release.current_routes(lab, "app").live
     with tempfile.TemporaryDirectory(prefix="cdlab-bench-") as tmp:
         ch = chain(lab, Path(tmp) / "clone")
         say("failed requests during deploys")
@@ -270,8 +269,9 @@ def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
         results["rollback"] = rollbacks(lab)
     say("proxy overhead")
     results["proxy"] = proxy_overhead(lab, 5 if quick else 20)
-    if original:  # leave the lab serving what it served
-        pipeline.rollback(lab, QUIET, "app", to=original)
+    pipeline.deploy(
+        lab, QUIET, "app", "HEAD"
+    )  # the checkout's commit live again, as lab.up left it
     say("lab.up")
     results["lab"] = lab_up_figures(lab)
     return write(results)
