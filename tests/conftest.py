@@ -75,9 +75,24 @@ def commit_in_clone(
     root: Path, clone: Path, path: str, change: Callable[[str], str], message: str
 ) -> Path:
     """A clone of ``root`` at ``clone`` with one more commit: ``change`` applied to ``path``."""
+    return clone_with(root, clone, {path: change}, message)
+
+
+def clone_with(
+    root: Path, clone: Path, changes: dict[str, Callable[[str], str]], message: str
+) -> Path:
+    """A clone of ``root`` at ``clone`` with one commit of ``changes`` (path -> edit; a missing
+    file is edited from "")."""
     subprocess.run(["git", "clone", "-q", "--shared", str(root), str(clone)], check=True)
-    target = clone / path
-    target.write_text(change(target.read_text()))
+    edit_and_commit(clone, changes, message)
+    return clone
+
+
+def edit_and_commit(clone: Path, changes: dict[str, Callable[[str], str]], message: str) -> str:
+    """Apply ``changes`` in ``clone`` and commit them; returns the new commit."""
+    for path, change in changes.items():
+        target = clone / path
+        target.write_text(change(target.read_text() if target.exists() else ""))
     subprocess.run(
         [
             "git",
@@ -93,7 +108,9 @@ def commit_in_clone(
         ],
         check=True,
     )
-    return clone
+    return subprocess.run(
+        ["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @pytest.fixture

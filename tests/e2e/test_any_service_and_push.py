@@ -142,21 +142,15 @@ def test_a_commit_pushed_from_dev_is_live_without_another_command(lab: State) ->
     assert f"-app-{head}.json" in files
 
 
-def test_a_push_of_a_broken_commit_leaves_the_live_release(lab: State) -> None:
+def on_dev(lab: State, script: str) -> None:
     dev = lab.config.container_name(lab.config.host("dev"))
+    subprocess.run(["docker", "exec", dev, "sh", "-c", script], check=True)
+
+
+def test_a_push_of_a_broken_commit_leaves_the_live_release(lab: State) -> None:
     live = served("http://127.0.0.1:8000").headers["X-Release"]
     tests_file = f"{devloop.CLONE}/services/app/tests/unit/test_broken_on_purpose.py"
-    subprocess.run(
-        [
-            "docker",
-            "exec",
-            dev,
-            "sh",
-            "-c",
-            f"printf 'def test_broken():\\n    assert 1 == 2\\n' > {tests_file}",
-        ],
-        check=True,
-    )
+    on_dev(lab, f"printf 'def test_broken():\\n    assert 1 == 2\\n' > {tests_file}")
     try:
         result = subprocess.run(
             [sys.executable, "-m", "invoke", "dev.push", "--message", "a failing unit test"],
@@ -171,17 +165,7 @@ def test_a_push_of_a_broken_commit_leaves_the_live_release(lab: State) -> None:
         assert "production keeps its live release" in result.stderr
         assert served("http://127.0.0.1:8000").headers["X-Release"] == live
     finally:  # the dev clone back to a good state for the next push
-        subprocess.run(
-            [
-                "docker",
-                "exec",
-                dev,
-                "sh",
-                "-c",
-                f"cd {devloop.CLONE} && git rm -q {tests_file} && git commit -qm 'undo the break'",
-            ],
-            check=True,
-        )
+        on_dev(lab, f"cd {devloop.CLONE} && git rm -q {tests_file} && git commit -qm 'undo'")
 
 
 def test_manifests_in_the_repository_are_valid(lab: State) -> None:

@@ -5,7 +5,6 @@ ever points at the broken candidate, and its containers are gone."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,32 +15,15 @@ from lab import engines, git, load, loadreport, pipeline, records, release, stac
 from lab.errors import ConfigError, LabError
 from lab.progress import Progress
 from lab.state import State
+from tests import conftest
 
 pytestmark = pytest.mark.xdist_group("prod")
 RATE = 100
 
 
 def clone_with(lab: State, where: Path, changes: dict[str, Callable[[str], str]]) -> State:
-    subprocess.run(["git", "clone", "-q", "--shared", str(lab.config.root), str(where)], check=True)
-    for path, change in changes.items():
-        target = where / path
-        target.write_text(change(target.read_text() if target.exists() else ""))
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(where),
-            "-c",
-            "user.name=cdlab-tests",
-            "-c",
-            "user.email=tests@cdlab.invalid",
-            "commit",
-            "-qam",
-            "a fault on purpose",
-        ],
-        check=True,
-    )
-    return State(dataclasses.replace(lab.config, root=where))
+    root = conftest.clone_with(lab.config.root, where, changes, "a fault on purpose")
+    return State(dataclasses.replace(lab.config, root=root))
 
 
 def candidates_left(lab: State, release_id: str) -> list[str]:

@@ -21,6 +21,7 @@ from lab import controls, git, load, loadreport, pipeline, release, services
 from lab.load import Traffic
 from lab.progress import Progress
 from lab.state import State
+from tests.conftest import edit_and_commit
 
 pytestmark = pytest.mark.xdist_group("prod")
 RATE = 300
@@ -39,28 +40,14 @@ def chain(
     before the load starts (building is not what is measured here)."""
     clone = tmp_path_factory.mktemp("chain") / "clone"
     subprocess.run(["git", "clone", "-q", "--shared", str(lab.config.root), str(clone)], check=True)
-    web = clone / "services/app/app/web.py"
-    shas = []
-    for i in range(DEPLOYS):
-        text = web.read_text()
-        start = text.index("<title>") + len("<title>")
-        web.write_text(text[:start] + f"cdlab {i} " + text[start:])
-        subprocess.run(
-            [
-                "git",
-                "-C",
-                str(clone),
-                "-c",
-                "user.name=cdlab-tests",
-                "-c",
-                "user.email=tests@cdlab.invalid",
-                "commit",
-                "-qam",
-                f"load chain {i}",
-            ],
-            check=True,
-        )
-        shas.append(git.commit(clone))
+
+    def title(i: int) -> Callable[[str], str]:
+        return lambda text: text.replace("<title>", f"<title>cdlab {i} ", 1)
+
+    shas = [
+        edit_and_commit(clone, {"services/app/app/web.py": title(i)}, f"load chain {i}")
+        for i in range(DEPLOYS)
+    ]
     state = State(dataclasses.replace(lab.config, root=clone))
     app = services.load(clone, "app")
     for sha in shas:
