@@ -70,9 +70,25 @@ def client(state: State, host: Host, timeout: int = 120) -> Any:
 @contextmanager
 def connect(state: State, host: Host, timeout: int = 120) -> Iterator[Any]:
     """``client`` as a context manager that closes its connections."""
+    import requests
+    import urllib3.exceptions
+
+    lost = (
+        requests.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.ProtocolError,
+    )
     c = client(state, host, timeout)
     try:
         yield c
+    except lost as exc:
+        # the host went away mid-work (stopped, restarted): a lab error, not a traceback
+        raise EngineError(
+            host.name,
+            url(state.config, host),
+            f"the connection to {host.name}'s engine was lost: {type(exc).__name__}",
+            "check the host with 'invoke lab.status'; 'invoke lab.up' brings it back",
+        ) from exc
     finally:
         c.close()
 

@@ -136,3 +136,35 @@ def light_load() -> Iterator[list[tuple[float, int, str]]]:
     yield seen
     stop.set()
     worker.join(5)
+
+
+EVIDENCE = Path(__file__).resolve().parent.parent / "reports" / "evidence"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that touched the lab keeps its evidence: prod's containers (inspect and the
+    last lines of each log) in ``reports/evidence/<test>/``; load tests' request files stay in
+    ``reports/load/``."""
+    report = yield
+    if report.failed and call.when == "call" and "lab" in getattr(item, "fixturenames", ()):
+        try:
+            keep_evidence(item.name)
+        except Exception as exc:  # evidence is best effort: never hide the test's own failure
+            report.sections.append(("cdlab evidence", f"could not collect evidence: {exc}"))
+    return report
+
+
+def keep_evidence(test_name: str) -> Path:
+    import json
+
+    folder = EVIDENCE / "".join(c if c.isalnum() or c in "-_." else "_" for c in test_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = State(config.load())
+    with engines.connect(state, state.config.host("prod"), timeout=60) as prod:
+        for container in prod.containers.list(all=True):
+            (folder / f"{container.name}.inspect.json").write_text(
+                json.dumps(container.attrs, indent=2, default=str)
+            )
+            (folder / f"{container.name}.log").write_bytes(container.logs(tail=200))
+    return folder

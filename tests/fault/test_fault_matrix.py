@@ -39,6 +39,15 @@ STORE = "services/app/app/store.py"
 
 CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
     # case: (changes, the stage that must fail, words the error must contain)
+    "unit tests fail": (
+        {
+            "services/app/tests/unit/test_web.py": lambda t: (
+                t + "\n\ndef test_broken_on_purpose() -> None:\n    assert 1 + 1 == 3\n"
+            )
+        },
+        "image app:",
+        "could not build image",
+    ),
     "integration tests fail": (
         {WEB: lambda t: t.replace("<h1>Users</h1>", "<h1>Nobody</h1>")},
         "integration tests",
@@ -178,3 +187,65 @@ def test_prod_engine_restart_brings_the_stack_and_the_live_release_back(lab: Sta
     tail = [r for r in traffic.requests if r.t > time.time() - 3]
     assert tail and all(r.ok and r.release == live for r in tail)
     assert back < 150, f"prod served again only after {back:.0f} s"
+
+
+def test_the_proxy_killed_under_load_is_back_within_seconds(lab: State) -> None:
+    """Killed (SIGKILL) mid-load: a bounded, measured outage; the host's keeper restarts it and
+    the routes come back from etcd."""
+    live = release.current_routes(lab, "app").live
+    with (
+        engines.connect(lab, lab.config.host("prod")) as prod,
+        load.running(rate=RATE, name="fault-proxy-killed") as traffic,
+    ):
+        time.sleep(2)
+        traffic.mark("kill the proxy")
+        killed = time.time()
+        prod.containers.get(f"{stack.PROJECT}_proxy_1").kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(r.ok and r.t > killed + 0.2 for r in traffic.seen_so_far()):
+                break
+            time.sleep(0.2)
+        time.sleep(3)
+        traffic.mark("end")
+    after = [r for r in traffic.requests if r.t > killed]
+    back = min(r.t for r in after if r.ok) - killed
+    loadreport.write(traffic, load.REPORTS, {"fault": "proxy killed", "outage_s": round(back, 2)})
+    assert back < 10, f"the proxy answered again only after {back:.1f} s"
+    assert all(r.release == live for r in after if r.ok)
+    assert all(r.ok for r in after if r.t > killed + back + 1)  # and stays up
+
+
+def test_cd_stopped_mid_deploy_leaves_prod_consistent(lab: State, tmp_path: Path) -> None:
+    """The cd host (the builder) goes down during a deploy: the run fails, prod keeps serving its
+    live release with no candidate left, and the next deploy (cd back) succeeds."""
+    import threading
+
+    change = clone_with(
+        lab, tmp_path / "clone", {WEB: lambda t: t.replace("<title>", "<title>cd ")}
+    )
+    sha = git.short(git.commit(change.config.root))
+    live = release.current_routes(lab, "app").live
+    cd = engines.local().containers.get(lab.config.container_name(lab.config.builder))
+    errors: list[BaseException] = []
+    with load.running(rate=RATE, name="fault-cd-stopped") as traffic:
+        worker = threading.Thread(
+            target=lambda: _capture(
+                errors, lambda: pipeline.deploy(change, Progress(out=None), "app", "HEAD")
+            )
+        )
+        worker.start()
+        time.sleep(1.5)  # into the build on cd
+        traffic.mark("stop the cd host")
+        cd.stop(timeout=5)
+        worker.join(300)
+        traffic.mark("end")
+    loadreport.write(traffic, load.REPORTS, {"fault": "cd stopped mid-deploy"})
+    cd.start()
+    engines.wait_ready(lab, lab.config.builder, timeout=120)
+    assert errors and isinstance(errors[0], LabError), errors
+    assert release.current_routes(lab, "app").live == live
+    assert candidates_left(lab, sha) == []
+    assert traffic.failed == []
+    rec = pipeline.deploy(change, Progress(out=None), "app", "HEAD")  # cd is back: it goes
+    assert rec.result == "succeeded" and release.current_routes(lab, "app").live == sha
