@@ -151,7 +151,7 @@ def lead_time(lab: State, ch: Chain) -> dict[str, Any]:
 def _unit_test_seconds(lab: State) -> float:
     """The unit tests' own time, from the last app build log (pytest's "passed in N s")."""
     log = lab.logs / "build-app.log"
-    found = re.findall(r"passed in ([0-9.]+)s", log.read_text()) if log.exists() else []
+    found = re.findall(r" passed[^\n]* in ([0-9.]+)s", log.read_text()) if log.exists() else []
     return float(found[-1]) if found else 0.0
 
 
