@@ -297,6 +297,10 @@ def table(results: dict[str, Any]) -> str:
             f"{lt['irreducible']} s (ratio {lt['ratio']})",
         )
     )
+    if "after_live_s" in lt:
+        rows.append(
+            ("  then drain, retire, prune (users already on it)", f"{lt['after_live_s']} s")
+        )
     for kind, stages in results["rebuild"].items():
         total = round(sum(stages.values()), 1)
         rows.append((f"rebuild after a {kind.replace('_', ' ')}", f"{total} s"))
