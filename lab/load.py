@@ -281,3 +281,27 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def readback(traffic: Traffic, url: str = "http://127.0.0.1:8000", workers: int = 8) -> list[str]:
+    """The registrations answered 201 during ``traffic`` that ``url`` cannot return now (each
+    by its id, with the same email): what was lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    if urlsplit(url).hostname != "127.0.0.1":
+        raise LoadError(f"reads go to 127.0.0.1 only, not to {url}")
+    session = requests.Session()
+    session.trust_env = False
+
+    def missing(item: tuple[str, int]) -> str | None:
+        email, uid = item
+        try:
+            resp = session.get(f"{url}/api/users/{uid}", timeout=10)
+        except requests.RequestException:
+            return email
+        return None if resp.status_code == 200 and resp.json().get("email") == email else email
+
+    with ThreadPoolExecutor(workers) as pool:
+        return [m for m in pool.map(missing, traffic.registered().items()) if m]

@@ -11,11 +11,9 @@ import dataclasses
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import requests
 
 from lab import controls, git, load, loadreport, pipeline, release, services
 from lab.load import Traffic
@@ -87,7 +85,7 @@ def test_zero_downtime_under_load_through_deploys_and_rollbacks(
     s = traffic.summary()
     deploys = sum(1 for what, _ in plan if what == "deploy")
     rollbacks = sum(1 for what, _ in plan if what == "rollback")
-    lost = readback(traffic)
+    lost = load.readback(traffic)
     report(traffic, {"deploys": deploys, "rollbacks": rollbacks, "lost": len(lost)})
 
     assert (deploys, rollbacks) == (DEPLOYS, ROLLBACKS)
@@ -124,21 +122,6 @@ def unexpected_answers(traffic: Traffic, first: str, plan: list[tuple[str, str]]
         if r.release not in allowed:
             bad.append(f"{r.t:.3f} {r.release} not in {sorted(allowed)}")
     return bad
-
-
-def readback(traffic: Traffic) -> list[str]:
-    """Registrations answered 201 that the live release cannot return."""
-    registered = traffic.registered()
-    session = requests.Session()
-    session.trust_env = False
-
-    def missing(item: tuple[str, int]) -> str | None:
-        email, uid = item
-        resp = session.get(f"{APP}/api/users/{uid}", timeout=10)
-        return None if resp.status_code == 200 and resp.json()["email"] == email else email
-
-    with ThreadPoolExecutor(8) as pool:
-        return [m for m in pool.map(missing, registered.items()) if m]
 
 
 def test_negative_control_switch_by_proxy_restart_loses_requests(lab: State) -> None:
