@@ -106,6 +106,8 @@ def wait_ready(state: State, host: Host, timeout: float = 60.0) -> str:
                 return str(c.version()["Version"])
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             last = f"{type(exc).__name__}: {exc}"
+        except EngineError as exc:  # connect()'s own word for a refused or lost connection
+            last = f"{type(exc.__cause__).__name__}: {exc.__cause__}"
         if time.monotonic() >= deadline:
             raise EngineError(
                 host.name,
