@@ -79,8 +79,42 @@ def _strategy_runs(
     shas = [ch.commit() for _ in range(deploys)]
     for sha in shas:  # built before the load: the switch is what is measured
         pipeline.build(ch.state, QUIET, app, sha)
-    name = f"bench-{strategy}-{rate}"
-    with load.running(rate=rate, name=name) as traffic:
+    url = "http://127.0.0.1:8000"
+    if strategy == "naive":  # one container on a published port, no proxy: the old one first
+        url = f"http://127.0.0.1:{services.CONTROL_PORT}"
+        head = git.commit(lab.config.root)
+        controls.naive(
+            lab,
+            release.candidate(app, pipeline.build(lab, QUIET, app, head), git.short(head)),
+            QUIET,
+        )
+    try:
+        traffic = _under_load(lab, ch, app, strategy, shas, rate, url)
+    finally:
+        controls.remove_naive(lab, "app")
+    s = traffic.summary()
+    say(f"  {strategy:10s} {rate} req/s: {s['failed']} failed of {s['total']} ({deploys} deploys)")
+    return {
+        "strategy": strategy,
+        "rate": rate,
+        "deploys": deploys,
+        "total": s["total"],
+        "failed": s["failed"],
+        "p99_ms": s["p99_ms"],
+        "longest_gap_ms": s["longest_gap_ms"],
+    }
+
+
+def _under_load(
+    lab: State,
+    ch: Chain,
+    app: services.Service,
+    strategy: str,
+    shas: list[str],
+    rate: int,
+    url: str,
+) -> load.Traffic:
+    with load.running(rate=rate, name=f"bench-{strategy}-{rate}", url=url) as traffic:
         time.sleep(3)
         for sha in shas:
             traffic.mark(f"{strategy} {git.short(sha)}")
@@ -108,17 +142,7 @@ def _strategy_runs(
                         release.start(lab, client, candidate, current, QUIET)
                     controls.by_restart(lab, "app", candidate.release)
             time.sleep(2)
-    s = traffic.summary()
-    say(f"  {strategy:10s} {rate} req/s: {s['failed']} failed of {s['total']} ({deploys} deploys)")
-    return {
-        "strategy": strategy,
-        "rate": rate,
-        "deploys": deploys,
-        "total": s["total"],
-        "failed": s["failed"],
-        "p99_ms": s["p99_ms"],
-        "longest_gap_ms": s["longest_gap_ms"],
-    }
+    return traffic
 
 
 def lead_time(lab: State, ch: Chain) -> dict[str, Any]:

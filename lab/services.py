@@ -4,7 +4,7 @@ The manifest (every field but ``name`` and ``port`` optional)::
 
     name = "quotes"               # lowercase, unique
     port = 9000                   # the TCP port its containers listen on
-    public_port = 8001            # the proxy's frontend for it (8000-8009; published on 127.0.0.1)
+    public_port = 8001            # the proxy's frontend for it (8000-8008; published on 127.0.0.1)
     health = "/ready"             # readiness path: 200 means route me
     healthcheck = "wget -q -O- http://127.0.0.1:9000/ready"  # default: a python3 probe of health
     test_dockerfile = "Dockerfile.test"   # integration-test image (default when the file exists)
@@ -36,7 +36,8 @@ from lab.judge import Thresholds
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _ENV = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-PUBLIC_PORTS = range(8000, 8010)  # the proxy's service frontends (compose/stack.yml, topology)
+PUBLIC_PORTS = range(8000, 8009)  # the proxy's service frontends (compose/stack.yml, topology)
+CONTROL_PORT = 8009  # published by prod too: the naive negative control's container (lab.controls)
 RESERVED_ENV = {"SERVICE_NAME", "RELEASE", "IMAGE", "PORT", "DATABASE_URL", "CARBON_HOST"}
 _KNOWN = {
     "name",

@@ -141,22 +141,28 @@ def test_negative_control_switch_by_proxy_restart_loses_requests(lab: State) -> 
 def test_negative_control_naive_stop_then_start_loses_requests(
     lab: State, chain: tuple[State, list[str]]
 ) -> None:
+    """One container on one published port, no proxy: stop it, start the next release there."""
     _, releases = chain
-    pool = {s.release for s in release.current_routes(lab, "app").servers}
     registry = lab.registry_client()
-    # a release not in the pool that retention kept (the oldest of the chain were pruned)
-    target = next(
-        r for r in reversed(releases) if r not in pool and registry.digest("cdlab/app", r)
-    )
-    digest = registry.digest("cdlab/app", target)
     app = services.load(lab.config.root, "app")
-    candidate = release.Candidate(
-        app, target, f"{lab.config.registry_addr}/cdlab/app@{digest}", None
+    kept = [r for r in releases if registry.digest("cdlab/app", r)][-2:]  # retention kept these
+    first, second = (
+        release.Candidate(
+            app, r, f"{lab.config.registry_addr}/cdlab/app@{registry.digest('cdlab/app', r)}", None
+        )
+        for r in kept
     )
-    with load.running(rate=RATE, name="control-naive") as traffic:
-        traffic.mark(f"naive deploy of {target}")
-        controls.naive(lab, candidate, Progress(out=None))
-        traffic.mark("end")
-    report(traffic, {"control": "naive stop, then start"})
-    assert release.current_routes(lab, "app").live == target
+    controls.naive(lab, first, Progress(out=None))  # the "old" container, before the load
+    try:
+        url = f"http://127.0.0.1:{services.CONTROL_PORT}"
+        with load.running(rate=RATE, name="control-naive", url=url) as traffic:
+            time.sleep(2)
+            traffic.mark(f"naive deploy of {second.release}")
+            outage = controls.naive(lab, second, Progress(out=None))
+            time.sleep(2)
+            traffic.mark("end")
+    finally:
+        controls.remove_naive(lab, "app")
+    report(traffic, {"control": "naive stop, then start", "outage_s": round(outage, 2)})
+    assert {r.release for r in traffic.requests if r.ok} == {first.release, second.release}
     assert len(traffic.failed) > 0, "a naive deploy lost no request: is the load real?"
