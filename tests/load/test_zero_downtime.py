@@ -80,6 +80,7 @@ def test_zero_downtime_under_load_through_deploys_and_rollbacks(
             else:
                 live = rel
             live = release.current_routes(lab, "app").live or live
+        time.sleep(STEADY_S)  # the last release seen serving, not just switched to
         traffic.mark("end")
 
     s = traffic.summary()
