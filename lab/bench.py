@@ -49,27 +49,12 @@ class Chain:
         else:
             text += f"\n# bench {self.n}\n"
         target.write_text(text)
-        subprocess.run(
-            [
-                "git",
-                "-C",
-                str(self.root),
-                "-c",
-                "user.name=cdlab-bench",
-                "-c",
-                "user.email=bench@cdlab.invalid",
-                "commit",
-                "-qam",
-                f"bench {self.n}",
-            ],
-            check=True,
-        )
-        return git.commit(self.root)
+        return git.commit_all(self.root, f"bench {self.n}", author="cdlab-bench")
 
 
 def chain(lab: State, where: Path) -> Chain:
     subprocess.run(["git", "clone", "-q", "--shared", str(lab.config.root), str(where)], check=True)
-    return Chain(State(dataclasses.replace(lab.config, root=where)), where)
+    return Chain(lab.at(where), where)
 
 
 def _strategy_runs(

@@ -84,3 +84,18 @@ def files(root: Path, sha: str, path: str) -> dict[str, bytes]:
             if fh is not None:
                 out[f"{path}/{member.name}"] = fh.read()
     return out
+
+
+def commit_all(root: Path, message: str, author: str = "cdlab") -> str:
+    """Commit every tracked change in ``root`` (a throwaway clone) as ``author``; the new sha."""
+    _git(
+        root,
+        "-c",
+        f"user.name={author}",
+        "-c",
+        f"user.email={author}@cdlab.invalid",
+        "commit",
+        "-qam",
+        message,
+    )
+    return commit(root)

@@ -91,10 +91,8 @@ def _up(config: LabConfig, state: State, progress: Progress, with_prod: bool) ->
             where = f"{devloop.CLONE} at {head}, remote cd = {devloop.remote_url(config)}"
             st.changed(f"{did} {where}") if did else st.unchanged(where)
     if any(h.name == "prod" for h in config.hosts) and with_prod:
-        from lab import (
-            pipeline,
-            services,
-        )  # the lab's own layer stays importable without the stack's
+        # imported here: the lab's own layer stays importable without the stack's
+        from lab import pipeline, services
 
         live = pipeline.deploy_current(state, progress)
         root = config.root

@@ -99,10 +99,15 @@ def deploy(
             error,
         )
         if previous != rec.release or error:  # "already live" is not a deploy worth a record
-            path = records.write(state.runs, rec)
-            records.publish(release.route_store(state), rec)
-            records.copy_to_cd(state.config, path)
+            keep(state, rec)
     return rec
+
+
+def keep(state: State, rec: records.Record) -> None:
+    """The record in ``.lab/runs/``, in the route store (shared history) and copied to cd."""
+    path = records.write(state.runs, rec)
+    records.publish(release.route_store(state), rec)
+    records.copy_to_cd(state.config, path)
 
 
 def build(
@@ -158,9 +163,7 @@ def rollback(
             error,
         )
         rec = records.Record(**{**rec.__dict__, "timings": {**rec.timings, "to_100": seconds}})
-        path = records.write(state.runs, rec)
-        records.publish(release.route_store(state), rec)
-        records.copy_to_cd(state.config, path)
+        keep(state, rec)
     return rec, seconds
 
 

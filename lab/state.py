@@ -12,6 +12,7 @@ Layout::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ class State:
     @property
     def dir(self) -> Path:
         return self.config.state_dir
+
+    def at(self, root: Path) -> State:
+        """The same lab (hosts, state) driven from another checkout at ``root``."""
+        return State(dataclasses.replace(self.config, root=root))
 
     @property
     def pki(self) -> pki.Pki:

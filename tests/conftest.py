@@ -18,7 +18,7 @@ import pytest
 import requests
 import testinfra
 
-from lab import config, engines, lifecycle
+from lab import config, engines, git, lifecycle
 from lab.config import Host, LabConfig
 from lab.errors import LabError
 from lab.state import State
@@ -71,6 +71,13 @@ def engine(lab: State, request: pytest.FixtureRequest) -> Iterator[Any]:
         yield client
 
 
+def session() -> requests.Session:
+    """HTTP to the lab's own addresses: never through the machine's proxy."""
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
 def commit_in_clone(
     root: Path, clone: Path, path: str, change: Callable[[str], str], message: str
 ) -> Path:
@@ -93,24 +100,7 @@ def edit_and_commit(clone: Path, changes: dict[str, Callable[[str], str]], messa
     for path, change in changes.items():
         target = clone / path
         target.write_text(change(target.read_text() if target.exists() else ""))
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(clone),
-            "-c",
-            "user.name=cdlab-tests",
-            "-c",
-            "user.email=tests@cdlab.invalid",
-            "commit",
-            "-qam",
-            message,
-        ],
-        check=True,
-    )
-    return subprocess.run(
-        ["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    return git.commit_all(clone, message, author="cdlab-tests")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ hooks, no database), and a commit pushed from dev to cd is live with no further 
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,16 +13,14 @@ import requests
 from lab import devloop, engines, git, pipeline, release, services
 from lab.progress import Progress
 from lab.state import State
-from tests.conftest import commit_in_clone
+from tests.conftest import commit_in_clone, session
 
 pytestmark = pytest.mark.xdist_group("prod")
 QUOTES = "http://127.0.0.1:8001"  # quotes' frontend (public_port in its service.toml)
 
 
 def served(url: str, path: str = "/version") -> requests.Response:
-    s = requests.Session()
-    s.trust_env = False
-    return s.get(url + path, timeout=5)
+    return session().get(url + path, timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +32,7 @@ def quotes_change(lab: State, tmp_path_factory: pytest.TempPathFactory) -> Itera
         lambda text: text.replace('"Done means released.",', '"Done means released!",'),
         "quotes: a one-line change",
     )
-    yield State(dataclasses.replace(lab.config, root=clone))
+    yield lab.at(clone)
 
 
 def test_a_second_service_deploys_and_rolls_back_the_same_way(

@@ -3,7 +3,6 @@ registry, one deploy at a time, bad input."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import time
@@ -11,23 +10,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from lab import checks, engines, git, judge, lock, pipeline, records, release
 from lab.errors import ConfigError
 from lab.metrics import Graphite
 from lab.progress import Progress
 from lab.state import State
-from tests.conftest import commit_in_clone
+from tests.conftest import commit_in_clone, session
 
 pytestmark = pytest.mark.xdist_group("prod")
 APP = "http://127.0.0.1:8000"  # the app's frontend, published on the workstation
 
 
 def served() -> str:
-    s = requests.Session()
-    s.trust_env = False
-    return s.get(APP + "/version", timeout=5).headers["X-Release"]
+    return session().get(APP + "/version", timeout=5).headers["X-Release"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +36,7 @@ def other_commit(lab: State, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         lambda text: text.replace("<title>cdlab · users</title>", "<title>B</title>"),
         "B: a one-line change",
     )
-    yield State(dataclasses.replace(lab.config, root=clone))
+    yield lab.at(clone)
 
 
 def test_deploy_rollback_and_rollback_to_a_pruned_release(
@@ -174,7 +170,7 @@ def test_a_canary_that_fails_under_real_traffic_is_aborted_by_the_judge(
         "C: fails under real traffic only",
     )
     c = git.short(git.commit(broken))
-    state = State(dataclasses.replace(lab.config, root=broken))
+    state = lab.at(broken)
     with pytest.raises(release.ReleaseError, match="aborted at 25%: error rate") as err:
         canary(state)
     aborted = time.monotonic()
@@ -198,7 +194,7 @@ def test_a_syntax_error_stops_at_static_checks_and_builds_nothing(
         lambda text: text + "\ndef broken(:\n",
         "a syntax error",
     )
-    broken = State(dataclasses.replace(lab.config, root=clone))
+    broken = lab.at(clone)
     live = served()
     with pytest.raises(checks.CheckError, match=r"services/app/app/web.py:\d+: ") as err:
         pipeline.deploy(broken, Progress(out=None), "app", "HEAD")

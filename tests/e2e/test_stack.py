@@ -11,26 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from lab import engines, git, release, services, stack
 from lab.build import Builder, ImageSpec
 from lab.errors import ImageBuildError
 from lab.progress import Progress
 from lab.state import State
-from tests.conftest import commit_in_clone
+from tests.conftest import commit_in_clone, session
 
 # Which release is live matters to these tests: they share the group of every test that changes it.
 pytestmark = pytest.mark.xdist_group("prod")
 
 APP = "http://127.0.0.1:8000"
 GRAPHITE = "http://127.0.0.1:8082"
-
-
-def session() -> requests.Session:
-    s = requests.Session()
-    s.trust_env = False  # 127.0.0.1 only, never through a proxy
-    return s
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +211,7 @@ def test_an_image_whose_unit_tests_fail_is_not_built(lab: State, tmp_path: Path)
     )
     sha = git.commit(clone)
     tag = f"broken-{git.short(sha)}"
-    clone_state = State(dataclasses.replace(lab.config, root=clone))
+    clone_state = lab.at(clone)
     with (
         engines.connect(lab, lab.config.builder, timeout=600) as cd,
         pytest.raises(ImageBuildError) as err,

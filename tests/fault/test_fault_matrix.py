@@ -4,7 +4,6 @@ ever points at the broken candidate, and its containers are gone."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ RATE = 100
 
 def clone_with(lab: State, where: Path, changes: dict[str, Callable[[str], str]]) -> State:
     root = conftest.clone_with(lab.config.root, where, changes, "a fault on purpose")
-    return State(dataclasses.replace(lab.config, root=root))
+    return lab.at(root)
 
 
 def candidates_left(lab: State, release_id: str) -> list[str]:

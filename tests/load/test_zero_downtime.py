@@ -7,7 +7,6 @@ and a switch by proxy restart) under the same load must lose requests, or the or
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +45,7 @@ def chain(
         edit_and_commit(clone, {"services/app/app/web.py": title(i)}, f"load chain {i}")
         for i in range(DEPLOYS)
     ]
-    state = State(dataclasses.replace(lab.config, root=clone))
+    state = lab.at(clone)
     app = services.load(clone, "app")
     for sha in shas:
         pipeline.build(state, Progress(out=None), app, sha)
