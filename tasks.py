@@ -87,6 +87,8 @@ def shell(c: Context, host: str) -> None:
         "strategy": "bluegreen (default) or canary",
         "steps": "canary: traffic shares per step, ending at 100 (default 10,25,50,100)",
         "interval": "canary: time per step before the judge decides (default 30s)",
+        "match": "A/B: only requests with header:NAME=VALUE or cookie:NAME=VALUE reach the "
+        "release, until invoke promote / invoke abort",
     }
 )
 @presents_errors
@@ -97,6 +99,7 @@ def deploy(
     strategy: str = "bluegreen",
     steps: str = "10,25,50,100",
     interval: str = "30s",
+    match: str | None = None,
 ) -> None:
     """Deploy an existing commit: build on cd, test, start beside the live release, switch."""
     progress = Progress()
@@ -108,7 +111,15 @@ def deploy(
         strategy,
         judge.parse_steps(steps),
         judge.parse_interval(interval),
+        match=match,
     )
+    if record.kind == "match":
+        progress.say(
+            f"{record.service} {record.release} serves the requests with {match}; all others "
+            f"stay on {record.previous} ({record.seconds:.1f} s). Next: 'invoke promote' makes "
+            "it live, 'invoke abort' removes it."
+        )
+        return
     progress.say(
         f"{record.service} {record.release} is live (was {record.previous or 'nothing'})"
         f" in {record.seconds:.1f} s"
@@ -128,18 +139,21 @@ def dev_push(c: Context, message: str = "change made on dev") -> None:
     print(f"dev: {head} pushed to cd and deployed")
 
 
-@task(help={"service": "the service whose canary to promote (default: app)"})
+@task(help={"service": "the service whose candidate to promote (default: app)"})
 @presents_errors
 def promote(c: Context, service: str = "app") -> None:
-    """Promote a running canary now (skip the remaining steps)."""
-    pipeline.canary_command(State(lab_config.load()), service, "promote")
+    """Make the candidate on matched traffic live, or promote a running canary now."""
+    progress = Progress()
+    progress.say(pipeline.decide(State(lab_config.load()), progress, service, "promote"))
 
 
-@task(help={"service": "the service whose canary to abort (default: app)"})
+@task(help={"service": "the service whose candidate to abort (default: app)"})
 @presents_errors
 def abort(c: Context, service: str = "app") -> None:
-    """Abort a running canary: every request back on the live release."""
-    pipeline.canary_command(State(lab_config.load()), service, "abort")
+    """Remove the candidate on matched traffic, or abort a running canary: every request back
+    on the live release."""
+    progress = Progress()
+    progress.say(pipeline.decide(State(lab_config.load()), progress, service, "abort"))
 
 
 @task(

@@ -17,6 +17,7 @@ from lab.progress import Progress
 from lab.state import State
 
 public_url = services.public_url
+MADE_LIVE = ("deploy", "rollback")  # record kinds after which a release served everyone
 
 
 def graphite_url() -> str:
@@ -44,15 +45,22 @@ def deploy(
     steps: tuple[int, ...] = (10, 25, 50, 100),
     interval: float = 30.0,
     thresholds: judge.Thresholds | None = None,
+    match: str | None = None,
 ) -> records.Record:
     """Build ``ref`` of ``service_name`` on cd (if needed), make sure the stack is up, and make
     it the live release: all at once (``bluegreen``) or by ``steps`` with a judge at each one
-    (``canary``). Raises after writing a failed record."""
+    (``canary``). With ``match`` (``header:NAME=VALUE`` or ``cookie:NAME=VALUE``) the release
+    only serves matching requests until ``promote`` or ``abort``. Raises after writing a failed
+    record."""
     if strategy not in ("bluegreen", "canary"):
         raise ConfigError("--strategy", strategy, "bluegreen or canary")
+    if match is not None and strategy != "bluegreen":
+        raise ConfigError("--match", match, "no --strategy (matched traffic is all or nothing)")
+    rule = routes.parse_match(match) if match is not None else None
     root = state.config.root
     sha = git.commit(root, ref)
     services.load(root, service_name)  # an unknown service is refused before anything runs
+    refuse_while_matched(state, service_name, rule is not None)
     files = git.files(root, sha, f"services/{service_name}")
     service = services.at_commit(root, sha, service_name, files)
     started, error, previous, image = records.now(), None, None, ""
@@ -68,6 +76,7 @@ def deploy(
         image = candidate.image
         etcd = release.route_store(state)
         with lock.held(etcd, f"deploy {service.name} {candidate.release}"):
+            refuse_while_matched(state, service.name, rule is not None)
             previous = release.current_routes(state, service.name).live
             release.deploy(
                 state,
@@ -77,23 +86,23 @@ def deploy(
                 steps=steps if strategy == "canary" else (100,),
                 interval=interval,
                 thresholds=thresholds or service.thresholds,
+                match=routes.Match(rule.kind, rule.name, rule.value, candidate.release)
+                if rule
+                else None,
             )
-            with progress.stage(f"retain {service.retain} releases of {service.name}") as st:
-                history = [*deployed(state, service.name), candidate.release]
-                kept, pruned = release.prune(state, service, history)
-                note = f"kept {', '.join(kept)}"
-                st.changed(f"pruned {', '.join(pruned)}; {note}") if pruned else st.unchanged(note)
+            if rule is None:
+                retain(state, progress, service, candidate.release)
     except LabError as exc:
         error = exc
         raise
     finally:
         rec = records.make(
-            "deploy",
+            "match" if rule else "deploy",
             service.name,
             git.short(sha),
             previous,
             image,
-            strategy,
+            "match" if rule else strategy,
             started,
             progress,
             error,
@@ -101,6 +110,31 @@ def deploy(
         if previous != rec.release or error:  # "already live" is not a deploy worth a record
             keep(state, rec)
     return rec
+
+
+def refuse_while_matched(state: State, service: str, matching: bool) -> None:
+    """One candidate at a time: while one serves matched traffic, deploys wait for a decision;
+    a matched deploy needs a live release to serve everyone else."""
+    current = release.current_routes(state, service)
+    if current.match:
+        raise release.ReleaseError(
+            f"{service}: release {current.match.release} serves the requests with "
+            f"{current.match.rule} (the others go to {current.live}). Decide on it first: "
+            f"'invoke promote --service {service}' makes it live, "
+            f"'invoke abort --service {service}' removes it."
+        )
+    if matching and not current.live:
+        raise ConfigError(
+            "--match", None, f"a live release of {service} for the other requests; deploy one first"
+        )
+
+
+def retain(state: State, progress: Progress, service: services.Service, made_live: str) -> None:
+    with progress.stage(f"retain {service.retain} releases of {service.name}") as st:
+        history = [*deployed(state, service.name), made_live]
+        kept, pruned = release.prune(state, service, history)
+        note = f"kept {', '.join(kept)}"
+        st.changed(f"pruned {', '.join(pruned)}; {note}") if pruned else st.unchanged(note)
 
 
 def keep(state: State, rec: records.Record) -> None:
@@ -172,7 +206,7 @@ def deployed(state: State, service: str) -> list[str]:
     return [
         r.release
         for r in records.history(state.runs, service, release.route_store(state))
-        if r.result == "succeeded"
+        if r.result == "succeeded" and r.kind in MADE_LIVE
     ]
 
 
@@ -189,7 +223,7 @@ def releases(state: State, service: str = "app") -> list[ReleaseRow]:
     warm = routes.previous(current)
     rows: dict[str, ReleaseRow] = {}
     for rec in records.history(state.runs, service, release.route_store(state)):
-        if rec.result != "succeeded":
+        if rec.result != "succeeded" or rec.kind not in MADE_LIVE:
             continue
         status = (
             "live" if rec.release == current.live else "warm" if rec.release == warm else "retained"
@@ -198,6 +232,10 @@ def releases(state: State, service: str = "app") -> list[ReleaseRow]:
     for rel in filter(None, (current.live, warm)):  # deployed before records existed
         if rel not in rows:
             rows[rel] = ReleaseRow(rel, "live" if rel == current.live else "warm", "?", "?")
+    if current.match:
+        rows[current.match.release] = ReleaseRow(
+            current.match.release, f"matched ({current.match.rule})", "-", "-"
+        )
     return sorted(rows.values(), key=lambda r: r.last_made_live, reverse=True)
 
 
@@ -212,6 +250,43 @@ def release_lock(state: State) -> lock.Holder | None:
     return lock.release(release.route_store(state))
 
 
-def canary_command(state: State, service: str, command: str) -> None:
-    """Tell a running canary to ``promote`` or ``abort`` now."""
-    release.route_store(state).put(release.CANARY_KEY + service, command.encode())
+def decide(state: State, progress: Progress, service_name: str, command: str) -> str:
+    """``promote`` or ``abort`` the candidate on matched traffic (a recorded run), or tell a
+    running canary to do so now. Returns what happened."""
+    current = release.current_routes(state, service_name)
+    if current.match is None:
+        release.route_store(state).put(release.CANARY_KEY + service_name, command.encode())
+        return f"asked the running canary of {service_name} to {command}"
+    service = services.load(state.config.root, service_name)
+    target = current.match.release
+    started, error = records.now(), None
+    try:
+        with lock.held(release.route_store(state), f"{command} {service.name} {target}"):
+            current = release.current_routes(state, service.name)
+            if current.match is None or current.match.release != target:
+                raise release.ReleaseError(
+                    f"{service.name}: {target} left matched traffic meanwhile"
+                )
+            if command == "abort":
+                release.abort_matched(state, current, progress)
+                return f"{target} aborted; every request on {current.live}"
+            candidate = release.pooled(state, service, target)
+            release.go_live(state, candidate, current, progress, public_url(service))
+            retain(state, progress, service, target)
+            return f"{target} promoted: live for every request (was {current.live})"
+    except LabError as exc:
+        error = exc
+        raise
+    finally:
+        rec = records.make(
+            "deploy" if command == "promote" else "abort",
+            service.name,
+            target,
+            current.live,
+            "",
+            "match",
+            started,
+            progress,
+            error,
+        )
+        keep(state, rec)

@@ -16,7 +16,7 @@ from lab.progress import Progress, Stage
 
 @dataclass(frozen=True)
 class Record:
-    kind: str  # "deploy" or "rollback"
+    kind: str  # "deploy" or "rollback" (made a release live); "match" or "abort" (did not)
     service: str
     release: str  # the release this run made (or tried to make) live
     previous: str | None  # the live release before the run

@@ -95,10 +95,13 @@ def deploy(
     steps: tuple[int, ...] = (100,),
     interval: float = 30.0,
     thresholds: judge.Thresholds = DEFAULT_THRESHOLDS,
+    match: routes.Match | None = None,
 ) -> str:
     """Make ``candidate`` the live release of its service; returns what happened.
 
-    ``steps`` other than ``(100,)`` make it a canary (see ``canary``)."""
+    ``steps`` other than ``(100,)`` make it a canary (see ``canary``). With ``match`` the
+    candidate only serves the requests that carry the header or cookie, until ``promote`` or
+    ``abort`` (see ``expose_matched``)."""
     current = current_routes(state, candidate.service.name)
     graphite = Graphite()
     tags = ["cdlab", "deploy", candidate.service.name, candidate.release]
@@ -111,6 +114,10 @@ def deploy(
         except LabError as exc:
             graphite.event(f"deploy failed {candidate.project}", tags, str(exc)[:500])
             raise
+    if match:
+        expose_matched(state, candidate, current, match, progress, public_url)
+        graphite.event(f"matched traffic to {candidate.project}", tags, match.rule)
+        return f"{candidate.release} on matched traffic ({match.rule})"
     if steps != (100,) and current.live:
         canary(
             state,
@@ -121,6 +128,13 @@ def deploy(
             interval,
             thresholds,
         )
+    return go_live(state, candidate, current, progress, public_url)
+
+
+def go_live(
+    state: State, candidate: Candidate, current: routes.Routes, progress: Progress, public_url: str
+) -> str:
+    """Switch all traffic to a tested, pooled ``candidate`` and run its post-deploy hook."""
     switch(state, candidate, current, progress, public_url)
     if candidate.service.post_deploy:
         with (
@@ -128,8 +142,65 @@ def deploy(
             engines.connect(state, state.config.host("prod"), timeout=300) as client,
         ):
             st.changed(hook(state, client, candidate, "post-deploy", candidate.service.post_deploy))
-    graphite.event(f"deploy end {candidate.project}", tags, f"previous: {current.live}")
+    Graphite().event(
+        f"deploy end {candidate.project}",
+        ["cdlab", "deploy", candidate.service.name, candidate.release],
+        f"previous: {current.live}",
+    )
     return f"{candidate.release} live"
+
+
+def expose_matched(
+    state: State,
+    candidate: Candidate,
+    current: routes.Routes,
+    match: routes.Match,
+    progress: Progress,
+    public_url: str,
+) -> None:
+    """Requests carrying ``match``'s header or cookie go to the (tested, pooled) candidate; every
+    other request stays on the live release. Verified through the proxy both ways; on failure
+    the rule and the candidate are taken out again."""
+    name = candidate.service.name
+    with progress.stage(f"matched traffic ({match.rule}) to {candidate.release}") as st:
+        since = time.monotonic()
+        route_store(state).put_json(routes.PREFIX + name, routes.matched(current, match).to_doc())
+        try:
+            Runtime(state.config.host("prod").address).wait_up(
+                name + "-match", candidate.host, timeout=30
+            )
+            seconds = verify_through_proxy(
+                public_url, candidate.release, since=since, headers=match.headers
+            )
+            if current.live:
+                verify_through_proxy(public_url, current.live, timeout=5)
+        except LabError:
+            _abandon(state, candidate, current)
+            raise
+        st.changed(
+            f"requests with {match.rule} answered by {candidate.release} "
+            f"{seconds * 1000:.0f} ms after the route change; all others by "
+            f"{current.live}. Next: invoke promote or invoke abort"
+        )
+
+
+def abort_matched(state: State, current: routes.Routes, progress: Progress) -> str:
+    """Take the matched-traffic candidate out: the rule first, then its containers."""
+    assert current.match is not None
+    release = current.match.release
+    with progress.stage(f"abort: {release} off matched traffic, stopped and removed") as st:
+        route_store(state).put_json(
+            routes.PREFIX + current.service, routes.without(current, release).to_doc()
+        )
+        time.sleep(0.2)  # the proxy applies the change within milliseconds (a watch)
+        remove(state, current.service, release, stop_timeout=25)
+        st.changed(f"every request on {current.live}")
+    Graphite().event(
+        f"matched traffic aborted {current.service}-{release}",
+        ["cdlab", "abort", current.service, release],
+        current.match.rule,
+    )
+    return release
 
 
 def start(
@@ -318,15 +389,7 @@ def rollback(
     """All traffic back to ``target``; started again from the registry by digest if its
     containers are gone. Returns the seconds from the route change to 100 % from ``target``."""
     current = current_routes(state, service.name)
-    digest = state.registry_client().digest(f"{REPOSITORY}/{service.name}", target)
-    if digest is None:
-        raise ReleaseError(
-            f"release '{target}' of '{service.name}' is not in the registry (no tag "
-            f"{REPOSITORY}/{service.name}:{target}: pruned, as the manifest keeps only "
-            f"retain = {service.retain} releases); it cannot be started again"
-        )
-    image = f"{state.config.registry_addr}/{REPOSITORY}/{service.name}@{digest}"
-    candidate = Candidate(service, target, image, None)
+    candidate = pooled(state, service, target)
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
         warm = _healthy(client, candidate.project) and target in {
             s.release for s in current.servers
@@ -335,6 +398,19 @@ def rollback(
             start(state, client, candidate, current, progress)
             current = current_routes(state, service.name)
     return switch(state, candidate, current, progress, public_url)
+
+
+def pooled(state: State, service: Service, target: str) -> Candidate:
+    """A release already in the registry, pinned by its digest there."""
+    digest = state.registry_client().digest(f"{REPOSITORY}/{service.name}", target)
+    if digest is None:
+        raise ReleaseError(
+            f"release '{target}' of '{service.name}' is not in the registry (no tag "
+            f"{REPOSITORY}/{service.name}:{target}: pruned, as the manifest keeps only "
+            f"retain = {service.retain} releases); it cannot be started again"
+        )
+    image = f"{state.config.registry_addr}/{REPOSITORY}/{service.name}@{digest}"
+    return Candidate(service, target, image, None)
 
 
 def wait_healthy(client: Any, project: str, probe: str, timeout: float = 60.0) -> str:
@@ -443,13 +519,18 @@ def one_off(
 
 
 def verify_through_proxy(
-    url: str, release: str, timeout: float = 15.0, since: float | None = None
+    url: str,
+    release: str,
+    timeout: float = 15.0,
+    since: float | None = None,
+    headers: dict[str, str] | None = None,
 ) -> float:
-    """Poll ``url``/version until ``release`` answers 20 times in a row; returns the seconds from
-    ``since`` (default: now) to the request that began that run: from then on 100 % of
-    responses came from ``release``."""
+    """Poll ``url``/version (sending ``headers``) until ``release`` answers 20 times in a row;
+    returns the seconds from ``since`` (default: now) to the request that began that run: from
+    then on 100 % of responses came from ``release``."""
     session = requests.Session()
     session.trust_env = False
+    session.headers.update(headers or {})
     started = time.monotonic() if since is None else since
     streak, last, streak_began = 0, "no answer", started
     while time.monotonic() - started < timeout:

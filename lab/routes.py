@@ -25,10 +25,53 @@ class Server:
     drain: bool = False
 
 
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+MATCH_FORM = (
+    "header:NAME=VALUE or cookie:NAME=VALUE (NAME: letters, digits, - and _; VALUE: also .)"
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Requests that carry a header or cookie with an exact value go to ``release`` only."""
+
+    kind: str  # "header" or "cookie"
+    name: str
+    value: str
+    release: str
+
+    @property
+    def rule(self) -> str:
+        return f"{self.kind}:{self.name}={self.value}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a client sends to be matched."""
+        if self.kind == "cookie":
+            return {"Cookie": f"{self.name}={self.value}"}
+        return {self.name: self.value}
+
+
+def parse_match(text: str, release: str = "") -> Match:
+    """``header:X-Canary=1`` or ``cookie:canary=yes``; ``ConfigError`` otherwise."""
+    kind, _, rest = text.partition(":")
+    name, eq, value = rest.partition("=")
+    if (
+        kind not in ("header", "cookie")
+        or not eq
+        or not _TOKEN.match(name)
+        or not _VALUE.match(value)
+    ):
+        raise ConfigError("--match", text, MATCH_FORM)
+    return Match(kind, name, value, release)
+
+
 @dataclass(frozen=True)
 class Routes:
     service: str
     servers: tuple[Server, ...]
+    match: Match | None = None  # a candidate on matched traffic only (A/B), until promote/abort
 
     @property
     def key(self) -> str:
@@ -41,13 +84,23 @@ class Routes:
         return max(weighted, key=lambda s: s.weight).release if weighted else None
 
     def to_doc(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "service": self.service,
             "servers": [
                 {"release": s.release, "host": s.host, "weight": s.weight, "drain": s.drain}
                 for s in self.servers
             ],
         }
+        if self.match:
+            m = self.match
+            doc["match"] = {
+                "kind": m.kind,
+                "name": m.name,
+                "value": m.value,
+                "release": m.release,
+                "host": host_name(self.service, m.release),
+            }
+        return doc
 
 
 def from_doc(doc: Any, service: str) -> Routes:
@@ -64,7 +117,13 @@ def from_doc(doc: Any, service: str) -> Routes:
                 f"routes[{service}].servers[{i}].weight", weight, f"an integer 0-{MAX_WEIGHT}"
             )
         servers.append(Server(str(s["release"]), str(s["host"]), weight, bool(s.get("drain"))))
-    return Routes(service, tuple(servers))
+    match = None
+    if doc.get("match"):
+        m = doc["match"]
+        if not isinstance(m, dict) or not _RELEASE.match(str(m.get("release"))):
+            raise ConfigError(f"routes[{service}].match", m, "an object naming a release")
+        match = parse_match(f"{m.get('kind')}:{m.get('name')}={m.get('value')}", m["release"])
+    return Routes(service, tuple(servers), match)
 
 
 def host_name(service: str, release: str) -> str:
@@ -85,8 +144,21 @@ def stage(current: Routes, release: str) -> Routes:
     """``current`` plus ``release`` in the pool at weight 0: health-checked, receiving nothing."""
     others = tuple(s for s in current.servers if s.release != release)
     return Routes(
-        current.service, (*others, Server(release, host_name(current.service, release), 0))
+        current.service,
+        (*others, Server(release, host_name(current.service, release), 0)),
+        current.match,
     )
+
+
+def matched(current: Routes, match: Match) -> Routes:
+    """``current`` with ``match.release`` (staged at weight 0) serving matched requests (pure)."""
+    return Routes(current.service, stage(current, match.release).servers, match)
+
+
+def without(current: Routes, release: str) -> Routes:
+    """``current`` with ``release`` out of the pool and no match rule (an abort; pure)."""
+    servers = tuple(s for s in current.servers if s.release != release)
+    return Routes(current.service, servers)
 
 
 def previous(current: Routes) -> str | None:

@@ -27,8 +27,10 @@ import time
 from dataclasses import dataclass
 
 SLOTS = 6
+MATCH_SLOTS = 2
 ROUTES_PREFIX = "/cdlab/routes/"
 SOCKET = "/tmp/haproxy-admin.sock"
+MATCH_SUFFIX = "-match"  # the backend that serves matched requests (A/B), e.g. app-match
 
 
 @dataclass(frozen=True)
@@ -124,22 +126,66 @@ def render_config(services: list[Service], slots: int = SLOTS) -> str:
         "    http-request return status 200 content-type text/plain string ok if { path /healthz }",
     ]
     for svc in services:
+        match = svc.name + MATCH_SUFFIX
         lines += [
             "",
             f"frontend {svc.name}",
             f"    bind :{svc.listen}",
+            # matched requests (a header or cookie in the map) go to the A/B candidate while it
+            # is up; the map is empty, and the rule costs nothing, until a deploy --match
+            f"    use_backend {match} if {{ nbsrv({match}) gt 0 }} "
+            f"{{ req.hdrs,map_reg({map_file(svc.name)}) -m found }}",
             f"    default_backend {svc.name}",
-            "",
-            f"backend {svc.name}",
-            "    balance roundrobin",
-            f"    option httpchk GET {svc.health}",
-            "    http-check expect status 200",
-            "    http-request disable-l7-retry if METH_POST",
-            "    default-server check inter 1s fastinter 250ms downinter 1s rise 2 fall 2 "
-            "resolvers docker init-addr none resolve-prefer ipv4",
-            f"    server-template r 1-{slots} cdlab-unassigned.invalid:{svc.port} disabled",
         ]
+        for backend, count in ((svc.name, slots), (match, MATCH_SLOTS)):
+            lines += [
+                "",
+                f"backend {backend}",
+                "    balance roundrobin",
+                f"    option httpchk GET {svc.health}",
+                "    http-check expect status 200",
+                "    http-request disable-l7-retry if METH_POST",
+                "    default-server check inter 1s fastinter 250ms downinter 1s rise 2 fall 2 "
+                "resolvers docker init-addr none resolve-prefer ipv4",
+                f"    server-template r 1-{count} cdlab-unassigned.invalid:{svc.port} disabled",
+            ]
     return "\n".join(lines) + "\n"
+
+
+def map_file(service: str) -> str:
+    return f"/tmp/match-{service}.map"
+
+
+def _anycase(text: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in text)
+
+
+def _literal(text: str) -> str:
+    return "".join(f"[{c}]" if c == "." else c for c in text)
+
+
+def match_pattern(kind: str, name: str, value: str) -> str:
+    """A regex on ``req.hdrs`` (every header as ``name: value\\r\\n``) that finds a header or
+    a cookie with exactly ``value``. Names and values are checked tokens (cdlab's routes), so the
+    pattern holds no space, backslash or semicolon: safe as one Runtime API argument."""
+    start, end = "(^|[[:cntrl:]])", "([^-_.[:alnum:]]|$)"
+    if kind == "header":
+        return f"{start}{_anycase(name)}:[[:blank:]]*{_literal(value)}[[:blank:]]*([[:cntrl:]]|$)"
+    if kind == "cookie":
+        pair = f"{_literal(name)}={_literal(value)}"
+        return f"{start}{_anycase('cookie')}:([^[:cntrl:]]*[[:blank:]])?{pair}{end}"
+    raise ValueError(f"match kind {kind!r}: expected header or cookie")
+
+
+def parse_map(text: str) -> list[str]:
+    """Keys of a ``show map <file>`` answer (``<ref> <key> <value>`` per line)."""
+    return [line.split()[1] for line in text.splitlines() if len(line.split()) >= 3]
+
+
+def map_plan(path: str, present: list[str], wanted: list[str]) -> list[str]:
+    """Runtime API commands that make map ``path`` hold exactly ``wanted`` (value 1; pure)."""
+    cmds = [f"add map {path} {key} 1" for key in wanted if key not in present]
+    return cmds + [f"del map {path} {key}" for key in present if key not in wanted]
 
 
 def parse_servers_state(text: str, backend: str) -> list[Slot]:
@@ -199,16 +245,30 @@ def plan(backend: str, slots: list[Slot], desired: list[Desired]) -> list[str]:
     return cmds
 
 
-def parse_routes(raw: bytes | None, service: str) -> list[Desired]:
+@dataclass(frozen=True)
+class Wanted:
+    """A service's desired state: its pool, and the matched-traffic candidate with its rule."""
+
+    servers: list[Desired]
+    matched: list[Desired]  # the -match backend: empty, or the candidate at weight 100
+    patterns: list[str]  # the map's keys: empty, or the match rule's regex
+
+
+def parse_routes(raw: bytes | None, service: str) -> Wanted:
     if not raw:
-        return []
+        return Wanted([], [], [])
     doc = json.loads(raw)
     if doc.get("service") != service:
         raise ValueError(f"route record for {service!r} names service {doc.get('service')!r}")
-    return [
+    servers = [
         Desired(str(s["release"]), str(s["host"]), int(s["weight"]), bool(s.get("drain")))
         for s in doc.get("servers", [])
     ]
+    m = doc.get("match")
+    if not m:
+        return Wanted(servers, [], [])
+    pattern = match_pattern(str(m["kind"]), str(m["name"]), str(m["value"]))
+    return Wanted(servers, [Desired(str(m["release"]), str(m["host"]), 100)], [pattern])
 
 
 class Runtime:
@@ -285,8 +345,16 @@ class Supervisor:
         with self.lock:
             state = self.runtime.send("show servers state")
             for svc in self.services:
-                desired = parse_routes(self.etcd.get(ROUTES_PREFIX + svc.name), svc.name)
-                cmds = plan(svc.name, parse_servers_state(state, svc.name), desired)
+                wanted = parse_routes(self.etcd.get(ROUTES_PREFIX + svc.name), svc.name)
+                match = svc.name + MATCH_SUFFIX
+                path = map_file(svc.name)
+                to_map = map_plan(
+                    path, parse_map(self.runtime.send(f"show map {path}")), wanted.patterns
+                )
+                to_pool = plan(svc.name, parse_servers_state(state, svc.name), wanted.servers)
+                to_pool += plan(match, parse_servers_state(state, match), wanted.matched)
+                # a rule goes in after its backend has the candidate, and out before it leaves
+                cmds = to_pool + to_map if wanted.patterns else to_map + to_pool
                 for cmd in cmds:
                     answer = self.runtime.send(cmd).strip()
                     if answer and not answer.startswith(("IP changed", "no need to change")):
@@ -296,8 +364,10 @@ class Supervisor:
                     log(
                         f"{svc.name}: applied {len(cmds)} change(s) -> "
                         + ", ".join(
-                            f"{d.release}={d.weight}{' drain' if d.drain else ''}" for d in desired
+                            f"{d.release}={d.weight}{' drain' if d.drain else ''}"
+                            for d in wanted.servers
                         )
+                        + "".join(f"; matched requests -> {d.release}" for d in wanted.matched)
                     )
 
     def run_forever(self) -> None:
@@ -324,6 +394,8 @@ def main() -> int:
     cfg = "/tmp/haproxy.cfg"
     with open(cfg, "w") as fh:
         fh.write(render_config(services))
+    for svc in services:
+        open(map_file(svc.name), "w").close()  # filled at run time: add map / del map
     haproxy = subprocess.Popen(["haproxy", "-W", "-db", "-f", cfg])
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda s, f: haproxy.send_signal(signal.SIGUSR1))  # soft stop

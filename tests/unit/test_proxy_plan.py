@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -107,9 +108,98 @@ def test_route_records_round_trip_between_lab_and_proxy() -> None:
     r = routes.switch_to(routes.stage(routes.Routes(APP, ()), "aaa"), "aaa")
     r = routes.switch_to(routes.stage(r, "bbb"), "bbb")
     assert r.live == "bbb"
-    desired = sup.parse_routes(json.dumps(r.to_doc()).encode(), APP)
-    assert desired == [D("bbb", "app-bbb", 100), D("aaa", "app-aaa", 0, drain=True)]
+    wanted = sup.parse_routes(json.dumps(r.to_doc()).encode(), APP)
+    assert wanted.servers == [D("bbb", "app-bbb", 100), D("aaa", "app-aaa", 0, drain=True)]
+    assert (wanted.matched, wanted.patterns) == ([], [])
     assert routes.from_doc(r.to_doc(), APP) == r
+
+
+def _python_regex(pattern: str) -> re.Pattern[str]:
+    """HAProxy's (PCRE2) POSIX classes, spelled for Python's re."""
+    for posix, python in {
+        "[:cntrl:]": "\\x00-\\x1f\\x7f",
+        "[:blank:]": " \\t",
+        "[:alnum:]": "A-Za-z0-9",
+    }.items():
+        pattern = pattern.replace(posix, python)
+    return re.compile(pattern)
+
+
+def headers(*lines: str) -> str:
+    """``req.hdrs`` as HAProxy renders it: ``name: value\\r\\n`` each, then an empty line."""
+    return "".join(f"{line}\r\n" for line in lines) + "\r\n"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "value", "block", "found"),
+    [
+        ("header", "X-Canary", "1", headers("host: a", "x-canary: 1"), True),
+        ("header", "X-Canary", "1", headers("X-CANARY:1", "accept: */*"), True),
+        ("header", "X-Canary", "1", headers("x-canary: 12"), False),
+        ("header", "X-Canary", "1", headers("x-canary: 0", "x-other: 1"), False),
+        ("header", "X-Canary", "1", headers("my-x-canary: 1"), False),
+        ("header", "X-Canary", "1", headers("user-agent: x-canary: 1"), False),
+        ("header", "X-Version", "v2.1", headers("x-version: v2x1"), False),
+        ("cookie", "canary", "yes", headers("cookie: canary=yes"), True),
+        ("cookie", "canary", "yes", headers("cookie: a=1; canary=yes; b=2"), True),
+        ("cookie", "canary", "yes", headers("cookie: a=1; canary=yes"), True),
+        ("cookie", "canary", "yes", headers("cookie: mycanary=yes"), False),
+        ("cookie", "canary", "yes", headers("cookie: canary=yes2"), False),
+        ("cookie", "canary", "yes", headers("x-cookie: canary=yes"), False),
+        ("cookie", "canary", "yes", headers("canary: yes"), False),
+    ],
+)
+def test_match_patterns_find_exactly_the_header_or_cookie(
+    kind: str, name: str, value: str, block: str, found: bool
+) -> None:
+    pattern = sup.match_pattern(kind, name, value)
+    assert not set(pattern) & set(" \\;#"), "one Runtime API argument, no escaping"
+    assert bool(_python_regex(pattern).search(block)) is found
+
+
+def test_a_match_rule_travels_from_the_route_record_to_the_proxy() -> None:
+    from lab import routes
+
+    live = routes.switch_to(routes.stage(routes.Routes(APP, ()), "a" * 12), "a" * 12)
+    rule = routes.parse_match("header:X-Canary=1", "b" * 12)
+    r = routes.matched(live, rule)
+    assert r.live == "a" * 12 and r.match == rule
+    assert routes.from_doc(json.loads(json.dumps(r.to_doc())), APP) == r
+    wanted = sup.parse_routes(json.dumps(r.to_doc()).encode(), APP)
+    assert wanted.matched == [D("b" * 12, "app-" + "b" * 12, 100)]
+    assert wanted.patterns == [sup.match_pattern("header", "X-Canary", "1")]
+    assert D("b" * 12, "app-" + "b" * 12, 0) in wanted.servers  # staged, health-checked
+    # promote (a switch) and abort both leave no rule behind
+    assert routes.switch_to(r, "b" * 12).match is None
+    assert routes.without(r, "b" * 12) == live
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["X-Canary=1", "header:X-Canary", "query:a=1", "header:a b=1", "cookie:c=1;2", "header:=1"],
+)
+def test_bad_match_rules_are_refused_with_the_expected_form(text: str) -> None:
+    from lab import routes
+    from lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="header:NAME=VALUE or cookie:NAME=VALUE"):
+        routes.parse_match(text)
+
+
+def test_map_plan_adds_before_it_deletes_and_is_empty_when_in_shape() -> None:
+    show = "0x55d1c0 (^|[[:cntrl:]])old 1\n"
+    assert sup.parse_map(show) == ["(^|[[:cntrl:]])old"]
+    assert sup.map_plan("/m", ["old"], ["new"]) == ["add map /m new 1", "del map /m old"]
+    assert sup.map_plan("/m", ["k"], ["k"]) == []
+
+
+def test_matched_requests_go_to_their_own_backend_only_while_it_is_up() -> None:
+    cfg = sup.render_config(sup.parse_services("app:8000:8000"), slots=4)
+    assert (
+        "use_backend app-match if { nbsrv(app-match) gt 0 } "
+        "{ req.hdrs,map_reg(/tmp/match-app.map) -m found }" in cfg
+    )
+    assert "backend app-match" in cfg and "server-template r 1-2 " in cfg
 
 
 def test_parse_sessions_reads_scur_of_one_server() -> None:
