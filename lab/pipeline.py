@@ -12,6 +12,7 @@ from lab import checks, git, judge, lock, records, release, report, routes, serv
 from lab.build import Built
 from lab.config import public_host
 from lab.errors import ConfigError, LabError
+from lab.images import REPOSITORY
 from lab.metrics import GRAPHITE_PORT
 from lab.progress import Progress
 from lab.state import State
@@ -75,7 +76,8 @@ def deploy(
         candidate = release.candidate(service, built, git.short(sha))
         image = candidate.image
         etcd = release.route_store(state)
-        with lock.held(etcd, f"deploy {service.name} {candidate.release}"):
+        what = f"deploy {service.name} {candidate.release}"
+        with lock.held(etcd, what + (" (canary)" if strategy == "canary" else "")):
             refuse_while_matched(state, service.name, rule is not None)
             previous = release.current_routes(state, service.name).live
             release.deploy(
@@ -219,24 +221,36 @@ class ReleaseRow:
 
 
 def releases(state: State, service: str = "app") -> list[ReleaseRow]:
+    """Every release made live, newest first: live, warm (drained, ready for an instant
+    rollback), retained (in the registry: a rollback starts it by digest) or pruned; a release
+    on matched traffic comes first."""
     current = release.current_routes(state, service)
     warm = routes.previous(current)
+    in_registry = set(state.registry_client().tags(f"{REPOSITORY}/{service}"))
     rows: dict[str, ReleaseRow] = {}
     for rec in records.history(state.runs, service, release.route_store(state)):
         if rec.result != "succeeded" or rec.kind not in MADE_LIVE:
             continue
         status = (
-            "live" if rec.release == current.live else "warm" if rec.release == warm else "retained"
+            "live"
+            if rec.release == current.live
+            else "warm"
+            if rec.release == warm
+            else "retained"
+            if rec.release in in_registry
+            else "pruned"
         )
         rows[rec.release] = ReleaseRow(rec.release, status, rec.started, rec.trigger)
     for rel in filter(None, (current.live, warm)):  # deployed before records existed
         if rel not in rows:
             rows[rel] = ReleaseRow(rel, "live" if rel == current.live else "warm", "?", "?")
+    ordered = sorted(rows.values(), key=lambda r: r.last_made_live, reverse=True)
     if current.match:
-        rows[current.match.release] = ReleaseRow(
-            current.match.release, f"matched ({current.match.rule})", "-", "-"
-        )
-    return sorted(rows.values(), key=lambda r: r.last_made_live, reverse=True)
+        m = current.match
+        ordered = [ReleaseRow(m.release, f"matched ({m.rule})", "-", "-")] + [
+            r for r in ordered if r.release != m.release
+        ]
+    return ordered
 
 
 def render_releases(rows: list[ReleaseRow]) -> str:
@@ -255,8 +269,17 @@ def decide(state: State, progress: Progress, service_name: str, command: str) ->
     running canary to do so now. Returns what happened."""
     current = release.current_routes(state, service_name)
     if current.match is None:
+        holder = lock.current(release.route_store(state))
+        what = holder.what if holder else ""
+        if not (what.startswith(f"deploy {service_name} ") and what.endswith("(canary)")):
+            raise ConfigError(
+                f"invoke {command} --service",
+                service_name,
+                "a service with a release on matched traffic (deploy --match) or a running "
+                "canary (deploy --strategy canary); 'invoke releases' shows what is live",
+            )
         release.route_store(state).put(release.CANARY_KEY + service_name, command.encode())
-        return f"asked the running canary of {service_name} to {command}"
+        return f"asked the running canary ({what}) to {command}"
     service = services.load(state.config.root, service_name)
     target = current.match.release
     started, error = records.now(), None

@@ -213,7 +213,8 @@ def retention(
     first and may repeat."""
     kept: list[str] = []
     pool = [s.release for s in sorted(current.servers, key=lambda s: -s.weight)]
-    for rel in pool + list(reversed(deployed)):
+    present = set(in_registry)
+    for rel in pool + [r for r in reversed(deployed) if r in present]:  # gone ones don't count
         if rel not in kept and (len(kept) < retain or rel in pool):
             kept.append(rel)
     pruned = sorted(t for t in set(in_registry) - set(kept) if _RELEASE.match(t))

@@ -214,16 +214,31 @@ def parse_servers_state(text: str, backend: str) -> list[Slot]:
     return slots
 
 
-def plan(backend: str, slots: list[Slot], desired: list[Desired]) -> list[str]:
+def plan(
+    backend: str,
+    slots: list[Slot],
+    desired: list[Desired],
+    addresses: dict[str, str] | None = None,
+) -> list[str]:
     """Runtime API commands that make ``slots`` serve ``desired`` (pure; empty when in shape).
 
     A release keeps its slot while it stays desired; new releases take free slots; slots of
     releases no longer desired go to maintenance. Weights and drain state are set as asked.
+
+    A slot that changes hands would otherwise keep its previous release's address (until DNS
+    answers again) and health (UP without one check of the new release): it goes to
+    maintenance first, gets the new name and, from ``addresses`` (host -> IP, the supervisor's
+    own lookup), the new address at once, and is marked down, so it serves only once the new
+    release has passed its health checks.
     """
     by_host = {s.fqdn: s for s in slots if s.fqdn}
     wanted = {d.host for d in desired}
-    # idle slots first: a slot whose release just left may still be finishing its requests
-    free = sorted((s for s in slots if s.fqdn not in wanted), key=lambda s: not s.in_maintenance)
+    # idle slots first (a slot whose release just left may still be finishing its requests),
+    # and among those the never-used ones
+    free = sorted(
+        (s for s in slots if s.fqdn not in wanted),
+        key=lambda s: (not s.in_maintenance, s.fqdn != ""),
+    )
     cmds: list[str] = []
     for d in desired:
         slot = by_host.get(d.host)
@@ -231,8 +246,14 @@ def plan(backend: str, slots: list[Slot], desired: list[Desired]) -> list[str]:
             if not free:
                 raise ValueError(f"backend {backend}: more than {len(slots)} releases routed")
             slot = free.pop(0)
-            cmds.append(f"set server {backend}/{slot.name} fqdn {d.host}")
-            slot = Slot(slot.name, d.host, -1, slot.admin, slot.operational)
+            name = f"{backend}/{slot.name}"
+            if not slot.in_maintenance:
+                cmds.append(f"set server {name} state maint")
+            cmds.append(f"set server {name} fqdn {d.host}")
+            if (addresses or {}).get(d.host):
+                cmds.append(f"set server {name} addr {(addresses or {})[d.host]}")
+            cmds.append(f"set server {name} health down")
+            slot = Slot(slot.name, d.host, -1, slot.admin | 0x01, 0)
         if slot.weight != d.weight:
             cmds.append(f"set server {backend}/{slot.name} weight {d.weight}")
         if d.drain and (slot.in_maintenance or not slot.draining):
@@ -331,6 +352,18 @@ class Etcd:
                     on_event()
 
 
+def resolve(hosts: list[str]) -> dict[str, str]:
+    """IPv4 addresses of the releases' names on the stack network (Docker's DNS); a name that
+    does not resolve yet is left to HAProxy's resolvers."""
+    out = {}
+    for host in hosts:
+        try:
+            out[host] = socket.gethostbyname(host)
+        except OSError:
+            continue
+    return out
+
+
 def log(msg: str) -> None:
     print(f"cdlab-proxy: {msg}", file=sys.stderr, flush=True)
 
@@ -351,8 +384,11 @@ class Supervisor:
                 to_map = map_plan(
                     path, parse_map(self.runtime.send(f"show map {path}")), wanted.patterns
                 )
-                to_pool = plan(svc.name, parse_servers_state(state, svc.name), wanted.servers)
-                to_pool += plan(match, parse_servers_state(state, match), wanted.matched)
+                known = resolve([d.host for d in wanted.servers + wanted.matched])
+                to_pool = plan(
+                    svc.name, parse_servers_state(state, svc.name), wanted.servers, known
+                )
+                to_pool += plan(match, parse_servers_state(state, match), wanted.matched, known)
                 # a rule goes in after its backend has the candidate, and out before it leaves
                 cmds = to_pool + to_map if wanted.patterns else to_map + to_pool
                 for cmd in cmds:

@@ -3,11 +3,13 @@ or a cookie only, through the real proxy, until ``promote`` or ``abort``."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from lab import engines, git, pipeline, release
+from lab import engines, git, pipeline, records, release
 from lab.errors import ConfigError
 from lab.progress import Progress
 from lab.state import State
@@ -100,3 +102,37 @@ def test_a_bad_match_rule_is_refused_before_anything_runs(lab: State, rule: str)
     with pytest.raises(ConfigError, match="header:NAME=VALUE or cookie:NAME=VALUE"):
         pipeline.deploy(lab, Progress(out=None), "app", match=rule)
     assert release.current_routes(lab, "app") == before
+
+
+def test_a_running_canary_is_promoted_by_hand(lab: State, candidate: State) -> None:
+    a = release.current_routes(lab, "app").live
+    b = git.short(git.commit(candidate.config.root))
+    done: list[object] = []
+
+    def run() -> None:
+        try:
+            done.append(
+                pipeline.deploy(
+                    candidate, Progress(out=None), "app", "HEAD", "canary", (10, 100), 120
+                )
+            )
+        except Exception as exc:  # reported by the assertion below
+            done.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and b not in releases_seen(count=40):
+        time.sleep(0.2)  # until the 10 % step serves
+    assert "asked the running canary" in pipeline.decide(lab, Progress(out=None), "app", "promote")
+    worker.join(60)
+    assert done and isinstance(done[0], records.Record), done
+    assert time.monotonic() - started < 60, "the 120 s step was cut short"
+    assert set(releases_seen()) == {b}
+    pipeline.rollback(lab, Progress(out=None), "app", to=a)
+
+
+def test_deciding_with_nothing_to_decide_is_refused(lab: State) -> None:
+    with pytest.raises(ConfigError, match=r"a release on matched traffic .* or a running canary"):
+        pipeline.decide(lab, Progress(out=None), "app", "abort")

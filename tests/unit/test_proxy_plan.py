@@ -68,6 +68,7 @@ D = sup.Desired
             [D("aaa", "app-aaa", 100), D("ccc", "app-ccc", 0)],
             [
                 "set server app/r3 fqdn app-ccc",
+                "set server app/r3 health down",
                 "set server app/r3 weight 0",
                 "set server app/r3 state ready",
                 "set server app/r2 state maint",
@@ -79,6 +80,31 @@ D = sup.Desired
 )
 def test_plan(desired: list, commands: list[str]) -> None:
     assert sup.plan(APP, slots(), desired) == commands
+
+
+def test_a_slot_that_changes_hands_serves_only_the_new_address_after_its_checks() -> None:
+    """r2 still points at bbb (running, UP): it must not keep bbb's address or health."""
+    two = [s for s in slots() if s.name != "r3"]
+    got = sup.plan(
+        APP, two, [D("aaa", "app-aaa", 100), D("ccc", "app-ccc", 100)], {"app-ccc": "172.19.0.9"}
+    )
+    assert got == [
+        "set server app/r2 state maint",
+        "set server app/r2 fqdn app-ccc",
+        "set server app/r2 addr 172.19.0.9",
+        "set server app/r2 health down",
+        "set server app/r2 weight 100",
+        "set server app/r2 state ready",
+    ]
+
+
+def test_plan_prefers_never_used_slots() -> None:
+    used = sup.Slot("r1", "app-old", 0, 0x01, 2)
+    fresh = sup.Slot("r2", "", 1, 0x05, 0)
+    assert (
+        sup.plan(APP, [used, fresh], [D("new", "app-new", 0)])[0]
+        == "set server app/r2 fqdn app-new"
+    )
 
 
 def test_plan_refuses_more_releases_than_slots() -> None:

@@ -192,6 +192,9 @@ def _rel(n: int) -> str:
         ([1, 2, 3, 4, 5, 6, 7, 2], [1, 2, 3, 4, 5, 6, 7], [2, 7], 3, [2, 7, 6], [1, 3, 4, 5]),
         # builds that never went live are pruned; infra tags are never touched
         ([1, 2], [1, 2, 9], [2, 1], 5, [2, 1], [9]),
+        # releases already gone from the registry (a destroyed lab) do not take a place
+        ([1, 2, 3, 4, 5], [4, 5], [5, 4], 3, [5, 4], []),
+        ([1, 2, 3, 4, 5, 6], [1, 2, 5, 6], [6, 5], 3, [6, 5, 2], [1]),
     ],
 )
 def test_retention_keeps_the_pool_and_the_newest(
