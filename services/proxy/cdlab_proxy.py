@@ -225,11 +225,13 @@ def plan(
     A release keeps its slot while it stays desired; new releases take free slots; slots of
     releases no longer desired go to maintenance. Weights and drain state are set as asked.
 
-    A slot that changes hands would otherwise keep its previous release's address (until DNS
-    answers again) and health (UP without one check of the new release): it goes to
-    maintenance first, gets the new name and, from ``addresses`` (host -> IP, the supervisor's
-    own lookup), the new address at once, and is marked down, so it serves only once the new
-    release has passed its health checks.
+    A slot that changes hands would otherwise keep its previous release's address until DNS
+    answers again, and send requests there meanwhile (the old release may still be running):
+    it goes to maintenance first, then gets the new name and, from ``addresses`` (host -> IP,
+    the supervisor's own lookup), the new address at once. (A slot that never had an address
+    waits in maintenance for DNS; HAProxy refuses ``addr`` there.) Releases reach the proxy
+    only once healthy and tested, so the slot's last health state is not a risk; ``health
+    down`` would be ignored in maintenance anyway.
     """
     by_host = {s.fqdn: s for s in slots if s.fqdn}
     wanted = {d.host for d in desired}
@@ -252,7 +254,6 @@ def plan(
             cmds.append(f"set server {name} fqdn {d.host}")
             if (addresses or {}).get(d.host):
                 cmds.append(f"set server {name} addr {(addresses or {})[d.host]}")
-            cmds.append(f"set server {name} health down")
             slot = Slot(slot.name, d.host, -1, slot.admin | 0x01, 0)
         if slot.weight != d.weight:
             cmds.append(f"set server {backend}/{slot.name} weight {d.weight}")
