@@ -2,9 +2,10 @@
 on this machine, written to ``bench/results/<stamp>-<commit>.json`` and ``.md``.
 
 Scenarios: failed requests during deploys (blue/green, canary, a switch by proxy restart, a
-naive stop/start) under the same load; lead time of a code-only change, stage by stage, against
-its irreducible part; rebuild after a code change and after a dependency change; rollback warm
-and from the registry; the proxy's overhead; ``lab.up`` warm (and cold, from its last record).
+naive stop/start, Docker Swarm's rolling update) under the same load; lead time of a code-only
+change, stage by stage, against its irreducible part; rebuild after a code change and after a
+dependency change; rollback warm and from the registry; the proxy's overhead; ``lab.up`` warm
+(and cold, and ``lab.destroy``, from their last records).
 Benchmarks are not tests: nothing here fails on a timing.
 """
 
@@ -23,12 +24,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab import controls, engines, git, judge, load, pipeline, release, report, services
+from lab import benchpage, controls, engines, git, judge, load, pipeline, release, report, services
 from lab.progress import Progress
 from lab.state import State
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 QUIET = Progress(out=None)
+CONTROLS = {"naive": controls.naive, "swarm": controls.swarm}  # no proxy: CONTROL_PORT
+SWARM = (
+    "Docker Swarm rolling update on a one-node swarm on prod: host-mode published port "
+    "(no routing mesh: this kernel has no IPVS), endpoint mode dnsrr, order stop-first "
+    "(forced by the one host port), healthcheck every 1 s, monitor 2 s, failure_action rollback"
+)
 
 
 @dataclasses.dataclass
@@ -65,10 +72,10 @@ def _strategy_runs(
     for sha in shas:  # built before the load: the switch is what is measured
         pipeline.build(ch.state, QUIET, app, sha)
     url = "http://127.0.0.1:8000"
-    if strategy == "naive":  # one container on a published port, no proxy: the old one first
+    if strategy in CONTROLS:  # on a published port, no proxy: the old release first
         url = f"http://127.0.0.1:{services.CONTROL_PORT}"
         head = git.commit(lab.config.root)
-        controls.naive(
+        CONTROLS[strategy](
             lab,
             release.candidate(app, pipeline.build(lab, QUIET, app, head), git.short(head)),
             QUIET,
@@ -77,6 +84,7 @@ def _strategy_runs(
         traffic = _under_load(lab, ch, app, strategy, shas, rate, url)
     finally:
         controls.remove_naive(lab, "app")
+        controls.remove_swarm(lab, "app")
     s = traffic.summary()
     say(f"  {strategy:10s} {rate} req/s: {s['failed']} failed of {s['total']} ({deploys} deploys)")
     return {
@@ -119,8 +127,8 @@ def _under_load(
             else:
                 built = pipeline.build(ch.state, QUIET, app, sha)
                 candidate = release.candidate(app, built, git.short(sha))
-                if strategy == "naive":
-                    controls.naive(lab, candidate, QUIET)
+                if strategy in CONTROLS:
+                    CONTROLS[strategy](lab, candidate, QUIET)
                 else:  # restart: start beside, then switch by restarting the proxy
                     with engines.connect(lab, lab.config.host("prod"), timeout=300) as client:
                         current = release.current_routes(lab, "app")
@@ -247,13 +255,19 @@ def lab_up_figures(lab: State) -> dict[str, Any]:
         names = {s["name"]: s["status"] for s in doc.get("stages", [])}
         if names.get("base image (mmdebstrap + docker import)") == "changed":
             cold = doc.get("seconds") or sum(s["seconds"] for s in doc["stages"])
-    return {"warm_s": round(warm, 1), "cold_s_last_recorded": cold}
+    destroyed = sorted(lab.runs.glob("destroy-*.json"))
+    last_destroy = json.loads(destroyed[-1].read_text())["seconds"] if destroyed else None
+    return {
+        "warm_s": round(warm, 1),
+        "cold_s_last_recorded": cold,
+        "destroy_s_last_recorded": last_destroy,
+    }
 
 
 def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
     deploys = 2 if quick else 10
     rates = [300] if quick else [300, 1000]
-    strategies = ["bluegreen", "canary", "restart", "naive"]
+    strategies = ["bluegreen", "canary", "restart", "naive", "swarm"]
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": git.short(git.commit(lab.config.root)),
@@ -264,7 +278,8 @@ def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
             "python": platform.python_version(),
         },
         "load_client": "locust (FastHttpUser), half keep-alive, half a connection per request",
-        "not_measured": ["Docker Swarm rolling update (not built yet)"],
+        "swarm": SWARM,
+        "not_measured": ["Swarm start-first behind the proxy (dnsrr): not built"],
     }
     with tempfile.TemporaryDirectory(prefix="cdlab-bench-") as tmp:
         ch = chain(lab, Path(tmp) / "clone")
@@ -340,6 +355,8 @@ def table(results: dict[str, Any]) -> str:
     rows.append(("lab.up warm", f"{lab_figs['warm_s']} s"))
     if lab_figs["cold_s_last_recorded"]:
         rows.append(("lab.up cold (last recorded)", f"{lab_figs['cold_s_last_recorded']} s"))
+    if lab_figs.get("destroy_s_last_recorded"):
+        rows.append(("lab.destroy (last recorded)", f"{lab_figs['destroy_s_last_recorded']} s"))
     return report.table(("MEASURE", "RESULT"), rows)
 
 
@@ -351,8 +368,10 @@ def write(results: dict[str, Any]) -> Path:
     page = (
         f"# cdlab bench {results['date']} (commit {results['commit']}"
         f"{', quick' if results['quick'] else ''})\n\n```\n{table(results)}\n```\n\n"
-        f"Load client: {results['load_client']}. Not measured: "
+        f"Plots: [{base.name}.html]({base.name}.html). Load client: {results['load_client']}. "
+        f"{results.get('swarm', '')}. Not measured: "
         f"{', '.join(results['not_measured'])}.\n"
     )
     base.with_suffix(".md").write_text(page)
+    benchpage.write(base.with_suffix(".html"), results, table(results))
     return base.with_suffix(".json")

@@ -7,12 +7,17 @@ load is real and the oracle sees downtime.
 - ``by_restart``: the new route applied by restarting the proxy with it (what a
   ``docker compose up -d`` does when a proxy's configuration changes, and what a
   configuration-reload switch amounts to when the proxy cannot hand its sockets over).
+- ``swarm``: Docker Swarm's rolling update with a healthcheck, on a one-node swarm on prod.
+  This kernel has no IP virtual server module, so Swarm's routing mesh and service VIPs refuse
+  connections: the service publishes ``CONTROL_PORT`` in **host mode** (endpoint mode dnsrr),
+  which forces ``stop-first`` updates (one host port, one task at a time).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 from lab import engines, release, routes, services, stack
 from lab.progress import Progress
@@ -82,3 +87,109 @@ def by_restart(state: State, service: str, target: str) -> float:
         proxy.restart(timeout=1)
     stack.wait_healthy(state, timeout=60)
     return time.monotonic() - started
+
+
+SWARM_SERVICE = "swarm-{service}"
+SWARM_NETWORK = "bench-swarm"  # a swarm-scoped bridge: services cannot join the stack's network
+
+
+def swarm(state: State, candidate: release.Candidate, progress: Progress) -> float:
+    """Roll ``candidate`` out as Swarm does (``docker service update``, stop-first, healthcheck,
+    automatic rollback on failure); returns the seconds until the update converged. The first
+    call makes prod a one-node swarm and creates the service."""
+    import docker.types
+
+    del progress
+    name = SWARM_SERVICE.format(service=candidate.service.name)
+    env = {
+        **release.environment(state, candidate.service),
+        "SERVICE_NAME": candidate.service.name,
+        "RELEASE": candidate.release,
+        "IMAGE": candidate.image,
+        "PORT": str(candidate.service.port),
+    }
+    spec = {
+        "image": candidate.image,
+        "name": name,
+        "env": [f"{k}={v}" for k, v in env.items()],
+        "networks": [SWARM_NETWORK],
+        "endpoint_spec": docker.types.EndpointSpec(
+            mode="dnsrr", ports={services.CONTROL_PORT: (candidate.service.port, "tcp", "host")}
+        ),
+        "healthcheck": docker.types.Healthcheck(
+            test=["CMD-SHELL", candidate.service.probe],
+            interval=1_000_000_000,
+            timeout=2_000_000_000,
+            retries=2,
+            start_period=1_000_000_000,
+        ),
+        "update_config": docker.types.UpdateConfig(
+            parallelism=1, order="stop-first", failure_action="rollback", monitor=2_000_000_000
+        ),
+        "labels": {"cdlab.role": "swarm-control"},
+    }
+    with engines.connect(state, state.config.host("prod"), timeout=300) as client:
+        _ensure_swarm(state, client)
+        stack.pull(state, "prod", [candidate.image])
+        started = time.monotonic()
+        found = client.services.list(filters={"name": name})
+        if found:
+            found[0].update(**spec)
+        else:
+            client.services.create(**spec)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if _converged(client, name, candidate.image):
+                return time.monotonic() - started
+            time.sleep(0.2)
+    raise release.ReleaseError(f"Swarm's update of {name} to {candidate.release} never converged")
+
+
+def _ensure_swarm(state: State, client: Any) -> None:
+    import docker.errors
+
+    info = client.info()
+    if info.get("Swarm", {}).get("LocalNodeState") != "active":
+        address = state.config.host("prod").address
+        client.swarm.init(advertise_addr=address, listen_addr=f"{address}:2377")
+    if not client.networks.list(names=[SWARM_NETWORK]):
+        client.networks.create(SWARM_NETWORK, driver="bridge", scope="swarm", attachable=True)
+    db = client.containers.get(f"{stack.PROJECT}_db_1")
+    if SWARM_NETWORK not in db.attrs["NetworkSettings"]["Networks"]:
+        with contextlib.suppress(docker.errors.APIError):
+            client.networks.get(SWARM_NETWORK).connect(db, aliases=["db"])
+
+
+def _converged(client: Any, name: str, image: str) -> bool:
+    """The service's update is done and its one task runs ``image``, healthy."""
+    service = client.services.get(name)
+    state = (service.attrs.get("UpdateStatus") or {}).get("State", "completed")
+    if state not in ("completed", ""):
+        return False
+    running = [
+        t for t in service.tasks({"desired-state": "running"}) if t["Status"]["State"] == "running"
+    ]
+    return len(running) == 1 and running[0]["Spec"]["ContainerSpec"]["Image"].startswith(image)
+
+
+def remove_swarm(state: State, service: str) -> None:
+    """The service gone and the database off the swarm network. prod stays a one-node swarm
+    manager: on leaving a swarm, Docker 20.10 also deletes the endpoints of local networks
+    ("Failed to remove swarm network cdlab on cluster leave"), which took every container of
+    prod's stack off its network when we tried it."""
+    import docker.errors
+
+    with engines.connect(state, state.config.host("prod"), timeout=120) as client:
+        if client.info().get("Swarm", {}).get("LocalNodeState") != "active":
+            return
+        for found in client.services.list(filters={"name": SWARM_SERVICE.format(service=service)}):
+            found.remove()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and client.containers.list(
+            all=True, filters={"label": "com.docker.swarm.service.name"}
+        ):
+            time.sleep(0.3)
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            network = client.networks.get(SWARM_NETWORK)
+            network.disconnect(f"{stack.PROJECT}_db_1", force=True)
+            network.remove()

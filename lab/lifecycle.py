@@ -223,7 +223,9 @@ def down(config: LabConfig, progress: Progress) -> None:
 
 
 def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
-    """Remove every container, volume, network and image carrying this lab's label."""
+    """Remove every container, volume, network and image carrying this lab's label (timed and
+    recorded in ``.lab/runs/`` like ``up``)."""
+    started = dt.datetime.now(dt.UTC)
     local = engines.local()
     flt = {"label": f"{LABEL}={config.name}"}
     removed: dict[str, list[str]] = {}
@@ -249,6 +251,7 @@ def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
             removed["images"] += img.tags or [img.short_id]
             local.images.remove(img.id, force=True)
         st.changed("; ".join(f"{len(v)} {k}" for k, v in removed.items()))
+    _record(State(config), "destroy", started, progress)
     return removed
 
 

@@ -1,0 +1,23 @@
+"""The bench page's charts (pure): one bar per measured row, red where requests failed."""
+
+from __future__ import annotations
+
+import xml.dom.minidom
+
+from lab import benchpage
+
+
+def test_failed_requests_chart_marks_losses_and_parses_as_svg() -> None:
+    results = {
+        "deploys": [
+            {"strategy": "bluegreen", "rate": 300, "total": 9000, "failed": 0},
+            {"strategy": "swarm", "rate": 300, "total": 3000, "failed": 150},
+        ],
+        "rollback": {"warm_to_100_ms": 8.0, "pruned_command_s": 7.5},
+    }
+    chart, rollback = benchpage.charts(results)
+    svg = xml.dom.minidom.parseString(chart.split("</h2>")[1])
+    fills = [r.getAttribute("fill") for r in svg.getElementsByTagName("rect")]
+    assert fills == [benchpage.GOOD, benchpage.BAD]
+    assert "150 of 3000" in chart and "0 of 9000" in chart
+    assert "7.5 s" in rollback and "8.0 ms" in rollback
