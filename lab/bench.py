@@ -92,6 +92,7 @@ def _strategy_runs(
         "rate": rate,
         "deploys": deploys,
         "total": s["total"],
+        "achieved_rate": s["achieved_rate"],
         "failed": s["failed"],
         "p99_ms": s["p99_ms"],
         "longest_gap_ms": s["longest_gap_ms"],
@@ -309,7 +310,8 @@ def table(results: dict[str, Any]) -> str:
     rows = [
         (
             f"failed requests, {d['strategy']} @ {d['rate']} req/s ({d['deploys']} deploys)",
-            f"{d['failed']} of {d['total']}",
+            f"{d['failed']} of {d['total']}"
+            + (f" ({d['achieved_rate']} req/s achieved)" if "achieved_rate" in d else ""),
         )
         for d in results["deploys"]
     ]
