@@ -135,6 +135,10 @@ def _under_load(
                         current = release.current_routes(lab, "app")
                         release.start(lab, client, candidate, current, QUIET)
                     controls.by_restart(lab, "app", candidate.release)
+                    # as cdlab's switch does: releases out of the pool go (each holds database
+                    # connections; ten of them exhaust postgres' 200)
+                    current = release.current_routes(lab, "app")
+                    release.retire(lab, "app", {s.release for s in current.servers})
             time.sleep(2)
     return traffic
 

@@ -82,11 +82,22 @@ class Builder:
 
     def ensure(self, spec: ImageSpec, sha: str, release: str) -> Built:
         """``spec`` in the registry: reused when its tag exists, else built here and pushed."""
-        ref = f"{self.config.registry_addr}/{repository(spec.name)}:{spec.tag}"
+        return self.existing(spec) or self.make(spec, sha, release)
+
+    def ref(self, spec: ImageSpec) -> str:
+        return f"{self.config.registry_addr}/{repository(spec.name)}:{spec.tag}"
+
+    def existing(self, spec: ImageSpec) -> Built | None:
+        """``spec`` as the registry already holds it, if it does (a tag is never rebuilt)."""
         started = time.monotonic()
-        existing = self.registry.digest(repository(spec.name), spec.tag)
-        if existing:
-            return Built(spec.name, ref, existing, False, time.monotonic() - started)
+        digest = self.registry.digest(repository(spec.name), spec.tag)
+        seconds = time.monotonic() - started
+        return Built(spec.name, self.ref(spec), digest, False, seconds) if digest else None
+
+    def make(self, spec: ImageSpec, sha: str, release: str) -> Built:
+        """Build ``spec`` from ``sha`` here and push it."""
+        ref = self.ref(spec)
+        started = time.monotonic()
         context = git.archive(self.config.root, sha, spec.folder)
         self._build(spec, ref, context, release)
         digest = self._push(ref)

@@ -63,6 +63,12 @@ class Progress:
         note = f" ({handle.detail})" if handle.detail else ""
         self.say(f"    {handle.status} in {took:.1f} s{note}")
 
+    def record(self, name: str, status: str, seconds: float, detail: str = "") -> None:
+        """A stage timed elsewhere (e.g. one of several done at once), reported like the rest."""
+        self.stages.append(Stage(name, status, seconds, detail))
+        self.say(f"==> {name} ...")
+        self.say(f"    {status} in {seconds:.1f} s" + (f" ({detail})" if detail else ""))
+
     @property
     def changed(self) -> list[Stage]:
         return [s for s in self.stages if s.status == "changed"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from lab import compose, engines, git, services
@@ -47,22 +48,55 @@ def service_specs(service: services.Service, sha: str) -> list[ImageSpec]:
     return specs
 
 
+PARALLEL_BUILDS = 2  # builds at a time on the builder (2 cores here; more only queue up)
+
+
 def build(state: State, specs: list[ImageSpec], sha: str, progress: Progress) -> dict[str, Built]:
-    """Each image in the registry (built on the builder host only when its tag is missing)."""
+    """Each image in the registry: the ones whose tag is missing are built on the builder host,
+    ``PARALLEL_BUILDS`` at a time (one stage for them all; it fails, after every build has
+    ended, with the first failure in ``specs`` order)."""
     out: dict[str, Built] = {}
+    on = state.config.builder.name
+    missing = []
     with engines.connect(state, state.config.builder, timeout=1800) as client:
         builder = Builder(state, client)
         for spec in specs:
-            with progress.stage(
-                f"image {spec.name}:{spec.tag} on {state.config.builder.name}"
-            ) as st:
-                built = builder.ensure(spec, sha, git.short(sha))
-                out[spec.name] = built
-                note = f"{built.digest[:19]}"
-                st.changed(f"built and pushed {note}") if built.built else st.unchanged(
-                    f"in registry {note}"
-                )
+            found = builder.existing(spec)
+            if found is None:
+                missing.append(spec)
+                continue
+            out[spec.name] = found
+            progress.record(
+                f"image {spec.name}:{spec.tag} on {on}",
+                "unchanged",
+                found.seconds,
+                f"in registry {found.digest[:19]}",
+            )
+    if not missing:
+        return out
+    names = " + ".join(f"{s.name}:{s.tag}" for s in missing)
+    at_once = min(PARALLEL_BUILDS, len(missing))
+    with progress.stage(
+        f"image {names} on {on}" + (f" ({at_once} at a time)" if at_once > 1 else "")
+    ) as st:
+        with ThreadPoolExecutor(at_once) as pool:
+            futures = [pool.submit(_make, state, spec, sha) for spec in missing]
+            for done in as_completed(futures):  # a line as each ends: long work shows progress
+                if len(futures) > 1 and done.exception() is None:
+                    b = done.result()
+                    progress.say(f"    {b.name} built and pushed in {b.seconds:.1f} s")
+        for f in futures:  # raises the first failure in specs' order, every build ended
+            out[f.result().name] = f.result()
+        st.changed(
+            "built and pushed "
+            + ", ".join(f"{f.result().name} {f.result().seconds:.1f} s" for f in futures)
+        )
     return out
+
+
+def _make(state: State, spec: ImageSpec, sha: str) -> Built:
+    with engines.connect(state, state.config.builder, timeout=1800) as client:
+        return Builder(state, client).make(spec, sha, git.short(sha))
 
 
 def variables(state: State, built: Mapping[str, Built]) -> dict[str, str]:

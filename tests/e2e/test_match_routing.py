@@ -8,8 +8,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 
-from lab import engines, git, pipeline, records, release
+from lab import engines, git, pipeline, records, release, stack
 from lab.errors import ConfigError
 from lab.progress import Progress
 from lab.state import State
@@ -22,7 +23,7 @@ APP = "http://127.0.0.1:8000"
 def releases_seen(headers: dict[str, str] | None = None, count: int = 20) -> list[str]:
     s = session()
     return [
-        s.get(APP + "/version", headers=headers or {}, timeout=5).headers["X-Release"]
+        s.get(APP + "/version", headers=headers or {}, timeout=5).headers.get("X-Release", "")
         for _ in range(count)
     ]
 
@@ -136,3 +137,25 @@ def test_a_running_canary_is_promoted_by_hand(lab: State, candidate: State) -> N
 def test_deciding_with_nothing_to_decide_is_refused(lab: State) -> None:
     with pytest.raises(ConfigError, match=r"a release on matched traffic .* or a running canary"):
         pipeline.decide(lab, Progress(out=None), "app", "abort")
+
+
+def test_a_killed_proxy_comes_back_with_the_match_rule(lab: State, candidate: State) -> None:
+    """The rule lives in etcd, not in HAProxy: the restarted proxy's supervisor reapplies it."""
+    a = release.current_routes(lab, "app").live
+    b = git.short(git.commit(candidate.config.root))
+    pipeline.deploy(candidate, Progress(out=None), "app", match="header:X-Group=beta")
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        prod.containers.get(f"{stack.PROJECT}_proxy_1").kill()
+    deadline = time.monotonic() + 30
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            seen = releases_seen({"X-Group": "beta"}, count=5)
+            if set(seen) == {b}:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    assert set(seen) == {b}, f"matched requests after the restart: {seen}"
+    assert set(releases_seen()) == {a}
+    pipeline.decide(lab, Progress(out=None), "app", "abort")
