@@ -222,10 +222,14 @@ def start(
             "prod",
             [candidate.image] + ([candidate.test_image] if candidate.test_image else []),
         )
-        hooked = ""
+        # releases out of the pool serve no one but hold resources (each its database
+        # connections): a run that died before retiring them must not starve this one
+        pooled_now = {s.release for s in current.servers} | {candidate.release}
+        stray = retire(state, candidate.service.name, pooled_now, stop_timeout=5)
+        hooked = f"; removed {len(stray)} release(s) out of the pool" if stray else ""
         if candidate.service.pre_deploy:
             note = hook(state, client, candidate, "pre-deploy", candidate.service.pre_deploy)
-            hooked = f"; pre-deploy hook {note}"
+            hooked += f"; pre-deploy hook {note}"
         compose.run(
             state,
             prod,
@@ -552,13 +556,13 @@ def verify_through_proxy(
     )
 
 
-def retire(state: State, service: str, keep: set[str]) -> list[str]:
+def retire(state: State, service: str, keep: set[str], stop_timeout: int = 25) -> list[str]:
     """Stop and remove releases of ``service`` that are no longer in the pool."""
     gone = []
     with engines.connect(state, state.config.host("prod"), timeout=120) as client:
         found = client.containers.list(all=True, filters={"label": f"cdlab.service={service}"})
         for release in sorted({c.labels.get("cdlab.release", "") for c in found} - keep - {""}):
-            remove(state, service, release, stop_timeout=25)
+            remove(state, service, release, stop_timeout=stop_timeout)
             gone.append(release)
     return gone
 
