@@ -64,10 +64,18 @@ class Runtime:
         while time.monotonic() < deadline:
             try:
                 slot = next((s for s in self.slots(backend) if s.fqdn == host), None)
-                if slot is not None and slot.operational == 2 and not slot.in_maintenance:
+                if (
+                    slot is not None
+                    and slot.operational == 2
+                    and not slot.in_maintenance
+                    and slot.addr  # UP without an address: a never-used slot awaiting DNS
+                ):
                     return
                 if slot is not None:
-                    last = f"slot {slot.name}: op_state={slot.operational} admin={slot.admin}"
+                    last = (
+                        f"slot {slot.name}: op_state={slot.operational} admin={slot.admin} "
+                        f"address={slot.addr or 'none yet'}"
+                    )
             except ProxyError as exc:
                 last = str(exc)
             time.sleep(0.1)

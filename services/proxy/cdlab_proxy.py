@@ -56,6 +56,7 @@ class Slot:
     weight: int
     admin: int  # HAProxy's srv_admin_state bit field
     operational: int  # 0 stopped/down, 2 running/up
+    addr: str = ""  # "" until the name resolved (HAProxy shows "-")
 
     # srv_admin_state bits: 0x01 forced maint, 0x02 inherited maint, 0x04 "disabled" in the
     # config (a record of origin, not a state), 0x08/0x10 forced/inherited drain, 0x20 DNS
@@ -209,6 +210,7 @@ def parse_servers_state(text: str, backend: str) -> list[Slot]:
                 int(row.get("srv_uweight", "0")),
                 int(row.get("srv_admin_state", "0")),
                 int(row.get("srv_op_state", "0")),
+                "" if row.get("srv_addr", "-") == "-" else row["srv_addr"],
             )
         )
     return slots
@@ -236,10 +238,11 @@ def plan(
     by_host = {s.fqdn: s for s in slots if s.fqdn}
     wanted = {d.host for d in desired}
     # idle slots first (a slot whose release just left may still be finishing its requests),
-    # and among those the never-used ones
+    # and among those the ones with an address: they take the new one at once, where a slot
+    # that never had one waits for DNS (up to its hold time)
     free = sorted(
         (s for s in slots if s.fqdn not in wanted),
-        key=lambda s: (not s.in_maintenance, s.fqdn != ""),
+        key=lambda s: (not s.in_maintenance, not s.addr),
     )
     cmds: list[str] = []
     for d in desired:

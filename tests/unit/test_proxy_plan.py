@@ -96,13 +96,14 @@ def test_a_slot_that_changes_hands_takes_the_new_address_before_it_serves() -> N
     ]
 
 
-def test_plan_prefers_never_used_slots() -> None:
-    used = sup.Slot("r1", "app-old", 0, 0x01, 2)
-    fresh = sup.Slot("r2", "", 1, 0x05, 0)
-    assert (
-        sup.plan(APP, [used, fresh], [D("new", "app-new", 0)])[0]
-        == "set server app/r2 fqdn app-new"
-    )
+def test_plan_prefers_idle_slots_with_an_address() -> None:
+    """A never-used slot has no address until DNS answers (up to 2 s), and HAProxy refuses
+    ``addr`` on it: a used one takes the new address at once."""
+    fresh = sup.Slot("r1", "", 1, 0x05, 0)
+    used = sup.Slot("r2", "app-old", 0, 0x01, 0, "172.19.0.4")
+    busy = sup.Slot("r3", "app-live", 100, 0x00, 2, "172.19.0.5")
+    got = sup.plan(APP, [fresh, used, busy], [D("live", "app-live", 100), D("new", "app-new", 0)])
+    assert got[0] == "set server app/r2 fqdn app-new"
 
 
 def test_plan_refuses_more_releases_than_slots() -> None:
