@@ -80,14 +80,20 @@ def _strategy_runs(
             release.candidate(app, pipeline.build(lab, QUIET, app, head), git.short(head)),
             QUIET,
         )
+    aborted: list[str] = []
     try:
-        traffic = _under_load(lab, ch, app, strategy, shas, rate, url)
+        traffic = _under_load(lab, ch, app, strategy, shas, rate, url, aborted)
     finally:
         controls.remove_naive(lab, "app")
         controls.remove_swarm(lab, "app")
     s = traffic.summary()
-    say(f"  {strategy:10s} {rate} req/s: {s['failed']} failed of {s['total']} ({deploys} deploys)")
+    note = f", {len(aborted)} aborted by the judge" if aborted else ""
+    say(
+        f"  {strategy:10s} {rate} req/s: {s['failed']} failed of {s['total']} "
+        f"({deploys} deploys{note})"
+    )
     return {
+        "aborted": aborted,
         "strategy": strategy,
         "rate": rate,
         "deploys": deploys,
@@ -107,6 +113,7 @@ def _under_load(
     shas: list[str],
     rate: int,
     url: str,
+    aborted: list[str],
 ) -> load.Traffic:
     with load.running(rate=rate, name=f"bench-{strategy}-{rate}", url=url) as traffic:
         time.sleep(3)
@@ -115,16 +122,19 @@ def _under_load(
             if strategy == "bluegreen":
                 pipeline.deploy(ch.state, QUIET, "app", sha)
             elif strategy == "canary":
-                pipeline.deploy(
-                    ch.state,
-                    QUIET,
-                    "app",
-                    sha,
-                    "canary",
-                    (50, 100),
-                    3.0,
-                    judge.Thresholds(min_requests=20),
-                )
+                try:
+                    pipeline.deploy(
+                        ch.state,
+                        QUIET,
+                        "app",
+                        sha,
+                        "canary",
+                        (50, 100),
+                        3.0,
+                        judge.Thresholds(min_requests=20),
+                    )
+                except release.ReleaseError as exc:  # the judge said no: a result, not a crash
+                    aborted.append(str(exc).split(". Every request")[0])
             else:
                 built = pipeline.build(ch.state, QUIET, app, sha)
                 candidate = release.candidate(app, built, git.short(sha))
@@ -313,7 +323,9 @@ def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
 def table(results: dict[str, Any]) -> str:
     rows = [
         (
-            f"failed requests, {d['strategy']} @ {d['rate']} req/s ({d['deploys']} deploys)",
+            f"failed requests, {d['strategy']} @ {d['rate']} req/s ({d['deploys']} deploys"
+            + (f", {len(d['aborted'])} aborted" if d.get("aborted") else "")
+            + ")",
             f"{d['failed']} of {d['total']}"
             + (f" ({d['achieved_rate']} req/s achieved)" if "achieved_rate" in d else ""),
         )
