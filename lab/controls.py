@@ -186,8 +186,8 @@ def remove_swarm(state: State, service: str) -> None:
             found.remove()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and client.containers.list(
-            all=True, filters={"label": "com.docker.swarm.service.name"}
-        ):
+            all=True, filters={"label": "com.docker.swarm.service.name"}, sparse=True
+        ):  # sparse: no inspect of a task container that is being removed meanwhile
             time.sleep(0.3)
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             network = client.networks.get(SWARM_NETWORK)
