@@ -6,6 +6,7 @@ to ``.lab/runs/`` whether it succeeds or fails.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from lab import checks, git, judge, lock, records, release, report, routes, services, stack
@@ -87,9 +88,7 @@ def deploy(
                 steps=steps if strategy == "canary" else (100,),
                 interval=interval,
                 thresholds=thresholds or service.thresholds,
-                match=routes.Match(rule.kind, rule.name, rule.value, candidate.release)
-                if rule
-                else None,
+                match=dataclasses.replace(rule, release=candidate.release) if rule else None,
             )
             if rule is None:
                 retain(state, progress, service, candidate.release)
@@ -292,7 +291,7 @@ def decide(state: State, progress: Progress, service_name: str, command: str) ->
             if command == "abort":
                 release.abort_matched(state, current, progress)
                 return f"{target} aborted; every request on {current.live}"
-            candidate = release.pooled(state, service, target)
+            candidate = release.from_registry(state, service, target)
             release.go_live(state, candidate, current, progress, public_url(service))
             retain(state, progress, service, target)
             return f"{target} promoted: live for every request (was {current.live})"

@@ -393,7 +393,7 @@ def rollback(
     """All traffic back to ``target``; started again from the registry by digest if its
     containers are gone. Returns the seconds from the route change to 100 % from ``target``."""
     current = current_routes(state, service.name)
-    candidate = pooled(state, service, target)
+    candidate = from_registry(state, service, target)
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
         warm = _healthy(client, candidate.project) and target in {
             s.release for s in current.servers
@@ -404,7 +404,7 @@ def rollback(
     return switch(state, candidate, current, progress, public_url)
 
 
-def pooled(state: State, service: Service, target: str) -> Candidate:
+def from_registry(state: State, service: Service, target: str) -> Candidate:
     """A release already in the registry, pinned by its digest there."""
     digest = state.registry_client().digest(f"{REPOSITORY}/{service.name}", target)
     if digest is None:

@@ -6,6 +6,7 @@ API (``services/proxy/cdlab_proxy.py`` reads the same format).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -152,7 +153,7 @@ def stage(current: Routes, release: str) -> Routes:
 
 def matched(current: Routes, match: Match) -> Routes:
     """``current`` with ``match.release`` (staged at weight 0) serving matched requests (pure)."""
-    return Routes(current.service, stage(current, match.release).servers, match)
+    return dataclasses.replace(stage(current, match.release), match=match)
 
 
 def without(current: Routes, release: str) -> Routes:

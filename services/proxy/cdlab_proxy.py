@@ -388,11 +388,18 @@ class Supervisor:
                 to_map = map_plan(
                     path, parse_map(self.runtime.send(f"show map {path}")), wanted.patterns
                 )
-                known = resolve([d.host for d in wanted.servers + wanted.matched])
-                to_pool = plan(
-                    svc.name, parse_servers_state(state, svc.name), wanted.servers, known
+                desired = {svc.name: wanted.servers, match: wanted.matched}
+                slots = {b: parse_servers_state(state, b) for b in desired}
+                # only a release taking a slot needs its address: no DNS lookups when in shape
+                known = resolve(
+                    [
+                        d.host
+                        for b, ds in desired.items()
+                        for d in ds
+                        if d.host not in {s.fqdn for s in slots[b]}
+                    ]
                 )
-                to_pool += plan(match, parse_servers_state(state, match), wanted.matched, known)
+                to_pool = [c for b, ds in desired.items() for c in plan(b, slots[b], ds, known)]
                 # a rule goes in after its backend has the candidate, and out before it leaves
                 cmds = to_pool + to_map if wanted.patterns else to_map + to_pool
                 for cmd in cmds:
