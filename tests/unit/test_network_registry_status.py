@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import bcrypt
 import pytest
 
 from lab import lifecycle, network, registry
@@ -49,6 +50,15 @@ def test_htpasswd_is_bcrypt_and_verifiable() -> None:
     assert registry.htpasswd_matches(line, "cdlab", "s3cret")
     assert not registry.htpasswd_matches(line, "cdlab", "wrong")
     assert not registry.htpasswd_matches("", "cdlab", "s3cret")
+
+
+def test_an_htpasswd_entry_at_another_cost_is_rewritten() -> None:
+    """An older lab's entry (cost 10) no longer matches, so ``lab.up`` writes a cheap one."""
+    old = "cdlab:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=10)).decode()
+    assert not registry.htpasswd_matches(old, "cdlab", "s3cret")
+    assert registry.htpasswd_line("cdlab", "s3cret").startswith(
+        f"cdlab:$2b${registry.BCRYPT_ROUNDS:02d}$"
+    )
 
 
 def test_status_table_aligns_columns_and_shows_missing_counts_as_dash() -> None:
