@@ -32,13 +32,7 @@ def naive(state: State, candidate: release.Candidate, progress: Progress) -> flo
 
     del progress  # nothing staged: that is the point
     name = f"naive-{candidate.service.name}"
-    env = {
-        **release.environment(state, candidate.service),
-        "SERVICE_NAME": candidate.service.name,
-        "RELEASE": candidate.release,
-        "IMAGE": candidate.image,
-        "PORT": str(candidate.service.port),
-    }
+    env = release.release_environment(state, candidate)
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
         stack.pull(state, "prod", [candidate.image])
         started = time.monotonic()
@@ -101,13 +95,7 @@ def swarm(state: State, candidate: release.Candidate, progress: Progress) -> flo
 
     del progress
     name = SWARM_SERVICE.format(service=candidate.service.name)
-    env = {
-        **release.environment(state, candidate.service),
-        "SERVICE_NAME": candidate.service.name,
-        "RELEASE": candidate.release,
-        "IMAGE": candidate.image,
-        "PORT": str(candidate.service.port),
-    }
+    env = release.release_environment(state, candidate)
     spec = {
         "image": candidate.image,
         "name": name,

@@ -7,10 +7,11 @@ to ``.lab/runs/`` whether it succeeds or fails.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lab import checks, git, judge, lock, records, release, report, routes, services, stack
-from lab.build import Built
+from lab.build import Built, ImageSpec
 from lab.config import public_host
 from lab.errors import ConfigError, LabError
 from lab.images import REPOSITORY
@@ -65,15 +66,22 @@ def deploy(
     files = git.files(root, sha, f"services/{service_name}")
     service = services.at_commit(root, sha, service_name, files)
     started, error, previous, image = records.now(), None, None, ""
+    background: ThreadPoolExecutor | None = None
     try:
         with progress.stage(f"static checks of {service.folder} at {git.short(sha)}") as st:
             found = checks.problems(files)
             if found:
                 raise checks.CheckError(service.folder, git.short(sha), found)
             st.unchanged(f"{len(files)} files: manifest, Python syntax, TOML, JSON, Dockerfiles")
-        built = build(state, progress, service, sha)
+        specs = image_specs(state, service, sha)
+        tests = next((s for s in specs if s.name == f"{service.name}-test"), None)
+        # the integration-test image is not needed before the candidate is healthy: it is
+        # built, pushed and pulled onto prod meanwhile, off the critical path
+        background = ThreadPoolExecutor(1, thread_name_prefix="test-image")
+        test_build = background.submit(integration_test_image, state, tests, sha) if tests else None
+        built = stack.build(state, [s for s in specs if s is not tests], sha, progress)
         ensure_stack(state, built, progress)
-        candidate = release.candidate(service, built, git.short(sha))
+        candidate = release.candidate(service, built, git.short(sha), test_build)
         image = candidate.image
         etcd = release.route_store(state)
         what = f"deploy {service.name} {candidate.release}"
@@ -96,6 +104,8 @@ def deploy(
         error = exc
         raise
     finally:
+        if background is not None:  # a failure before the tests still waits for that build
+            background.shutdown(wait=True)
         rec = records.make(
             "match" if rule else "deploy",
             service.name,
@@ -144,14 +154,24 @@ def keep(state: State, rec: records.Record) -> None:
     records.copy_to_cd(state.config, path)
 
 
+def image_specs(state: State, service: services.Service, sha: str) -> list[ImageSpec]:
+    """Every image a release of ``service`` at ``sha`` needs: the stack's and the service's."""
+    base = f"{state.config.registry_addr}/{(state.dir / 'base-image').read_text().strip()}"
+    return stack.infra_specs(state, sha, base) + stack.service_specs(service, sha)
+
+
 def build(
     state: State, progress: Progress, service: services.Service, sha: str
 ) -> dict[str, Built]:
-    """Every image the release needs (the stack's and the service's), in the registry: built
-    on cd only when missing."""
-    base = f"{state.config.registry_addr}/{(state.dir / 'base-image').read_text().strip()}"
-    specs = stack.infra_specs(state, sha, base) + stack.service_specs(service, sha)
-    return stack.build(state, specs, sha, progress)
+    """Every image the release needs, in the registry: built on cd only when missing."""
+    return stack.build(state, image_specs(state, service, sha), sha, progress)
+
+
+def integration_test_image(state: State, spec: ImageSpec, sha: str) -> Built:
+    """The integration-test image in the registry (built on cd when missing) and on prod."""
+    built = stack.build(state, [spec], sha, Progress(out=None))[spec.name]
+    stack.pull(state, "prod", [built.pinned])
+    return built
 
 
 def ensure_stack(state: State, built: dict[str, Built], progress: Progress) -> None:

@@ -8,14 +8,15 @@ running, drained, for an instant rollback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import requests
 
-from lab import compose, engines, judge, routes, stack
+from lab import engines, judge, routes, stack
 from lab.build import Built
 from lab.errors import LabError, tail
 from lab.etcd import Etcd
@@ -24,7 +25,7 @@ from lab.metrics import Graphite
 from lab.progress import Progress
 from lab.proxy import Runtime
 from lab.services import Service
-from lab.state import State, write_secret
+from lab.state import State
 
 CANARY_KEY = "/cdlab/canary/"  # + service: "promote" or "abort", written by hand
 DEFAULT_THRESHOLDS = judge.Thresholds()
@@ -40,6 +41,9 @@ class Candidate:
     release: str  # commit short sha
     image: str  # pinned by digest
     test_image: str | None
+    # the integration-test image while it is still being built, pushed and pulled onto prod
+    # (it is not needed before the candidate is healthy): see ``pipeline.deploy``
+    test_build: Future[Built] | None = None
 
     @property
     def project(self) -> str:
@@ -50,18 +54,6 @@ class Candidate:
         return routes.host_name(self.service.name, self.release)
 
 
-def variables(state: State, c: Candidate) -> dict[str, str]:
-    """Compose variables of a release (``compose/release.yml``)."""
-    return {
-        "IMAGE": c.image,
-        "SERVICE": c.service.name,
-        "RELEASE": c.release,
-        "PORT": str(c.service.port),
-        "PROBE": c.service.probe,
-        "ENV_FILE": str(env_file(state, c)),
-    }
-
-
 def environment(state: State, service: Service) -> dict[str, str]:
     """The manifest's environment, plus the database's address when it asks for one."""
     env = dict(service.env)
@@ -70,12 +62,70 @@ def environment(state: State, service: Service) -> dict[str, str]:
     return env
 
 
-def env_file(state: State, c: Candidate) -> Path:
-    """The release's environment as an env file (0600: it may hold the database password)."""
-    path = state.dir / "releases" / f"{c.project}.env"
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    write_secret(path, "".join(f"{k}={v}\n" for k, v in environment(state, c.service).items()))
-    return path
+def release_environment(state: State, c: Candidate) -> dict[str, str]:
+    """Everything a release's process sees: the manifest's environment, who it is, and where
+    its metrics go (12-factor: the same image runs anywhere)."""
+    return {
+        **environment(state, c.service),
+        "SERVICE_NAME": c.service.name,
+        "RELEASE": c.release,
+        "IMAGE": c.image,
+        "PORT": str(c.service.port),
+        "CARBON_HOST": "carbon",
+        "CARBON_PORT": "2003",
+    }
+
+
+SECOND = 1_000_000_000  # the engine's healthcheck durations are in nanoseconds
+
+
+def container_spec(state: State, c: Candidate) -> dict[str, Any]:
+    """How a release runs on prod, as the SDK's ``containers.run`` arguments (pure apart from
+    reading the lab's secrets). One container per release, named ``<service>-<release>`` on the
+    stack network (the proxy finds it by that name), so releases run side by side:
+
+    - immutable: the image pinned by digest, a read-only root, a tmpfs for /tmp;
+    - non-root (uid 10001), every capability dropped, ``no-new-privileges``;
+    - restarted by the engine (and by the host after a kill: ``cdlab.keepalive``);
+    - Docker's own healthcheck is the slow, cheap one (every exec costs CPU): cdlab runs the
+      same probe itself while a release starts, and the proxy checks releases every second.
+    """
+    return {
+        "image": c.image,
+        "name": c.project,
+        "detach": True,
+        "environment": release_environment(state, c),
+        "labels": {
+            "cdlab.keepalive": "true",
+            "cdlab.role": "release",
+            "cdlab.service": c.service.name,
+            "cdlab.release": c.release,
+        },
+        "restart_policy": {"Name": "always"},
+        "read_only": True,
+        "tmpfs": {"/tmp": "size=16m"},
+        "user": "10001:10001",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "stop_signal": "SIGTERM",  # cdlab stops a release (drained first) with a 25 s grace
+        "healthcheck": {
+            "test": ["CMD-SHELL", c.service.probe],
+            "interval": 10 * SECOND,
+            "timeout": 3 * SECOND,
+            "retries": 3,
+            "start_period": 60 * SECOND,
+        },
+        "network": stack.NETWORK,
+    }
+
+
+def release_containers(client: Any, service: str, release: str, all: bool = True) -> list[Any]:
+    """The containers of one release (by its labels; also those a Compose run made)."""
+    return list(
+        client.containers.list(
+            all=all, filters={"label": [f"cdlab.service={service}", f"cdlab.release={release}"]}
+        )
+    )
 
 
 def route_store(state: State) -> Etcd:
@@ -106,7 +156,7 @@ def deploy(
     graphite = Graphite()
     tags = ["cdlab", "deploy", candidate.service.name, candidate.release]
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
-        if current.live == candidate.release and _healthy(client, candidate.project):
+        if current.live == candidate.release and _healthy(client, candidate):
             return "already live"
         graphite.event(f"deploy start {candidate.project}", tags, f"live: {current.live}")
         try:
@@ -212,56 +262,86 @@ def start(
     health_timeout: float | None = None,
 ) -> None:
     """Start ``candidate`` beside the live release, test it, and have the proxy health-check it
-    at weight 0. On any failure the candidate is removed and the routes are left as they were."""
+    at weight 0 (while the tests run: weight 0 receives nothing). On any failure the candidate
+    is removed and the routes are left as they were."""
     prod = state.config.host("prod")
-    with progress.stage(
-        f"start {candidate.project} on prod beside {current.live or 'nothing'}"
-    ) as st:
-        stack.pull(
+    with progress.stage(f"pull {candidate.release} onto prod") as st:
+        pulled = stack.pull(
             state,
             "prod",
             [candidate.image] + ([candidate.test_image] if candidate.test_image else []),
         )
-        # releases out of the pool serve no one but hold resources (each its database
-        # connections): a run that died before retiring them must not starve this one
-        pooled_now = {s.release for s in current.servers} | {candidate.release}
-        stray = retire(state, candidate.service.name, pooled_now, stop_timeout=5)
-        hooked = f"; removed {len(stray)} release(s) out of the pool" if stray else ""
-        if candidate.service.pre_deploy:
-            note = hook(state, client, candidate, "pre-deploy", candidate.service.pre_deploy)
-            hooked += f"; pre-deploy hook {note}"
-        compose.run(
-            state,
-            prod,
-            "release.yml",
-            candidate.project,
-            variables(state, candidate),
-            ["up", "-d", "--no-build"],
-        )
-        st.changed(candidate.image.rsplit("/", 1)[-1][:40] + hooked)
+        note = "by digest from the lab registry"
+        st.changed(f"{len(pulled)} image(s) {note}") if pulled else st.unchanged("present")
+    # releases out of the pool serve no one but hold resources (each its database
+    # connections): a run that died before retiring them must not starve this one
+    pooled_now = {s.release for s in current.servers} | {candidate.release}
+    if out_of(client, candidate.service.name, pooled_now):
+        with progress.stage("remove releases out of the pool (left by a failed run)") as st:
+            st.changed(", ".join(retire(state, candidate.service.name, pooled_now, 5)))
+    if candidate.service.pre_deploy:
+        with progress.stage("pre-deploy hook (before the release starts)") as st:
+            st.changed(hook(state, client, candidate, "pre-deploy", candidate.service.pre_deploy))
+    proxy = Runtime(prod.address)
     try:
+        with progress.stage(
+            f"start {candidate.project} on prod beside {current.live or 'nothing'}"
+        ) as st:
+            replace_container(state, client, candidate)
+            st.changed(candidate.image.rsplit("/", 1)[-1][:40])
         with progress.stage(f"wait until {candidate.project} is healthy") as st:
             st.changed(
                 wait_healthy(
                     client,
-                    candidate.project,
-                    candidate.service.probe,
+                    candidate,
                     health_timeout or candidate.service.health_timeout,
                 )
             )
+        # the proxy starts checking it now, at weight 0: nobody reaches it before the switch
+        route_store(state).put_json(
+            routes.PREFIX + candidate.service.name,
+            routes.stage(current, candidate.release).to_doc(),
+        )
+        if candidate.test_build is not None:
+            candidate = with_test_image(candidate, progress)
         if candidate.test_image or candidate.service.test_command:
             with progress.stage("integration tests against the candidate's own address") as st:
                 st.changed(integration_tests(state, client, candidate))
         with progress.stage("proxy health-checks the candidate (weight 0)") as st:
-            route_store(state).put_json(
-                routes.PREFIX + candidate.service.name,
-                routes.stage(current, candidate.release).to_doc(),
-            )
-            Runtime(prod.address).wait_up(candidate.service.name, candidate.host)
+            proxy.wait_up(candidate.service.name, candidate.host)
             st.changed("UP in the pool, receiving nothing")
     except LabError:
         _abandon(state, candidate, current)
         raise
+
+
+def with_test_image(candidate: Candidate, progress: Progress) -> Candidate:
+    """``candidate`` once its integration-test image, built while it started, is on prod."""
+    assert candidate.test_build is not None
+    with progress.stage("integration-test image (built while the candidate started)") as st:
+        built = candidate.test_build.result()
+        name = built.ref.rsplit("/", 1)[-1]
+        if built.built:
+            st.changed(f"{name} built in {built.seconds:.1f} s, on prod")
+        else:
+            st.unchanged(f"{name} from the registry, on prod")
+    return dataclasses.replace(candidate, test_image=built.pinned, test_build=None)
+
+
+def replace_container(state: State, client: Any, candidate: Candidate) -> Any:
+    """Create and start the release's container (one left by an earlier, failed start of the
+    same release is removed first: the name is the release's)."""
+    import docker.errors
+
+    for old in release_containers(client, candidate.service.name, candidate.release):
+        with contextlib.suppress(docker.errors.NotFound):
+            old.remove(force=True)
+    try:
+        return client.containers.run(**container_spec(state, candidate))
+    except docker.errors.APIError as exc:
+        raise ReleaseError(
+            f"prod's engine refused to start {candidate.project}: {exc.explanation or exc}"
+        ) from exc
 
 
 def switch(
@@ -395,9 +475,7 @@ def rollback(
     current = current_routes(state, service.name)
     candidate = from_registry(state, service, target)
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
-        warm = _healthy(client, candidate.project) and target in {
-            s.release for s in current.servers
-        }
+        warm = _healthy(client, candidate) and target in {s.release for s in current.servers}
         if not warm:
             start(state, client, candidate, current, progress)
             current = current_routes(state, service.name)
@@ -417,17 +495,15 @@ def from_registry(state: State, service: Service, target: str) -> Candidate:
     return Candidate(service, target, image, None)
 
 
-def wait_healthy(client: Any, project: str, probe: str, timeout: float = 60.0) -> str:
+def wait_healthy(client: Any, c: Candidate, timeout: float = 60.0) -> str:
     """Bounded wait until the release's own probe (the manifest's healthcheck) passes inside
-    its container, run by cdlab every 0.5 s; the last answer is the evidence."""
+    its container, run by cdlab every 0.1 s; the last answer is the evidence."""
     import docker.errors
 
     deadline, last, started = time.monotonic() + timeout, "not started", time.monotonic()
-    container = None
+    container, project, probe = None, c.project, c.service.probe
     while time.monotonic() < deadline:
-        found = client.containers.list(
-            all=True, filters={"label": f"com.docker.compose.project={project}"}
-        )
+        found = release_containers(client, c.service.name, c.release)
         if found:
             container = found[0]
             container.reload()
@@ -448,7 +524,7 @@ def wait_healthy(client: Any, project: str, probe: str, timeout: float = 60.0) -
                 if code == 0:
                     return f"healthy after {time.monotonic() - started:.1f} s"
                 last = f"health check exit {code}: {out.decode(errors='replace')[-200:]}"
-        time.sleep(0.5)
+        time.sleep(0.1)
     logs = container.logs(tail=15).decode(errors="replace") if container is not None else ""
     took = min(timeout, time.monotonic() - started)
     raise ReleaseError(
@@ -500,7 +576,7 @@ def one_off(
     command: str | None,
     env: dict[str, str],
     role: str,
-    user: str | None = "10001:10001",  # the release's own user (compose/release.yml)
+    user: str | None = "10001:10001",  # the release's own user (container_spec)
 ) -> tuple[int, str]:
     """Run a container to completion on the stack network; (exit code, output). Bounded."""
     container = client.containers.run(
@@ -556,31 +632,30 @@ def verify_through_proxy(
     )
 
 
+def out_of(client: Any, service: str, keep: set[str]) -> list[str]:
+    """Releases of ``service`` with a container on prod that are not in ``keep``."""
+    found = client.containers.list(
+        all=True, sparse=True, filters={"label": f"cdlab.service={service}"}
+    )
+    releases = {(c.attrs.get("Labels") or {}).get("cdlab.release", "") for c in found}
+    return sorted(releases - keep - {""})
+
+
 def retire(state: State, service: str, keep: set[str], stop_timeout: int = 25) -> list[str]:
     """Stop and remove releases of ``service`` that are no longer in the pool."""
-    gone = []
     with engines.connect(state, state.config.host("prod"), timeout=120) as client:
-        found = client.containers.list(all=True, filters={"label": f"cdlab.service={service}"})
-        for release in sorted({c.labels.get("cdlab.release", "") for c in found} - keep - {""}):
-            remove(state, service, release, stop_timeout=stop_timeout)
-            gone.append(release)
+        gone = out_of(client, service, keep)
+    for release in gone:
+        remove(state, service, release, stop_timeout=stop_timeout)
     return gone
 
 
 def remove(state: State, service: str, release: str, stop_timeout: int = 25) -> None:
-    """Stop (gracefully, within ``stop_timeout``) and remove one release's containers (its
-    Compose project; through the engine's API, which costs far less than a compose run)."""
-    remove_project(state, f"{service}-{release}", stop_timeout)
-
-
-def remove_project(state: State, project: str, stop_timeout: int) -> None:
+    """Stop (gracefully, within ``stop_timeout``) and remove one release's containers."""
     import docker.errors
 
     with engines.connect(state, state.config.host("prod"), timeout=stop_timeout + 60) as client:
-        found = client.containers.list(
-            all=True, filters={"label": f"com.docker.compose.project={project}"}
-        )
-        for container in found:
+        for container in release_containers(client, service, release):
             with contextlib.suppress(docker.errors.NotFound):
                 container.stop(timeout=stop_timeout)
             with contextlib.suppress(docker.errors.NotFound):
@@ -613,13 +688,13 @@ def prune(state: State, service: Service, deployed: list[str]) -> tuple[list[str
 def _abandon(state: State, c: Candidate, previous: routes.Routes) -> None:
     """Undo a failed candidate: routes back as they were, its containers removed."""
     route_store(state).put_json(routes.PREFIX + c.service.name, previous.to_doc())
-    remove_project(state, c.project, stop_timeout=5)
+    remove(state, c.service.name, c.release, stop_timeout=5)
 
 
-def _healthy(client: Any, project: str) -> bool:
+def _healthy(client: Any, c: Candidate) -> bool:
     """Running and not reported unhealthy by Docker's (slow) check; the proxy checks each
     second whether it may serve."""
-    found = client.containers.list(filters={"label": f"com.docker.compose.project={project}"})
+    found = release_containers(client, c.service.name, c.release, all=False)
     if not found:
         return False
     found[0].reload()
@@ -627,6 +702,9 @@ def _healthy(client: Any, project: str) -> bool:
     return bool(st.get("Running")) and (st.get("Health") or {}).get("Status") != "unhealthy"
 
 
-def candidate(service: Service, built: dict[str, Built], release: str) -> Candidate:
+def candidate(
+    service: Service, built: dict[str, Built], release: str, test_build: Future[Built] | None = None
+) -> Candidate:
     test = built.get(f"{service.name}-test")
-    return Candidate(service, release, built[service.name].pinned, test.pinned if test else None)
+    image = built[service.name].pinned
+    return Candidate(service, release, image, test.pinned if test else None, test_build)

@@ -117,18 +117,27 @@ def proxy_services(found: list[services.Service]) -> str:
 
 
 def pull(state: State, host_name: str, refs: list[str]) -> list[str]:
-    """Pull ``refs`` (pinned by digest) onto a host's engine, skipping those present."""
+    """Pull ``refs`` (pinned by digest) onto a host's engine, skipping those present; the
+    missing ones at the same time. Returns those pulled."""
     import docker.errors
 
-    pulled = []
-    with engines.connect(state, state.config.host(host_name), timeout=900) as client:
+    host = state.config.host(host_name)
+    with engines.connect(state, host, timeout=60) as client:
+        missing = []
         for ref in refs:
             try:
                 client.images.get(ref)
-            except docker.errors.ImageNotFound:  # pull it with the lab's credentials
-                client.images.pull(ref, auth_config=state.credentials().auth_config())
-                pulled.append(ref)
-    return pulled
+            except docker.errors.ImageNotFound:
+                missing.append(ref)
+    if missing:
+        with ThreadPoolExecutor(len(missing)) as pool:
+            list(pool.map(lambda ref: _pull(state, host_name, ref), missing))
+    return missing
+
+
+def _pull(state: State, host_name: str, ref: str) -> None:
+    with engines.connect(state, state.config.host(host_name), timeout=900) as client:
+        client.images.pull(ref, auth_config=state.credentials().auth_config())
 
 
 def spec_hash(compose_file: str, env: Mapping[str, str]) -> str:

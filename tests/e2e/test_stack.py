@@ -106,7 +106,7 @@ def test_app_containers_are_immutable_non_root_and_unprivileged(
     prod = testinfra_host("prod")
     # the release's own containers (the image label cdlab.release is on test containers too)
     ids = prod.check_output(
-        f"docker ps -q --filter label=com.docker.compose.project=app-{live}"
+        f"docker ps -q --filter label=cdlab.service=app --filter label=cdlab.release={live}"
     ).split()
     assert ids, "no container of the live release on prod"
     for cid in ids:
@@ -187,12 +187,7 @@ def test_a_release_that_never_gets_healthy_is_reported_and_never_routed(
     assert "live release keeps serving" in message
     assert release.current_routes(lab, "app").live == live
     with engines.connect(lab, lab.config.host("prod")) as prod:
-        assert (
-            prod.containers.list(
-                all=True, filters={"label": f"com.docker.compose.project={candidate.project}"}
-            )
-            == []
-        )
+        assert release.release_containers(prod, "app", candidate.release) == []
     odd = [(round(t, 2), s, r) for t, s, r in light_load if (s, r) != (200, live)]
     assert light_load and not odd, f"answers not from the live release: {odd[:10]}"
 

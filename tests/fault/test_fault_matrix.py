@@ -47,6 +47,13 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
         "image app:",
         "could not build image",
     ),
+    "the integration-test image does not build": (
+        # built while the candidate starts (off the critical path): its failure still stops
+        # the deploy before any user reaches the candidate, which is removed
+        {"services/app/Dockerfile.test": lambda t: t.replace("COPY tests/api", "COPY tests/nope")},
+        "integration-test image",
+        "could not build image",
+    ),
     "integration tests fail": (
         {WEB: lambda t: t.replace("<h1>Users</h1>", "<h1>Nobody</h1>")},
         "integration tests",

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from lab import routes, services
+from lab import config, release, routes, services
 from lab.errors import ConfigError
+from lab.state import State
 
 R = routes.Routes
 
@@ -216,3 +218,22 @@ def test_retention_keeps_the_pool_and_the_newest(
         retain,
     )
     assert got == ([_rel(r) for r in kept], sorted(_rel(r) for r in pruned))
+
+
+def test_a_release_runs_immutable_unprivileged_and_named_after_itself(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    state = State(config.parse_topology(json.loads(config.TOPOLOGY.read_text()), root, tmp_path))
+    app = services.load(root, "app")
+    image = "10.100.200.200:5000/cdlab/app@sha256:" + "a" * 64
+    spec = release.container_spec(state, release.Candidate(app, "3f9c2e1a0b1c", image, None))
+    assert (spec["name"], spec["image"], spec["network"]) == ("app-3f9c2e1a0b1c", image, "cdlab")
+    assert spec["read_only"] and spec["tmpfs"] == {"/tmp": "size=16m"}
+    assert spec["user"] == "10001:10001" and spec["cap_drop"] == ["ALL"]
+    assert spec["security_opt"] == ["no-new-privileges:true"]
+    assert spec["restart_policy"] == {"Name": "always"}
+    assert spec["labels"]["cdlab.release"] == "3f9c2e1a0b1c" and spec["labels"]["cdlab.keepalive"]
+    env = spec["environment"]
+    assert (env["RELEASE"], env["IMAGE"], env["SERVICE_NAME"]) == ("3f9c2e1a0b1c", image, "app")
+    assert env["DATABASE_URL"].startswith("postgresql://app:") and env["CARBON_HOST"] == "carbon"
+    check = spec["healthcheck"]
+    assert check["test"] == ["CMD-SHELL", app.probe] and check["interval"] == 10 * 10**9
