@@ -207,6 +207,19 @@ def lead_time(lab: State, ch: Chain) -> dict[str, Any]:
     }
 
 
+LEAD_RUNS = 3  # one run's time varies with what else the 2 cores are doing
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median lead time, with every run's time and ratio beside it (pure)."""
+    ordered = sorted(runs, key=lambda r: float(r["seconds"]))
+    return {
+        **ordered[(len(ordered) - 1) // 2],
+        "runs_s": [r["seconds"] for r in runs],
+        "runs_ratio": [r["ratio"] for r in runs],
+    }
+
+
 def _build_log(lab: State, image: str) -> str:
     log = lab.logs / f"build-{image}.log"
     return log.read_text() if log.exists() else ""
@@ -333,8 +346,8 @@ def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
             for rate in rates
             for strategy in strategies
         ]
-        say("lead time (code-only change, warm)")
-        results["lead_time"] = lead_time(lab, ch)
+        say(f"lead time (code-only change, warm; median of {LEAD_RUNS})")
+        results["lead_time"] = median_run([lead_time(lab, ch) for _ in range(LEAD_RUNS)])
         say("rebuild")
         results["rebuild"] = rebuild(lab, ch, with_deps=not quick)
         say("rollback")
@@ -361,10 +374,17 @@ def table(results: dict[str, Any]) -> str:
         for d in results["deploys"]
     ]
     lt = results["lead_time"]
-    rows.append(("lead time, code-only change (commit -> 100 % live)", f"{lt['seconds']} s"))
+    runs = lt.get("runs_s", [lt["seconds"]])
     rows.append(
         (
-            "  irreducible (unit + integration tests + start + healthy)",
+            "lead time, code-only change (commit -> 100 % live)",
+            f"{lt['seconds']} s"
+            + (f" (median of {', '.join(map(str, runs))})" if len(runs) > 1 else ""),
+        )
+    )
+    rows.append(
+        (
+            "  irreducible (unit tests + integration tests + start)",
             f"{lt['irreducible']} s (ratio {lt['ratio']})",
         )
     )

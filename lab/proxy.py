@@ -58,8 +58,12 @@ class Runtime:
     def slots(self, backend: str) -> list[Any]:
         return list(supervisor().parse_servers_state(self.send("show servers state"), backend))
 
-    def wait_up(self, backend: str, host: str, timeout: float = 30.0) -> None:
-        """Wait until the proxy has ``host`` in ``backend`` and its health check passes."""
+    def wait_up(
+        self, backend: str, host: str, timeout: float = 30.0, addr: str | None = None
+    ) -> None:
+        """Wait until the proxy has ``host`` in ``backend`` and its health check passes; with
+        ``addr``, at that address (a release started again is a new container at a new
+        address, while its slot may still be UP at the old one until DNS answers again)."""
         deadline, last = time.monotonic() + timeout, "not in the backend yet"
         while time.monotonic() < deadline:
             try:
@@ -69,6 +73,7 @@ class Runtime:
                     and slot.operational == 2
                     and not slot.in_maintenance
                     and slot.addr  # UP without an address: a never-used slot awaiting DNS
+                    and slot.addr == (addr or slot.addr)
                 ):
                     return
                 if slot is not None:

@@ -287,7 +287,7 @@ def start(
         with progress.stage(
             f"start {candidate.project} on prod beside {current.live or 'nothing'}"
         ) as st:
-            replace_container(state, client, candidate)
+            container = replace_container(state, client, candidate)
             st.changed(candidate.image.rsplit("/", 1)[-1][:40])
         with progress.stage(f"wait until {candidate.project} is healthy") as st:
             st.changed(
@@ -308,8 +308,9 @@ def start(
             with progress.stage("integration tests against the candidate's own address") as st:
                 st.changed(integration_tests(state, client, candidate))
         with progress.stage("proxy health-checks the candidate (weight 0)") as st:
-            proxy.wait_up(candidate.service.name, candidate.host)
-            st.changed("UP in the pool, receiving nothing")
+            address = stack_address(container)
+            proxy.wait_up(candidate.service.name, candidate.host, addr=address)
+            st.changed(f"UP in the pool at {address}, receiving nothing")
     except LabError:
         _abandon(state, candidate, current)
         raise
@@ -326,6 +327,12 @@ def with_test_image(candidate: Candidate, progress: Progress) -> Candidate:
         else:
             st.unchanged(f"{name} from the registry, on prod")
     return dataclasses.replace(candidate, test_image=built.pinned, test_build=None)
+
+
+def stack_address(container: Any) -> str:
+    """A container's address on the stack network."""
+    container.reload()
+    return str(container.attrs["NetworkSettings"]["Networks"][stack.NETWORK]["IPAddress"])
 
 
 def replace_container(state: State, client: Any, candidate: Candidate) -> Any:

@@ -40,7 +40,10 @@ def other_commit(lab: State, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def test_deploy_rollback_and_rollback_to_a_pruned_release(
-    lab: State, other_commit: State, capsys: pytest.CaptureFixture[str]
+    lab: State,
+    other_commit: State,
+    capsys: pytest.CaptureFixture[str],
+    light_load: list[tuple[float, int, str]],
 ) -> None:
     a = release.current_routes(lab, "app").live
     b = git.short(git.commit(other_commit.config.root))
@@ -77,6 +80,10 @@ def test_deploy_rollback_and_rollback_to_a_pruned_release(
     assert "rollback-" in copies and f"-app-{a}.json" in copies  # a copy of each record on cd
     rows = {r.release: r.status for r in pipeline.releases(lab)}
     assert rows[a] == "live" and rows[b] == "warm"
+    # a release started again is a new container at a new address: the switch to it waits
+    # until the proxy's slot has that address, so no request meets the old one
+    failed = [(round(t, 2), status) for t, status, _ in light_load if status != 200]
+    assert light_load and not failed, f"requests that failed: {failed[:10]}"
     with capsys.disabled():
         print(f"\nwarm rollback: 100% of responses from {a} {warm_ms:.0f} ms after the switch")
 

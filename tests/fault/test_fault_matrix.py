@@ -4,6 +4,8 @@ ever points at the broken candidate, and its containers are gone."""
 
 from __future__ import annotations
 
+import io
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,19 @@ RATE = 100
 def clone_with(lab: State, where: Path, changes: dict[str, Callable[[str], str]]) -> State:
     root = conftest.clone_with(lab.config.root, where, changes, "a fault on purpose")
     return lab.at(root)
+
+
+class StageStarts(io.StringIO):
+    """A progress stream that notes when a stage whose line starts with ``marker`` begins."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker, self.seen = marker, threading.Event()
+
+    def write(self, text: str) -> int:
+        if text.startswith(self.marker):
+            self.seen.set()
+        return super().write(text)
 
 
 def candidates_left(lab: State, release_id: str) -> list[str]:
@@ -146,7 +161,6 @@ def test_the_registry_down_during_a_push_fails_cleanly(lab: State, tmp_path: Pat
 
 
 def test_two_deploys_at_once_one_is_refused(lab: State) -> None:
-    import threading
 
     from lab import lock
 
@@ -227,23 +241,30 @@ def test_the_proxy_killed_under_load_is_back_within_seconds(lab: State) -> None:
 def test_cd_stopped_mid_deploy_leaves_prod_consistent(lab: State, tmp_path: Path) -> None:
     """The cd host (the builder) goes down during a deploy: the run fails, prod keeps serving its
     live release with no candidate left, and the next deploy (cd back) succeeds."""
-    import threading
 
+    slow = "\n\ndef test_slow_on_purpose() -> None:\n    import time\n\n    time.sleep(4)\n"
     change = clone_with(
-        lab, tmp_path / "clone", {WEB: lambda t: t.replace("<title>", "<title>cd ")}
+        lab,
+        tmp_path / "clone",
+        {  # a build of some seconds (a slow unit test), so the stop lands inside it
+            WEB: lambda t: t.replace("<title>", "<title>cd "),
+            "services/app/tests/unit/test_web.py": lambda t: t + slow,
+        },
     )
     sha = git.short(git.commit(change.config.root))
     live = release.current_routes(lab, "app").live
     cd = engines.local().containers.get(lab.config.container_name(lab.config.builder))
     errors: list[BaseException] = []
+    building = StageStarts("==> image app:")
     with load.running(rate=RATE, name="fault-cd-stopped") as traffic:
         worker = threading.Thread(
             target=lambda: _capture(
-                errors, lambda: pipeline.deploy(change, Progress(out=None), "app", "HEAD")
+                errors, lambda: pipeline.deploy(change, Progress(out=building), "app", "HEAD")
             )
         )
         worker.start()
-        time.sleep(1.5)  # into the build on cd
+        assert building.seen.wait(120), "the deploy never reached the app's build"
+        time.sleep(1.0)  # into the build on cd
         traffic.mark("stop the cd host")
         cd.stop(timeout=5)
         worker.join(300)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.dom.minidom
 
-from lab import benchpage
+from lab import bench, benchpage
 
 
 def test_failed_requests_chart_marks_losses_and_parses_as_svg() -> None:
@@ -21,3 +21,11 @@ def test_failed_requests_chart_marks_losses_and_parses_as_svg() -> None:
     assert fills == [benchpage.GOOD, benchpage.BAD]
     assert "150 of 3000" in chart and "0 of 9000" in chart
     assert "7.5 s" in rollback and "8.0 ms" in rollback
+
+
+def test_the_lead_time_is_the_median_run_with_every_run_beside_it() -> None:
+    runs = [{"seconds": s, "ratio": s / 2} for s in (2.6, 2.2, 2.4)]
+    got = bench.median_run(runs)
+    assert got["seconds"] == 2.4 and got["ratio"] == 1.2
+    assert got["runs_s"] == [2.6, 2.2, 2.4] and got["runs_ratio"] == [1.3, 1.1, 1.2]
+    assert bench.median_run(runs[:2])["seconds"] == 2.2  # even: the lower middle
