@@ -25,7 +25,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lab import benchpage, controls, engines, git, judge, load, pipeline, release, report, services
+from lab import (
+    benchpage,
+    controls,
+    engines,
+    git,
+    judge,
+    load,
+    pipeline,
+    release,
+    report,
+    services,
+    stack,
+)
+from lab.build import ImageSpec, infra_tag
 from lab.progress import Progress, StageHandle
 from lab.state import State
 
@@ -262,39 +275,73 @@ def rollbacks(lab: State) -> dict[str, Any]:
     }
 
 
-PROBE = """
-import http.client, os, threading, time
-host, port, seconds, threads = os.environ["H"], int(os.environ["P"]), float(os.environ["S"]), 8
-lat, stop = [], time.monotonic() + seconds
-def run():
-    c = http.client.HTTPConnection(host, port, timeout=5)
-    while time.monotonic() < stop:
-        t = time.perf_counter(); c.request("GET", "/version"); r = c.getresponse(); r.read()
-        lat.append((time.perf_counter() - t) * 1000)
-ts = [threading.Thread(target=run) for _ in range(threads)]
-[t.start() for t in ts]; [t.join() for t in ts]
-lat.sort()
-print(len(lat) / seconds, lat[len(lat) // 2], lat[int(len(lat) * 0.99)])
-"""
+WRK_CONNECTIONS, WRK_THREADS = 8, 2  # the same client both ways; 2 threads for the 2 cores
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    """req/s, p50 and p99 (ms) and the errors of a ``wrk --latency`` report (pure)."""
+
+    def ms(value: str) -> float:
+        number = re.match(r"([0-9.]+)([a-z]+)", value)
+        if not number or number.group(2) not in _UNITS:
+            raise ValueError(f"not a wrk duration: {value!r}")
+        return float(number.group(1)) * _UNITS[number.group(2)]
+
+    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.MULTILINE)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.MULTILINE)
+    done = re.search(r"^\s+(\d+) requests in", text, re.MULTILINE)
+    if not (rps and p50 and p99 and done):
+        raise ValueError(f"not a wrk --latency report:\n{text[-500:]}")
+    socket = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = sum(int(n) for n in socket.groups()) if socket else 0
+    return {
+        "rps": round(float(rps.group(1)), 1),
+        "p50_ms": round(ms(p50.group(1)), 2),
+        "p99_ms": round(ms(p99.group(1)), 2),
+        "requests": int(done.group(1)),
+        "errors": errors + (int(bad.group(1)) if bad else 0),
+    }
+
+
+def wrk_image(lab: State) -> str:
+    """``bench/wrk``'s image (wrk from Debian's packages), built on cd when missing, on prod."""
+    root, sha = lab.config.root, git.commit(lab.config.root)
+    base = f"{lab.config.registry_addr}/{(lab.dir / 'base-image').read_text().strip()}"
+    spec = ImageSpec(
+        "bench-wrk", "bench/wrk", "Dockerfile", infra_tag(git.tree(root, sha, "bench/wrk"), base)
+    )
+    built = stack.build(lab, [spec], sha, QUIET)[spec.name]
+    stack.pull(lab, "prod", [built.pinned])
+    return built.pinned
 
 
 def proxy_overhead(lab: State, seconds: float) -> dict[str, Any]:
-    """Throughput and latency through the proxy vs straight to the live release, same client
-    (8 keep-alive connections, Python's http.client) from a container on prod's network."""
+    """Throughput and latency through the proxy vs straight to the live release, with the same
+    client (wrk, ``WRK_CONNECTIONS`` keep-alive connections) from a container on prod's
+    network."""
     live = release.current_routes(lab, "app").live or ""
-    digest = lab.registry_client().digest("cdlab/app", live)
-    image = f"{lab.config.registry_addr}/cdlab/app@{digest}"
-    out: dict[str, Any] = {}
+    image = wrk_image(lab)
+    out: dict[str, Any] = {
+        "client": f"wrk (Debian), {WRK_THREADS} threads, {WRK_CONNECTIONS} connections"
+    }
     with engines.connect(lab, lab.config.host("prod"), timeout=300) as client:
         for label, host in (("proxy", "proxy"), ("direct", f"app-{live}")):
-            env = {"H": host, "P": "8000", "S": str(seconds), "PROBE_SRC": PROBE}
-            code, text = release.one_off(client, image, 'python3 -c "$PROBE_SRC"', env, "bench")
-            if code != 0 or not text.strip():
-                out[label] = {"error": text.strip()[-300:]}
-                continue
-            container_out = text.strip().splitlines()[-1].split()
-            rps, p50, p99 = (float(x) for x in container_out)
-            out[label] = {"rps": round(rps, 1), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
+            command = (
+                f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{seconds:.0f}s --latency "
+                f"http://{host}:8000/version"
+            )
+            code, text = release.one_off(client, image, command, {}, "bench", user=None)
+            try:
+                if code != 0:
+                    raise ValueError(f"exit {code}")
+                out[label] = parse_wrk(text)
+            except ValueError as exc:
+                out[label] = {"error": f"{exc}: {text.strip()[-300:]}"}
     if "rps" in out.get("proxy", {}) and "rps" in out.get("direct", {}):
         out["throughput_ratio"] = round(out["proxy"]["rps"] / out["direct"]["rps"], 3)
     return out
@@ -407,7 +454,7 @@ def table(results: dict[str, Any]) -> str:
     if "throughput_ratio" in px:
         rows.append(
             (
-                "proxy vs direct, req/s (8 keep-alive connections)",
+                f"proxy vs direct, req/s (wrk, {WRK_CONNECTIONS} connections)",
                 f"{px['proxy']['rps']} vs {px['direct']['rps']} (ratio {px['throughput_ratio']})",
             )
         )
