@@ -12,3 +12,10 @@ worker_tmp_dir = "/dev/shm"  # the root filesystem is read-only
 accesslog = None  # the app writes one key=value line per request itself
 errorlog = "-"
 loglevel = "info"
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """Each worker warm (app built, database pool open) before it takes a request."""
+    warm = getattr(worker.wsgi, "warm", None)
+    if warm is not None:
+        warm()

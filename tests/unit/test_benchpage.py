@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import xml.dom.minidom
 
+import pytest
+
 from lab import bench, benchpage
 
 
@@ -29,3 +31,40 @@ def test_the_lead_time_is_the_median_run_with_every_run_beside_it() -> None:
     assert got["seconds"] == 2.4 and got["ratio"] == 1.2
     assert got["runs_s"] == [2.6, 2.2, 2.4] and got["runs_ratio"] == [1.3, 1.1, 1.2]
     assert bench.median_run(runs[:2])["seconds"] == 2.2  # even: the lower middle
+
+
+WRK = """\
+Running 3s test @ http://proxy:8000/version
+  2 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.04ms    3.19ms  61.68ms   96.60%
+    Req/Sec     1.47k   214.84     1.81k    75.00%
+  Latency Distribution
+     50%    2.57ms
+     75%    3.37ms
+     90%    4.34ms
+     99%   13.38ms
+  8768 requests in 3.00s, 2.88MB read
+Requests/sec:   2919.10
+Transfer/sec:      0.96MB
+"""
+
+
+def test_a_wrk_report_gives_rate_percentiles_and_errors() -> None:
+    assert bench.parse_wrk(WRK) == {
+        "rps": 2919.1,
+        "p50_ms": 2.57,
+        "p99_ms": 13.38,
+        "requests": 8768,
+        "errors": 0,
+    }
+    slow = WRK.replace("50%    2.57ms", "50%  850.00us").replace("99%   13.38ms", "99%    1.20s")
+    worse = slow.replace(
+        "Requests/sec:",
+        "  Socket errors: connect 0, read 3, write 0, timeout 2\n"
+        "  Non-2xx or 3xx responses: 4\nRequests/sec:",
+    )
+    got = bench.parse_wrk(worse)
+    assert (got["p50_ms"], got["p99_ms"], got["errors"]) == (0.85, 1200.0, 9)
+    with pytest.raises(ValueError, match="not a wrk"):
+        bench.parse_wrk("wrk: unable to connect to proxy:8000 Connection refused")

@@ -175,3 +175,23 @@ def test_memory_store_only_when_asked_for_by_name() -> None:
     assert store.get(user.id) == user and store.list(5) == [user]
     with pytest.raises(DuplicateEmail):
         store.add("B", "a@example.org", "r1")
+
+
+def test_a_worker_warms_up_before_its_first_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import wsgi
+
+    monkeypatch.setenv("DATABASE_URL", "memory://")
+    monkeypatch.delenv("CARBON_HOST", raising=False)
+    lazy = wsgi._Lazy()
+    assert lazy.warm() and lazy.app is not None
+
+
+def test_a_database_that_does_not_answer_yet_does_not_stop_the_worker(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app import wsgi
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:x@127.0.0.1:1/app")
+    monkeypatch.delenv("CARBON_HOST", raising=False)
+    assert wsgi._Lazy().warm() is False
+    assert "did not answer yet" in capsys.readouterr().err
