@@ -44,7 +44,11 @@ from lab.state import State
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 QUIET = Progress(out=None)
-CONTROLS = {"naive": controls.naive, "swarm": controls.swarm}  # no proxy: CONTROL_PORT
+CONTROLS = {  # on CONTROL_PORT, not behind cdlab's proxy
+    "reload": controls.reload,
+    "naive": controls.naive,
+    "swarm": controls.swarm,
+}
 SWARM = (
     "Docker Swarm rolling update on a one-node swarm on prod: host-mode published port "
     "(no routing mesh: this kernel has no IPVS), endpoint mode dnsrr, order stop-first "
@@ -99,6 +103,7 @@ def _strategy_runs(
         traffic = _under_load(lab, ch, app, strategy, shas, rate, url, aborted)
     finally:
         controls.remove_naive(lab, "app")
+        controls.remove_reload(lab, "app")
         controls.remove_swarm(lab, "app")
     s = traffic.summary()
     note = f", {len(aborted)} aborted by the judge" if aborted else ""
@@ -371,7 +376,7 @@ def lab_up_figures(lab: State) -> dict[str, Any]:
 def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
     deploys = 2 if quick else 10
     rates = [300] if quick else [300, 1000]
-    strategies = ["bluegreen", "canary", "restart", "naive", "swarm"]
+    strategies = ["bluegreen", "canary", "reload", "restart", "naive", "swarm"]
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": git.short(git.commit(lab.config.root)),

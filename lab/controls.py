@@ -4,6 +4,10 @@ load is real and the oracle sees downtime.
 
 - ``naive``: stop the container, then start the new one on the same port (published on
   127.0.0.1:``CONTROL_PORT``, no proxy in front), as the simplest deploy scripts do.
+- ``reload``: a second HAProxy in front of the release (publishing ``CONTROL_PORT``), switched
+  by rewriting its configuration and reloading it, at its best (master-worker, listening
+  sockets handed over to the new worker), as configuration-driven setups (confd + a reload)
+  do.
 - ``by_restart``: the new route applied by restarting the proxy with it (what a
   ``docker compose up -d`` does when a proxy's configuration changes, and what a
   configuration-reload switch amounts to when the proxy cannot hand its sockets over).
@@ -22,6 +26,8 @@ from typing import Any
 from lab import engines, release, routes, services, stack
 from lab.progress import Progress
 from lab.state import State
+
+QUIET_PROGRESS = Progress(out=None)
 
 
 def naive(state: State, candidate: release.Candidate, progress: Progress) -> float:
@@ -67,6 +73,96 @@ def remove_naive(state: State, service: str) -> None:
         contextlib.suppress(docker.errors.NotFound),
     ):
         client.containers.get(f"naive-{service}").remove(force=True)
+
+
+RELOAD_CONTAINER = "reload-{service}"
+WRITE_CFG = 'printf "%s" "$CFG" > /tmp/haproxy.cfg'
+
+
+def reload_config(service: str, host: str, port: int, health: str) -> str:
+    """A second HAProxy's configuration with one static server, ``host`` (pure). Reloaded at
+    its best: master-worker, ``expose-fd listeners`` (the new worker takes the listening
+    sockets over, none is closed), the same timeouts and retries as cdlab's proxy."""
+    return f"""\
+global
+    master-worker
+    stats socket /tmp/admin.sock mode 600 level admin expose-fd listeners
+    hard-stop-after 30s
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 30s
+    timeout http-keep-alive 60s
+    option redispatch
+    retries 3
+    retry-on conn-failure empty-response
+frontend {service}
+    bind :{port}
+    default_backend live
+backend live
+    option httpchk GET {health}
+    http-check expect status 200
+    server live {host}:{port} check inter 1s
+"""
+
+
+def reload(state: State, candidate: release.Candidate, progress: Progress) -> float:
+    """Switch to ``candidate`` the way configuration-driven proxies do: start it beside the
+    live release, rewrite a second HAProxy's configuration (its one server: the candidate) and
+    reload it (SIGUSR2 to the master: a new worker, the old one finishing its requests). That
+    HAProxy publishes ``CONTROL_PORT``. Returns the seconds until every answer came from
+    ``candidate``. The first call only starts that HAProxy in front of the live release."""
+    import docker.errors
+
+    del progress
+    svc = candidate.service
+    cfg = reload_config(svc.name, candidate.host, svc.port, svc.health)
+    name = RELOAD_CONTAINER.format(service=svc.name)
+    url = f"http://127.0.0.1:{services.CONTROL_PORT}"
+    with engines.connect(state, state.config.host("prod"), timeout=300) as client:
+        current = release.current_routes(state, svc.name)
+        if not release.release_containers(client, svc.name, candidate.release, all=False):
+            release.start(state, client, candidate, current, QUIET_PROGRESS)  # beside
+        try:
+            proxy = client.containers.get(name)
+        except docker.errors.NotFound:  # the first call: in front of that release
+            image = client.containers.get(f"{stack.PROJECT}_proxy_1").image.id
+            client.containers.run(
+                image,
+                ["sh", "-c", f"{WRITE_CFG} && exec haproxy -W -db -f /tmp/haproxy.cfg"],
+                name=name,
+                detach=True,
+                environment={"CFG": cfg},
+                network=stack.NETWORK,
+                ports={f"{svc.port}/tcp": services.CONTROL_PORT},
+                labels={"cdlab.role": "reload-control"},
+            )
+            return release.verify_through_proxy(url, candidate.release, timeout=30)
+        started = time.monotonic()
+        out = proxy.exec_run(
+            ["sh", "-c", f"{WRITE_CFG} && kill -USR2 1"],  # pid 1: haproxy's master
+            environment={"CFG": cfg},
+        )
+        if out.exit_code != 0:
+            raise release.ReleaseError(f"the reload control's reload failed: {out.output!r}")
+        seconds = release.verify_through_proxy(url, candidate.release, since=started, timeout=30)
+    # cdlab's own routes follow (its pool decides which releases stay), then the releases out
+    # of the pool go, as after cdlab's switch (each holds database connections)
+    switched = routes.switch_to(release.current_routes(state, svc.name), candidate.release)
+    release.route_store(state).put_json(switched.key, switched.to_doc())
+    release.retire(state, svc.name, {s.release for s in switched.servers})
+    return seconds
+
+
+def remove_reload(state: State, service: str) -> None:
+    import docker.errors
+
+    with (
+        engines.connect(state, state.config.host("prod"), timeout=60) as client,
+        contextlib.suppress(docker.errors.NotFound),
+    ):
+        client.containers.get(RELOAD_CONTAINER.format(service=service)).remove(force=True)
 
 
 def by_restart(state: State, service: str, target: str) -> float:

@@ -238,3 +238,13 @@ def test_parse_sessions_reads_scur_of_one_server() -> None:
     assert parse_sessions(csv, "app", "r2") == 0
     assert parse_sessions(csv, "app", "r9") is None
     assert parse_sessions("not csv", "app", "r1") is None
+
+
+def test_the_reload_control_is_a_reload_at_its_best() -> None:
+    """The reload-based switch it is compared with hands its listening sockets over."""
+    from lab import controls
+
+    cfg = controls.reload_config("app", "app-3f9c2e1a0b1c", 8000, "/health")
+    assert "master-worker" in cfg and "expose-fd listeners" in cfg
+    assert "server live app-3f9c2e1a0b1c:8000 check" in cfg and "bind :8000" in cfg
+    assert "retry-on conn-failure empty-response" in cfg  # as cdlab's own proxy
