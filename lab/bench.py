@@ -43,7 +43,6 @@ from lab.progress import Progress, StageHandle
 from lab.state import State
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
-QUIET = Progress(out=None)
 CONTROLS = {  # on CONTROL_PORT, not behind cdlab's proxy
     "reload": controls.reload,
     "naive": controls.naive,
@@ -54,6 +53,11 @@ SWARM = (
     "(no routing mesh: this kernel has no IPVS), endpoint mode dnsrr, order stop-first "
     "(forced by the one host port), healthcheck every 1 s, monitor 2 s, failure_action rollback"
 )
+
+
+def quiet() -> Progress:
+    """A progress that prints nothing (a fresh one each time: a run's record holds its stages)."""
+    return Progress(out=None)
 
 
 @dataclasses.dataclass
@@ -88,15 +92,15 @@ def _strategy_runs(
     app = services.load(lab.config.root, "app")
     shas = [ch.commit() for _ in range(deploys)]
     for sha in shas:  # built before the load: the switch is what is measured
-        pipeline.build(ch.state, QUIET, app, sha)
+        pipeline.build(ch.state, quiet(), app, sha)
     url = "http://127.0.0.1:8000"
     if strategy in CONTROLS:  # on a published port, no proxy: the old release first
         url = f"http://127.0.0.1:{services.CONTROL_PORT}"
         head = git.commit(lab.config.root)
         CONTROLS[strategy](
             lab,
-            release.candidate(app, pipeline.build(lab, QUIET, app, head), git.short(head)),
-            QUIET,
+            release.candidate(app, pipeline.build(lab, quiet(), app, head), git.short(head)),
+            quiet(),
         )
     aborted: list[str] = []
     try:
@@ -139,12 +143,12 @@ def _under_load(
         for sha in shas:
             traffic.mark(f"{strategy} {git.short(sha)}")
             if strategy == "bluegreen":
-                pipeline.deploy(ch.state, QUIET, "app", sha)
+                pipeline.deploy(ch.state, quiet(), "app", sha)
             elif strategy == "canary":
                 try:
                     pipeline.deploy(
                         ch.state,
-                        QUIET,
+                        quiet(),
                         "app",
                         sha,
                         "canary",
@@ -155,14 +159,14 @@ def _under_load(
                 except release.ReleaseError as exc:  # the judge said no: a result, not a crash
                     aborted.append(str(exc).split(". Every request")[0])
             else:
-                built = pipeline.build(ch.state, QUIET, app, sha)
+                built = pipeline.build(ch.state, quiet(), app, sha)
                 candidate = release.candidate(app, built, git.short(sha))
                 if strategy in CONTROLS:
-                    CONTROLS[strategy](lab, candidate, QUIET)
+                    CONTROLS[strategy](lab, candidate, quiet())
                 else:  # restart: start beside, then switch by restarting the proxy
                     with engines.connect(lab, lab.config.host("prod"), timeout=300) as client:
                         current = release.current_routes(lab, "app")
-                        release.start(lab, client, candidate, current, QUIET)
+                        release.start(lab, client, candidate, current, quiet())
                     controls.by_restart(lab, "app", candidate.release)
                     # as cdlab's switch does: releases out of the pool go (each holds database
                     # connections; ten of them exhaust postgres' 200)
@@ -266,12 +270,12 @@ def rebuild(lab: State, ch: Chain, with_deps: bool) -> dict[str, Any]:
 
 
 def rollbacks(lab: State) -> dict[str, Any]:
-    _, warm = pipeline.rollback(lab, QUIET, "app")
+    _, warm = pipeline.rollback(lab, quiet(), "app")
     current = release.current_routes(lab, "app")
     previous = next(s.release for s in current.servers if s.release != current.live)
     release.remove(lab, "app", previous, stop_timeout=5)
     started = time.monotonic()
-    _, pruned = pipeline.rollback(lab, QUIET, "app", to=previous)
+    _, pruned = pipeline.rollback(lab, quiet(), "app", to=previous)
     command = time.monotonic() - started
     return {
         "warm_to_100_ms": round(warm * 1000, 1),
@@ -320,7 +324,7 @@ def wrk_image(lab: State) -> str:
     spec = ImageSpec(
         "bench-wrk", "bench/wrk", "Dockerfile", infra_tag(git.tree(root, sha, "bench/wrk"), base)
     )
-    built = stack.build(lab, [spec], sha, QUIET)[spec.name]
+    built = stack.build(lab, [spec], sha, quiet())[spec.name]
     stack.pull(lab, "prod", [built.pinned])
     return built.pinned
 
@@ -407,7 +411,7 @@ def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
     say("proxy overhead")
     results["proxy"] = proxy_overhead(lab, 5 if quick else 20)
     pipeline.deploy(
-        lab, QUIET, "app", "HEAD"
+        lab, quiet(), "app", "HEAD"
     )  # the checkout's commit live again, as lab.up left it
     say("lab.up")
     results["lab"] = lab_up_figures(lab)

@@ -27,8 +27,6 @@ from lab import engines, release, routes, services, stack
 from lab.progress import Progress
 from lab.state import State
 
-QUIET_PROGRESS = Progress(out=None)
-
 
 def naive(state: State, candidate: release.Candidate, progress: Progress) -> float:
     """Stop the container that serves ``CONTROL_PORT`` (published on 127.0.0.1, no proxy in
@@ -123,7 +121,7 @@ def reload(state: State, candidate: release.Candidate, progress: Progress) -> fl
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
         current = release.current_routes(state, svc.name)
         if not release.release_containers(client, svc.name, candidate.release, all=False):
-            release.start(state, client, candidate, current, QUIET_PROGRESS)  # beside
+            release.start(state, client, candidate, current, Progress(out=None))  # beside
         try:
             proxy = client.containers.get(name)
         except docker.errors.NotFound:  # the first call: in front of that release

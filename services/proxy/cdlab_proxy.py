@@ -100,8 +100,10 @@ def render_config(services: list[Service], slots: int = SLOTS) -> str:
         "",
         "resolvers docker",
         "    nameserver dns 127.0.0.11:53",
-        "    hold valid 2s",
-        "    hold obsolete 5s",
+        # a release started again is a new container at a new address: HAProxy takes it at
+        # the next lookup (every second), not after keeping the old one for a while
+        "    hold valid 1s",
+        "    hold obsolete 0s",
         "    timeout resolve 200ms",
         "    timeout retry 200ms",
         "    accepted_payload_size 8192",
