@@ -90,6 +90,19 @@ class Runtime:
             "unhealthy release; check the release's /health."
         )
 
+    def wait_released(self, backend: str, host: str, timeout: float = 10.0) -> None:
+        """Wait until no slot of ``backend`` serves ``host`` (any that has it is in
+        maintenance)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(s.in_maintenance for s in self.slots(backend) if s.fqdn == host):
+                return
+            time.sleep(0.05)
+        raise ProxyError(
+            f"the proxy still serves '{host}' in backend '{backend}' {timeout:.0f} s after "
+            "it left the routes; look at the proxy's log on prod"
+        )
+
     def sessions(self, backend: str, host: str) -> int | None:
         """Active connections of the slot serving ``host`` (None when no slot serves it)."""
         slot = next((s for s in self.slots(backend) if s.fqdn == host), None)

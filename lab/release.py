@@ -283,6 +283,17 @@ def start(
         with progress.stage("pre-deploy hook (before the release starts)") as st:
             st.changed(hook(state, client, candidate, "pre-deploy", candidate.service.pre_deploy))
     proxy = Runtime(prod.address)
+    if candidate.release in {s.release for s in current.servers}:
+        # in the pool with its containers gone (e.g. a pruned rollback target): its slot
+        # points at the old address, and checks in flight there would take the new container
+        # down after the switch. The slot is released first; the release takes it back, with
+        # its new address, once tested.
+        current = dataclasses.replace(
+            current,
+            servers=tuple(s for s in current.servers if s.release != candidate.release),
+        )
+        route_store(state).put_json(routes.PREFIX + candidate.service.name, current.to_doc())
+        proxy.wait_released(candidate.service.name, candidate.host)
     try:
         with progress.stage(
             f"start {candidate.project} on prod beside {current.live or 'nothing'}"

@@ -262,6 +262,14 @@ def plan(
             if (addresses or {}).get(d.host):
                 cmds.append(f"set server {name} addr {(addresses or {})[d.host]}")
             slot = Slot(slot.name, d.host, -1, slot.admin | 0x01, 0)
+        elif (
+            slot.in_maintenance
+            and slot.addr
+            and slot.addr != (addresses or {}).get(d.host, slot.addr)
+        ):
+            # back from maintenance (a release taken out, then started again: a new container)
+            # with its current address, not the one it had
+            cmds.append(f"set server {backend}/{slot.name} addr {(addresses or {})[d.host]}")
         if slot.weight != d.weight:
             cmds.append(f"set server {backend}/{slot.name} weight {d.weight}")
         if d.drain and (slot.in_maintenance or not slot.draining):
@@ -394,13 +402,14 @@ class Supervisor:
                 )
                 desired = {svc.name: wanted.servers, match: wanted.matched}
                 slots = {b: parse_servers_state(state, b) for b in desired}
-                # only a release taking a slot needs its address: no DNS lookups when in shape
+                # only a release taking a slot, or coming back from maintenance, needs its
+                # address: no DNS lookups when in shape
                 known = resolve(
                     [
                         d.host
                         for b, ds in desired.items()
                         for d in ds
-                        if d.host not in {s.fqdn for s in slots[b]}
+                        if d.host not in {s.fqdn for s in slots[b] if not s.in_maintenance}
                     ]
                 )
                 to_pool = [c for b, ds in desired.items() for c in plan(b, slots[b], ds, known)]

@@ -51,6 +51,10 @@ WSGI = "services/app/app/wsgi.py"
 TOML = "services/app/service.toml"
 STORE = "services/app/app/store.py"
 
+CRASH_AS_A_RELEASE = (
+    '\nif "IMAGE" in __import__("os").environ:\n    raise SystemExit("crashing on purpose")\n'
+)
+
 CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
     # case: (changes, the stage that must fail, words the error must contain)
     "unit tests fail": (
@@ -90,7 +94,8 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
         # gunicorn's master lives on and respawns the crashing workers: no container restart,
         # so the health wait is what ends it (10 s here), with the crash in the log's tail
         {
-            WSGI: lambda t: t + '\nraise SystemExit("crashing on purpose")\n',
+            # (only where it runs as a release, IMAGE set: the unit tests import the module)
+            WSGI: lambda t: t + CRASH_AS_A_RELEASE,
             TOML: lambda t: t + "health_timeout = 10\n",
         },
         "wait until",

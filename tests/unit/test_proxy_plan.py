@@ -248,3 +248,15 @@ def test_the_reload_control_is_a_reload_at_its_best() -> None:
     assert "master-worker" in cfg and "expose-fd listeners" in cfg
     assert "server live app-3f9c2e1a0b1c:8000 check" in cfg and "bind :8000" in cfg
     assert "retry-on conn-failure empty-response" in cfg  # as cdlab's own proxy
+
+
+def test_a_release_back_from_maintenance_takes_its_new_address() -> None:
+    """Taken out of the pool, then started again (a new container): its slot kept the name and
+    the old address; it gets the new one before it serves again, and only when it changed."""
+    out = sup.Slot("r2", "app-aaa", 0, 0x01, 0, "172.19.0.4")
+    got = sup.plan(APP, [out], [D("aaa", "app-aaa", 0)], {"app-aaa": "172.19.0.7"})
+    assert got == ["set server app/r2 addr 172.19.0.7", "set server app/r2 state ready"]
+    same = sup.plan(APP, [out], [D("aaa", "app-aaa", 0)], {"app-aaa": "172.19.0.4"})
+    assert same == ["set server app/r2 state ready"]
+    unknown = sup.plan(APP, [out], [D("aaa", "app-aaa", 0)], {})  # DNS does not answer yet
+    assert unknown == ["set server app/r2 state ready"]
