@@ -23,7 +23,7 @@ from lab.etcd import Etcd
 from lab.images import REPOSITORY
 from lab.metrics import Graphite
 from lab.progress import Progress
-from lab.proxy import Runtime
+from lab.proxy import CHECK_TIMEOUT, Runtime
 from lab.services import Service
 from lab.state import State
 
@@ -294,6 +294,11 @@ def start(
         )
         route_store(state).put_json(routes.PREFIX + candidate.service.name, current.to_doc())
         proxy.wait_released(candidate.service.name, candidate.host)
+        # a health check already on its way to the old container ends (as a failure) within
+        # the check timeout: it must land before the slot serves again, not after
+        back_after = time.monotonic() + CHECK_TIMEOUT
+    else:
+        back_after = 0.0
     try:
         with progress.stage(
             f"start {candidate.project} on prod beside {current.live or 'nothing'}"
@@ -309,6 +314,7 @@ def start(
                 )
             )
         # the proxy starts checking it now, at weight 0: nobody reaches it before the switch
+        time.sleep(max(0.0, back_after - time.monotonic()))
         route_store(state).put_json(
             routes.PREFIX + candidate.service.name,
             routes.stage(current, candidate.release).to_doc(),
