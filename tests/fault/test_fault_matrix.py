@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -252,7 +253,8 @@ def test_cd_stopped_mid_deploy_leaves_prod_consistent(lab: State, tmp_path: Path
         lab,
         tmp_path / "clone",
         {  # a build of some seconds (a slow unit test), so the stop lands inside it
-            WEB: lambda t: t.replace("<title>", "<title>cd "),
+            # unique each run: a change built before would come from the builder's cache
+            WEB: lambda t: t.replace("<title>", f"<title>cd {uuid.uuid4().hex[:8]} "),
             "services/app/tests/unit/test_web.py": lambda t: t + slow,
         },
     )
