@@ -192,8 +192,9 @@ class _Clock(Progress):
 
 def lead_time(lab: State, ch: Chain) -> dict[str, Any]:
     """Commit -> 100 % live for a code-only change, with warm caches: the wall clock from the
-    deploy's call (the commit exists) until the switch's end (every response from the new
-    release; draining, retiring and pruning come after, users already on it).
+    deploy's call (the commit exists) until every response comes from the new release (the
+    switch's route write plus the time to the first of its unbroken run of answers from it;
+    confirming that run, draining, retiring and pruning come after, users already on it).
 
     Irreducible: the unit tests (BuildKit's time of the build step that runs them: the process,
     interpreter start included), the integration tests (their container, run to completion)
@@ -203,9 +204,15 @@ def lead_time(lab: State, ch: Chain) -> dict[str, Any]:
     started = time.monotonic()
     rec = pipeline.deploy(ch.state, progress, "app", sha)
     switch = next(n for n in progress.ended if n.startswith("switch"))
-    total = progress.ended[switch] - started
     names = [s.name for s in progress.stages]
     upto = names.index(switch) + 1
+    # live at the first response of the unbroken run from the new release: the switch stage
+    # goes on to confirm it (20 answers in a row), users already on the new release
+    stage = progress.stages[upto - 1]
+    to_100 = release.switched_seconds(stage.detail)
+    if to_100 is not None:
+        progress.stages[upto - 1] = dataclasses.replace(stage, seconds=to_100)
+    total = progress.ended[switch] - started - (stage.seconds - progress.stages[upto - 1].seconds)
     staged = sum(s.seconds for s in progress.stages[:upto])
     stages = {
         s.name.split(" on ")[0].split(" beside ")[0][:48]: round(s.seconds, 2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -368,6 +369,15 @@ def replace_container(state: State, client: Any, candidate: Candidate) -> Any:
         ) from exc
 
 
+SWITCHED = "100% of responses from {release} {ms:.1f} ms after the route change"
+
+
+def switched_seconds(detail: str) -> float | None:
+    """The seconds a switch stage's ``detail`` (``SWITCHED``) reports (pure)."""
+    found = re.search(r"^100% of responses from \S+ ([0-9.]+) ms after the route change", detail)
+    return float(found.group(1)) / 1000 if found else None
+
+
 def switch(
     state: State, candidate: Candidate, current: routes.Routes, progress: Progress, public_url: str
 ) -> float:
@@ -383,10 +393,7 @@ def switch(
             ["cdlab", "switch", candidate.service.name, candidate.release],
             f"{seconds * 1000:.1f} ms",
         )
-        st.changed(
-            f"100% of responses from {candidate.release} {seconds * 1000:.1f} ms after the "
-            "route change"
-        )
+        st.changed(SWITCHED.format(release=candidate.release, ms=seconds * 1000))
     old = current.live
     if old and old != candidate.release:
         with progress.stage(f"drain {old} (until its active connections reach 0)") as st:

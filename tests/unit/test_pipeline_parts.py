@@ -156,3 +156,12 @@ def test_history_merges_local_and_shared_records_once(tmp_path: Path) -> None:
 def test_the_trigger_can_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CDLAB_TRIGGER", "git push to cd (refs/heads/main)")
     assert records.trigger() == "git push to cd (refs/heads/main)"
+
+
+def test_a_switch_stage_reports_its_time_to_100_percent() -> None:
+    from lab import release
+
+    detail = release.SWITCHED.format(release="3f9c2e1a0b1c", ms=8.04)
+    assert detail == "100% of responses from 3f9c2e1a0b1c 8.0 ms after the route change"
+    assert release.switched_seconds(detail) == 0.008
+    assert release.switched_seconds("previous release kept warm") is None
