@@ -47,6 +47,15 @@ def test_engine_listens_with_tls_on_2376_and_nothing_on_2375(
     assert "--tlsverify" in dockerd.args
 
 
+@pytest.mark.parametrize("name", ENGINES)
+def test_run_is_a_tmpfs_so_a_host_boots_after_its_engine_was_killed(
+    testinfra_host: Callable[[str], Any], name: str
+) -> None:
+    host = testinfra_host(name)
+    assert host.mount_point("/run").filesystem == "tmpfs"
+    assert host.file("/var/run/docker.pid").exists  # the engine's pid file is on it
+
+
 @pytest.mark.parametrize("engine", ENGINES, indirect=True)
 def test_engine_answers_over_mutual_tls(engine: Any) -> None:
     info = engine.info()
