@@ -6,6 +6,7 @@ is how a second ``lab.up`` builds nothing); the digest is what prod runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -55,6 +56,11 @@ def digest_from_push(lines: list[dict[str, Any]]) -> str:
         if isinstance(aux, dict) and str(aux.get("Digest", "")).startswith("sha256:"):
             return str(aux["Digest"])
     return ""
+
+
+BUILD_CACHE_KEEP = 2 << 30  # bytes of BuildKit cache the builder keeps
+# images a build made (only they carry cdlab.release; the base does not) older than an hour
+LEFTOVERS = {"label": "cdlab.release", "until": "1h"}
 
 
 class Builder:
@@ -145,6 +151,26 @@ class Builder:
                 f"the build of {spec.folder}/{spec.dockerfile} failed: {errors[-1]} "
                 f"(full log: {log_path})",
             )
+
+    def tidy(self, refs: list[str]) -> str:
+        """The builder keeps no image it pushed (the registry holds them): ``refs`` removed, and
+        any leftover of an earlier build over an hour old (one interrupted, or built without a
+        deploy); BuildKit's cache is kept, least recently used first out above
+        ``BUILD_CACHE_KEEP`` (what keeps a rebuild fast). A summary for the log."""
+        import docker.errors
+
+        removed = 0
+        for ref in refs:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                self.client.images.remove(ref)
+                removed += 1
+        with contextlib.suppress(docker.errors.APIError):  # e.g. a prune already running
+            for filters in ({"dangling": True}, {"dangling": False, **LEFTOVERS}):
+                gone = self.client.images.prune(filters)["ImagesDeleted"] or []
+                removed += sum("Deleted" in d for d in gone)
+            cache = self.client.api.prune_builds(keep_storage=BUILD_CACHE_KEEP)
+            return f"{removed} image(s) removed, {cache['SpaceReclaimed'] >> 20} MB of build cache"
+        return f"{removed} image(s) removed"
 
     def _push(self, ref: str) -> str:
         repo, tag = ref.rsplit(":", 1)

@@ -7,7 +7,7 @@ to ``.lab/runs/`` whether it succeeds or fails.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lab import checks, git, judge, lock, records, release, report, routes, services, stack
@@ -67,6 +67,8 @@ def deploy(
     service = services.at_commit(root, sha, service_name, files)
     started, error, previous, image = records.now(), None, None, ""
     background: ThreadPoolExecutor | None = None
+    built: dict[str, Built] = {}
+    test_build: Future[Built] | None = None
     try:
         with progress.stage(f"static checks of {service.folder} at {git.short(sha)}") as st:
             found = checks.problems(files)
@@ -105,6 +107,7 @@ def deploy(
         raise
     finally:
         if background is not None:  # a failure before the tests still waits for that build
+            background.submit(tidy_builder, state, built, test_build)
             background.shutdown(wait=True)
         rec = records.make(
             "match" if rule else "deploy",
@@ -120,6 +123,20 @@ def deploy(
         if previous != rec.release or error:  # "already live" is not a deploy worth a record
             keep(state, rec)
     return rec
+
+
+def tidy_builder(state: State, built: dict[str, Built], test_build: Future[Built] | None) -> None:
+    """Off the critical path (after the switch, or the failure): the images this deploy pushed
+    leave cd (the registry holds them); see ``Builder.tidy``."""
+    made = [b for b in built.values() if b.built]
+    if test_build is not None and test_build.done() and test_build.exception() is None:
+        made += [test_build.result()] if test_build.result().built else []
+    try:
+        said = stack.tidy_builder(state, [b.ref for b in made])
+    except Exception as exc:  # housekeeping: never what a deploy fails on; the log says it
+        said = f"failed: {exc}"
+    with (state.logs / "builder-tidy.log").open("a") as log:
+        log.write(f"{records.now():%Y-%m-%dT%H:%M:%SZ} {said}\n")
 
 
 def refuse_while_matched(state: State, service: str, matching: bool) -> None:

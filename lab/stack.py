@@ -99,6 +99,12 @@ def _make(state: State, spec: ImageSpec, sha: str) -> Built:
         return Builder(state, client).make(spec, sha, git.short(sha))
 
 
+def tidy_builder(state: State, refs: list[str]) -> str:
+    """``Builder.tidy`` on the builder host."""
+    with engines.connect(state, state.config.builder, timeout=300) as client:
+        return Builder(state, client).tidy(refs)
+
+
 def variables(state: State, built: Mapping[str, Built]) -> dict[str, str]:
     """Compose variables for the stack (pure apart from reading the lab's secrets)."""
     prod = state.config.host("prod")
