@@ -420,6 +420,8 @@ def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
     pipeline.deploy(
         lab, quiet(), "app", "HEAD"
     )  # the checkout's commit live again, as lab.up left it
+    # the bench's own builds off cd (it holds the lab: nothing else builds meanwhile)
+    stack.tidy_builder(lab, [], every_build=True)
     say("lab.up")
     results["lab"] = lab_up_figures(lab)
     return write(results)

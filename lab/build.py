@@ -59,8 +59,6 @@ def digest_from_push(lines: list[dict[str, Any]]) -> str:
 
 
 BUILD_CACHE_KEEP = 2 << 30  # bytes of BuildKit cache the builder keeps
-# images a build made (only they carry cdlab.release; the base does not) older than an hour
-LEFTOVERS = {"label": "cdlab.release", "until": "1h"}
 
 
 class Builder:
@@ -152,25 +150,29 @@ class Builder:
                 f"(full log: {log_path})",
             )
 
-    def tidy(self, refs: list[str]) -> str:
-        """The builder keeps no image it pushed (the registry holds them): ``refs`` removed, and
-        any leftover of an earlier build over an hour old (one interrupted, or built without a
-        deploy); BuildKit's cache is kept, least recently used first out above
-        ``BUILD_CACHE_KEEP`` (what keeps a rebuild fast). A summary for the log."""
+    def tidy(self, refs: list[str], every_build: bool = False) -> str:
+        """The builder keeps no image it pushed (the registry holds them): ``refs`` removed, the
+        untagged ones too, and with ``every_build`` every image a build made (only while nothing
+        else builds: a build not yet pushed would go). BuildKit's cache stays, least recently
+        used out first above ``BUILD_CACHE_KEEP``: it is what keeps a rebuild fast. Returns a
+        summary for the log."""
         import docker.errors
 
         removed = 0
         for ref in refs:
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            with contextlib.suppress(docker.errors.APIError):  # gone already, or in use
                 self.client.images.remove(ref)
                 removed += 1
+        reclaimed = 0
         with contextlib.suppress(docker.errors.APIError):  # e.g. a prune already running
-            for filters in ({"dangling": True}, {"dangling": False, **LEFTOVERS}):
-                gone = self.client.images.prune(filters)["ImagesDeleted"] or []
-                removed += sum("Deleted" in d for d in gone)
-            cache = self.client.api.prune_builds(keep_storage=BUILD_CACHE_KEEP)
-            return f"{removed} image(s) removed, {cache['SpaceReclaimed'] >> 20} MB of build cache"
-        return f"{removed} image(s) removed"
+            # only the images a build made carry cdlab.release (the base does not)
+            made = {"dangling": False, "label": "cdlab.release"}
+            for filters in [{"dangling": True}, *([made] if every_build else [])]:
+                reclaimed += self.client.images.prune(filters)["SpaceReclaimed"]
+            reclaimed += self.client.api.prune_builds(keep_storage=BUILD_CACHE_KEEP)[
+                "SpaceReclaimed"
+            ]
+        return f"{removed} pushed image(s) removed, {reclaimed >> 20} MB reclaimed"
 
     def _push(self, ref: str) -> str:
         repo, tag = ref.rsplit(":", 1)

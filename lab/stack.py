@@ -99,10 +99,10 @@ def _make(state: State, spec: ImageSpec, sha: str) -> Built:
         return Builder(state, client).make(spec, sha, git.short(sha))
 
 
-def tidy_builder(state: State, refs: list[str]) -> str:
+def tidy_builder(state: State, refs: list[str], every_build: bool = False) -> str:
     """``Builder.tidy`` on the builder host."""
     with engines.connect(state, state.config.builder, timeout=300) as client:
-        return Builder(state, client).tidy(refs)
+        return Builder(state, client).tidy(refs, every_build)
 
 
 def variables(state: State, built: Mapping[str, Built]) -> dict[str, str]:
