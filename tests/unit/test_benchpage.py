@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import xml.dom.minidom
+from pathlib import Path
 
 import pytest
 
-from lab import bench, benchpage
+from lab import bench, benchpage, git
 
 
 def test_failed_requests_chart_marks_losses_and_parses_as_svg() -> None:
@@ -68,3 +70,23 @@ def test_a_wrk_report_gives_rate_percentiles_and_errors() -> None:
     assert (got["p50_ms"], got["p99_ms"], got["errors"]) == (0.85, 1200.0, 9)
     with pytest.raises(ValueError, match="not a wrk"):
         bench.parse_wrk("wrk: unable to connect to proxy:8000 Connection refused")
+
+
+def test_two_bench_chains_never_commit_the_same_tree(tmp_path: Path) -> None:
+    """A repeated tree is a cache hit on cd (no unit tests run): each run's change is its own."""
+    base = tmp_path / "base"
+    web = base / "services/app/app/web.py"
+    web.parent.mkdir(parents=True)
+    web.write_text("<title>app</title>\n")
+    subprocess.run(["git", "init", "-q", str(base)], check=True)
+    subprocess.run(["git", "-C", str(base), "add", "."], check=True)
+    git.commit_all(base, "base")
+    trees = []
+    for name in ("one", "two"):
+        clone = base.parent / name
+        subprocess.run(["git", "clone", "-q", str(base), str(clone)], check=True)
+        ch = bench.Chain(state=None, root=clone)  # type: ignore[arg-type]  # commit() needs no lab
+        ch.commit()
+        trees.append(subprocess.check_output(["git", "-C", str(clone), "rev-parse", "HEAD^{tree}"]))
+        assert f"bench {ch.token}.1 " in (clone / "services/app/app/web.py").read_text()
+    assert trees[0] != trees[1]
