@@ -36,12 +36,17 @@ def presents_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@task
+@task(
+    help={
+        "take-over": "if another checkout of cdlab built the lab on this engine, remove its "
+        "hosts and volumes first (its images are kept) instead of refusing"
+    }
+)
 @presents_errors
-def up(c: Context) -> None:
+def up(c: Context, take_over: bool = False) -> None:
     """Bring the lab up (idempotent): images, CA, four hosts, engines, registry."""
     progress = Progress()
-    lifecycle.up(lab_config.load(), progress)
+    lifecycle.up(lab_config.load(), progress, take_over=take_over)
     progress.say(
         f"lab is up in {progress.total_seconds:.1f} s "
         f"({len(progress.changed)} stage(s) changed). 'invoke lab.status' shows it."

@@ -90,5 +90,6 @@ class OwnershipError(LabError):
         super().__init__(
             f"the lab host '{host}' belongs to the cdlab checkout at {owner}, not to {here}.\n"
             f"Next step: run 'invoke lab.destroy' in {owner} (or remove that checkout), "
-            "then run 'invoke lab.up' here again."
+            "then run 'invoke lab.up' here again; or run 'invoke lab.up --take-over' here to "
+            "remove that lab's hosts and volumes and build this one (its images are kept)."
         )

@@ -77,6 +77,25 @@ def plan(
     return actions
 
 
+def foreign_owners(
+    config: LabConfig,
+    facts: Mapping[str, HostFacts],
+    owner_exists: Mapping[str, bool],
+    allowed: bool,
+) -> dict[str, bool]:
+    """The other checkouts whose lab hosts are on this engine, each with whether it still exists
+    (pure). A removed checkout's lab is always to be cleared; an existing one's only when
+    ``allowed`` (``lab.up --take-over``), else ``OwnershipError``.
+    """
+    here = str(config.root)
+    owners = {f.owner: owner_exists.get(f.owner, False) for f in facts.values()}
+    owners = {o: alive for o, alive in sorted(owners.items()) if o and o != here}
+    for f in facts.values():
+        if owners.get(f.owner) and not allowed:
+            raise OwnershipError(f.name, f.owner, here)
+    return owners
+
+
 def facts(config: LabConfig, client: Any) -> dict[str, HostFacts]:
     """Facts for every host container of this lab on the workstation's engine."""
     out = {}

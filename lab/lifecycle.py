@@ -31,22 +31,33 @@ class HostStatus:
     containers: int | None  # running containers on the host's engine
 
 
-def up(config: LabConfig, progress: Progress, with_prod: bool = True) -> list[dict[str, Any]]:
+def up(
+    config: LabConfig, progress: Progress, with_prod: bool = True, take_over: bool = False
+) -> list[dict[str, Any]]:
     """Bring every host up with a ready engine or registry and the base image in the registry;
-    then (``with_prod``) the stack on prod with the current commit live."""
+    then (``with_prod``) the stack on prod with the current commit live.
+
+    A lab built by another checkout of cdlab that still exists is refused, unless ``take_over``:
+    then its containers and volumes are removed first (its images are content-addressed and kept).
+    """
     state = State(config)
     started = dt.datetime.now(dt.UTC)
     try:
-        _up(config, state, progress, with_prod)
+        _up(config, state, progress, with_prod, take_over)
     finally:
         _record(state, "up", started, progress)
     return [asdict(s) for s in progress.stages]
 
 
-def _up(config: LabConfig, state: State, progress: Progress, with_prod: bool) -> None:
+def _up(
+    config: LabConfig, state: State, progress: Progress, with_prod: bool, take_over: bool
+) -> None:
     with progress.stage("workstation Docker engine") as st:
         local = engines.local()
         st.unchanged(f"Docker {local.version()['Version']}")
+    with progress.stage("lab owner") as st:
+        taken = _take_over(config, local, take_over)
+        st.changed(taken) if taken else st.unchanged(str(config.root))
     with progress.stage("lab state: CA, certificates, registry password") as st:
         changed = state.ensure()
         st.changed(summarize_state(changed)) if changed else st.unchanged(str(state.dir))
@@ -230,17 +241,10 @@ def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
     flt = {"label": f"{LABEL}={config.name}"}
     removed: dict[str, list[str]] = {}
     with progress.stage("remove the hosts' containers") as st:
-        removed["containers"] = []
-        for c in local.containers.list(all=True, filters=flt):
-            c.remove(force=True, v=False)
-            removed["containers"].append(c.name)
-        with contextlib.suppress(LabError):  # Vagrant's bookkeeping: the containers are gone
-            hosts.Vagrant(config).destroy()
+        removed["containers"] = _remove_hosts(config, local)
         st.changed(", ".join(removed["containers"]) or "none")
     with progress.stage("remove volumes, network and images") as st:
-        removed["volumes"] = [v.name for v in local.volumes.list(filters=flt)]
-        for vol in local.volumes.list(filters=flt):
-            vol.remove(force=True)
+        removed["volumes"] = _remove_volumes(local, flt)
         removed["networks"] = [n.name for n in local.networks.list(filters=flt)]
         for net in local.networks.list(filters=flt):
             net.remove()
@@ -253,6 +257,41 @@ def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
         st.changed("; ".join(f"{len(v)} {k}" for k, v in removed.items()))
     _record(State(config), "destroy", started, progress)
     return removed
+
+
+def _remove_hosts(config: LabConfig, local: Any) -> list[str]:
+    """Remove the lab's host containers (by label) and Vagrant's bookkeeping of them here."""
+    names = []
+    for c in local.containers.list(all=True, filters={"label": f"{LABEL}={config.name}"}):
+        c.remove(force=True, v=False)
+        names.append(c.name)
+    with contextlib.suppress(LabError):  # Vagrant's bookkeeping: the containers are gone
+        hosts.Vagrant(config).destroy()
+    return names
+
+
+def _remove_volumes(local: Any, flt: dict[str, str]) -> list[str]:
+    names = []
+    for vol in local.volumes.list(filters=flt):
+        vol.remove(force=True)
+        names.append(vol.name)
+    return names
+
+
+def _take_over(config: LabConfig, local: Any, allowed: bool) -> str:
+    """Clear a lab that another checkout built (hosts, engines' and registry's volumes), so this
+    checkout builds its own from a clean slate: its CA, registry and releases.
+
+    Returns what was done, or ``""``; see ``hosts.foreign_owners`` for when it refuses.
+    """
+    facts = hosts.facts(config, local)
+    owners = hosts.foreign_owners(config, facts, hosts.owner_paths_exist(facts), allowed)
+    if not owners:
+        return ""
+    gone = _remove_hosts(config, local)
+    vols = _remove_volumes(local, {"label": f"{LABEL}={config.name}"})
+    whose = ", ".join(f"{o} ({'exists' if alive else 'removed'})" for o, alive in owners.items())
+    return f"took over the lab of {whose}: removed {len(gone)} host(s), {len(vols)} volume(s)"
 
 
 def status(config: LabConfig) -> list[HostStatus]:

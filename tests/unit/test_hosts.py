@@ -56,6 +56,23 @@ def test_a_host_of_another_existing_checkout_is_refused() -> None:
         actions({"prod": running("prod", owner="/other")}, owners={"/other": True})
 
 
+def test_a_lab_of_this_checkout_has_no_foreign_owner() -> None:
+    facts = {h.name: running(h.name) for h in CFG.hosts}
+    assert hosts.foreign_owners(CFG, facts, {"/here": True}, allowed=False) == {}
+
+
+def test_a_lab_of_a_removed_checkout_is_cleared_without_asking() -> None:
+    facts = {"prod": running("prod", owner="/gone"), "cd": running("cd")}
+    assert hosts.foreign_owners(CFG, facts, {"/gone": False}, allowed=False) == {"/gone": False}
+
+
+def test_a_lab_of_an_existing_checkout_needs_take_over() -> None:
+    facts = {"prod": running("prod", owner="/other"), "cd": running("cd", owner="/other")}
+    with pytest.raises(OwnershipError, match=r"lab\.up --take-over"):
+        hosts.foreign_owners(CFG, facts, {"/other": True}, allowed=False)
+    assert hosts.foreign_owners(CFG, facts, {"/other": True}, allowed=True) == {"/other": True}
+
+
 def test_vagrant_error_summary_strips_colour_and_blank_lines() -> None:
     raw = "\x1b[31mThe container could not start\x1b[0m\n\n  port is taken  \n"
     assert hosts.vagrant_error_summary(raw) == "The container could not start\n  port is taken"
