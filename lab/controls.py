@@ -15,6 +15,10 @@ load is real and the oracle sees downtime.
   This kernel has no IP virtual server module, so Swarm's routing mesh and service VIPs refuse
   connections: the service publishes ``CONTROL_PORT`` in **host mode** (endpoint mode dnsrr),
   which forces ``stop-first`` updates (one host port, one task at a time).
+- ``swarm-start-first``: the same service at its best: no published port, endpoint mode dnsrr,
+  ``start-first`` updates, behind an HAProxy (publishing ``CONTROL_PORT``) that finds the
+  service's tasks through Docker's DNS (``tasks.<service>``) every second, as a Swarm user
+  without the routing mesh would run it.
 """
 
 from __future__ import annotations
@@ -81,12 +85,37 @@ def reload_config(service: str, host: str, port: int, health: str) -> str:
     """A second HAProxy's configuration with one static server, ``host`` (pure). Reloaded at
     its best: master-worker, ``expose-fd listeners`` (the new worker takes the listening
     sockets over, none is closed), the same timeouts and retries as cdlab's proxy."""
+    return _front_config(service, port, health, f"server live {host}:{port} check inter 1s")
+
+
+def swarm_front_config(service: str, tasks: str, port: int, health: str) -> str:
+    """The HAProxy in front of a dnsrr Swarm service (pure): up to 4 servers, the addresses
+    Docker's DNS gives for ``tasks`` (``tasks.<service>``), asked every second (a task enters
+    that answer once healthy and leaves it when Swarm stops it); the same timeouts, retries
+    and health check as cdlab's proxy."""
+    return _front_config(
+        service,
+        port,
+        health,
+        f"server-template task 1-4 {tasks}:{port} check inter 1s resolvers docker init-addr none",
+        resolvers="""\
+resolvers docker
+    nameserver dns 127.0.0.11:53
+    timeout resolve 1s
+    timeout retry 1s
+    hold valid 1s
+    hold obsolete 0s
+""",
+    )
+
+
+def _front_config(service: str, port: int, health: str, servers: str, resolvers: str = "") -> str:
     return f"""\
 global
     master-worker
     stats socket /tmp/admin.sock mode 600 level admin expose-fd listeners
     hard-stop-after 30s
-defaults
+{resolvers}defaults
     mode http
     timeout connect 2s
     timeout client 60s
@@ -101,7 +130,7 @@ frontend {service}
 backend live
     option httpchk GET {health}
     http-check expect status 200
-    server live {host}:{port} check inter 1s
+    {servers}
 """
 
 
@@ -178,26 +207,64 @@ def by_restart(state: State, service: str, target: str) -> float:
 
 
 SWARM_SERVICE = "swarm-{service}"
-SWARM_NETWORK = "bench-swarm"  # a swarm-scoped bridge: services cannot join the stack's network
+SWARM_FRONT = "swarm-front-{service}"
+# an overlay (attachable: the database and the front HAProxy join it): services cannot join the
+# stack's network, and only an overlay has Docker's DNS records of a service's tasks
+SWARM_NETWORK = "bench-swarm"
 
 
 def swarm(state: State, candidate: release.Candidate, progress: Progress) -> float:
     """Roll ``candidate`` out as Swarm does (``docker service update``, stop-first, healthcheck,
-    automatic rollback on failure); returns the seconds until the update converged. The first
-    call makes prod a one-node swarm and creates the service."""
-    import docker.types
+    automatic rollback on failure) on ``CONTROL_PORT`` in host mode; returns the seconds until
+    the update converged. The first call makes prod a one-node swarm and creates the service."""
+    del progress
+    return _swarm_update(state, candidate, start_first=False)
+
+
+def swarm_start_first(state: State, candidate: release.Candidate, progress: Progress) -> float:
+    """Roll ``candidate`` out with Swarm's start-first update (the new task healthy before the
+    old one stops) behind an HAProxy that follows ``tasks.<service>`` in Docker's DNS; returns
+    the seconds until every answer through that HAProxy came from ``candidate``. The first call
+    also starts that HAProxy."""
+    import docker.errors
 
     del progress
+    svc = candidate.service
+    started = time.monotonic()
+    _swarm_update(state, candidate, start_first=True)
+    name = SWARM_FRONT.format(service=svc.name)
+    with engines.connect(state, state.config.host("prod"), timeout=120) as client:
+        try:
+            client.containers.get(name)
+        except docker.errors.NotFound:
+            tasks = f"tasks.{SWARM_SERVICE.format(service=svc.name)}"
+            cfg = swarm_front_config(svc.name, tasks, svc.port, svc.health)
+            client.containers.run(
+                client.containers.get(f"{stack.PROJECT}_proxy_1").image.id,
+                ["sh", "-c", f"{WRITE_CFG} && exec haproxy -W -db -f /tmp/haproxy.cfg"],
+                name=name,
+                detach=True,
+                environment={"CFG": cfg},
+                network=SWARM_NETWORK,
+                ports={f"{svc.port}/tcp": services.CONTROL_PORT},
+                labels={"cdlab.role": "swarm-control"},
+            )
+    url = f"http://127.0.0.1:{services.CONTROL_PORT}"
+    return release.verify_through_proxy(url, candidate.release, since=started, timeout=120)
+
+
+def _swarm_update(state: State, candidate: release.Candidate, start_first: bool) -> float:
+    import docker.types
+
     name = SWARM_SERVICE.format(service=candidate.service.name)
     env = release.release_environment(state, candidate)
+    ports = {} if start_first else {services.CONTROL_PORT: (candidate.service.port, "tcp", "host")}
     spec = {
         "image": candidate.image,
         "name": name,
         "env": [f"{k}={v}" for k, v in env.items()],
         "networks": [SWARM_NETWORK],
-        "endpoint_spec": docker.types.EndpointSpec(
-            mode="dnsrr", ports={services.CONTROL_PORT: (candidate.service.port, "tcp", "host")}
-        ),
+        "endpoint_spec": docker.types.EndpointSpec(mode="dnsrr", ports=ports),
         "healthcheck": docker.types.Healthcheck(
             test=["CMD-SHELL", candidate.service.probe],
             interval=1_000_000_000,
@@ -206,7 +273,10 @@ def swarm(state: State, candidate: release.Candidate, progress: Progress) -> flo
             start_period=1_000_000_000,
         ),
         "update_config": docker.types.UpdateConfig(
-            parallelism=1, order="stop-first", failure_action="rollback", monitor=2_000_000_000
+            parallelism=1,
+            order="start-first" if start_first else "stop-first",
+            failure_action="rollback",
+            monitor=2_000_000_000,
         ),
         "labels": {"cdlab.role": "swarm-control"},
     }
@@ -235,7 +305,7 @@ def _ensure_swarm(state: State, client: Any) -> None:
         address = state.config.host("prod").address
         client.swarm.init(advertise_addr=address, listen_addr=f"{address}:2377")
     if not client.networks.list(names=[SWARM_NETWORK]):
-        client.networks.create(SWARM_NETWORK, driver="bridge", scope="swarm", attachable=True)
+        client.networks.create(SWARM_NETWORK, driver="overlay", attachable=True)
     db = client.containers.get(f"{stack.PROJECT}_db_1")
     if SWARM_NETWORK not in db.attrs["NetworkSettings"]["Networks"]:
         with contextlib.suppress(docker.errors.APIError):
@@ -264,6 +334,8 @@ def remove_swarm(state: State, service: str) -> None:
     with engines.connect(state, state.config.host("prod"), timeout=120) as client:
         if client.info().get("Swarm", {}).get("LocalNodeState") != "active":
             return
+        with contextlib.suppress(docker.errors.NotFound):
+            client.containers.get(SWARM_FRONT.format(service=service)).remove(force=True)
         for found in client.services.list(filters={"name": SWARM_SERVICE.format(service=service)}):
             found.remove()
         deadline = time.monotonic() + 30

@@ -250,6 +250,19 @@ def test_the_reload_control_is_a_reload_at_its_best() -> None:
     assert "retry-on conn-failure empty-response" in cfg  # as cdlab's own proxy
 
 
+def test_swarm_at_its_best_is_fronted_by_a_proxy_that_follows_its_tasks() -> None:
+    """Swarm's start-first update behind an HAProxy whose servers are tasks.<service> in
+    Docker's DNS, asked every second, with the same retries as the other controls."""
+    from lab import controls
+
+    cfg = controls.swarm_front_config("app", "tasks.swarm-app", 8000, "/health")
+    assert "server-template task 1-4 tasks.swarm-app:8000 check" in cfg
+    assert "resolvers docker" in cfg and "nameserver dns 127.0.0.11:53" in cfg
+    assert "timeout resolve 1s" in cfg and "init-addr none" in cfg
+    assert cfg.index("resolvers docker") < cfg.index("defaults")  # its own section
+    assert "retry-on conn-failure empty-response" in cfg and "option httpchk GET /health" in cfg
+
+
 def test_a_release_back_from_maintenance_takes_its_new_address() -> None:
     """Taken out of the pool, then started again (a new container): its slot kept the name and
     the old address; it gets the new one before it serves again, and only when it changed."""
