@@ -40,6 +40,7 @@ PUBLIC_PORTS = range(8000, 8009)  # the proxy's service frontends (compose/stack
 CONTROL_PORT = 8009  # published by prod too: the naive negative control's container (lab.controls)
 RESERVED_ENV = {"SERVICE_NAME", "RELEASE", "IMAGE", "PORT", "DATABASE_URL", "CARBON_HOST"}
 _KNOWN = {
+    "max_connections",
     "name",
     "port",
     "public_port",
@@ -73,6 +74,7 @@ class Service:
     post_deploy: str = ""
     thresholds: Thresholds = field(default_factory=Thresholds)
     health_timeout: int = 60  # seconds a starting release has to pass its probe
+    max_connections: int = 0  # requests the proxy sends one release at a time; 0: no limit
 
     @property
     def probe(self) -> str:
@@ -136,6 +138,10 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
     health_timeout = _int(doc, "health_timeout", 60, "seconds, 1 to 600", source)
     if not 1 <= health_timeout <= 600:
         raise ConfigError("health_timeout", health_timeout, "seconds, 1 to 600", source)
+    expected = "requests at a time per release, 1 to 10000, or 0 for no limit"
+    max_connections = _int(doc, "max_connections", 0, expected, source)
+    if not 0 <= max_connections <= 10000:
+        raise ConfigError("max_connections", max_connections, expected, source)
     env = doc.get("env", {})
     if not isinstance(env, dict) or not all(
         isinstance(k, str) and _ENV.match(k) and k not in RESERVED_ENV and isinstance(v, str)
@@ -166,6 +172,7 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
         _text(hooks, "post_deploy", "a shell command", f"{source} [hooks]"),
         _thresholds(doc.get("canary", {}), f"{source} [canary]"),
         health_timeout,
+        max_connections,
     )
 
 

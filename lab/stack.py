@@ -118,8 +118,11 @@ def variables(state: State, built: Mapping[str, Built]) -> dict[str, str]:
 
 
 def proxy_services(found: list[services.Service]) -> str:
-    """The proxy's frontends: ``name:public_port:port:health`` per service (pure)."""
-    return ",".join(f"{s.name}:{s.public_port}:{s.port}:{s.health}" for s in found)
+    """The proxy's frontends: ``name:public_port:port:health:max_connections`` per service
+    (pure)."""
+    return ",".join(
+        f"{s.name}:{s.public_port}:{s.port}:{s.health}:{s.max_connections}" for s in found
+    )
 
 
 def pull(state: State, host_name: str, refs: list[str]) -> list[str]:

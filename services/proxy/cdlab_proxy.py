@@ -39,6 +39,9 @@ class Service:
     listen: int  # frontend port in the proxy container
     port: int  # the service's own port in its containers
     health: str = "/health"  # the readiness path the proxy checks
+    # requests sent to one release at a time (0: no limit); the rest wait in the proxy's queue,
+    # so an overloaded release still answers its health checks and is not taken out of the pool
+    maxconn: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,20 +74,22 @@ class Slot:
 
 
 def parse_services(spec: str) -> list[Service]:
-    """``app:8000:8000:/health,other:8001:9000:/ready`` (name:listen:port[:health])."""
+    """``app:8000:8000:/health:32,other:8001:9000:/ready``
+    (name:listen:port[:health[:maxconn]])."""
     out = []
     for item in filter(None, (p.strip() for p in spec.split(","))):
         parts = item.split(":")
         if (
-            len(parts) not in (3, 4)
-            or not parts[1].isdigit()
-            or not parts[2].isdigit()
-            or (len(parts) == 4 and not parts[3].startswith("/"))
+            len(parts) not in (3, 4, 5)
+            or not all(p.isdigit() for p in parts[1:3] + parts[4:])
+            or (len(parts) >= 4 and not parts[3].startswith("/"))
         ):
             raise ValueError(
-                f"bad service {item!r}: expected name:listen_port:service_port[:/health]"
+                f"bad service {item!r}: expected name:listen_port:service_port[:/health[:maxconn]]"
             )
-        out.append(Service(parts[0], int(parts[1]), int(parts[2]), *parts[3:]))
+        health = parts[3] if len(parts) >= 4 else "/health"
+        maxconn = int(parts[4]) if len(parts) == 5 else 0
+        out.append(Service(parts[0], int(parts[1]), int(parts[2]), health, maxconn))
     return out
 
 
@@ -117,6 +122,8 @@ def render_config(services: list[Service], slots: int = SLOTS) -> str:
         "    timeout server 30s",
         "    timeout http-keep-alive 60s",
         "    timeout queue 5s",
+        # a health check's answer may take this long (connecting: at most ``inter``)
+        "    timeout check 2s",
         "    option redispatch",
         "    retries 3",
         "    retry-on conn-failure empty-response",
@@ -151,7 +158,8 @@ def render_config(services: list[Service], slots: int = SLOTS) -> str:
                 # a DOWN release is checked every 250 ms too: one started again (a new address)
                 # is UP half a second after HAProxy learns the address
                 "    default-server check inter 1s fastinter 250ms downinter 250ms rise 2 fall 2 "
-                "resolvers docker init-addr none resolve-prefer ipv4",
+                "resolvers docker init-addr none resolve-prefer ipv4"
+                + (f" maxconn {svc.maxconn}" if svc.maxconn else ""),
                 f"    server-template r 1-{count} cdlab-unassigned.invalid:{svc.port} disabled",
             ]
     return "\n".join(lines) + "\n"

@@ -121,7 +121,18 @@ def test_render_config_never_needs_a_reload_and_checks_health() -> None:
     assert "bind :8001" in cfg
 
 
-@pytest.mark.parametrize("spec", ["app", "app:80", "app:x:80"])
+def test_a_release_gets_at_most_max_connections_and_the_rest_queue_in_the_proxy() -> None:
+    """An overloaded release still answers its health checks: the proxy holds the excess."""
+    (svc,) = sup.parse_services("app:8000:8000:/health:32")
+    assert svc.maxconn == 32
+    cfg = sup.render_config([svc], slots=4)
+    assert "resolve-prefer ipv4 maxconn 32" in cfg and "timeout queue 5s" in cfg
+    assert "timeout check 2s" in cfg
+    (unlimited,) = sup.parse_services("app:8000:8000:/health")
+    assert unlimited.maxconn == 0 and "maxconn 32" not in sup.render_config([unlimited])
+
+
+@pytest.mark.parametrize("spec", ["app", "app:80", "app:x:80", "app:80:80:/h:x", "a:1:2:h:3"])
 def test_parse_services_rejects_bad_specs(spec: str) -> None:
     with pytest.raises(ValueError, match="name:listen_port:service_port"):
         sup.parse_services(spec)

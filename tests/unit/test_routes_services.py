@@ -88,6 +88,8 @@ def test_manifest_defaults_and_test_image() -> None:
         ({"name": "app", "port": 8000, "public_port": True}, HAS, "public_port"),
         ({"name": "app", "port": 8000, "database": "yes"}, HAS, "database"),
         ({"name": "app", "port": 8000, "retain": 1}, HAS, "retain"),
+        ({"name": "app", "port": 8000, "max_connections": -1}, HAS, "max_connections"),
+        ({"name": "app", "port": 8000, "max_connections": "32"}, HAS, "max_connections"),
         ({"name": "app", "port": 8000, "env": {"lower": "x"}}, HAS, "env"),
         ({"name": "app", "port": 8000, "env": {"RELEASE": "x"}}, HAS, "env"),
         ({"name": "app", "port": 8000, "env": {"A": 1}}, HAS, "env"),
@@ -170,13 +172,15 @@ def test_proxy_frontends_come_from_every_manifest() -> None:
     from lab.proxy import supervisor
 
     spec = stack.proxy_services(services.load_all(Path(__file__).resolve().parents[2]))
-    assert spec == "app:8000:8000:/health,quotes:8001:9000:/ready"
+    assert spec == "app:8000:8000:/health:32,quotes:8001:9000:/ready:0"
     parsed = supervisor().parse_services(spec)
-    assert [(s.name, s.listen, s.port, s.health) for s in parsed] == [
-        ("app", 8000, 8000, "/health"),
-        ("quotes", 8001, 9000, "/ready"),
+    assert [(s.name, s.listen, s.port, s.health, s.maxconn) for s in parsed] == [
+        ("app", 8000, 8000, "/health", 32),
+        ("quotes", 8001, 9000, "/ready", 0),
     ]
-    assert "option httpchk GET /ready" in supervisor().render_config(parsed)
+    cfg = supervisor().render_config(parsed)
+    assert "option httpchk GET /ready" in cfg
+    assert cfg.count(" maxconn 32") == 2  # app's backend and its A/B backend; quotes: no limit
 
 
 def _rel(n: int) -> str:
