@@ -127,7 +127,8 @@ def test_a_release_gets_at_most_max_connections_and_the_rest_queue_in_the_proxy(
     assert svc.maxconn == 32
     cfg = sup.render_config([svc], slots=4)
     assert "resolve-prefer ipv4 maxconn 32" in cfg and "timeout queue 5s" in cfg
-    assert "timeout check 2s" in cfg
+    assert cfg.count(" maxconn 32") == 2  # the service's backend and its A/B backend
+    assert "timeout check 2s" in cfg and "fall 3" in cfg  # slow is not dead
     (unlimited,) = sup.parse_services("app:8000:8000:/health")
     assert unlimited.maxconn == 0 and "maxconn 32" not in sup.render_config([unlimited])
 
