@@ -39,8 +39,8 @@ class Service:
     listen: int  # frontend port in the proxy container
     port: int  # the service's own port in its containers
     health: str = "/health"  # the readiness path the proxy checks
-    # requests sent to one release at a time (0: no limit); the rest wait in the proxy's queue,
-    # so an overloaded release still answers its health checks and is not taken out of the pool
+    # requests sent to one release at a time (0: no limit); the rest wait in the proxy's queue
+    # (up to ``timeout queue``) instead of in the release's own backlog
     maxconn: int = 0
 
 

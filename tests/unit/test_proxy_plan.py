@@ -122,7 +122,7 @@ def test_render_config_never_needs_a_reload_and_checks_health() -> None:
 
 
 def test_a_release_gets_at_most_max_connections_and_the_rest_queue_in_the_proxy() -> None:
-    """An overloaded release still answers its health checks: the proxy holds the excess."""
+    """The excess waits in the proxy's queue (bounded by its timeout), not in the release."""
     (svc,) = sup.parse_services("app:8000:8000:/health:32")
     assert svc.maxconn == 32
     cfg = sup.render_config([svc], slots=4)
