@@ -134,6 +134,21 @@ backend live
 """
 
 
+def _run_haproxy(client: Any, name: str, cfg: str, network: str, port: int, role: str) -> None:
+    """A control's own HAProxy (the image of cdlab's proxy, master-worker, configuration
+    ``cfg``) on ``network``, its frontend ``port`` published on ``CONTROL_PORT``."""
+    client.containers.run(
+        client.containers.get(f"{stack.PROJECT}_proxy_1").image.id,
+        ["sh", "-c", f"{WRITE_CFG} && exec haproxy -W -db -f /tmp/haproxy.cfg"],
+        name=name,
+        detach=True,
+        environment={"CFG": cfg},
+        network=network,
+        ports={f"{port}/tcp": services.CONTROL_PORT},
+        labels={"cdlab.role": role},
+    )
+
+
 def reload(state: State, candidate: release.Candidate, progress: Progress) -> float:
     """Switch to ``candidate`` the way configuration-driven proxies do: start it beside the
     live release, rewrite a second HAProxy's configuration (its one server: the candidate) and
@@ -154,17 +169,7 @@ def reload(state: State, candidate: release.Candidate, progress: Progress) -> fl
         try:
             proxy = client.containers.get(name)
         except docker.errors.NotFound:  # the first call: in front of that release
-            image = client.containers.get(f"{stack.PROJECT}_proxy_1").image.id
-            client.containers.run(
-                image,
-                ["sh", "-c", f"{WRITE_CFG} && exec haproxy -W -db -f /tmp/haproxy.cfg"],
-                name=name,
-                detach=True,
-                environment={"CFG": cfg},
-                network=stack.NETWORK,
-                ports={f"{svc.port}/tcp": services.CONTROL_PORT},
-                labels={"cdlab.role": "reload-control"},
-            )
+            _run_haproxy(client, name, cfg, stack.NETWORK, svc.port, "reload-control")
             return release.verify_through_proxy(url, candidate.release, timeout=30)
         started = time.monotonic()
         out = proxy.exec_run(
@@ -239,16 +244,7 @@ def swarm_start_first(state: State, candidate: release.Candidate, progress: Prog
         except docker.errors.NotFound:
             tasks = f"tasks.{SWARM_SERVICE.format(service=svc.name)}"
             cfg = swarm_front_config(svc.name, tasks, svc.port, svc.health)
-            client.containers.run(
-                client.containers.get(f"{stack.PROJECT}_proxy_1").image.id,
-                ["sh", "-c", f"{WRITE_CFG} && exec haproxy -W -db -f /tmp/haproxy.cfg"],
-                name=name,
-                detach=True,
-                environment={"CFG": cfg},
-                network=SWARM_NETWORK,
-                ports={f"{svc.port}/tcp": services.CONTROL_PORT},
-                labels={"cdlab.role": "swarm-control"},
-            )
+            _run_haproxy(client, name, cfg, SWARM_NETWORK, svc.port, "swarm-control")
     url = f"http://127.0.0.1:{services.CONTROL_PORT}"
     return release.verify_through_proxy(url, candidate.release, since=started, timeout=120)
 
