@@ -17,10 +17,12 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from lab import config as lab_config
-from lab import judge, lifecycle, pipeline, testing
+from lab import testing
 from lab.errors import LabError
+from lab.estate import lifecycle
+from lab.estate.state import State
 from lab.progress import Progress
-from lab.state import State
+from lab.release import judge, pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -138,7 +140,7 @@ def deploy(
 @presents_errors
 def dev_push(c: Context, message: str = "change made on dev") -> None:
     """On dev: commit what changed in the dev clone, push to cd, watch the deploy it starts."""
-    from lab import devloop
+    from lab.release import devloop
 
     head = devloop.push(lab_config.load(), message)
     print(f"dev: {head} pushed to cd and deployed")
@@ -213,7 +215,7 @@ def test(c: Context, suite: str = "", workers: str = "auto") -> None:
 @presents_errors
 def bench(c: Context, quick: bool = False) -> None:
     """Measure cdlab against the alternatives; writes bench/results/<stamp>-<commit>.json/.md."""
-    from lab import bench as lab_bench
+    from lab.proof import bench as lab_bench
 
     state = State(lab_config.load())
     path = lab_bench.run(state, quick, say=lambda text: print(text, flush=True))

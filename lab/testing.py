@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lab import shell
+from lab.ports import shell
 
 ROOT = Path(__file__).resolve().parent.parent
 

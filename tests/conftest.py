@@ -18,10 +18,13 @@ import pytest
 import requests
 import testinfra
 
-from lab import config, engines, git, lifecycle
+from lab import config
+from lab.build import git
 from lab.config import Host, LabConfig
 from lab.errors import LabError
-from lab.state import State
+from lab.estate import lifecycle
+from lab.estate.state import State
+from lab.ports import engines
 
 REQUIRE = os.environ.get("CI") == "true" or os.environ.get("CDLAB_REQUIRE_LAB") == "1"
 

@@ -10,9 +10,13 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from lab import devloop, engines, git, pipeline, release, services
+from lab.build import git
+from lab.estate.state import State
+from lab.ports import engines
 from lab.progress import Progress
-from lab.state import State
+from lab.release import devloop, pipeline
+from lab.release import engine as release
+from lab.stack import services
 from tests.conftest import commit_in_clone, session
 
 pytestmark = pytest.mark.xdist_group("prod")

@@ -16,9 +16,10 @@ import requests
 from docker.tls import TLSConfig
 
 from lab import config as lab_config
-from lab import engines, pki
-from lab.registry import RegistryClient
-from lab.state import State
+from lab.estate import pki
+from lab.estate.state import State
+from lab.ports import engines
+from lab.ports.registry import RegistryClient
 
 ALL = [h.name for h in lab_config.load().hosts]
 ENGINES = [h.name for h in lab_config.load().engine_hosts]

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from lab import engines, pipeline, records, release
-from lab.state import State
+from lab.estate.state import State
+from lab.ports import engines
+from lab.release import engine as release
+from lab.release import pipeline, records
 
 pytestmark = pytest.mark.xdist_group("prod")
 

@@ -12,11 +12,12 @@ import docker.types
 import pytest
 
 from lab import config as lab_config
-from lab import engines, lifecycle
 from lab.config import LABEL
 from lab.errors import PreflightError
+from lab.estate import lifecycle
+from lab.estate.state import State
+from lab.ports import engines
 from lab.progress import Progress
-from lab.state import State
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.xdist_group("prod")  # serialised with every test that changes prod

@@ -10,10 +10,14 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from lab import engines, git, pipeline, records, release, stack
+from lab.build import git
 from lab.errors import ConfigError
+from lab.estate.state import State
+from lab.ports import engines
 from lab.progress import Progress
-from lab.state import State
+from lab.release import engine as release
+from lab.release import pipeline, records
+from lab.stack import project as stack
 from tests.conftest import commit_in_clone, session
 
 pytestmark = pytest.mark.xdist_group("prod")

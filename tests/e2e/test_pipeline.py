@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from lab import checks, engines, git, judge, lock, pipeline, records, release
+from lab.build import checks, git
 from lab.errors import ConfigError
-from lab.metrics import Graphite
+from lab.estate.state import State
+from lab.ports import engines
+from lab.ports.metrics import Graphite
 from lab.progress import Progress
-from lab.state import State
+from lab.release import engine as release
+from lab.release import judge, lock, pipeline, records
 from tests.conftest import commit_in_clone, session
 
 pytestmark = pytest.mark.xdist_group("prod")
@@ -214,7 +217,7 @@ def test_a_syntax_error_stops_at_static_checks_and_builds_nothing(
 
 
 def test_only_the_retained_releases_stay_in_the_registry(lab: State) -> None:
-    from lab import services
+    from lab.stack import services
 
     app = services.load(lab.config.root, "app")
     kept, _ = release.prune(lab, app, pipeline.deployed(lab, "app"))

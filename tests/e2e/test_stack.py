@@ -12,11 +12,15 @@ from typing import Any
 
 import pytest
 
-from lab import engines, git, release, services, stack
-from lab.build import Builder, ImageSpec
+from lab.build import git
+from lab.build.builder import Builder, ImageSpec
 from lab.errors import ImageBuildError
+from lab.estate.state import State
+from lab.ports import engines
 from lab.progress import Progress
-from lab.state import State
+from lab.release import engine as release
+from lab.stack import project as stack
+from lab.stack import services
 from tests.conftest import commit_in_clone, session
 
 # Which release is live matters to these tests: they share the group of every test that changes it.

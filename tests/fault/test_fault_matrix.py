@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from lab import engines, git, load, loadreport, pipeline, records, release, stack
+from lab.build import git
 from lab.errors import ConfigError, LabError
+from lab.estate.state import State
+from lab.ports import engines
 from lab.progress import Progress
-from lab.state import State
+from lab.proof import load, loadreport
+from lab.release import engine as release
+from lab.release import pipeline, records
+from lab.stack import project as stack
 from tests import conftest
 
 pytestmark = pytest.mark.xdist_group("prod")
@@ -161,14 +166,14 @@ def test_the_registry_down_during_a_push_fails_cleanly(lab: State, tmp_path: Pat
     assert "registry" in str(err.value).lower()
     assert release.current_routes(lab, "app").live == live
     assert traffic.failed == []
-    from lab import lifecycle
+    from lab.estate import lifecycle
 
     lifecycle.wait_registry(lab, timeout=60)
 
 
 def test_two_deploys_at_once_one_is_refused(lab: State) -> None:
 
-    from lab import lock
+    from lab.release import lock
 
     etcd = release.route_store(lab)
     errors: list[BaseException] = []

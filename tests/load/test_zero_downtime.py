@@ -14,10 +14,14 @@ from typing import Any
 
 import pytest
 
-from lab import controls, git, load, loadreport, pipeline, release, services
-from lab.load import Traffic
+from lab.build import git
+from lab.estate.state import State
 from lab.progress import Progress
-from lab.state import State
+from lab.proof import controls, load, loadreport
+from lab.proof.load import Traffic
+from lab.release import engine as release
+from lab.release import pipeline
+from lab.stack import services
 from tests.conftest import edit_and_commit
 
 pytestmark = pytest.mark.xdist_group("prod")

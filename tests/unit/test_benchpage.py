@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import bench, benchpage, git
+from lab.build import git
+from lab.proof import bench, benchpage
 
 
 def test_failed_requests_chart_marks_losses_and_parses_as_svg() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import bench, buildkit
+from lab.build import buildkit
+from lab.proof import bench
 
 REAL = Path(__file__).with_name("data") / "buildkit-trace.json"  # the app's build, warm cache
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab import checks
+from lab.build import checks
 
 
 def test_good_files_have_no_problems() -> None:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import config, hosts
+from lab import config
 from lab.errors import OwnershipError
+from lab.estate import hosts
 
 CFG = config.parse_topology(
     json.loads(config.TOPOLOGY.read_text()), Path("/here"), Path("/here/.lab")

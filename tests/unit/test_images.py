@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import images
 from lab.errors import PreflightError
+from lab.estate import images
 
 INPUTS = images.BaseInputs(
     "bookworm", ("python3", "ca-certificates"), "deb http://m/ x main", (("corp.crt", "PEM"),)

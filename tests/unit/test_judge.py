@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from lab.errors import ConfigError
-from lab.judge import Sample, Thresholds, judge, parse_interval, parse_steps
+from lab.release.judge import Sample, Thresholds, judge, parse_interval, parse_steps
 
 LIVE = Sample(1000, 2, 40.0)
 T = Thresholds(min_requests=50)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import load, loadreport
+from lab.proof import load, loadreport
 
 
 def req(t: float, status: int = 200, release: str = "a", ms: float = 10.0) -> load.Request:

@@ -3,7 +3,8 @@ from __future__ import annotations
 import bcrypt
 import pytest
 
-from lab import lifecycle, network, registry
+from lab.estate import lifecycle, network
+from lab.ports import registry
 
 ROUTES = """\
 default via 10.0.0.1 dev eth0

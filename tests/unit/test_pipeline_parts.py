@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import lock, pipeline, records, routes
 from lab.errors import ConfigError
 from lab.progress import Stage
+from lab.release import lock, pipeline, records, routes
 
 S = routes.Server
 LIVE_B_WARM_A = routes.Routes("app", (S("b", "app-b", 100), S("a", "app-a", 0, drain=True)))
@@ -159,7 +159,7 @@ def test_the_trigger_can_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_switch_stage_reports_its_time_to_100_percent() -> None:
-    from lab import release
+    from lab.release import engine as release
 
     detail = release.SWITCHED.format(release="3f9c2e1a0b1c", ms=8.04)
     assert detail == "100% of responses from 3f9c2e1a0b1c 8.0 ms after the route change"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import config, pki
+from lab import config
+from lab.estate import pki
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CFG = config.parse_topology(json.loads(config.TOPOLOGY.read_text()), Path("/p"), Path("/p/.lab"))

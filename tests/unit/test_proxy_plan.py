@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lab.proxy import supervisor
+from lab.ports.proxy import supervisor
 
 sup = supervisor()
 APP = "app"
@@ -140,7 +140,7 @@ def test_parse_services_rejects_bad_specs(spec: str) -> None:
 
 
 def test_route_records_round_trip_between_lab_and_proxy() -> None:
-    from lab import routes
+    from lab.release import routes
 
     r = routes.switch_to(routes.stage(routes.Routes(APP, ()), "aaa"), "aaa")
     r = routes.switch_to(routes.stage(r, "bbb"), "bbb")
@@ -195,7 +195,7 @@ def test_match_patterns_find_exactly_the_header_or_cookie(
 
 
 def test_a_match_rule_travels_from_the_route_record_to_the_proxy() -> None:
-    from lab import routes
+    from lab.release import routes
 
     live = routes.switch_to(routes.stage(routes.Routes(APP, ()), "a" * 12), "a" * 12)
     rule = routes.parse_match("header:X-Canary=1", "b" * 12)
@@ -216,8 +216,8 @@ def test_a_match_rule_travels_from_the_route_record_to_the_proxy() -> None:
     ["X-Canary=1", "header:X-Canary", "query:a=1", "header:a b=1", "cookie:c=1;2", "header:=1"],
 )
 def test_bad_match_rules_are_refused_with_the_expected_form(text: str) -> None:
-    from lab import routes
     from lab.errors import ConfigError
+    from lab.release import routes
 
     with pytest.raises(ConfigError, match="header:NAME=VALUE or cookie:NAME=VALUE"):
         routes.parse_match(text)
@@ -240,7 +240,7 @@ def test_matched_requests_go_to_their_own_backend_only_while_it_is_up() -> None:
 
 
 def test_parse_sessions_reads_scur_of_one_server() -> None:
-    from lab.proxy import parse_sessions
+    from lab.ports.proxy import parse_sessions
 
     csv = (
         "# pxname,svname,qcur,qmax,scur,smax\n"
@@ -254,7 +254,7 @@ def test_parse_sessions_reads_scur_of_one_server() -> None:
 
 def test_the_reload_control_is_a_reload_at_its_best() -> None:
     """The reload-based switch it is compared with hands its listening sockets over."""
-    from lab import controls
+    from lab.proof import controls
 
     cfg = controls.reload_config("app", "app-3f9c2e1a0b1c", 8000, "/health")
     assert "master-worker" in cfg and "expose-fd listeners" in cfg
@@ -265,7 +265,7 @@ def test_the_reload_control_is_a_reload_at_its_best() -> None:
 def test_swarm_at_its_best_is_fronted_by_a_proxy_that_follows_its_tasks() -> None:
     """Swarm's start-first update behind an HAProxy whose servers are tasks.<service> in
     Docker's DNS, asked every second, with the same retries as the other controls."""
-    from lab import controls
+    from lab.proof import controls
 
     cfg = controls.swarm_front_config("app", "tasks.swarm-app", 8000, "/health")
     assert "server-template task 1-4 tasks.swarm-app:8000 check" in cfg

@@ -5,9 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from lab import config, release, routes, services
+from lab import config
 from lab.errors import ConfigError
-from lab.state import State
+from lab.estate.state import State
+from lab.release import engine as release
+from lab.release import routes
+from lab.stack import services
 
 R = routes.Routes
 
@@ -162,14 +165,14 @@ def test_two_services_on_one_public_port_are_refused(tmp_path: Path) -> None:
 def test_a_push_deploys_the_services_it_changed(
     changed: list[str] | None, expected: list[str]
 ) -> None:
-    from lab import ci
+    from lab.release import ci
 
     assert ci.to_deploy(["app", "quotes"], changed) == expected
 
 
 def test_proxy_frontends_come_from_every_manifest() -> None:
-    from lab import stack
-    from lab.proxy import supervisor
+    from lab.ports.proxy import supervisor
+    from lab.stack import project as stack
 
     spec = stack.proxy_services(services.load_all(Path(__file__).resolve().parents[2]))
     assert spec == "app:8000:8000:/health:0,quotes:8001:9000:/ready:0"

@@ -2,7 +2,7 @@
 
 ``base``: Debian from the workstation's own apt sources via mmdebstrap, plus (by default) the
 workstation's extra CA certificates, then ``docker import``. ``host``: the base plus a Docker
-engine, the registry and the tools a lab host needs (``lab/hostimage/``).
+engine, the registry and the tools a lab host needs (``lab/estate/hostimage/``).
 
 Each image carries a content hash of its inputs in the label ``cdlab.hash`` and in its tag, so a
 second ``lab.up`` finds it and builds nothing.
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import shell
 from lab.config import LABEL, LabConfig
 from lab.errors import ImageBuildError, PreflightError
+from lab.ports import shell
 
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "ca-certificates")

@@ -6,11 +6,11 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lab import shell
 from lab.config import Host
-from lab.state import State
+from lab.estate.state import State
+from lab.ports import shell
 
-COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
+COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 # Variables that would send compose's engine traffic through the workstation's proxy or replace
 # the lab CA (docker-py honours REQUESTS_CA_BUNDLE over DOCKER_CERT_PATH).
 _DROP = (

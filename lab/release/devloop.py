@@ -1,5 +1,5 @@
 """The trainers' loop on the dev host: a clone of the project whose ``cd`` remote is the cd
-host's repository; a push to its main runs the pipeline there (``lab/ci.py``).
+host's repository; a push to its main runs the pipeline there (``lab/release/ci.py``).
 
 ``invoke dev.push`` = commit what changed in the dev clone, push, watch the deploy's output.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab import shell
 from lab.config import LabConfig
 from lab.errors import LabError
+from lab.ports import shell
 
 CLONE = "/var/lib/cdlab/dev-clone"  # on dev's cdlab volume (kept across host recreation)
 GIT_PORT = 9418

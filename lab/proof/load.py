@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from lab.errors import LabError
 
 LOCUSTFILE = Path(__file__).with_name("loadgen") / "locustfile.py"
-REPORTS = Path(__file__).resolve().parent.parent / "reports" / "load"
+REPORTS = Path(__file__).resolve().parents[2] / "reports" / "load"
 PER_USER_RATE = 2.0  # requests per second per simulated user (latency must not throttle the rate)
 _NO_PROXY = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 

@@ -17,16 +17,18 @@ from typing import Any
 
 import requests
 
-from lab import engines, judge, routes, stack
-from lab.build import Built
+from lab.build.builder import Built
 from lab.errors import LabError, tail
-from lab.etcd import Etcd
-from lab.images import REPOSITORY
-from lab.metrics import Graphite
+from lab.estate.images import REPOSITORY
+from lab.estate.state import State
+from lab.ports import engines
+from lab.ports.etcd import Etcd
+from lab.ports.metrics import Graphite
+from lab.ports.proxy import CHECK_TIMEOUT, Runtime
 from lab.progress import Progress
-from lab.proxy import CHECK_TIMEOUT, Runtime
-from lab.services import Service
-from lab.state import State
+from lab.release import judge, routes
+from lab.stack import project as stack
+from lab.stack.services import Service
 
 CANARY_KEY = "/cdlab/canary/"  # + service: "promote" or "abort", written by hand
 DEFAULT_THRESHOLDS = judge.Thresholds()

@@ -1,5 +1,5 @@
-"""The cd host's side of a push: ``python3 -m lab.ci OLD NEW``, run by the repository's
-post-receive hook from a checkout of NEW (``lab/hostimage/cdlab-post-receive``).
+"""The cd host's side of a push: ``python3 -m lab.release.ci OLD NEW``, run by the repository's
+post-receive hook from a checkout of NEW (``lab/estate/hostimage/cdlab-post-receive``).
 
 Every service whose folder changed between OLD and NEW is deployed (all of them on a first
 push); the output goes back to the pusher as it is written. Exit 0 when every deploy succeeded.
@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import sys
 
-from lab import config, git, pipeline, services
+from lab import config
+from lab.build import git
 from lab.errors import LabError
+from lab.estate.state import State
 from lab.progress import Progress
-from lab.state import State
+from lab.release import pipeline
+from lab.stack import services
 
 
 def to_deploy(names: list[str], changed: list[str] | None) -> list[str]:
@@ -26,7 +29,7 @@ def to_deploy(names: list[str], changed: list[str] | None) -> list[str]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python3 -m lab.ci OLD_SHA NEW_SHA", file=sys.stderr)
+        print("usage: python3 -m lab.release.ci OLD_SHA NEW_SHA", file=sys.stderr)
         return 2
     old, new = argv
     state = State(config.load())

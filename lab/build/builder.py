@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from lab import buildkit, git, images
+from lab.build import buildkit, git
 from lab.config import LabConfig
 from lab.errors import ImageBuildError, RegistryError
-from lab.state import State
+from lab.estate import images
+from lab.estate.state import State
 
 
 @dataclass(frozen=True)

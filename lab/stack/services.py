@@ -32,7 +32,7 @@ from typing import Any
 
 from lab.config import public_host
 from lab.errors import ConfigError
-from lab.judge import Thresholds
+from lab.release.judge import Thresholds
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _ENV = re.compile(r"^[A-Z_][A-Z0-9_]*$")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import requests
 
 from lab.config import public_host
-from lab.judge import Sample
+from lab.release.judge import Sample
 
 GRAPHITE_PORT = 8082  # graphite-web, published by prod (compose/stack.yml, topology)
 

@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from lab import compose, engines, git, services
-from lab.build import Builder, Built, ImageSpec, infra_tag
+from lab.build import git
+from lab.build.builder import Builder, Built, ImageSpec, infra_tag
 from lab.errors import LabError
+from lab.estate.state import State
+from lab.ports import engines
 from lab.progress import Progress
-from lab.state import State
+from lab.stack import compose, services
 
 PROJECT = "cdlab-stack"
 NETWORK = "cdlab"  # the stack network every release joins (compose/stack.yml)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab import shell
 from lab.errors import ConfigError
+from lab.ports import shell
 
 SHORT = 12  # release ids and image tags use this many hex digits of the commit
 

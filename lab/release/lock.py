@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.errors import LabError
-from lab.etcd import Etcd
+from lab.ports.etcd import Etcd
 
 KEY = "/cdlab/locks/deploy"
 TTL = 20

@@ -26,24 +26,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lab import (
-    benchpage,
-    controls,
-    engines,
-    git,
-    judge,
-    load,
-    pipeline,
-    release,
-    report,
-    services,
-    stack,
-)
-from lab.build import ImageSpec, infra_tag
+from lab import report
+from lab.build import git
+from lab.build.builder import ImageSpec, infra_tag
+from lab.estate.state import State
+from lab.ports import engines
 from lab.progress import Progress, StageHandle
-from lab.state import State
+from lab.proof import benchpage, controls, load
+from lab.release import engine as release
+from lab.release import judge, pipeline
+from lab.stack import project as stack
+from lab.stack import services
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 CONTROLS = {  # on CONTROL_PORT, not behind cdlab's proxy
     "reload": controls.reload,
     "naive": controls.naive,
@@ -373,7 +368,8 @@ def proxy_overhead(lab: State, seconds: float) -> dict[str, Any]:
 
 
 def lab_up_figures(lab: State) -> dict[str, Any]:
-    from lab import config, lifecycle
+    from lab import config
+    from lab.estate import lifecycle
 
     started = time.monotonic()
     lifecycle.up(config.load(), Progress(out=None))

@@ -12,7 +12,7 @@ from typing import Any
 
 from lab.config import Host, LabConfig
 from lab.errors import EngineError, PreflightError
-from lab.state import State
+from lab.estate.state import State
 
 # The hosts run the engine of the lab's own host image (Debian's docker.io 20.10: API 1.41).
 # Naming it avoids a version probe at construction, which would ignore ``trust_env`` below.

@@ -18,8 +18,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import pki, registry
 from lab.config import Host, LabConfig
+from lab.estate import pki
+from lab.ports import registry
 
 
 @dataclass(frozen=True)

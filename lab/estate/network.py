@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lab import shell
 from lab.config import LABEL, LabConfig
 from lab.errors import PreflightError
+from lab.ports import shell
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ apt-get install -y --no-install-recommends docker.io docker-compose docker-regis
 systemctl disable --now docker.service docker.socket docker-registry.service 2>/dev/null || true
 install -d -m 0700 /etc/cdlab
 install -m 0600 /vagrant/.lab/hosts/"$name"/* /etc/cdlab/
-install -m 0755 /vagrant/lab/hostimage/cdlab-host-init /usr/local/sbin/cdlab-host-init
+install -m 0755 /vagrant/lab/estate/hostimage/cdlab-host-init /usr/local/sbin/cdlab-host-init
 cat >/etc/systemd/system/cdlab-host.service <<UNIT
 [Unit]
 Description=cdlab host ($role)

@@ -27,9 +27,13 @@ import contextlib
 import time
 from typing import Any
 
-from lab import engines, release, routes, services, stack
+from lab.estate.state import State
+from lab.ports import engines
 from lab.progress import Progress
-from lab.state import State
+from lab.release import engine as release
+from lab.release import routes
+from lab.stack import project as stack
+from lab.stack import services
 
 
 def naive(state: State, candidate: release.Candidate, progress: Progress) -> float:

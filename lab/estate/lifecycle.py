@@ -14,11 +14,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lab import engines, hosts, images, network, report
+from lab import report
 from lab.config import LABEL, Host, LabConfig
 from lab.errors import EngineError, LabError, RegistryError, tail
+from lab.estate import hosts, images, network
+from lab.estate.state import State
+from lab.ports import engines
 from lab.progress import Progress
-from lab.state import State
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def _up(
         pushed = push_base(state, base)
         st.changed(pushed) if pushed else st.unchanged(registry_ref(config, base))
     if {"dev", "cd"} <= {h.name for h in config.hosts}:
-        from lab import devloop
+        from lab.release import devloop
 
         with progress.stage("dev clone (push to cd deploys)") as st:
             did, head = devloop.ensure_clone(config, local)
@@ -103,7 +105,8 @@ def _up(
             st.changed(f"{did} {where}") if did else st.unchanged(where)
     if any(h.name == "prod" for h in config.hosts) and with_prod:
         # imported here: the lab's own layer stays importable without the stack's
-        from lab import pipeline, services
+        from lab.release import pipeline
+        from lab.stack import services
 
         live = pipeline.deploy_current(state, progress)
         root = config.root

@@ -10,14 +10,19 @@ import dataclasses
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from lab import checks, git, judge, lock, records, release, report, routes, services, stack
-from lab.build import Built, ImageSpec
+from lab import report
+from lab.build import checks, git
+from lab.build.builder import Built, ImageSpec
 from lab.config import public_host
 from lab.errors import ConfigError, LabError
-from lab.images import REPOSITORY
-from lab.metrics import GRAPHITE_PORT
+from lab.estate.images import REPOSITORY
+from lab.estate.state import State
+from lab.ports.metrics import GRAPHITE_PORT
 from lab.progress import Progress
-from lab.state import State
+from lab.release import engine as release
+from lab.release import judge, lock, records, routes
+from lab.stack import project as stack
+from lab.stack import services
 
 public_url = services.public_url
 MADE_LIVE = ("deploy", "rollback")  # record kinds after which a release served everyone

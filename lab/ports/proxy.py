@@ -18,7 +18,7 @@ from typing import Any
 
 from lab.errors import LabError
 
-SUPERVISOR = Path(__file__).resolve().parent.parent / "services" / "proxy" / "cdlab_proxy.py"
+SUPERVISOR = Path(__file__).resolve().parents[2] / "services" / "proxy" / "cdlab_proxy.py"
 RUNTIME_PORT = 9999
 CHECK_TIMEOUT = 1.1  # a health check ends within its interval (inter 1s): the longest in flight
 

@@ -1,0 +1,1 @@
+"""Images on cd: BuildKit, git, static checks."""

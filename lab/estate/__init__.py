@@ -1,0 +1,1 @@
+"""The lab itself: hosts, network, PKI, state, host images, its lifecycle."""

@@ -1,0 +1,1 @@
+"""Facts -> plan -> apply: deploys, canaries, A/B, rollbacks; routes, judge, lock, records."""

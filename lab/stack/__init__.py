@@ -1,0 +1,1 @@
+"""Prod's long-lived services: the compose project and the service manifests."""
