@@ -18,11 +18,12 @@ from invoke.tasks import task
 
 from lab import config as lab_config
 from lab import testing
-from lab.errors import LabError
+from lab.errors import LabError, RunStopped
 from lab.estate import lifecycle
 from lab.estate.state import State
+from lab.ports.lab import Lab
 from lab.progress import Progress
-from lab.release import judge, pipeline
+from lab.release import history, judge, pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,10 +33,17 @@ def presents_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except RunStopped as exc:  # SIGINT / SIGTERM: what was done is undone; 130 as a shell says
+            raise Exit(f"cdlab: {exc}", code=130) from None
         except LabError as exc:
             raise Exit(f"cdlab: {exc}", code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def the_lab() -> Lab:
+    """The one ``Lab`` a task passes down (its clients are built on first use)."""
+    return Lab(State(lab_config.load()))
 
 
 @task(
@@ -96,6 +104,8 @@ def shell(c: Context, host: str) -> None:
         "interval": "canary: time per step before the judge decides (default 30s)",
         "match": "A/B: only requests with header:NAME=VALUE or cookie:NAME=VALUE reach the "
         "release, until invoke promote / invoke abort",
+        "bake": "seconds the new release is watched after the switch before the previous one "
+        "is let go (default: the manifest's bake, 10 s); 0 skips it",
     }
 )
 @presents_errors
@@ -107,19 +117,22 @@ def deploy(
     steps: str = "10,25,50,100",
     interval: str = "30s",
     match: str | None = None,
+    bake: str | None = None,
 ) -> None:
     """Deploy an existing commit: build on cd, test, start beside the live release, switch."""
     progress = Progress()
-    record = pipeline.deploy(
-        State(lab_config.load()),
-        progress,
-        service,
-        ref,
-        strategy,
-        judge.parse_steps(steps),
-        judge.parse_interval(interval),
-        match=match,
-    )
+    with the_lab() as lab:
+        record = pipeline.deploy(
+            lab,
+            progress,
+            service,
+            ref,
+            strategy,
+            judge.parse_steps(steps),
+            judge.parse_interval(interval),
+            match=match,
+            bake=None if bake is None else judge.parse_interval(bake, "--bake", minimum=0),
+        )
     if record.kind == "match":
         progress.say(
             f"{record.service} {record.release} serves the requests with {match}; all others "
@@ -151,7 +164,8 @@ def dev_push(c: Context, message: str = "change made on dev") -> None:
 def promote(c: Context, service: str = "app") -> None:
     """Make the candidate on matched traffic live, or promote a running canary now."""
     progress = Progress()
-    progress.say(pipeline.decide(State(lab_config.load()), progress, service, "promote"))
+    with the_lab() as lab:
+        progress.say(pipeline.decide(lab, progress, service, "promote"))
 
 
 @task(help={"service": "the service whose candidate to abort (default: app)"})
@@ -160,7 +174,8 @@ def abort(c: Context, service: str = "app") -> None:
     """Remove the candidate on matched traffic, or abort a running canary: every request back
     on the live release."""
     progress = Progress()
-    progress.say(pipeline.decide(State(lab_config.load()), progress, service, "abort"))
+    with the_lab() as lab:
+        progress.say(pipeline.decide(lab, progress, service, "abort"))
 
 
 @task(
@@ -173,7 +188,8 @@ def abort(c: Context, service: str = "app") -> None:
 def rollback(c: Context, to: str | None = None, service: str = "app") -> None:
     """Put all traffic back on the previous release (started again from the registry if gone)."""
     progress = Progress()
-    record, seconds = pipeline.rollback(State(lab_config.load()), progress, service, to)
+    with the_lab() as lab:
+        record, seconds = pipeline.rollback(lab, progress, service, to)
     progress.say(
         f"rolled back {record.service} to {record.release}: 100% of responses from it "
         f"{seconds * 1000:.0f} ms after the switch"
@@ -184,14 +200,16 @@ def rollback(c: Context, to: str | None = None, service: str = "app") -> None:
 @presents_errors
 def releases(c: Context, service: str = "app") -> None:
     """Deploy history with the live, warm and retained releases."""
-    print(pipeline.render_releases(pipeline.releases(State(lab_config.load()), service)))
+    with the_lab() as lab:
+        print(history.render_releases(history.releases(lab, service)))
 
 
 @task(name="release")
 @presents_errors
 def lock_release(c: Context) -> None:
     """Remove the deploy lock (only when no deploy is running)."""
-    holder = pipeline.release_lock(State(lab_config.load()))
+    with the_lab() as lab:
+        holder = pipeline.release_lock(lab)
     print(
         f"released the lock held by {holder.who} since {holder.since} ({holder.what})"
         if holder

@@ -8,7 +8,15 @@
     ├── EngineError               a host's Docker engine did not answer (``host``, ``last_error``)
     ├── ImageBuildError           an image build failed (``image``, ``build_log``)
     ├── RegistryError             the lab registry refused or did not answer (``url``, ``status``)
-    └── OwnershipError            the lab's hosts belong to another checkout (``owner``)
+    ├── OwnershipError            the lab's hosts belong to another checkout (``owner``)
+    └── ReleaseError              a release run failed (``service``, ``release``, ``stage``)
+        ├── CanaryAborted         the judge (or a person) aborted a canary (``weight``, ``reason``)
+        ├── BakeFailed            the new release failed its bake window (``reason``)
+        └── RunStopped            a run stopped by a signal or a lost lease (``signal``), after
+                                  its undo: what was undone is in ``undone``
+
+    Stop (BaseException)          raised in the main thread by SIGINT, SIGTERM or a lost lease
+                                  while a release run applies its plan; never caught as an error
 
 The library raises; only ``tasks.py`` presents. Every message says what was attempted, on what,
 the evidence, and the next step when one is known.
@@ -92,4 +100,53 @@ class OwnershipError(LabError):
             f"Next step: run 'invoke lab.destroy' in {owner} (or remove that checkout), "
             "then run 'invoke lab.up' here again; or run 'invoke lab.up --take-over' here to "
             "remove that lab's hosts and volumes and build this one (its images are kept)."
+        )
+
+
+class ReleaseError(LabError):
+    """A release run failed; ``stage`` is the key of the step it failed at, when known."""
+
+    def __init__(self, message: str, service: str = "", release: str = "", stage: str = "") -> None:
+        self.service, self.release, self.stage = service, release, stage
+        super().__init__(message)
+
+
+class CanaryAborted(ReleaseError):
+    def __init__(self, service: str, release: str, weight: int, reason: str) -> None:
+        self.weight, self.reason = weight, reason
+        super().__init__(
+            f"canary of {service}-{release} aborted at {weight}%: {reason}",
+            service,
+            release,
+            f"canary-{weight}",
+        )
+
+
+class BakeFailed(ReleaseError):
+    def __init__(self, service: str, release: str, reason: str, seconds: float) -> None:
+        self.reason, self.seconds = reason, seconds
+        super().__init__(
+            f"{service}-{release} failed its bake window after {seconds:.1f} s: {reason}",
+            service,
+            release,
+            "bake",
+        )
+
+
+class Stop(BaseException):
+    """SIGINT, SIGTERM or a lost lock lease while a release run applies its plan."""
+
+    def __init__(self, signal: str) -> None:
+        self.signal = signal
+        super().__init__(signal)
+
+
+class RunStopped(ReleaseError):
+    """A run stopped by ``Stop``, raised once what it had done is undone."""
+
+    def __init__(self, signal: str, stage: str, undone: list[str], note: str = "") -> None:
+        self.signal, self.undone = signal, undone
+        what = ", ".join(undone) if undone else "nothing (no step had changed prod)"
+        super().__init__(
+            f"interrupted by {signal} during '{stage}'; undone: {what}.{note}", stage=stage
         )

@@ -1,32 +1,53 @@
-"""Stages as data: each long step is a named, timed ``Stage``; a reporter prints them.
+"""Stages as data: each long step is a keyed, timed ``Stage``; a reporter prints them.
 
-The same records feed the progress lines, the JSON run record and the tests.
+A stage's ``key`` (stable: ``start``, ``switch``, ``canary-25``...) and its ``figures`` are what
+records, the bench and the tests read; its ``title`` is for people only. A run that knows its
+stages up front declares them (``plan``), and each line then shows ``[3/11]``. While a stage
+runs longer than ``TICK`` seconds its elapsed time is shown (in place on a terminal, a line
+every ``TICK`` seconds otherwise).
 """
 
 from __future__ import annotations
 
+import re
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
 
+TICK = 10.0
+
+
+def slug(title: str) -> str:
+    """A key for a stage that has none of its own: its title's first words (pure)."""
+    words = re.findall(r"[a-z0-9]+", title.lower())[:3]
+    return "-".join(words) or "stage"
+
 
 @dataclass(frozen=True)
 class Stage:
-    name: str
-    status: str  # "changed", "unchanged" or "failed"
+    key: str
+    title: str
+    status: str  # "changed", "unchanged", "failed", "interrupted" or "undone"
     seconds: float
     detail: str = ""
+    figures: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:  # the title, under the name older readers used
+        return self.title
 
 
 @dataclass
 class StageHandle:
-    """Handed to the body of ``Progress.stage``: say what happened."""
+    """Handed to the body of ``Progress.stage``: say what happened, and its figures."""
 
     status: str = "changed"
     detail: str = ""
+    figures: dict[str, float] = field(default_factory=dict)
 
     def unchanged(self, detail: str = "") -> None:
         self.status, self.detail = "unchanged", detail
@@ -34,40 +55,93 @@ class StageHandle:
     def changed(self, detail: str = "") -> None:
         self.status, self.detail = "changed", detail
 
+    def figure(self, name: str, value: float) -> None:
+        self.figures[name] = round(value, 4)
+
 
 @dataclass
 class Progress:
-    """Times stages and prints one line as each ends (quiet work stays one short line)."""
+    """Times stages and prints one line as each starts and ends (quiet work stays quiet)."""
 
     out: TextIO | None = field(default_factory=lambda: sys.stderr)
     stages: list[Stage] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)  # keys declared up front
+    ended: dict[str, float] = field(default_factory=dict)  # key -> monotonic end time
 
     def say(self, text: str) -> None:
         if self.out is not None:
             print(text, file=self.out, flush=True)
 
+    def plan(self, keys: Sequence[str]) -> None:
+        """Declare the stages still to come (``[n/N]`` counts from the stages already done)."""
+        self.planned = [s.key for s in self.stages] + [k for k in keys]
+
+    def _counter(self, key: str) -> str:
+        if key in self.planned:
+            return f"[{self.planned.index(key) + 1}/{len(self.planned)}] "
+        return ""
+
     @contextmanager
-    def stage(self, name: str) -> Iterator[StageHandle]:
+    def stage(self, title: str, key: str | None = None) -> Iterator[StageHandle]:
+        key = key or slug(title)
         handle = StageHandle()
-        self.say(f"==> {name} ...")
+        self.say(f"==> {self._counter(key)}{title} ...")
         start = time.monotonic()
+        stop = threading.Event()
+        ticker = threading.Thread(target=self._tick, args=(start, stop), daemon=True)
+        ticker.start()
         try:
             yield handle
-        except BaseException:
+        except BaseException as exc:
             took = time.monotonic() - start
-            self.stages.append(Stage(name, "failed", took, ""))
-            self.say(f"    FAILED after {took:.1f} s")
+            stop.set()
+            status = "interrupted" if not isinstance(exc, Exception) else "failed"
+            self._end(Stage(key, title, status, took, "", dict(handle.figures)))
+            self.say(f"    {status.upper()} after {took:.1f} s")
             raise
+        finally:
+            stop.set()
         took = time.monotonic() - start
-        self.stages.append(Stage(name, handle.status, took, handle.detail))
+        self._end(Stage(key, title, handle.status, took, handle.detail, dict(handle.figures)))
         note = f" ({handle.detail})" if handle.detail else ""
         self.say(f"    {handle.status} in {took:.1f} s{note}")
 
-    def record(self, name: str, status: str, seconds: float, detail: str = "") -> None:
+    def _tick(self, start: float, stop: threading.Event) -> None:
+        tty = self.out is not None and self.out.isatty()
+        every = 1.0 if tty else TICK
+        while not stop.wait(every):
+            took = time.monotonic() - start
+            if took < TICK or self.out is None:
+                continue
+            if tty:
+                print(f"\r    ... {took:.0f} s", end="", file=self.out, flush=True)
+            else:
+                self.say(f"    ... {took:.0f} s")
+        if tty and time.monotonic() - start >= TICK and self.out is not None:
+            print("\r", end="", file=self.out, flush=True)
+
+    def _end(self, stage: Stage) -> None:
+        self.stages.append(stage)
+        self.ended[stage.key] = time.monotonic()
+
+    def record(
+        self,
+        name: str,
+        status: str,
+        seconds: float,
+        detail: str = "",
+        key: str | None = None,
+        figures: dict[str, float] | None = None,
+    ) -> None:
         """A stage timed elsewhere (e.g. one of several done at once), reported like the rest."""
-        self.stages.append(Stage(name, status, seconds, detail))
-        self.say(f"==> {name} ...")
+        key = key or slug(name)
+        self._end(Stage(key, name, status, seconds, detail, dict(figures or {})))
+        self.say(f"==> {self._counter(key)}{name} ...")
         self.say(f"    {status} in {seconds:.1f} s" + (f" ({detail})" if detail else ""))
+
+    def get(self, key: str) -> Stage | None:
+        """The last stage with ``key``."""
+        return next((s for s in reversed(self.stages) if s.key == key), None)
 
     @property
     def changed(self) -> list[Stage]:

@@ -53,6 +53,13 @@ def archive(root: Path, sha: str, path: str) -> bytes:
     return out
 
 
+def service_names(root: Path, sha: str) -> list[str]:
+    """The services committed at ``sha``: folders ``services/<name>`` with a ``service.toml``."""
+    listed = _git(root, "ls-tree", "-r", "--name-only", sha, "--", "services/").splitlines()
+    parts = [p.split("/") for p in listed]
+    return sorted(p[1] for p in parts if len(p) == 3 and p[2] == "service.toml")
+
+
 def dirty(root: Path) -> bool:
     """True when the working tree has uncommitted changes (they are never deployed)."""
     return bool(_git(root, "status", "--porcelain", "--untracked-files=no"))

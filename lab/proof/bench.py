@@ -11,7 +11,6 @@ Benchmarks are not tests: nothing here fails on a timing.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -22,7 +21,7 @@ import secrets
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,9 @@ from lab.build import git
 from lab.build.builder import ImageSpec, infra_tag
 from lab.estate.state import State
 from lab.ports import engines
-from lab.progress import Progress, StageHandle
+from lab.progress import Progress
 from lab.proof import benchpage, controls, load
-from lab.release import engine as release
+from lab.release import api as release
 from lab.release import judge, pipeline
 from lab.stack import project as stack
 from lab.stack import services
@@ -147,7 +146,7 @@ def _under_load(
         for sha in shas:
             traffic.mark(f"{strategy} {git.short(sha)}")
             if strategy == "bluegreen":
-                pipeline.deploy(ch.state, quiet(), "app", sha)
+                pipeline.deploy(ch.state, quiet(), "app", sha, bake=0)
             elif strategy == "canary":
                 try:
                     pipeline.deploy(
@@ -159,6 +158,7 @@ def _under_load(
                         (50, 100),
                         3.0,
                         judge.Thresholds(min_requests=20),
+                        bake=0,
                     )
                 except release.ReleaseError as exc:  # the judge said no: a result, not a crash
                     aborted.append(str(exc).split(". Every request")[0])
@@ -168,9 +168,7 @@ def _under_load(
                 if strategy in CONTROLS:
                     CONTROLS[strategy](lab, candidate, quiet())
                 else:  # restart: start beside, then switch by restarting the proxy
-                    with engines.connect(lab, lab.config.host("prod"), timeout=300) as client:
-                        current = release.current_routes(lab, "app")
-                        release.start(lab, client, candidate, current, quiet())
+                    release.start_beside(lab, candidate)
                     controls.by_restart(lab, "app", candidate.release)
                     # as cdlab's switch does: releases out of the pool go (each holds database
                     # connections; ten of them exhaust postgres' 200)
@@ -178,20 +176,6 @@ def _under_load(
                     release.retire(lab, "app", {s.release for s in current.servers})
             time.sleep(2)
     return traffic
-
-
-class _Clock(Progress):
-    """A quiet ``Progress`` that also notes when each stage ended."""
-
-    def __init__(self) -> None:
-        super().__init__(out=None)
-        self.ended: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[StageHandle]:
-        with super().stage(name) as handle:
-            yield handle
-        self.ended[name] = time.monotonic()
 
 
 def lead_time(lab: State, ch: Chain) -> dict[str, Any]:
@@ -204,24 +188,19 @@ def lead_time(lab: State, ch: Chain) -> dict[str, Any]:
     interpreter start included), the integration tests (their container, run to completion)
     and the container start (create until the release answers its probe)."""
     sha = ch.commit()
-    progress = _Clock()
+    progress = quiet()
     started = time.monotonic()
-    rec = pipeline.deploy(ch.state, progress, "app", sha)
-    switch = next(n for n in progress.ended if n.startswith("switch"))
-    names = [s.name for s in progress.stages]
-    upto = names.index(switch) + 1
+    rec = pipeline.deploy(ch.state, progress, "app", sha, bake=0)  # lead time ends at 100 %
+    switch = progress.get("switch")
+    assert switch is not None, "the deploy made no switch"
+    upto = progress.stages.index(switch) + 1
     # live at the first response of the unbroken run from the new release: the switch stage
     # goes on to confirm it (20 answers in a row), users already on the new release
-    stage = progress.stages[upto - 1]
-    to_100 = release.switched_seconds(stage.detail)
-    if to_100 is not None:
-        progress.stages[upto - 1] = dataclasses.replace(stage, seconds=to_100)
-    total = progress.ended[switch] - started - (stage.seconds - progress.stages[upto - 1].seconds)
-    staged = sum(s.seconds for s in progress.stages[:upto])
-    stages = {
-        s.name.split(" on ")[0].split(" beside ")[0][:48]: round(s.seconds, 2)
-        for s in progress.stages
-    }
+    to_100 = switch.figures.get("to_100_s", switch.seconds)
+    total = progress.ended["switch"] - started - (switch.seconds - to_100)
+    staged = sum(s.seconds for s in progress.stages[: upto - 1]) + to_100
+    stages = {s.key: round(s.seconds, 2) for s in progress.stages}
+    stages["switch"] = round(to_100, 2)
     stages["(between stages: lock, route reads, events)"] = round(total - staged, 2)
     unit = unit_test_seconds(_build_log(lab, "app"))
     irreducible = (

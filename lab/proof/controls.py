@@ -30,7 +30,7 @@ from typing import Any
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
-from lab.release import engine as release
+from lab.release import api as release
 from lab.release import routes
 from lab.stack import project as stack
 from lab.stack import services
@@ -167,9 +167,8 @@ def reload(state: State, candidate: release.Candidate, progress: Progress) -> fl
     name = RELOAD_CONTAINER.format(service=svc.name)
     url = f"http://127.0.0.1:{services.CONTROL_PORT}"
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
-        current = release.current_routes(state, svc.name)
         if not release.release_containers(client, svc.name, candidate.release, all=False):
-            release.start(state, client, candidate, current, Progress(out=None))  # beside
+            release.start_beside(state, candidate)
         try:
             proxy = client.containers.get(name)
         except docker.errors.NotFound:  # the first call: in front of that release
@@ -186,7 +185,7 @@ def reload(state: State, candidate: release.Candidate, progress: Progress) -> fl
     # cdlab's own routes follow (its pool decides which releases stay), then the releases out
     # of the pool go, as after cdlab's switch (each holds database connections)
     switched = routes.switch_to(release.current_routes(state, svc.name), candidate.release)
-    release.route_store(state).put_json(switched.key, switched.to_doc())
+    release.write_routes(state, switched)
     release.retire(state, svc.name, {s.release for s in switched.servers})
     return seconds
 
@@ -208,7 +207,7 @@ def by_restart(state: State, service: str, target: str) -> float:
     switched = routes.switch_to(current, target)
     with engines.connect(state, state.config.host("prod"), timeout=120) as client:
         proxy = client.containers.get(f"{stack.PROJECT}_proxy_1")
-        release.route_store(state).put_json(switched.key, switched.to_doc())
+        release.write_routes(state, switched)
         started = time.monotonic()
         proxy.restart(timeout=1)
     stack.wait_healthy(state, timeout=60)

@@ -78,15 +78,16 @@ def parse_steps(text: str) -> tuple[int, ...]:
     return steps
 
 
-def parse_interval(text: str) -> float:
-    """``"30s"``, ``"2m"`` or ``"45"`` into seconds."""
+def parse_interval(text: str, option: str = "--interval", minimum: float = 1) -> float:
+    """``"30s"``, ``"2m"`` or ``"45"`` into seconds, from ``minimum`` to an hour."""
     from lab.errors import ConfigError
 
     units = {"s": 1, "m": 60}
+    text = str(text)
     try:
         value = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
     except (ValueError, IndexError) as exc:
-        raise ConfigError("--interval", text, "a duration like 30s or 2m") from exc
-    if not 1 <= value <= 3600:
-        raise ConfigError("--interval", text, "a duration from 1s to 60m")
+        raise ConfigError(option, text, "a duration like 30s or 2m") from exc
+    if not minimum <= value <= 3600:
+        raise ConfigError(option, text, f"a duration from {minimum:g}s to 60m")
     return value

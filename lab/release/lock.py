@@ -12,7 +12,8 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,10 @@ def parse_holder(raw: bytes) -> Holder | None:
 
 
 @contextmanager
-def held(etcd: Etcd, what: str) -> Iterator[Holder]:
-    """Hold the deploy lock for the ``with`` body, renewing its lease; ``LockHeld`` if taken."""
+def held(etcd: Etcd, what: str, on_lost: Callable[[], None] | None = None) -> Iterator[Holder]:
+    """Hold the deploy lock for the ``with`` body, renewing its lease; ``LockHeld`` if taken.
+    ``on_lost`` is called (once, from the renewing thread) when the lease is gone: etcd says
+    it expired, or no renewal succeeded for ``TTL`` seconds."""
     me = Holder.me(what)
     lease = etcd.grant(TTL)
     existing = etcd.create(KEY, json.dumps(me.__dict__).encode(), lease)
@@ -72,11 +75,17 @@ def held(etcd: Etcd, what: str) -> Iterator[Holder]:
     stop = threading.Event()
 
     def renew() -> None:
+        renewed = time.monotonic()
         while not stop.wait(TTL / 4):
             try:
-                etcd.keepalive(lease)
+                alive = etcd.keepalive(lease) > 0
+                renewed = time.monotonic() if alive else 0.0
             except LabError:
-                continue  # a blip: the next renewal may succeed before the lease runs out
+                alive = time.monotonic() - renewed < TTL  # a blip, unless it lasts the TTL
+            if not alive and not stop.is_set():
+                if on_lost is not None:
+                    on_lost()
+                return
 
     thread = threading.Thread(target=renew, daemon=True, name="deploy-lock")
     thread.start()

@@ -1,51 +1,95 @@
-"""Deploy and rollback as recorded, locked runs: what the ``deploy``/``rollback`` tasks call.
+"""Release runs as the tasks call them: deploy, rollback, promote, abort. Each one reads facts,
+plans, and applies the plan under the deploy lock (an etcd lease), then writes a flight record
+to ``.lab/runs/`` (and the route store) whatever the result: succeeded, failed or interrupted.
 
-Every run holds the deploy lock (etcd lease) while it changes prod and writes a flight record
-to ``.lab/runs/`` whether it succeeds or fails.
+    deploy:  static checks -> images on cd -> stack present -> [lock] facts -> plan -> apply
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from pathlib import Path
 
-from lab import report
 from lab.build import checks, git
 from lab.build.builder import Built, ImageSpec
 from lab.config import public_host
-from lab.errors import ConfigError, LabError
-from lab.estate.images import REPOSITORY
+from lab.errors import ConfigError, LabError, ReleaseError, RunStopped, Stop
 from lab.estate.state import State
+from lab.ports.lab import Lab
 from lab.ports.metrics import GRAPHITE_PORT
 from lab.progress import Progress
-from lab.release import engine as release
-from lab.release import judge, lock, records, routes
+from lab.release import apply, history, judge, lock, plan, records, routes, signals, verify
+from lab.release.model import Candidate, Facts, Options, Plan
+from lab.release.prod import ProdPorts, facts_releases, from_registry, read_routes
 from lab.stack import project as stack
 from lab.stack import services
 
 public_url = services.public_url
-MADE_LIVE = ("deploy", "rollback")  # record kinds after which a release served everyone
+STRATEGIES = ("bluegreen", "canary")
 
 
 def graphite_url() -> str:
     return f"http://{public_host()}:{GRAPHITE_PORT}"
 
 
-def deploy_current(state: State, progress: Progress) -> dict[str, str]:
+def deploy_current(state: State | Lab, progress: Progress) -> dict[str, str]:
     """The checkout's current commit of every service live (what ``lab.up`` ends with);
     returns service -> release."""
-    root = state.config.root
+    lab = Lab.of(state)
+    root = lab.config.root
     if git.dirty(root):
         progress.say(
             "note: uncommitted changes are not deployed; deploying commit "
             f"{git.short(git.commit(root))}"
         )
-    return {name: deploy(state, progress, name, "HEAD").release for name in services.names(root)}
+    return {name: deploy(lab, progress, name, "HEAD").release for name in services.names(root)}
+
+
+def options(
+    strategy: str,
+    steps: tuple[int, ...],
+    interval: float,
+    thresholds: judge.Thresholds,
+    match: str | None,
+    bake: float | None,
+    service: services.Service,
+) -> Options:
+    """The run's options, checked (``ConfigError`` names the option and its expected form)."""
+    if strategy not in STRATEGIES:
+        raise ConfigError("--strategy", strategy, " or ".join(STRATEGIES))
+    if match is not None and strategy != "bluegreen":
+        raise ConfigError("--match", match, "no --strategy (matched traffic is all or nothing)")
+    if bake is not None and not 0 <= bake <= 3600:
+        raise ConfigError("--bake", bake, "seconds from 0 (no bake window) to 3600")
+    return Options(
+        strategy=strategy,
+        steps=steps if strategy == "canary" else (100,),
+        interval=interval,
+        thresholds=thresholds,
+        match=routes.parse_match(match) if match is not None else None,
+        bake=service.bake if bake is None else bake,
+    )
+
+
+def service_at(root: Path, sha: str, name: str) -> tuple[services.Service, dict[str, bytes]]:
+    """The manifest of ``name`` as committed at ``sha``, and its folder's files."""
+    there = git.service_names(root, sha)
+    files = git.files(root, sha, f"services/{name}") if name in there else {}
+    if f"services/{name}/service.toml" not in files:
+        raise ConfigError(
+            "--service",
+            name,
+            f"a service of commit {git.short(sha)} (services/<name>/service.toml): one of "
+            + (", ".join(there) or "none"),
+        )
+    return services.at_commit(root, sha, name, files), files
 
 
 def deploy(
-    state: State,
+    state: State | Lab,
     progress: Progress,
     service_name: str = "app",
     ref: str = "HEAD",
@@ -54,106 +98,145 @@ def deploy(
     interval: float = 30.0,
     thresholds: judge.Thresholds | None = None,
     match: str | None = None,
+    bake: float | None = None,
 ) -> records.Record:
     """Build ``ref`` of ``service_name`` on cd (if needed), make sure the stack is up, and make
     it the live release: all at once (``bluegreen``) or by ``steps`` with a judge at each one
-    (``canary``). With ``match`` (``header:NAME=VALUE`` or ``cookie:NAME=VALUE``) the release
-    only serves matching requests until ``promote`` or ``abort``. Raises after writing a failed
-    record."""
-    if strategy not in ("bluegreen", "canary"):
-        raise ConfigError("--strategy", strategy, "bluegreen or canary")
-    if match is not None and strategy != "bluegreen":
-        raise ConfigError("--match", match, "no --strategy (matched traffic is all or nothing)")
-    rule = routes.parse_match(match) if match is not None else None
-    root = state.config.root
+    (``canary``); with ``match`` (``header:NAME=VALUE`` or ``cookie:NAME=VALUE``) it only
+    serves matching requests until ``promote`` or ``abort``. After the switch the new release
+    is watched for ``bake`` seconds (default: the manifest's) and replaced by the previous one
+    if it fails. Raises after writing a failed or interrupted record."""
+    lab = Lab.of(state)
+    root = lab.config.root
     sha = git.commit(root, ref)
-    services.load(root, service_name)  # an unknown service is refused before anything runs
-    files = git.files(root, sha, f"services/{service_name}")
-    service = services.at_commit(root, sha, service_name, files)
-    started, error, previous, image = records.now(), None, None, ""
-    background: ThreadPoolExecutor | None = None
+    service, files = service_at(root, sha, service_name)
+    opts = options(
+        strategy, steps, interval, thresholds or service.thresholds, match, bake, service
+    )
+    kind = "match" if opts.match else "deploy"
+    run = Run(lab, progress, kind, service.name, git.short(sha), "match" if match else strategy)
+    background = ThreadPoolExecutor(1, thread_name_prefix="test-image")
     built: dict[str, Built] = {}
     test_build: Future[Built] | None = None
     try:
-        with progress.stage(f"static checks of {service.folder} at {git.short(sha)}") as st:
-            found = checks.problems(files)
-            if found:
-                raise checks.CheckError(service.folder, git.short(sha), found)
-            st.unchanged(f"{len(files)} files: manifest, Python syntax, TOML, JSON, Dockerfiles")
-        specs = image_specs(state, service, sha)
-        tests = next((s for s in specs if s.name == f"{service.name}-test"), None)
-        # the integration-test image is not needed before the candidate is healthy: it is
-        # built, pushed and pulled onto prod meanwhile, off the critical path
-        background = ThreadPoolExecutor(1, thread_name_prefix="test-image")
-        test_build = background.submit(integration_test_image, state, tests, sha) if tests else None
-        built = stack.build(state, [s for s in specs if s is not tests], sha, progress)
-        ensure_stack(state, built, progress)
-        candidate = release.candidate(service, built, git.short(sha), test_build)
-        image = candidate.image
-        etcd = release.route_store(state)
-        what = f"deploy {service.name} {candidate.release}"
-        with lock.held(etcd, what + (" (canary)" if strategy == "canary" else "")):
-            refuse_while_matched(state, service.name, rule is not None)
-            previous = release.current_routes(state, service.name).live
-            release.deploy(
-                state,
-                candidate,
-                progress,
-                public_url(service),
-                steps=steps if strategy == "canary" else (100,),
-                interval=interval,
-                thresholds=thresholds or service.thresholds,
-                match=dataclasses.replace(rule, release=candidate.release) if rule else None,
-            )
-            if rule is None:
-                retain(state, progress, service, candidate.release)
-    except LabError as exc:
-        error = exc
-        raise
+        with run.recorded():
+            with progress.stage(
+                f"static checks of {service.folder} at {git.short(sha)}", "checks"
+            ) as st:
+                found = checks.problems(files)
+                if found:
+                    raise checks.CheckError(service.folder, git.short(sha), found)
+                st.unchanged(
+                    f"{len(files)} files: manifest, Python syntax, TOML, JSON, Dockerfiles"
+                )
+            specs = image_specs(lab, service, sha)
+            tests = next((s for s in specs if s.name == f"{service.name}-test"), None)
+            # the integration-test image is not needed before the candidate is healthy: it is
+            # built, pushed and pulled onto prod meanwhile, off the critical path
+            if tests:
+                test_build = background.submit(integration_test_image, lab, tests, sha)
+            built = stack.build(lab.state, [s for s in specs if s is not tests], sha, progress)
+            ensure_stack(lab, built, progress)
+            c = Candidate(service, git.short(sha), built[service.name].pinned)
+            run.image = c.image
+            opts = dataclasses.replace(opts, background_tests=test_build is not None)
+            if opts.match:
+                opts = dataclasses.replace(
+                    opts, match=dataclasses.replace(opts.match, release=c.release)
+                )
+            with lock.held(
+                lab.etcd,
+                f"{kind} {service.name} {c.release}"
+                + (" (canary)" if strategy == "canary" else ""),
+                signals.lease_lost,
+            ):
+                facts = read_facts(lab, service.name)
+                refuse_while_matched(facts, service.name, opts.match is not None)
+                run.previous = facts.routes.live
+                the_plan = plan.deploy(facts, c, opts)
+                ports = ProdPorts(lab, service, progress.say, test_build, list(facts.deployed))
+                run.apply(the_plan, ports)
     finally:
-        if background is not None:  # a failure before the tests still waits for that build
-            background.submit(tidy_builder, state, built, test_build)
-            background.shutdown(wait=True)
-        rec = records.make(
-            "match" if rule else "deploy",
-            service.name,
-            git.short(sha),
-            previous,
-            image,
-            "match" if rule else strategy,
-            started,
-            progress,
-            error,
-        )
-        if previous != rec.release or error:  # "already live" is not a deploy worth a record
-            keep(state, rec)
-    return rec
+        # a failure before the tests still waits for that build; then cd drops what it pushed
+        background.submit(tidy_builder, lab, built, test_build)
+        background.shutdown(wait=True)
+    return run.record
 
 
-def tidy_builder(state: State, built: dict[str, Built], test_build: Future[Built] | None) -> None:
-    """Off the critical path (after the switch, or the failure): the images this deploy pushed
-    leave cd (the registry holds them); see ``Builder.tidy``."""
-    made = [b for b in built.values() if b.built]
-    if test_build is not None and test_build.done() and test_build.exception() is None:
-        made += [test_build.result()] if test_build.result().built else []
-    try:
-        said = stack.tidy_builder(state, [b.ref for b in made])
-    except Exception as exc:  # housekeeping: never what a deploy fails on; the log says it
-        said = f"failed: {exc}"
-    with (state.logs / "builder-tidy.log").open("a") as log:
-        log.write(f"{records.now():%Y-%m-%dT%H:%M:%SZ} {said}\n")
+def rollback(
+    state: State | Lab, progress: Progress, service_name: str = "app", to: str | None = None
+) -> tuple[records.Record, float]:
+    """All traffic back to the previous release (or ``to``); the seconds until 100 % of
+    responses came from it."""
+    lab = Lab.of(state)
+    service = services.load(lab.config.root, service_name)
+    current = read_routes(lab, service.name)
+    target = routes.rollback_target(current, history.deployed(lab, service.name), to)
+    run = Run(lab, progress, "rollback", service.name, target, "bluegreen")
+    run.previous = current.live
+    what = f"rollback {service.name} to {target}"
+    with run.recorded(), lock.held(lab.etcd, what, signals.lease_lost):
+        facts = read_facts(lab, service.name)
+        c = from_registry(lab, service, target)
+        run.image = c.image
+        run.apply(plan.rollback(facts, c), ProdPorts(lab, service, progress.say))
+    return run.record, run.record.timings.get("to_100_s", 0.0)
 
 
-def refuse_while_matched(state: State, service: str, matching: bool) -> None:
+def decide(state: State | Lab, progress: Progress, service_name: str, command: str) -> str:
+    """``promote`` or ``abort`` the candidate on matched traffic (a recorded run), or tell a
+    running canary to do so now. Returns what happened."""
+    lab = Lab.of(state)
+    current = read_routes(lab, service_name)
+    if current.match is None:
+        holder = lock.current(lab.etcd)
+        what = holder.what if holder else ""
+        if not (what.startswith(f"deploy {service_name} ") and what.endswith("(canary)")):
+            raise ConfigError(
+                f"invoke {command} --service",
+                service_name,
+                "a service with a release on matched traffic (deploy --match) or a running "
+                "canary (deploy --strategy canary); 'invoke releases' shows what is live",
+            )
+        lab.etcd.put(verify.CANARY_KEY + service_name, command.encode())
+        return f"asked the running canary ({what}) to {command}"
+    service = services.load(lab.config.root, service_name)
+    target = current.match.release
+    run = Run(
+        lab, progress, "deploy" if command == "promote" else "abort", service.name, target, "match"
+    )
+    run.previous = current.live
+    what = f"{command} {service.name} {target}"
+    with run.recorded(), lock.held(lab.etcd, what, signals.lease_lost):
+        facts = read_facts(lab, service.name)
+        if facts.routes.match is None or facts.routes.match.release != target:
+            raise ReleaseError(f"{service.name}: {target} left matched traffic meanwhile")
+        ports = ProdPorts(lab, service, progress.say, deployed=list(facts.deployed))
+        if command == "abort":
+            run.apply(plan.abort(facts, service.name), ports)
+            return f"{target} aborted; every request on {current.live}"
+        c = from_registry(lab, service, target)
+        run.image = c.image
+        run.apply(plan.promote(facts, c, Options(bake=service.bake)), ports)
+    return f"{target} promoted: live for every request (was {current.live})"
+
+
+def read_facts(lab: Lab, service: str) -> Facts:
+    running, present = facts_releases(lab, service)
+    return Facts(read_routes(lab, service), running, present, tuple(history.deployed(lab, service)))
+
+
+def refuse_while_matched(facts: Facts, service: str, matching: bool) -> None:
     """One candidate at a time: while one serves matched traffic, deploys wait for a decision;
     a matched deploy needs a live release to serve everyone else."""
-    current = release.current_routes(state, service)
+    current = facts.routes
     if current.match:
-        raise release.ReleaseError(
+        raise ReleaseError(
             f"{service}: release {current.match.release} serves the requests with "
             f"{current.match.rule} (the others go to {current.live}). Decide on it first: "
             f"'invoke promote --service {service}' makes it live, "
-            f"'invoke abort --service {service}' removes it."
+            f"'invoke abort --service {service}' removes it.",
+            service,
         )
     if matching and not current.live:
         raise ConfigError(
@@ -161,45 +244,122 @@ def refuse_while_matched(state: State, service: str, matching: bool) -> None:
         )
 
 
-def retain(state: State, progress: Progress, service: services.Service, made_live: str) -> None:
-    with progress.stage(f"retain {service.retain} releases of {service.name}") as st:
-        history = [*deployed(state, service.name), made_live]
-        kept, pruned = release.prune(state, service, history)
-        note = f"kept {', '.join(kept)}"
-        st.changed(f"pruned {', '.join(pruned)}; {note}") if pruned else st.unchanged(note)
+@dataclasses.dataclass
+class Run:
+    """One recorded run: its record is written whatever ends it."""
+
+    lab: Lab
+    progress: Progress
+    kind: str
+    service: str
+    release: str
+    strategy: str
+    previous: str | None = None
+    image: str = ""
+    _record: records.Record | None = None
+    _outcome: apply.Outcome | None = None
+
+    def apply(self, the_plan: Plan, ports: ProdPorts) -> None:
+        """Apply ``the_plan``; raises its error once it is undone (the record is written by
+        ``recorded``)."""
+        if not the_plan.steps:
+            self.progress.say(f"{self.service} {self.release}: {the_plan.note}")
+            return
+        tags = ["cdlab", self.kind, self.service, self.release]
+        ports.event(
+            f"{self.kind} start {self.service}-{self.release}", tags, f"live: {self.previous}"
+        )
+        self._outcome = apply.apply(the_plan, ports, self.progress)
+        end = self._outcome.result if self._outcome.error else "end"
+        ports.event(
+            f"{self.kind} {end} {self.service}-{self.release}", tags, self._outcome.reason[:500]
+        )
+        if self._outcome.error is not None:
+            raise self._outcome.error
+
+    @contextmanager
+    def recorded(self) -> Iterator[None]:
+        started, result = records.now(), ""
+        error: LabError | None = None
+        try:
+            with signals.stoppable():
+                yield
+        except Stop as stop:  # before or after the plan: nothing of it to undo
+            error, result = RunStopped(stop.signal, self._stage(), []), "interrupted"
+            raise error from None
+        except LabError as exc:
+            error = exc
+            result = "interrupted" if isinstance(exc, RunStopped) else "failed"
+            raise
+        finally:
+            out = self._outcome
+            rec = records.make(
+                self.kind,
+                self.service,
+                self.release,
+                self.previous,
+                self.image,
+                self.strategy,
+                started,
+                self.progress,
+                error,
+                result,
+                out.stage if out else None,
+                out.undone if out else (),
+                out.warnings if out else (),
+            )
+            self._record = rec
+            if self.previous != rec.release or error or self.kind != "deploy":
+                history.keep(self.lab, rec)
+
+    @property
+    def record(self) -> records.Record:
+        assert self._record is not None, "the run has not ended"
+        return self._record
+
+    def _stage(self) -> str:
+        return self.progress.stages[-1].key if self.progress.stages else "start"
 
 
-def keep(state: State, rec: records.Record) -> None:
-    """The record in ``.lab/runs/``, in the route store (shared history) and copied to cd."""
-    path = records.write(state.runs, rec)
-    records.publish(release.route_store(state), rec)
-    records.copy_to_cd(state.config, path)
+def tidy_builder(lab: Lab, built: dict[str, Built], test_build: Future[Built] | None) -> None:
+    """Off the critical path (after the switch, or the failure): the images this deploy pushed
+    leave cd (the registry holds them); see ``Builder.tidy``."""
+    made = [b for b in built.values() if b.built]
+    if test_build is not None and test_build.done() and test_build.exception() is None:
+        made += [test_build.result()] if test_build.result().built else []
+    try:
+        said = stack.tidy_builder(lab.state, [b.ref for b in made])
+    except Exception as exc:  # housekeeping: never what a deploy fails on; the log says it
+        said = f"failed: {exc}"
+    with (lab.logs / "builder-tidy.log").open("a") as log:
+        log.write(f"{records.now():%Y-%m-%dT%H:%M:%SZ} {said}\n")
 
 
-def image_specs(state: State, service: services.Service, sha: str) -> list[ImageSpec]:
+def image_specs(lab: Lab, service: services.Service, sha: str) -> list[ImageSpec]:
     """Every image a release of ``service`` at ``sha`` needs: the stack's and the service's."""
-    base = f"{state.config.registry_addr}/{(state.dir / 'base-image').read_text().strip()}"
-    return stack.infra_specs(state, sha, base) + stack.service_specs(service, sha)
+    base = f"{lab.config.registry_addr}/{(lab.state.dir / 'base-image').read_text().strip()}"
+    return stack.infra_specs(lab.state, sha, base) + stack.service_specs(service, sha)
 
 
 def build(
-    state: State, progress: Progress, service: services.Service, sha: str
+    state: State | Lab, progress: Progress, service: services.Service, sha: str
 ) -> dict[str, Built]:
     """Every image the release needs, in the registry: built on cd only when missing."""
-    return stack.build(state, image_specs(state, service, sha), sha, progress)
+    lab = Lab.of(state)
+    return stack.build(lab.state, image_specs(lab, service, sha), sha, progress)
 
 
-def integration_test_image(state: State, spec: ImageSpec, sha: str) -> Built:
+def integration_test_image(lab: Lab, spec: ImageSpec, sha: str) -> Built:
     """The integration-test image in the registry (built on cd when missing) and on prod."""
-    built = stack.build(state, [spec], sha, Progress(out=None))[spec.name]
-    stack.pull(state, "prod", [built.pinned])
+    built = stack.build(lab.state, [spec], sha, Progress(out=None))[spec.name]
+    stack.pull(lab.state, "prod", [built.pinned])
     return built
 
 
-def ensure_stack(state: State, built: dict[str, Built], progress: Progress) -> None:
-    with progress.stage(f"stack on prod (compose project {stack.PROJECT})") as st:
-        out = stack.up(state, built)
-        names = stack.wait_healthy(state)
+def ensure_stack(lab: Lab, built: dict[str, Built], progress: Progress) -> None:
+    with progress.stage(f"stack on prod (compose project {stack.PROJECT})", "stack") as st:
+        out = stack.up(lab.state, built)
+        names = stack.wait_healthy(lab.state)
         created = {
             line.split()[1]
             for line in out.splitlines()
@@ -211,145 +371,6 @@ def ensure_stack(state: State, built: dict[str, Built], progress: Progress) -> N
             st.unchanged(f"{len(names)} containers healthy")
 
 
-def rollback(
-    state: State, progress: Progress, service_name: str = "app", to: str | None = None
-) -> tuple[records.Record, float]:
-    """All traffic back to the previous release (or ``to``); the seconds until 100 % of
-    responses came from it."""
-    service = services.load(state.config.root, service_name)
-    current = release.current_routes(state, service.name)
-    target = routes.rollback_target(current, deployed(state, service.name), to)
-    started, error, seconds = records.now(), None, 0.0
-    try:
-        with lock.held(release.route_store(state), f"rollback {service.name} to {target}"):
-            seconds = release.rollback(state, service, target, progress, public_url(service))
-    except LabError as exc:
-        error = exc
-        raise
-    finally:
-        rec = records.make(
-            "rollback",
-            service.name,
-            target,
-            current.live,
-            "",
-            "bluegreen",
-            started,
-            progress,
-            error,
-        )
-        rec = records.Record(**{**rec.__dict__, "timings": {**rec.timings, "to_100": seconds}})
-        keep(state, rec)
-    return rec, seconds
-
-
-def deployed(state: State, service: str) -> list[str]:
-    """Releases made live by a successful run, oldest first (a release may repeat)."""
-    return [
-        r.release
-        for r in records.history(state.runs, service, release.route_store(state))
-        if r.result == "succeeded" and r.kind in MADE_LIVE
-    ]
-
-
-@dataclass(frozen=True)
-class ReleaseRow:
-    release: str
-    status: str  # live, warm (drained, ready for rollback), retained (in the registry)
-    last_made_live: str
-    by: str
-
-
-def releases(state: State, service: str = "app") -> list[ReleaseRow]:
-    """Every release made live, newest first: live, warm (drained, ready for an instant
-    rollback), retained (in the registry: a rollback starts it by digest) or pruned; a release
-    on matched traffic comes first."""
-    current = release.current_routes(state, service)
-    warm = routes.previous(current)
-    in_registry = set(state.registry_client().tags(f"{REPOSITORY}/{service}"))
-    rows: dict[str, ReleaseRow] = {}
-    for rec in records.history(state.runs, service, release.route_store(state)):
-        if rec.result != "succeeded" or rec.kind not in MADE_LIVE:
-            continue
-        status = (
-            "live"
-            if rec.release == current.live
-            else "warm"
-            if rec.release == warm
-            else "retained"
-            if rec.release in in_registry
-            else "pruned"
-        )
-        rows[rec.release] = ReleaseRow(rec.release, status, rec.started, rec.trigger)
-    for rel in filter(None, (current.live, warm)):  # deployed before records existed
-        if rel not in rows:
-            rows[rel] = ReleaseRow(rel, "live" if rel == current.live else "warm", "?", "?")
-    ordered = sorted(rows.values(), key=lambda r: r.last_made_live, reverse=True)
-    if current.match:
-        m = current.match
-        ordered = [ReleaseRow(m.release, f"matched ({m.rule})", "-", "-")] + [
-            r for r in ordered if r.release != m.release
-        ]
-    return ordered
-
-
-def render_releases(rows: list[ReleaseRow]) -> str:
-    return report.table(
-        ("RELEASE", "STATUS", "LAST MADE LIVE", "BY"),
-        [(r.release, r.status, r.last_made_live, r.by) for r in rows],
-    )
-
-
-def release_lock(state: State) -> lock.Holder | None:
-    return lock.release(release.route_store(state))
-
-
-def decide(state: State, progress: Progress, service_name: str, command: str) -> str:
-    """``promote`` or ``abort`` the candidate on matched traffic (a recorded run), or tell a
-    running canary to do so now. Returns what happened."""
-    current = release.current_routes(state, service_name)
-    if current.match is None:
-        holder = lock.current(release.route_store(state))
-        what = holder.what if holder else ""
-        if not (what.startswith(f"deploy {service_name} ") and what.endswith("(canary)")):
-            raise ConfigError(
-                f"invoke {command} --service",
-                service_name,
-                "a service with a release on matched traffic (deploy --match) or a running "
-                "canary (deploy --strategy canary); 'invoke releases' shows what is live",
-            )
-        release.route_store(state).put(release.CANARY_KEY + service_name, command.encode())
-        return f"asked the running canary ({what}) to {command}"
-    service = services.load(state.config.root, service_name)
-    target = current.match.release
-    started, error = records.now(), None
-    try:
-        with lock.held(release.route_store(state), f"{command} {service.name} {target}"):
-            current = release.current_routes(state, service.name)
-            if current.match is None or current.match.release != target:
-                raise release.ReleaseError(
-                    f"{service.name}: {target} left matched traffic meanwhile"
-                )
-            if command == "abort":
-                release.abort_matched(state, current, progress)
-                return f"{target} aborted; every request on {current.live}"
-            candidate = release.from_registry(state, service, target)
-            release.go_live(state, candidate, current, progress, public_url(service))
-            retain(state, progress, service, target)
-            return f"{target} promoted: live for every request (was {current.live})"
-    except LabError as exc:
-        error = exc
-        raise
-    finally:
-        rec = records.make(
-            "deploy" if command == "promote" else "abort",
-            service.name,
-            target,
-            current.live,
-            "",
-            "match",
-            started,
-            progress,
-            error,
-        )
-        keep(state, rec)
+release_lock: Callable[[State | Lab], lock.Holder | None] = lambda state: lock.release(  # noqa: E731
+    Lab.of(state).etcd
+)

@@ -25,11 +25,13 @@ class Record:
     trigger: str  # who ran it
     started: str
     seconds: float
-    result: str  # "succeeded" or "failed"
-    failed_stage: str | None = None
+    result: str  # "succeeded", "failed" or "interrupted"
+    failed_stage: str | None = None  # the key of the stage it stopped at
     error: str = ""
     stages: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # healthy, switch, ... (seconds)
+    undone: list[str] = field(default_factory=list)  # keys of the steps undone
+    warnings: list[str] = field(default_factory=list)  # after the release was live
 
 
 def trigger() -> str:
@@ -51,8 +53,16 @@ def make(
     started: dt.datetime,
     progress: Progress,
     error: BaseException | None,
+    result: str = "",
+    stage: str | None = None,
+    undone: tuple[str, ...] = (),
+    warnings: tuple[str, ...] = (),
 ) -> Record:
-    failed = next((s.name for s in progress.stages if s.status == "failed"), None)
+    """The record of a run; ``result`` defaults to succeeded or failed by ``error``, and the
+    stage it stopped at to the first that failed or was interrupted."""
+    failed = stage or next(
+        (s.key for s in progress.stages if s.status in ("failed", "interrupted")), None
+    )
     return Record(
         kind,
         service,
@@ -63,29 +73,28 @@ def make(
         trigger(),
         started.isoformat(timespec="seconds"),
         round(progress.total_seconds, 3),
-        "failed" if error else "succeeded",
-        failed,
+        result or ("failed" if error else "succeeded"),
+        failed if (error or result not in ("", "succeeded")) else None,
         str(error).splitlines()[0] if error else "",
         [asdict(s) for s in progress.stages],
         timings(progress.stages),
+        list(undone),
+        list(warnings),
     )
 
 
+TIMED = ("start", "healthy", "tests", "switch", "drain", "bake", "retire")
+
+
 def timings(stages: list[Stage]) -> dict[str, float]:
-    """Stage durations under short names (pure): what the record's readers compare."""
-    names = {
-        "wait until": "healthy",
-        "switch": "switch",
-        "integration tests": "tests",
-        "start ": "start",
-        "drain": "drain",
-        "retire": "retire",
-    }
-    out = {}
+    """Durations of the stages readers compare, by key, and their figures (pure): e.g.
+    ``switch`` (the stage) and ``to_100_s`` (its figure)."""
+    out: dict[str, float] = {}
     for stage in stages:
-        for prefix, key in names.items():
-            if stage.name.startswith(prefix):
-                out[key] = round(stage.seconds, 3)
+        if stage.key in TIMED and stage.status != "skipped":
+            out[stage.key] = round(stage.seconds, 3)
+        for name, value in stage.figures.items():
+            out[name] = round(value, 4)
     return out
 
 

@@ -12,6 +12,8 @@ The manifest (every field but ``name`` and ``port`` optional)::
     database = false              # true: DATABASE_URL points at the stack's Postgres
     retain = 5                    # releases kept in the registry for a rollback by digest
     health_timeout = 60           # seconds a starting release has to pass its health probe
+    bake = 10                     # seconds the new release is watched after the switch (0: no
+                                  # bake); if it fails, every request goes back to the previous
     [env]                         # extra environment of every container
     GREETING = "hello"
     [hooks]                       # run in a container of the candidate image, on the stack network
@@ -51,6 +53,7 @@ _KNOWN = {
     "database",
     "retain",
     "health_timeout",
+    "bake",
     "env",
     "hooks",
     "canary",
@@ -75,6 +78,7 @@ class Service:
     thresholds: Thresholds = field(default_factory=Thresholds)
     health_timeout: int = 60  # seconds a starting release has to pass its probe
     max_connections: int = 0  # requests the proxy sends one release at a time; 0: no limit
+    bake: float = 10.0  # seconds the new release is watched after the switch; 0: no bake
 
     @property
     def probe(self) -> str:
@@ -142,6 +146,9 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
     max_connections = _int(doc, "max_connections", 0, expected, source)
     if not 0 <= max_connections <= 10000:
         raise ConfigError("max_connections", max_connections, expected, source)
+    bake = doc.get("bake", 10)
+    if isinstance(bake, bool) or not isinstance(bake, int | float) or not 0 <= bake <= 600:
+        raise ConfigError("bake", bake, "seconds from 0 (no bake window) to 600", source)
     env = doc.get("env", {})
     if not isinstance(env, dict) or not all(
         isinstance(k, str) and _ENV.match(k) and k not in RESERVED_ENV and isinstance(v, str)
@@ -173,6 +180,7 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
         _thresholds(doc.get("canary", {}), f"{source} [canary]"),
         health_timeout,
         max_connections,
+        float(bake),
     )
 
 

@@ -14,8 +14,8 @@ from lab.build import git
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
-from lab.release import devloop, pipeline
-from lab.release import engine as release
+from lab.release import devloop, history, pipeline, records
+from lab.release import api as release
 from lab.stack import services
 from tests.conftest import commit_in_clone, session
 
@@ -96,7 +96,7 @@ def test_a_commit_pushed_from_dev_is_live_without_another_command(lab: State) ->
     script = f"cd {devloop.CLONE} && git fetch -q /vagrant HEAD && git reset -q --hard FETCH_HEAD"
     assert engines.local().containers.get(dev).exec_run(["sh", "-c", script]).exit_code == 0
     page = f"{devloop.CLONE}/services/app/app/web.py"
-    stamp = f"pushed from dev {len(pipeline.deployed(lab, 'app'))}"
+    stamp = f"pushed from dev {len(history.deployed(lab, 'app'))}"
     subprocess.run(
         [
             "docker",
@@ -131,7 +131,7 @@ def test_a_commit_pushed_from_dev_is_live_without_another_command(lab: State) ->
     # the run is in the shared history, with who triggered it, and in a record on cd
     rec = [
         r
-        for r in pipeline.records.history(lab.runs, "app", release.route_store(lab))
+        for r in records.history(lab.runs, "app", release.route_store(lab))
         if r.release == head
     ][-1]
     assert rec.trigger.startswith("git push to cd") and rec.result == "succeeded"

@@ -10,8 +10,8 @@ import pytest
 
 from lab.estate.state import State
 from lab.ports import engines
-from lab.release import engine as release
-from lab.release import pipeline, records
+from lab.release import api as release
+from lab.release import history, pipeline, records
 
 pytestmark = pytest.mark.xdist_group("prod")
 
@@ -74,4 +74,4 @@ def test_each_deploy_makes_new_containers(lab: State) -> None:
         assert c.attrs["Config"]["Labels"]["cdlab.release"] == rel
         assert c.attrs["Config"]["Env"] and f"RELEASE={rel}" in c.attrs["Config"]["Env"]
     assert release.current_routes(lab, "app").live in by_release
-    assert pipeline.deployed(lab, "app")
+    assert history.deployed(lab, "app")

@@ -15,8 +15,8 @@ from lab.errors import ConfigError
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
-from lab.release import engine as release
-from lab.release import pipeline, records
+from lab.release import api as release
+from lab.release import history, pipeline, records
 from lab.stack import project as stack
 from tests.conftest import commit_in_clone, session
 
@@ -61,9 +61,9 @@ def test_matched_requests_reach_the_candidate_until_it_is_promoted(
     assert set(releases_seen()) == {a}
     assert set(releases_seen({"X-Canary": "0"})) == {a}
     assert set(releases_seen({"Cookie": "X-Canary=1"})) == {a}
-    rows = {r.release: r.status for r in pipeline.releases(lab, "app")}
+    rows = {r.release: r.status for r in history.releases(lab, "app")}
     assert (rows[a], rows[b]) == ("live", "matched (header:X-Canary=1)")
-    assert pipeline.deployed(lab, "app")[-1] != b, "a matched release was not made live"
+    assert history.deployed(lab, "app")[-1] != b, "a matched release was not made live"
 
     with pytest.raises(release.ReleaseError, match="Decide on it first: 'invoke promote"):
         pipeline.deploy(lab, Progress(out=None), "app")
@@ -73,7 +73,7 @@ def test_matched_requests_reach_the_candidate_until_it_is_promoted(
     assert set(releases_seen()) == {b}
     assert set(releases_seen({"X-Canary": "1"})) == {b}
     assert release.current_routes(lab, "app").match is None
-    assert pipeline.deployed(lab, "app")[-1] == b
+    assert history.deployed(lab, "app")[-1] == b
     assert all(status == 200 for _, status, _ in light_load), "unmatched users saw an error"
 
     pipeline.rollback(lab, Progress(out=None), "app", to=a)

@@ -17,8 +17,8 @@ from lab.estate.state import State
 from lab.ports import engines
 from lab.ports.metrics import Graphite
 from lab.progress import Progress
-from lab.release import engine as release
-from lab.release import judge, lock, pipeline, records
+from lab.release import api as release
+from lab.release import history, judge, lock, pipeline, records
 from tests.conftest import commit_in_clone, session
 
 pytestmark = pytest.mark.xdist_group("prod")
@@ -81,7 +81,7 @@ def test_deploy_rollback_and_rollback_to_a_pruned_release(
     cd = engines.local().containers.get(lab.config.container_name(lab.config.builder))
     copies = cd.exec_run(["ls", records.CD_RUNS]).output.decode()
     assert "rollback-" in copies and f"-app-{a}.json" in copies  # a copy of each record on cd
-    rows = {r.release: r.status for r in pipeline.releases(lab)}
+    rows = {r.release: r.status for r in history.releases(lab)}
     assert rows[a] == "live" and rows[b] == "warm"
     # a release started again is a new container at a new address: the switch to it waits
     # until the proxy's slot has that address, so no request meets the old one
@@ -220,7 +220,7 @@ def test_only_the_retained_releases_stay_in_the_registry(lab: State) -> None:
     from lab.stack import services
 
     app = services.load(lab.config.root, "app")
-    kept, _ = release.prune(lab, app, pipeline.deployed(lab, "app"))
+    kept, _ = release.prune(lab, app, history.deployed(lab, "app"))
     tags = [t for t in lab.registry_client().tags("cdlab/app") if len(t) == 12]
     assert set(tags) <= set(kept) and len(kept) <= app.retain
     assert release.current_routes(lab, "app").live in tags

@@ -18,7 +18,7 @@ from lab.errors import ImageBuildError
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
-from lab.release import engine as release
+from lab.release import api as release
 from lab.stack import project as stack
 from lab.stack import services
 from tests.conftest import commit_in_clone, session

@@ -19,7 +19,7 @@ from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
 from lab.proof import load, loadreport
-from lab.release import engine as release
+from lab.release import api as release
 from lab.release import pipeline, records
 from lab.stack import project as stack
 from tests import conftest

@@ -19,7 +19,7 @@ from lab.estate.state import State
 from lab.progress import Progress
 from lab.proof import controls, load, loadreport
 from lab.proof.load import Traffic
-from lab.release import engine as release
+from lab.release import api as release
 from lab.release import pipeline
 from lab.stack import services
 from tests.conftest import edit_and_commit

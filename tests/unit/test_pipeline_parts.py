@@ -11,7 +11,7 @@ import pytest
 
 from lab.errors import ConfigError
 from lab.progress import Stage
-from lab.release import lock, pipeline, records, routes
+from lab.release import history, lock, pipeline, records, routes
 
 S = routes.Server
 LIVE_B_WARM_A = routes.Routes("app", (S("b", "app-b", 100), S("a", "app-a", 0, drain=True)))
@@ -63,20 +63,23 @@ def test_lock_holder_round_trip_and_the_refusal_names_who_and_since() -> None:
     assert "invoke lock.release" in text
 
 
-def test_timings_name_the_stages_a_reader_compares() -> None:
+def test_timings_read_stage_keys_and_figures_never_titles() -> None:
     stages = [
-        Stage("start app-x on prod beside y", "changed", 1.5),
-        Stage("wait until app-x is healthy", "changed", 1.0),
-        Stage("integration tests against the candidate's own address", "changed", 0.8),
-        Stage("switch: all traffic to x", "changed", 0.2),
-        Stage("drain y (until its active connections reach 0)", "changed", 0.1),
-        Stage("image app:x on cd", "changed", 4.0),
+        Stage("start", "start app-x on prod beside y", "changed", 1.5),
+        Stage("healthy", "wait until app-x is healthy", "changed", 1.0, "", {"healthy_s": 0.9}),
+        Stage("tests", "integration tests against the candidate's own address", "changed", 0.8),
+        Stage("switch", "switch: all traffic to x", "changed", 0.2, "", {"to_100_s": 0.012}),
+        Stage("drain", "drain y (until its active connections reach 0)", "changed", 0.1),
+        Stage("image-app-x", "switch image app:x on cd", "changed", 4.0),  # a title is no key
+        Stage("bake", "bake", "skipped", 0.0),
     ]
     assert records.timings(stages) == {
         "start": 1.5,
         "healthy": 1.0,
+        "healthy_s": 0.9,
         "tests": 0.8,
         "switch": 0.2,
+        "to_100_s": 0.012,
         "drain": 0.1,
     }
 
@@ -98,10 +101,10 @@ def test_history_is_per_service_oldest_first_and_skips_foreign_files(tmp_path: P
 
 def test_releases_table() -> None:
     rows = [
-        pipeline.ReleaseRow("b", "live", "2026-11-23T10:00:02+00:00", "ada@ws"),
-        pipeline.ReleaseRow("a", "warm", "2026-11-23T10:00:01+00:00", "ada@ws"),
+        history.ReleaseRow("b", "live", "2026-11-23T10:00:02+00:00", "ada@ws"),
+        history.ReleaseRow("a", "warm", "2026-11-23T10:00:01+00:00", "ada@ws"),
     ]
-    lines = pipeline.render_releases(rows).splitlines()
+    lines = history.render_releases(rows).splitlines()
     assert lines[0].split() == ["RELEASE", "STATUS", "LAST", "MADE", "LIVE", "BY"]
     assert lines[1].split()[:2] == ["b", "live"] and lines[2].split()[:2] == ["a", "warm"]
 
@@ -110,7 +113,10 @@ def test_record_make_marks_the_failed_stage() -> None:
     from lab.progress import Progress
 
     p = Progress(out=None)
-    p.stages += [Stage("build", "changed", 1.0), Stage("wait until x is healthy", "failed", 6.0)]
+    p.stages += [
+        Stage("build", "build", "changed", 1.0),
+        Stage("healthy", "wait until x is healthy", "failed", 6.0),
+    ]
     rec = records.make(
         "deploy",
         "app",
@@ -122,11 +128,7 @@ def test_record_make_marks_the_failed_stage() -> None:
         p,
         RuntimeError("boom\nmore"),
     )
-    assert (rec.result, rec.failed_stage, rec.error) == (
-        "failed",
-        "wait until x is healthy",
-        "boom",
-    )
+    assert (rec.result, rec.failed_stage, rec.error) == ("failed", "healthy", "boom")
 
 
 class FakeStore:
@@ -156,12 +158,3 @@ def test_history_merges_local_and_shared_records_once(tmp_path: Path) -> None:
 def test_the_trigger_can_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CDLAB_TRIGGER", "git push to cd (refs/heads/main)")
     assert records.trigger() == "git push to cd (refs/heads/main)"
-
-
-def test_a_switch_stage_reports_its_time_to_100_percent() -> None:
-    from lab.release import engine as release
-
-    detail = release.SWITCHED.format(release="3f9c2e1a0b1c", ms=8.04)
-    assert detail == "100% of responses from 3f9c2e1a0b1c 8.0 ms after the route change"
-    assert release.switched_seconds(detail) == 0.008
-    assert release.switched_seconds("previous release kept warm") is None

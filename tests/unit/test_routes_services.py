@@ -8,8 +8,8 @@ import pytest
 from lab import config
 from lab.errors import ConfigError
 from lab.estate.state import State
-from lab.release import engine as release
-from lab.release import routes
+from lab.release import api as release
+from lab.release import containers, routes
 from lab.stack import services
 
 R = routes.Routes
@@ -230,7 +230,7 @@ def test_a_release_runs_immutable_unprivileged_and_named_after_itself(tmp_path: 
     state = State(config.parse_topology(json.loads(config.TOPOLOGY.read_text()), root, tmp_path))
     app = services.load(root, "app")
     image = "10.100.200.200:5000/cdlab/app@sha256:" + "a" * 64
-    spec = release.container_spec(state, release.Candidate(app, "3f9c2e1a0b1c", image, None))
+    spec = containers.container_spec(state, release.Candidate(app, "3f9c2e1a0b1c", image, None))
     assert (spec["name"], spec["image"], spec["network"]) == ("app-3f9c2e1a0b1c", image, "cdlab")
     assert spec["read_only"] and spec["tmpfs"] == {"/tmp": "size=16m"}
     assert spec["user"] == "10001:10001" and spec["cap_drop"] == ["ALL"]

@@ -1,0 +1,268 @@
+"""The actions a plan's steps are made of: frozen data that, run, calls the ports (and nothing
+else). Each one's ``run`` returns a ``Result`` (a detail for people, figures for records)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lab.errors import CanaryAborted, ReleaseError
+from lab.release import judge, routes
+from lab.release.model import Candidate, Result
+from lab.release.ports import ReleasePorts
+
+CHECK_TIMEOUT = 1.1  # a proxy health check ends within this: the longest one in flight
+
+
+@dataclass(frozen=True)
+class Pull:
+    images: tuple[str, ...]
+
+    def run(self, ports: ReleasePorts) -> Result:
+        n = ports.pull(self.images)
+        if n:
+            return Result(f"{n} image(s) by digest from the lab registry")
+        return Result("present", changed=False)
+
+
+@dataclass(frozen=True)
+class RemoveReleases:
+    """Releases out of the pool (a crashed run's leftovers hold database connections)."""
+
+    service: str
+    keep: frozenset[str]
+
+    def run(self, ports: ReleasePorts) -> Result:
+        gone = ports.out_of_pool(self.service, self.keep)
+        for release in gone:
+            ports.remove(self.service, release, 5)
+        return Result(", ".join(gone) or "none", changed=bool(gone))
+
+
+@dataclass(frozen=True)
+class Hook:
+    candidate: Candidate
+    which: str  # pre-deploy or post-deploy
+    command: str
+
+    def run(self, ports: ReleasePorts) -> Result:
+        return Result(ports.run_hook(self.candidate, self.which, self.command))
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """The service's frontend on the proxy, from the manifest at the deployed commit."""
+
+    candidate: Candidate
+
+    def run(self, ports: ReleasePorts) -> Result:
+        new = ports.write_frontend(self.candidate)
+        s = self.candidate.service
+        return Result(f":{s.public_port} -> {s.name} (health {s.health})", changed=new)
+
+
+@dataclass(frozen=True)
+class RemoveFrontend:
+    service: str
+
+    def run(self, ports: ReleasePorts) -> Result:
+        ports.remove_frontend(self.service)
+        return Result(f"frontend of {self.service} removed")
+
+
+@dataclass(frozen=True)
+class Start:
+    candidate: Candidate
+
+    def run(self, ports: ReleasePorts) -> Result:
+        return Result(ports.start(self.candidate))
+
+
+@dataclass(frozen=True)
+class Remove:
+    service: str
+    release: str
+    stop_timeout: int = 5
+
+    def run(self, ports: ReleasePorts) -> Result:
+        ports.remove(self.service, self.release, self.stop_timeout)
+        return Result(f"{self.service}-{self.release} stopped and removed")
+
+
+@dataclass(frozen=True)
+class WaitHealthy:
+    candidate: Candidate
+    timeout: float
+
+    def run(self, ports: ReleasePorts) -> Result:
+        took = ports.wait_healthy(self.candidate, self.timeout)
+        return Result(f"healthy after {took:.1f} s", {"healthy_s": took})
+
+
+@dataclass(frozen=True)
+class WriteRoutes:
+    """Routes as given: one write to the route store, which the proxy applies at once."""
+
+    routes: routes.Routes
+    why: str = ""
+
+    def run(self, ports: ReleasePorts) -> Result:
+        ports.write_routes(self.routes)
+        return Result(self.why or f"routes of {self.routes.service} written")
+
+
+@dataclass(frozen=True)
+class FreeSlot:
+    """A pool release whose containers are gone leaves its slot (checks in flight to its old
+    address would take the new container down) until it takes it back, tested."""
+
+    without: routes.Routes
+    host: str
+
+    def run(self, ports: ReleasePorts) -> Result:
+        ports.write_routes(self.without)
+        ports.wait_released(self.without.service, self.host)
+        ports.sleep(CHECK_TIMEOUT)  # a check in flight to the old address ends first
+        return Result(f"{self.host} out of the pool until it is tested again")
+
+
+@dataclass(frozen=True)
+class IntegrationTests:
+    candidate: Candidate
+
+    def run(self, ports: ReleasePorts) -> Result:
+        image = ports.test_image(self.candidate)
+        return Result(ports.integration_tests(self.candidate, image))
+
+
+@dataclass(frozen=True)
+class WaitUp:
+    candidate: Candidate
+    backend: str
+
+    def run(self, ports: ReleasePorts) -> Result:
+        address = ports.address(self.candidate)
+        took = ports.wait_up(self.backend, self.candidate.host, address)
+        return Result(f"UP in {self.backend} at {address}", {"up_s": took})
+
+
+@dataclass(frozen=True)
+class Switch:
+    """All traffic as ``routes`` says, then verified through the proxy: the seconds from the
+    route write until every response came from ``release`` are the figure ``to_100_s``."""
+
+    routes: routes.Routes
+    release: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def run(self, ports: ReleasePorts) -> Result:
+        ports.write_routes(self.routes)
+        seconds = ports.verify(self.routes.service, self.release, dict(self.headers) or None)
+        ports.event(
+            f"switch to {self.routes.service}-{self.release}",
+            ["cdlab", "switch", self.routes.service, self.release],
+            f"{seconds * 1000:.1f} ms",
+        )
+        return Result(
+            f"100% of responses from {self.release} {seconds * 1000:.1f} ms after the route change",
+            {"to_100_s": seconds},
+        )
+
+
+@dataclass(frozen=True)
+class Verify:
+    service: str
+    release: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def run(self, ports: ReleasePorts) -> Result:
+        seconds = ports.verify(self.service, self.release, dict(self.headers) or None)
+        return Result(f"answered by {self.release}", {"to_100_s": seconds}, changed=False)
+
+
+@dataclass(frozen=True)
+class CanaryStep:
+    candidate: Candidate
+    weighted: routes.Routes
+    live: str
+    weight: int
+    interval: float
+    thresholds: judge.Thresholds
+
+    def run(self, ports: ReleasePorts) -> Result:
+        c = self.candidate
+        ports.write_routes(self.weighted)
+        ports.event(f"canary {self.weight}% {c.project}", ["cdlab", "canary", c.service.name])
+        verdict, command = ports.judge_step(c, self.live, self.interval, self.thresholds)
+        if verdict.decision != "promote":
+            raise CanaryAborted(c.service.name, c.release, self.weight, verdict.reason)
+        return Result(verdict.reason, skip_to="switch" if command == "promote" else "")
+
+
+@dataclass(frozen=True)
+class Drain:
+    service: str
+    release: str
+
+    def run(self, ports: ReleasePorts) -> Result:
+        took, left = ports.wait_drained(self.service, routes.host_name(self.service, self.release))
+        detail = f"{left} connection(s) still open after {took:.1f} s" if left else "drained"
+        return Result(f"{detail}; kept running for an instant rollback", {"drain_s": took})
+
+
+@dataclass(frozen=True)
+class Bake:
+    candidate: Candidate
+    previous: str
+    seconds: float
+    thresholds: judge.Thresholds
+
+    def run(self, ports: ReleasePorts) -> Result:
+        said = ports.bake(self.candidate, self.previous, self.seconds, self.thresholds)
+        return Result(said, {"bake_s": self.seconds})
+
+
+@dataclass(frozen=True)
+class Retire:
+    service: str
+    keep: frozenset[str]
+
+    def run(self, ports: ReleasePorts) -> Result:
+        gone = ports.retire(self.service, self.keep)
+        if gone:
+            return Result(", ".join(gone))
+        return Result("previous release kept warm", changed=False)
+
+
+@dataclass(frozen=True)
+class Retain:
+    service: str
+    retain: int
+    made_live: str
+
+    def run(self, ports: ReleasePorts) -> Result:
+        kept, pruned = ports.prune(self.service, self.made_live)
+        note = f"kept {', '.join(kept)}"
+        if pruned:
+            return Result(f"pruned {', '.join(pruned)}; {note}")
+        return Result(note, changed=False)
+
+
+@dataclass(frozen=True)
+class Event:
+    what: str
+    tags: tuple[str, ...]
+    data: str = ""
+
+    def run(self, ports: ReleasePorts) -> Result:
+        ports.event(self.what, list(self.tags), self.data)
+        return Result(changed=False)
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """A step that fails on purpose (a plan that must not go on, e.g. a stale fact)."""
+
+    message: str
+
+    def run(self, ports: ReleasePorts) -> Result:
+        raise ReleaseError(self.message)

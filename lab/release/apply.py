@@ -1,0 +1,145 @@
+"""Apply a plan through the ports; whatever stops it, undo what was done.
+
+An exception in a step, SIGINT, SIGTERM or a lost lock lease (``Stop``, raised in the main
+thread by ``signals.stoppable``) ends the run: the undo of every step done, the failing one
+included, runs in reverse order while further signals are held back, and the outcome says what
+stopped it, where, and what was undone. Steps after the commit point (``after_commit``) only
+warn. ``apply`` never raises; the caller records the outcome, then raises ``outcome.error``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lab.errors import LabError, ReleaseError, RunStopped, Stop
+from lab.progress import Progress
+from lab.release import signals
+from lab.release.model import Plan, Step
+from lab.release.ports import ReleasePorts
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # succeeded, failed or interrupted
+    stage: str | None = None  # the key of the step it stopped at
+    error: LabError | None = None
+    undone: tuple[str, ...] = ()
+    undo_errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def reason(self) -> str:
+        return str(self.error).splitlines()[0] if self.error else ""
+
+
+def apply(plan: Plan, ports: ReleasePorts, progress: Progress) -> Outcome:
+    """Run ``plan``'s steps in order; see the module's docstring."""
+    progress.plan(plan.keys)
+    done: list[Step] = []
+    warnings: list[str] = []
+    skipped: list[str] = []
+    running: Step | None = None
+    try:
+        with signals.stoppable():
+            skip_to = ""
+            for step in plan.steps:
+                if skip_to and step.key != skip_to:
+                    skipped.append(step.key)
+                    progress.record(step.title, "skipped", 0.0, "promoted by hand", key=step.key)
+                    continue
+                skip_to, running = "", step
+                try:
+                    skip_to = _run(step, ports, progress)
+                except Exception as exc:
+                    if not step.after_commit:
+                        raise
+                    warnings.append(f"{step.key}: {exc}".splitlines()[0])
+                done.append(step)
+                running = None
+    except Stop as stop:
+        stage = running.key if running else (done[-1].key if done else "start")
+        undone, errors = _undo(done + ([running] if running else []), ports, progress)
+        note = _undo_note(errors)
+        err = RunStopped(stop.signal, stage, undone, note)
+        err.service, err.release = plan.service, plan.release
+        return Outcome("interrupted", stage, err, tuple(undone), tuple(errors), tuple(warnings))
+    except Exception as exc:
+        assert running is not None
+        undone, errors = _undo([*done, running], ports, progress)
+        return Outcome(
+            "failed",
+            running.key,
+            _as_release_error(exc, plan, running, undone, errors),
+            tuple(undone),
+            tuple(errors),
+            tuple(warnings),
+        )
+    return Outcome("succeeded", warnings=tuple(warnings), skipped=tuple(skipped))
+
+
+def _run(step: Step, ports: ReleasePorts, progress: Progress) -> str:
+    skip_to = ""
+    with progress.stage(step.title, step.key) as st:
+        details, changed = [], False
+        for action in step.do:
+            result = action.run(ports)
+            details.append(result.detail)
+            changed = changed or result.changed
+            for name, value in result.figures.items():
+                st.figure(name, value)
+            skip_to = skip_to or result.skip_to
+        detail = "; ".join(d for d in details if d)
+        st.changed(detail) if changed else st.unchanged(detail)
+    return skip_to
+
+
+def _undo(
+    steps: list[Step], ports: ReleasePorts, progress: Progress
+) -> tuple[list[str], list[str]]:
+    """Undo ``steps`` in reverse order; further signals wait until it is done."""
+    undone: list[str] = []
+    errors: list[str] = []
+    with signals.deferred(progress.say):
+        for step in reversed(steps):
+            if not step.undo or step.after_commit:
+                continue
+            try:
+                with progress.stage(f"undo: {step.title}", f"undo-{step.key}") as st:
+                    st.changed("; ".join(a.run(ports).detail for a in step.undo))
+                undone.append(step.key)
+            except Exception as exc:  # an undo that fails must not stop the others
+                errors.append(f"{step.key}: {exc}".splitlines()[0])
+    return undone, errors
+
+
+def _undo_note(errors: list[str]) -> str:
+    if not errors:
+        return ""
+    return (
+        " Some undo failed (" + "; ".join(errors) + "). Next step: 'invoke releases' and "
+        "'invoke lab.status' show what is left; run the deploy or rollback again."
+    )
+
+
+def _as_release_error(
+    exc: Exception, plan: Plan, step: Step, undone: list[str], errors: list[str]
+) -> LabError:
+    """The error a failed run raises: a ``LabError`` as it is (with where it stopped), anything
+    else wrapped with its type; and what the undo did."""
+    what = ", ".join(undone) if undone else "nothing to undo"
+    tail = f"\nUndone: {what}.{_undo_note(errors)}"
+    if isinstance(exc, LabError):
+        if isinstance(exc, ReleaseError):
+            exc.stage = exc.stage or step.key
+            exc.service, exc.release = exc.service or plan.service, exc.release or plan.release
+        exc.args = (f"{exc}{tail}",)
+        return exc
+    err = ReleaseError(
+        f"'{step.title}' failed: {type(exc).__name__}: {exc}{tail}",
+        plan.service,
+        plan.release,
+        step.key,
+    )
+    err.__cause__ = exc
+    return err

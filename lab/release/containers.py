@@ -1,0 +1,233 @@
+"""A release's containers on prod's engine: how one runs (``container_spec``), started,
+probed until healthy, tested, hooked, removed. Every function takes an engine client."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import requests
+
+from lab.errors import ReleaseError, tail
+from lab.estate.state import State
+from lab.release.model import Candidate
+from lab.stack import project as stack
+from lab.stack.services import Service
+
+
+def environment(state: State, service: Service) -> dict[str, str]:
+    """The manifest's environment, plus the database's address when it asks for one."""
+    env = dict(service.env)
+    if service.database:
+        env["DATABASE_URL"] = f"postgresql://app:{state.secret('db-password')}@db:5432/app"
+    return env
+
+
+def release_environment(state: State, c: Candidate) -> dict[str, str]:
+    """Everything a release's process sees: the manifest's environment, who it is, and where
+    its metrics go (12-factor: the same image runs anywhere)."""
+    return {
+        **environment(state, c.service),
+        "SERVICE_NAME": c.service.name,
+        "RELEASE": c.release,
+        "IMAGE": c.image,
+        "PORT": str(c.service.port),
+        "CARBON_HOST": "carbon",
+        "CARBON_PORT": "2003",
+    }
+
+
+SECOND = 1_000_000_000  # the engine's healthcheck durations are in nanoseconds
+
+
+def container_spec(state: State, c: Candidate) -> dict[str, Any]:
+    """How a release runs on prod, as the SDK's ``containers.run`` arguments (pure apart from
+    reading the lab's secrets). One container per release, named ``<service>-<release>`` on the
+    stack network (the proxy finds it by that name), so releases run side by side:
+
+    - immutable: the image pinned by digest, a read-only root, a tmpfs for /tmp;
+    - non-root (uid 10001), every capability dropped, ``no-new-privileges``;
+    - restarted by the engine (and by the host after a kill: ``cdlab.keepalive``);
+    - Docker's own healthcheck is the slow, cheap one (every exec costs CPU): cdlab runs the
+      same probe itself while a release starts, and the proxy checks releases every second.
+    """
+    return {
+        "image": c.image,
+        "name": c.project,
+        "detach": True,
+        "environment": release_environment(state, c),
+        "labels": {
+            "cdlab.keepalive": "true",
+            "cdlab.role": "release",
+            "cdlab.service": c.service.name,
+            "cdlab.release": c.release,
+        },
+        "restart_policy": {"Name": "always"},
+        "read_only": True,
+        "tmpfs": {"/tmp": "size=16m"},
+        "user": "10001:10001",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "stop_signal": "SIGTERM",  # cdlab stops a release (drained first) with a 25 s grace
+        "healthcheck": {
+            "test": ["CMD-SHELL", c.service.probe],
+            "interval": 10 * SECOND,
+            "timeout": 3 * SECOND,
+            "retries": 3,
+            "start_period": 60 * SECOND,
+        },
+        "network": stack.NETWORK,
+    }
+
+
+def release_containers(client: Any, service: str, release: str, all: bool = True) -> list[Any]:
+    """The containers of one release (by its labels; also those a Compose run made)."""
+    return list(
+        client.containers.list(
+            all=all, filters={"label": [f"cdlab.service={service}", f"cdlab.release={release}"]}
+        )
+    )
+
+
+def replace_container(state: State, client: Any, candidate: Candidate) -> Any:
+    """Create and start the release's container (one left by an earlier, failed start of the
+    same release is removed first: the name is the release's)."""
+    import docker.errors
+
+    for old in release_containers(client, candidate.service.name, candidate.release):
+        with contextlib.suppress(docker.errors.NotFound):
+            old.remove(force=True)
+    try:
+        return client.containers.run(**container_spec(state, candidate))
+    except docker.errors.APIError as exc:
+        raise ReleaseError(
+            f"prod's engine refused to start {candidate.project}: {exc.explanation or exc}"
+        ) from exc
+
+
+def stack_address(container: Any) -> str:
+    """A container's address on the stack network."""
+    container.reload()
+    return str(container.attrs["NetworkSettings"]["Networks"][stack.NETWORK]["IPAddress"])
+
+
+def wait_healthy(client: Any, c: Candidate, timeout: float = 60.0) -> float:
+    """Bounded wait until the release's own probe (the manifest's healthcheck) passes inside
+    its container, run by cdlab every 0.1 s; the last answer is the evidence."""
+    import docker.errors
+
+    deadline, last, started = time.monotonic() + timeout, "not started", time.monotonic()
+    container, project, probe = None, c.project, c.service.probe
+    while time.monotonic() < deadline:
+        found = release_containers(client, c.service.name, c.release)
+        if found:
+            container = found[0]
+            container.reload()
+            st = container.attrs["State"]
+            restarts = container.attrs.get("RestartCount", 0)
+            if restarts >= 3:  # a crash loop: waiting will not heal it
+                last = (
+                    f"crash loop: restarted {restarts} times (last exit code {st.get('ExitCode')})"
+                )
+                break
+            if st.get("Status") in ("exited", "dead") or st.get("Restarting"):
+                last = f"container {st.get('Status')} (exit code {st.get('ExitCode')})"
+            elif st.get("Status") == "running":
+                try:
+                    code, out = container.exec_run(["sh", "-c", probe], demux=False)
+                except docker.errors.APIError as exc:  # it stopped between reload and exec
+                    code, out = -1, str(exc).encode()
+                if code == 0:
+                    return time.monotonic() - started
+                last = f"health check exit {code}: {out.decode(errors='replace')[-200:]}"
+        time.sleep(0.1)
+    logs = container.logs(tail=15).decode(errors="replace") if container is not None else ""
+    took = min(timeout, time.monotonic() - started)
+    raise ReleaseError(
+        f"release '{project}' did not become healthy within {took:.0f} s; "
+        f"last health answer: {last}\nlast lines of its log:\n{tail(logs)}"
+    )
+
+
+def integration_tests(state: State, client: Any, c: Candidate, test_image: str | None) -> str:
+    """Run the service's integration tests (its test image, or ``test_command`` in the release's
+    own image) against the candidate's own address on prod."""
+    env = {"BASE_URL": f"http://{c.host}:{c.service.port}", "EXPECT_RELEASE": c.release}
+    if test_image:
+        code, output = one_off(client, test_image, None, env, "integration-tests", user=None)
+    else:
+        env.update(environment(state, c.service))
+        code, output = one_off(client, c.image, c.service.test_command, env, "integration-tests")
+    if code != 0:
+        raise ReleaseError(
+            f"integration tests failed against {c.host} (exit {code}):\n{tail(output, 25)}"
+        )
+    summary = [line for line in output.splitlines() if " passed" in line]
+    return summary[-1].strip("= ") if summary else "passed"
+
+
+def hook(state: State, client: Any, c: Candidate, which: str, command: str) -> str:
+    """Run a manifest hook in a container of the candidate's image on the stack network."""
+    env = {
+        **environment(state, c.service),
+        "SERVICE_NAME": c.service.name,
+        "RELEASE": c.release,
+        "IMAGE": c.image,
+    }
+    code, output = one_off(client, c.image, command, env, which)
+    if code != 0:
+        raise ReleaseError(
+            f"the {which} hook of {c.service.name} failed (exit {code}): {command}\n"
+            f"{tail(output, 15)}"
+        )
+    last = output.strip().splitlines()
+    return f"exit 0{': ' + last[-1][:80] if last else ''}"
+
+
+def one_off(
+    client: Any,
+    image: str,
+    command: str | None,
+    env: dict[str, str],
+    role: str,
+    user: str | None = "10001:10001",  # the release's own user (container_spec)
+) -> tuple[int, str]:
+    """Run a container to completion on the stack network; (exit code, output). Bounded."""
+    container = client.containers.run(
+        image,
+        ["sh", "-c", command] if command else None,
+        environment=env,
+        network=stack.NETWORK,
+        detach=True,
+        user=user,
+        labels={"cdlab.role": role},
+    )
+    try:
+        try:
+            result = container.wait(timeout=300)
+        except requests.RequestException:
+            return 124, "timed out after 300 s\n" + container.logs().decode(errors="replace")
+        return int(result.get("StatusCode", 1)), container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+
+
+def out_of(client: Any, service: str, keep: frozenset[str] | set[str]) -> list[str]:
+    """Releases of ``service`` with a container on prod that are not in ``keep``."""
+    found = client.containers.list(
+        all=True, sparse=True, filters={"label": f"cdlab.service={service}"}
+    )
+    releases = {(c.attrs.get("Labels") or {}).get("cdlab.release", "") for c in found}
+    return sorted(releases - keep - {""})
+
+
+def healthy(client: Any, c: Candidate) -> bool:
+    """Running and not reported unhealthy by Docker's (slow) check; the proxy checks each
+    second whether it may serve."""
+    found = release_containers(client, c.service.name, c.release, all=False)
+    if not found:
+        return False
+    found[0].reload()
+    st = found[0].attrs["State"]
+    return bool(st.get("Running")) and (st.get("Health") or {}).get("Status") != "unhealthy"

@@ -1,0 +1,81 @@
+"""The release history: records kept and read back, and what it says (the releases made live,
+the ``invoke releases`` table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lab import report
+from lab.estate.images import REPOSITORY
+from lab.estate.state import State
+from lab.ports.lab import Lab
+from lab.release import records, routes
+from lab.release.prod import read_routes
+
+MADE_LIVE = ("deploy", "rollback")  # record kinds after which a release served everyone
+
+
+def keep(lab: Lab, rec: records.Record) -> None:
+    """The record in ``.lab/runs/``, in the route store (shared history) and copied to cd."""
+    path = records.write(lab.runs, rec)
+    records.publish(lab.etcd, rec)
+    records.copy_to_cd(lab.config, path)
+
+
+def deployed(state: State | Lab, service: str) -> list[str]:
+    """Releases made live by a successful run, oldest first (a release may repeat)."""
+    lab = Lab.of(state)
+    return [
+        r.release
+        for r in records.history(lab.runs, service, lab.etcd)
+        if r.result == "succeeded" and r.kind in MADE_LIVE
+    ]
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    release: str
+    status: str  # live, warm (drained, ready for rollback), retained (in the registry)
+    last_made_live: str
+    by: str
+
+
+def releases(state: State | Lab, service: str = "app") -> list[ReleaseRow]:
+    """Every release made live, newest first: live, warm (drained, ready for an instant
+    rollback), retained (in the registry: a rollback starts it by digest) or pruned; a release
+    on matched traffic comes first."""
+    lab = Lab.of(state)
+    current = read_routes(lab, service)
+    warm = routes.previous(current)
+    in_registry = set(lab.registry.tags(f"{REPOSITORY}/{service}"))
+    rows: dict[str, ReleaseRow] = {}
+    for rec in records.history(lab.runs, service, lab.etcd):
+        if rec.result != "succeeded" or rec.kind not in MADE_LIVE:
+            continue
+        status = (
+            "live"
+            if rec.release == current.live
+            else "warm"
+            if rec.release == warm
+            else "retained"
+            if rec.release in in_registry
+            else "pruned"
+        )
+        rows[rec.release] = ReleaseRow(rec.release, status, rec.started, rec.trigger)
+    for rel in filter(None, (current.live, warm)):  # deployed before records existed
+        if rel not in rows:
+            rows[rel] = ReleaseRow(rel, "live" if rel == current.live else "warm", "?", "?")
+    ordered = sorted(rows.values(), key=lambda r: r.last_made_live, reverse=True)
+    if current.match:
+        m = current.match
+        ordered = [ReleaseRow(m.release, f"matched ({m.rule})", "-", "-")] + [
+            r for r in ordered if r.release != m.release
+        ]
+    return ordered
+
+
+def render_releases(rows: list[ReleaseRow]) -> str:
+    return report.table(
+        ("RELEASE", "STATUS", "LAST MADE LIVE", "BY"),
+        [(r.release, r.status, r.last_made_live, r.by) for r in rows],
+    )

@@ -1,0 +1,220 @@
+"""``ProdPorts``: the release engine's ports on the lab (prod's engine, the route store, the
+proxy's Runtime API, Graphite, the registry), all reached through one ``Lab``."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from lab.build.builder import Built
+from lab.errors import LabError, ReleaseError
+from lab.estate.images import REPOSITORY
+from lab.ports import proxy
+from lab.ports.lab import Lab
+from lab.release import containers, judge, routes, verify
+from lab.release.model import Candidate
+from lab.stack import project as stack
+from lab.stack import services
+
+
+def read_routes(lab: Lab, service: str) -> routes.Routes:
+    return routes.from_doc(lab.etcd.get_json(routes.PREFIX + service), service)
+
+
+class ProdPorts:
+    """See ``ports.ReleasePorts``, for one run on ``service`` (its manifest at the deployed
+    commit). ``test_build``: the integration-test image while it is built and pulled in the
+    background; ``deployed``: the service's releases made live before (for retention)."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        service: services.Service,
+        say: Callable[[str], None],
+        test_build: Future[Built] | None = None,
+        deployed: list[str] | None = None,
+    ) -> None:
+        self.lab, self.service, self.say, self.test_build = lab, service, say, test_build
+        self.deployed = deployed or []
+
+    @property
+    def engine(self) -> Any:
+        return self.lab.engine("prod", timeout=300)
+
+    # prod's engine
+    def pull(self, images: tuple[str, ...]) -> int:
+        return len(stack.pull(self.lab.state, "prod", list(images)))
+
+    def start(self, c: Candidate) -> str:
+        containers.replace_container(self.lab.state, self.engine, c)
+        return c.image.rsplit("/", 1)[-1][:40]
+
+    def wait_healthy(self, c: Candidate, timeout: float) -> float:
+        return containers.wait_healthy(self.engine, c, timeout)
+
+    def remove(self, service: str, release: str, stop_timeout: int) -> None:
+        import docker.errors
+
+        for ctr in containers.release_containers(self.engine, service, release):
+            with contextlib.suppress(docker.errors.NotFound):
+                ctr.stop(timeout=stop_timeout)
+            with contextlib.suppress(docker.errors.NotFound):
+                ctr.remove(force=True)  # force: the keeper may have restarted it
+
+    def out_of_pool(self, service: str, keep: frozenset[str]) -> list[str]:
+        return containers.out_of(self.engine, service, keep)
+
+    def run_hook(self, c: Candidate, which: str, command: str) -> str:
+        return containers.hook(self.lab.state, self.engine, c, which, command)
+
+    def test_image(self, c: Candidate) -> str | None:
+        if self.test_build is None:
+            return c.test_image
+        built = self.test_build.result()
+        name = built.ref.rsplit("/", 1)[-1]
+        self.say(f"    {name} {'built' if built.built else 'from the registry'}, on prod")
+        return built.pinned
+
+    def integration_tests(self, c: Candidate, test_image: str | None) -> str:
+        return containers.integration_tests(self.lab.state, self.engine, c, test_image)
+
+    def address(self, c: Candidate) -> str:
+        found = containers.release_containers(self.engine, c.service.name, c.release, all=False)
+        if not found:
+            raise ReleaseError(f"{c.project} has no running container on prod")
+        return containers.stack_address(found[0])
+
+    def container_state(self, c: Candidate) -> dict[str, Any] | None:
+        found = containers.release_containers(self.engine, c.service.name, c.release)
+        if not found:
+            return None
+        found[0].reload()
+        return dict(found[0].attrs["State"])
+
+    # the route store and the proxy
+    def read_routes(self, service: str) -> routes.Routes:
+        return read_routes(self.lab, service)
+
+    def write_routes(self, new: routes.Routes) -> None:
+        self.lab.etcd.put_json(new.key, new.to_doc())
+
+    def write_frontend(self, c: Candidate) -> bool:
+        writer = getattr(proxy, "write_frontend", None)  # the proxy's frontends from routing data
+        return bool(writer(self.lab.etcd, c.service)) if writer else False
+
+    def remove_frontend(self, service: str) -> None:
+        remover = getattr(proxy, "remove_frontend", None)
+        if remover:
+            remover(self.lab.etcd, service)
+
+    def wait_up(self, backend: str, host: str, address: str | None) -> float:
+        started = time.monotonic()
+        self.lab.runtime.wait_up(backend, host, addr=address)
+        return time.monotonic() - started
+
+    def wait_released(self, backend: str, host: str) -> None:
+        self.lab.runtime.wait_released(backend, host)
+
+    def wait_drained(self, backend: str, host: str) -> tuple[float, int]:
+        return self.lab.runtime.wait_drained(backend, host)
+
+    def verify(self, service: str, release: str, headers: dict[str, str] | None) -> float:
+        since = time.monotonic()
+        url = services.public_url(self.service)  # the manifest at the deployed commit
+        return verify.through_proxy(url, release, since=since, headers=headers)
+
+    # metrics and time
+    def judge_step(
+        self, c: Candidate, live: str, interval: float, thresholds: judge.Thresholds
+    ) -> tuple[judge.Verdict, str]:
+        return verify.judge_step(self.lab.etcd, self.lab.graphite, c, live, interval, thresholds)
+
+    def bake(
+        self, c: Candidate, previous: str, seconds: float, thresholds: judge.Thresholds
+    ) -> str:
+        return verify.bake(
+            self.lab.runtime,
+            self.lab.graphite,
+            lambda: self.container_state(c),
+            c,
+            previous,
+            seconds,
+            thresholds,
+            self.say,
+        )
+
+    def event(self, what: str, tags: list[str], data: str = "") -> None:
+        self.lab.graphite.event(what, tags, data)  # best effort: False when not stored
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    # the registry
+    def prune(self, service: str, made_live: str) -> tuple[list[str], list[str]]:
+        return prune(self.lab, self.service, [*self.deployed, made_live])
+
+    def retire(self, service: str, keep: frozenset[str]) -> list[str]:
+        gone = self.out_of_pool(service, keep)
+        for release in gone:
+            self.remove(service, release, 25)
+        return gone
+
+
+def prune(lab: Lab, service: services.Service, deployed: list[str]) -> tuple[list[str], list[str]]:
+    """Keep ``service.retain`` releases (the pool first, then the newest deployed) and delete
+    every other release of the service from the registry and from prod's engine; (kept,
+    pruned). A pruned release can no longer be rolled back to."""
+    import docker.errors
+
+    reg, repo = lab.registry, f"{REPOSITORY}/{service.name}"
+    kept, pruned = routes.retention(
+        deployed, reg.tags(repo), read_routes(lab, service.name), service.retain
+    )
+    for rel in pruned:
+        for name in (repo, f"{repo}-test"):
+            digest = reg.digest(name, rel)
+            if digest is None:
+                continue
+            reg.delete(name, digest)
+            # an image a container still uses stays; the next prune retries
+            with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+                lab.engine("prod").images.remove(f"{lab.config.registry_addr}/{name}@{digest}")
+    return kept, pruned
+
+
+def from_registry(lab: Lab, service: services.Service, target: str) -> Candidate:
+    """A release already in the registry, pinned by its digest there."""
+    digest = lab.registry.digest(f"{REPOSITORY}/{service.name}", target)
+    if digest is None:
+        raise ReleaseError(
+            f"release '{target}' of '{service.name}' is not in the registry (no tag "
+            f"{REPOSITORY}/{service.name}:{target}: pruned, as the manifest keeps only "
+            f"retain = {service.retain} releases); it cannot be started again",
+            service.name,
+            target,
+        )
+    image = f"{lab.config.registry_addr}/{REPOSITORY}/{service.name}@{digest}"
+    return Candidate(service, target, image, None)
+
+
+def facts_releases(lab: Lab, service: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(running and not unhealthy, present at all) releases of ``service`` on prod."""
+    found = lab.engine("prod").containers.list(
+        all=True, filters={"label": f"cdlab.service={service}"}
+    )
+    running, present = set(), set()
+    for ctr in found:
+        release = (ctr.labels or {}).get("cdlab.release", "")
+        if not release:
+            continue
+        present.add(release)
+        st = ctr.attrs.get("State") or {}
+        if st.get("Running") and (st.get("Health") or {}).get("Status") != "unhealthy":
+            running.add(release)
+    return frozenset(running), frozenset(present)
+
+
+__all__ = ["LabError", "ProdPorts", "facts_releases", "from_registry", "prune", "read_routes"]

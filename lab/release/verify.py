@@ -1,0 +1,149 @@
+"""What a release run watches: the proxy's answers (``through_proxy``), a canary step's
+metrics (``judge_step``) and the bake window after a switch (``bake``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from lab.errors import BakeFailed, ReleaseError
+from lab.ports.etcd import Etcd
+from lab.ports.metrics import Graphite
+from lab.ports.proxy import Runtime
+from lab.release import judge
+from lab.release.model import Candidate
+
+CANARY_KEY = "/cdlab/canary/"  # + service: "promote" or "abort", written by hand
+
+
+def through_proxy(
+    url: str,
+    release: str,
+    timeout: float = 15.0,
+    since: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> float:
+    """Poll ``url``/version (sending ``headers``) until ``release`` answers 20 times in a row;
+    returns the seconds from ``since`` (default: now) to the request that began that run: from
+    then on 100 % of responses came from ``release``."""
+    session = requests.Session()
+    session.trust_env = False
+    session.headers.update(headers or {})
+    started = time.monotonic() if since is None else since
+    streak, last, streak_began = 0, "no answer", started
+    while time.monotonic() - started < timeout:
+        sent = time.monotonic()
+        try:
+            got = session.get(url + "/version", timeout=2).headers.get("X-Release", "")
+            if got == release and streak == 0:
+                streak_began = sent
+            streak = streak + 1 if got == release else 0
+            last = got
+        except requests.RequestException as exc:
+            streak, last = 0, type(exc).__name__
+        if streak >= 20:
+            return streak_began - started
+        time.sleep(0.002)
+    raise ReleaseError(
+        f"the proxy at {url} still answers with release {last!r}, not "
+        f"{release!r}, after {timeout:.0f} s"
+    )
+
+
+def judge_step(
+    etcd: Etcd,
+    graphite: Graphite,
+    c: Candidate,
+    live: str,
+    interval: float,
+    thresholds: judge.Thresholds,
+) -> tuple[judge.Verdict, str]:
+    """Wait out one canary step (or a command by hand) and judge it; holds repeat the wait.
+    Returns the verdict and the command given by hand ("" without one). Graphite not
+    answering is an error: a canary is never promoted blind."""
+    key, holds = CANARY_KEY + c.service.name, 0
+    while True:
+        command = _wait_or_command(etcd, key, interval)
+        if command:
+            reason = "promoted by hand" if command == "promote" else "aborted by hand"
+            return judge.Verdict(command, reason), command
+        window = int(interval)
+        try:
+            verdict = judge.judge(
+                graphite.sample(c.service.name, c.release, window),
+                graphite.sample(c.service.name, live, window),
+                thresholds,
+            )
+        except requests.RequestException as exc:
+            raise ReleaseError(
+                f"the judge could not read the canary's metrics from Graphite at "
+                f"{graphite.url}: {type(exc).__name__}: {exc}. A canary is never promoted "
+                "without them. Next step: check graphite-web on prod ('invoke lab.status')",
+                c.service.name,
+                c.release,
+            ) from exc
+        if verdict.decision != "hold":
+            return verdict, ""
+        holds += 1
+        if holds > thresholds.max_holds:
+            return judge.Verdict("abort", f"cannot judge: {verdict.reason} after {holds} waits"), ""
+
+
+def _wait_or_command(etcd: Etcd, key: str, seconds: float) -> str:
+    """Sleep ``seconds`` unless someone writes promote/abort to ``key``; returns that word."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        raw = etcd.get(key)
+        if raw in (b"promote", b"abort"):
+            etcd.delete(key)
+            return raw.decode()
+        time.sleep(0.25)
+    return ""
+
+
+def bake(
+    runtime: Runtime,
+    graphite: Graphite,
+    container: Callable[[], dict[str, Any] | None],
+    c: Candidate,
+    previous: str,
+    seconds: float,
+    thresholds: judge.Thresholds,
+    say: Callable[[str], None],
+) -> str:
+    """Watch the new release for ``seconds`` after the switch: ``BakeFailed`` as soon as its
+    container stops or restarts, the proxy has it DOWN, or its error rate crosses the judge's
+    threshold (compared with what ``previous`` served before). ``container`` returns the
+    container's engine state (None when it is gone)."""
+    name, started = c.service.name, time.monotonic()
+    first = container()
+    began = (first or {}).get("StartedAt", "")
+    last_said, metrics_note, next_metrics = seconds + 1, "", started + 2.0
+    while (elapsed := time.monotonic() - started) < seconds:
+        state = container()
+        if state is None or not state.get("Running") or state.get("Restarting"):
+            raise BakeFailed(name, c.release, "its container stopped", elapsed)
+        if state.get("StartedAt", "") != began:
+            raise BakeFailed(name, c.release, "its container restarted", elapsed)
+        slot = next((s for s in runtime.slots(name) if s.fqdn == c.host), None)
+        if slot is None or slot.operational == 0:
+            raise BakeFailed(name, c.release, "the proxy has it DOWN", elapsed)
+        if time.monotonic() >= next_metrics:
+            next_metrics = time.monotonic() + 2.0
+            try:
+                window = max(2, int(elapsed) + 1)
+                now = graphite.sample(name, c.release, window)
+                verdict = judge.judge(now, graphite.sample(name, previous, 60), thresholds)
+                if verdict.decision == "abort" and verdict.reason.startswith("error rate"):
+                    raise BakeFailed(name, c.release, verdict.reason, elapsed)
+            except requests.RequestException as exc:
+                metrics_note = f"; metrics not read ({type(exc).__name__})"
+        left = int(seconds - elapsed)
+        if left < last_said and (left % 5 == 0 or left <= 3):
+            say(f"    {left} s left of the bake window")
+            last_said = left
+        time.sleep(0.2)
+    return f"{c.release} healthy for {seconds:.0f} s{metrics_note}"
