@@ -66,6 +66,7 @@ class Progress:
     out: TextIO | None = field(default_factory=lambda: sys.stderr)
     stages: list[Stage] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)  # keys declared up front
+    _next: int = 0  # where in ``planned`` the next stage is looked for
     ended: dict[str, float] = field(default_factory=dict)  # key -> monotonic end time
 
     def say(self, text: str) -> None:
@@ -73,13 +74,15 @@ class Progress:
             print(text, file=self.out, flush=True)
 
     def plan(self, keys: Sequence[str]) -> None:
-        """Declare the stages still to come (``[n/N]`` counts from the stages already done)."""
-        self.planned = [s.key for s in self.stages] + [k for k in keys]
+        """Declare the stages of a run up front: each then shows ``[n/N]``."""
+        self.planned, self._next = list(keys), 0
 
     def _counter(self, key: str) -> str:
-        if key in self.planned:
-            return f"[{self.planned.index(key) + 1}/{len(self.planned)}] "
-        return ""
+        if key not in self.planned[self._next :]:
+            return ""
+        n = self.planned.index(key, self._next)
+        self._next = n + 1
+        return f"[{n + 1}/{len(self.planned)}] "
 
     @contextmanager
     def stage(self, title: str, key: str | None = None) -> Iterator[StageHandle]:

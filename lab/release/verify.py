@@ -142,7 +142,7 @@ def bake(
             except requests.RequestException as exc:
                 metrics_note = f"; metrics not read ({type(exc).__name__})"
         left = int(seconds - elapsed)
-        if left < last_said and (left % 5 == 0 or left <= 3):
+        if 0 < left < last_said and (left % 5 == 0 or left <= 3):
             say(f"    {left} s left of the bake window")
             last_said = left
         time.sleep(0.2)
