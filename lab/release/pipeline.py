@@ -144,22 +144,39 @@ def deploy(
                 opts = dataclasses.replace(
                     opts, match=dataclasses.replace(opts.match, release=c.release)
                 )
-            with lock.held(
-                lab.etcd,
-                f"{kind} {service.name} {c.release}"
-                + (" (canary)" if strategy == "canary" else ""),
-                signals.lease_lost,
-            ):
-                facts = read_facts(lab, service.name)
-                refuse_while_matched(facts, service.name, opts.match is not None)
-                run.previous = facts.routes.live
-                the_plan = plan.deploy(facts, c, opts)
-                ports = ProdPorts(lab, service, progress.say, test_build, list(facts.deployed))
-                run.apply(the_plan, ports)
+            release_candidate(run, c, opts, test_build)
     finally:
         # a failure before the tests still waits for that build; then cd drops what it pushed
         background.submit(tidy_builder, lab, built, test_build)
         background.shutdown(wait=True)
+    return run.record
+
+
+def release_candidate(
+    run: Run, c: Candidate, opts: Options, test_build: Future[Built] | None = None
+) -> None:
+    """Under the lock: facts, the plan, applied (``run`` records it)."""
+    lab, service = run.lab, c.service
+    what = f"{run.kind} {service.name} {c.release}"
+    what += " (canary)" if opts.strategy == "canary" else ""
+    with lock.held(lab.etcd, what, signals.lease_lost):
+        facts = read_facts(lab, service.name)
+        refuse_while_matched(facts, service.name, opts.match is not None)
+        run.previous = facts.routes.live
+        ports = ProdPorts(lab, service, run.progress.say, test_build, list(facts.deployed))
+        run.apply(plan.deploy(facts, c, opts), ports)
+
+
+def deploy_built(
+    state: State | Lab, c: Candidate, progress: Progress, opts: Options | None = None
+) -> records.Record:
+    """Deploy a candidate whose image is already in the registry (no checks, no build): the
+    same plan, lock and record as ``deploy``."""
+    lab = Lab.of(state)
+    opts = opts or Options(bake=c.service.bake)
+    run = Run(lab, progress, "deploy", c.service.name, c.release, opts.strategy, image=c.image)
+    with run.recorded():
+        release_candidate(run, c, opts)
     return run.record
 
 

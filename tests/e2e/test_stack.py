@@ -184,11 +184,13 @@ def test_a_release_that_never_gets_healthy_is_reported_and_never_routed(
     pinned = f"{lab.config.registry_addr}/cdlab/app@{current}"
     candidate = release.Candidate(broken, f"unhealthy{uuid.uuid4().hex[:6]}", pinned, None)
     with pytest.raises(release.ReleaseError) as err:
-        release.deploy(lab, candidate, Progress(out=None), health_timeout=6)
+        release.deploy_built(
+            lab, candidate, Progress(out=None), release.Options(health_timeout=6, bake=0)
+        )
     message = str(err.value)
     assert "did not become healthy within 6 s" in message
     assert "last health answer: health check exit 1" in message
-    assert "live release keeps serving" in message
+    assert "Undone: start" in message  # the candidate stopped and removed
     assert release.current_routes(lab, "app").live == live
     with engines.connect(lab, lab.config.host("prod")) as prod:
         assert release.release_containers(prod, "app", candidate.release) == []

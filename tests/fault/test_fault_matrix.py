@@ -81,7 +81,7 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
     ),
     "integration tests fail": (
         {WEB: lambda t: t.replace("<h1>Users</h1>", "<h1>Nobody</h1>")},
-        "integration tests",
+        "tests",
         "integration tests failed against",
     ),
     "health says 200 while the service is broken": (
@@ -93,7 +93,7 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
                 '        raise RuntimeError("broken on purpose")\n        (row,) = self._run(\n',
             )
         },
-        "integration tests",
+        "tests",
         "integration tests failed against",
     ),
     "the candidate crashes on start": (
@@ -104,7 +104,7 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
             WSGI: lambda t: t + CRASH_AS_A_RELEASE,
             TOML: lambda t: t + "health_timeout = 10\n",
         },
-        "wait until",
+        "healthy",
         "exited with code",
     ),
     "the candidate starts slower than its health timeout": (
@@ -112,7 +112,7 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
             WSGI: lambda t: "import time\ntime.sleep(60)\n" + t,
             TOML: lambda t: t + "health_timeout = 5\n",
         },
-        "wait until",
+        "healthy",
         "did not become healthy within 5 s",
     ),
     "a broken manifest": (
@@ -140,7 +140,8 @@ def test_a_bad_candidate_never_reaches_users(lab: State, tmp_path: Path, case: s
     assert words in str(err.value)
     if stage:
         rec = [r for r in records.history(lab.runs, "app") if r.release == sha][-1]
-        assert rec.result == "failed" and (rec.failed_stage or "").startswith(stage)
+        assert (rec.result, rec.failed_stage) == ("failed", stage)
+        assert set(rec.undone) >= {"start"}, f"the candidate's start was not undone: {rec}"
     else:
         assert isinstance(err.value, ConfigError)
     assert release.current_routes(lab, "app").live == live
