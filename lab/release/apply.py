@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lab.errors import LabError, ReleaseError, RunStopped, Stop
 from lab.progress import Progress
-from lab.release import signals
+from lab.release import failpoints, signals
 from lab.release.model import Plan, Step
 from lab.release.ports import ReleasePorts
 
@@ -81,6 +81,7 @@ def apply(plan: Plan, ports: ReleasePorts, progress: Progress) -> Outcome:
 def _run(step: Step, ports: ReleasePorts, progress: Progress) -> str:
     skip_to = ""
     with progress.stage(step.title, step.key) as st:
+        failpoints.hit(step.key)
         details, changed = [], False
         for action in step.do:
             result = action.run(ports)
