@@ -148,21 +148,6 @@ def _allowed_at(t: float, first: str, ops: list[Operation]) -> tuple[list[str], 
     return [op.target], f"{t - op.returned:.3f} s after {op.label!r} returned"
 
 
-def release_sequence(requests: list[Request], bucket: float = 1.0) -> list[str]:
-    """The release that answered most successful requests in each ``bucket``, consecutive
-    repeats collapsed: ``[A, B, A]`` for a deploy of B and a rollback to A."""
-    buckets: dict[int, Counter[str]] = {}
-    for r in requests:
-        if r.ok and r.release:
-            buckets.setdefault(int(r.t // bucket), Counter())[r.release] += 1
-    seq: list[str] = []
-    for key in sorted(buckets):
-        top = buckets[key].most_common(1)[0][0]
-        if not seq or seq[-1] != top:
-            seq.append(top)
-    return seq
-
-
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return 0.0
@@ -225,9 +210,6 @@ class Traffic:
     def gap(self) -> float:
         return longest_gap(self.requests, self.started + 2.0, self.ended)
 
-    def releases(self) -> list[str]:
-        return release_sequence(self.requests)
-
     def release_problems(self, first: str) -> list[str]:
         """``release_problems`` of this run's operations, ``first`` live before them."""
         return release_problems(self.requests, first, self.operations)
@@ -259,7 +241,11 @@ class Traffic:
             "p99_ms": percentile([r.ms for r in ok], 99),
             "steady_p99_ms": self.steady_p99(),
             "p99_after_marks_ms": p99_after(self.requests, [t for t, _ in self.marks]),
-            "releases": self.releases(),
+            "answers_by_release": dict(Counter(r.release for r in ok if r.release)),
+            "operations": [
+                [round(o.started - self.started, 3), round(o.returned - o.started, 3), o.label]
+                for o in self.operations
+            ],
             "by_kind": dict(by_kind),
             "by_user": dict(by_user),
             "marks": [[round(t - self.started, 3), label] for t, label in self.marks],

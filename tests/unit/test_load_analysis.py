@@ -37,20 +37,6 @@ def test_longest_gap_counts_only_successes() -> None:
     assert load.longest_gap(rs, 0.0, 2.0) == pytest.approx(1.51 - 0.11)
 
 
-def test_release_sequence_collapses_and_takes_the_majority_per_second() -> None:
-    rs = [
-        req(0.1, release="a"),
-        req(0.5, release="a"),
-        req(1.1, release="a"),
-        req(1.2, release="b"),
-        req(1.3, release="b"),
-        req(2.5, release="b"),
-        req(3.5, release="a"),
-        req(3.6, 503, release=""),
-    ]
-    assert load.release_sequence(rs) == ["a", "b", "a"]
-
-
 DEPLOY_B = load.Operation("deploy b", "b", started=10.0, returned=10.9)
 ROLLBACK_A = load.Operation("rollback to a", "a", started=10.95, returned=11.7)
 # The run that failed: b live 0.8 s (10.6 to 11.4) between its deploy and a quick rollback. The
@@ -215,6 +201,7 @@ def test_an_operation_is_marked_and_noted_once_it_returns(tmp_path: Path) -> Non
     assert op.started <= op.returned <= traffic.marks[1][0]
     traffic.requests = [req(op.started - 1), req(op.returned + 1, release="b")]
     assert traffic.release_problems(first="a") == []
+    assert traffic.summary()["answers_by_release"] == {"a": 1, "b": 1}
 
 
 def test_percentiles_and_latency_after_moments() -> None:
