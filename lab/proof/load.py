@@ -3,14 +3,16 @@ here: gevent patches whatever imports it), at a fixed rate, bounded in time and 
 127.0.0.1 only, and every request lands in a JSON-lines file this module reads back.
 
     with load.running(rate=300, name="zero-downtime") as traffic:
-        traffic.mark("deploy B"); deploy(...)
-    assert traffic.failed == []
+        with traffic.operation("deploy B", target="B"):
+            deploy(...)
+    assert traffic.failed == [] and traffic.release_problems(first="A") == []
 
 The analysis functions are pure (they take the requests) and unit-tested on fixed series.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import math
@@ -78,19 +80,72 @@ def longest_gap(requests: list[Request], start: float, end: float) -> float:
     return max((b - a for a, b in itertools.pairwise(points)), default=end - start)
 
 
-def release_sequence(requests: list[Request], bucket: float = 1.0) -> list[str]:
-    """The release that answered most successful requests in each ``bucket``, consecutive
-    repeats collapsed: ``[A, B, A]`` for a deploy of B and a rollback to A."""
-    buckets: dict[int, Counter[str]] = {}
+@dataclass(frozen=True)
+class Operation:
+    """One operation made under load (deploy, rollback) that makes ``target`` the live release."""
+
+    label: str
+    target: str
+    started: float  # unix time, just before it began (its mark)
+    returned: float  # unix time, once it returned
+
+
+def release_problems(requests: list[Request], first: str, operations: list[Operation]) -> list[str]:
+    """What, in the releases that answered, contradicts the plan: ``first`` live, then each
+    operation in turn making its target live. Judged from every request's own answer (no
+    sampling: a release live for an instant counts as much as one live for a minute):
+
+    - before the first operation, only ``first`` answers;
+    - while an operation runs, only the release live before it or its target (a request in
+      flight on the old release may end after the first answer of the new one);
+    - once it returned, until the next operation starts, only its target;
+    - its target answers at least one request started from the operation's start until the next
+      operation returned (the last: until the end), or it was never seen live.
+
+    A request belongs to the moment it started; failed requests and answers without a release
+    are not judged here (``Traffic.failed`` counts them). Returns one line per problem, earliest
+    first; empty when the answers follow the plan. ``operations`` must not overlap."""
+    ops = sorted(operations, key=lambda o: o.started)
+    for op in ops:
+        if op.returned < op.started:
+            raise ValueError(f"{op.label!r} returned before it started")
+    for prev, op in itertools.pairwise(ops):
+        if op.started < prev.returned:
+            raise ValueError(f"{op.label!r} started before {prev.label!r} returned")
+    found: list[tuple[float, str]] = []
     for r in requests:
         if r.ok and r.release:
-            buckets.setdefault(int(r.t // bucket), Counter())[r.release] += 1
-    seq: list[str] = []
-    for key in sorted(buckets):
-        top = buckets[key].most_common(1)[0][0]
-        if not seq or seq[-1] != top:
-            seq.append(top)
-    return seq
+            allowed, when = _allowed_at(r.t, first, ops)
+            if r.release not in allowed:
+                expected = " or ".join(dict.fromkeys(allowed))
+                found.append(
+                    (r.t, f"a {r.kind} started {when} answered by {r.release}, not {expected}")
+                )
+    for i, op in enumerate(ops):
+        nxt = ops[i + 1] if i + 1 < len(ops) else None
+        until = nxt.returned if nxt else math.inf
+        if not any(r.ok and r.release == op.target and op.started <= r.t < until for r in requests):
+            end = f"{nxt.label!r} returned" if nxt else "the end"
+            found.append(
+                (
+                    op.started,
+                    f"{op.label!r}: {op.target} answered no request started from then until {end}",
+                )
+            )
+    return [line for _, line in sorted(found, key=lambda f: f[0])]
+
+
+def _allowed_at(t: float, first: str, ops: list[Operation]) -> tuple[list[str], str]:
+    """The releases allowed to answer a request started at ``t`` (``ops`` sorted, apart), and
+    where ``t`` falls, in words."""
+    i = bisect.bisect_right([o.started for o in ops], t) - 1  # the last one started by then
+    if i < 0:
+        when = f"{ops[0].started - t:.3f} s before {ops[0].label!r}" if ops else "with no operation"
+        return [first], when
+    op, before = ops[i], ops[i - 1].target if i else first
+    if t < op.returned:
+        return [before, op.target], f"{t - op.started:.3f} s into {op.label!r}"
+    return [op.target], f"{t - op.returned:.3f} s after {op.label!r} returned"
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -119,11 +174,22 @@ class Traffic:
     started: float = field(default_factory=time.time)
     ended: float = 0.0
     marks: list[tuple[float, str]] = field(default_factory=list)
+    operations: list[Operation] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
 
     def mark(self, label: str) -> None:
         """Note a moment (deploy, switch, rollback) for the analysis and the report."""
         self.marks.append((time.time(), label))
+
+    @contextmanager
+    def operation(self, label: str, target: str) -> Iterator[None]:
+        """An operation that makes ``target`` the live release: marked (``label``) before the
+        block runs, noted with its return time once the block returns (not when it raises),
+        for ``release_problems``."""
+        self.mark(label)
+        started = self.marks[-1][0]
+        yield
+        self.operations.append(Operation(label, target, started, time.time()))
 
     def seen_so_far(self) -> list[Request]:
         """The requests written until now (the run goes on)."""
@@ -144,8 +210,9 @@ class Traffic:
     def gap(self) -> float:
         return longest_gap(self.requests, self.started + 2.0, self.ended)
 
-    def releases(self) -> list[str]:
-        return release_sequence(self.requests)
+    def release_problems(self, first: str) -> list[str]:
+        """``release_problems`` of this run's operations, ``first`` live before them."""
+        return release_problems(self.requests, first, self.operations)
 
     def steady_p99(self) -> float:
         first = min((t for t, _ in self.marks), default=self.ended)
@@ -174,7 +241,11 @@ class Traffic:
             "p99_ms": percentile([r.ms for r in ok], 99),
             "steady_p99_ms": self.steady_p99(),
             "p99_after_marks_ms": p99_after(self.requests, [t for t, _ in self.marks]),
-            "releases": self.releases(),
+            "answers_by_release": dict(Counter(r.release for r in ok if r.release)),
+            "operations": [
+                [round(o.started - self.started, 3), round(o.returned - o.started, 3), o.label]
+                for o in self.operations
+            ],
             "by_kind": dict(by_kind),
             "by_user": dict(by_user),
             "marks": [[round(t - self.started, 3), label] for t, label in self.marks],

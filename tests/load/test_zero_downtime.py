@@ -1,8 +1,10 @@
 """Zero downtime, proven from the client's side: 300 req/s of real load through the proxy
 (keep-alive and connection-per-request users, reads and registrations) while the lab makes 10
-deploys and 5 rollbacks. Not one request may fail; the releases seen must follow the plan;
-every registration must be readable afterwards. Negative controls (a naive stop/start deploy
-and a switch by proxy restart) under the same load must lose requests, or the oracle is blind.
+deploys and 5 rollbacks. Not one request may fail; every answer must come from a release the plan
+allows when its request started, and every release made live must be seen answering
+(``load.release_problems``); every registration must be readable afterwards. Negative controls
+(a naive stop/start deploy and a switch by proxy restart) under the same load must lose
+requests, or the oracle is blind.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ DEPLOYS, ROLLBACKS = 10, 5
 APP = "http://127.0.0.1:8000"
 STEADY_S = 5.0
 MAX_GAP_S = 1.0  # no second without a successful response
+SHOWN, REPORTED = 5, 100  # release problems listed in a failed assertion, in the summary
 P99_FACTOR, P99_SLACK_MS = 3.0, 500.0  # p99 after a switch <= steady p99 * 3 + 500 ms
 
 
@@ -72,12 +75,12 @@ def test_zero_downtime_under_load_through_deploys_and_rollbacks(
         time.sleep(STEADY_S)  # the steady state the latency after each switch is compared with
         live = first
         for i, rel in enumerate(releases):
-            traffic.mark(f"deploy {rel}")
-            pipeline.deploy(state, Progress(out=None), "app", rel)
+            with traffic.operation(f"deploy {rel}", target=rel):
+                pipeline.deploy(state, Progress(out=None), "app", rel)
             plan.append(("deploy", rel))
             if i % 2 == 1:
-                traffic.mark(f"rollback to {live}")
-                _, seconds = pipeline.rollback(lab, Progress(out=None), "app")
+                with traffic.operation(f"rollback to {live}", target=live):
+                    _, seconds = pipeline.rollback(lab, Progress(out=None), "app")
                 plan.append(("rollback", live))
                 assert seconds <= 1.0
             else:
@@ -90,7 +93,16 @@ def test_zero_downtime_under_load_through_deploys_and_rollbacks(
     deploys = sum(1 for what, _ in plan if what == "deploy")
     rollbacks = sum(1 for what, _ in plan if what == "rollback")
     lost = load.readback(traffic)
-    report(traffic, {"deploys": deploys, "rollbacks": rollbacks, "lost": len(lost)})
+    problems = traffic.release_problems(first)
+    report(
+        traffic,
+        {
+            "deploys": deploys,
+            "rollbacks": rollbacks,
+            "lost": len(lost),
+            "release_problems": problems[:REPORTED],
+        },
+    )
 
     assert (deploys, rollbacks) == (DEPLOYS, ROLLBACKS)
     assert s["failed"] == 0, f"{s['failed']} failed requests: {s['errors']}"
@@ -98,9 +110,12 @@ def test_zero_downtime_under_load_through_deploys_and_rollbacks(
     assert s["by_user"].get("keepalive", 0) > 0 and s["by_user"].get("close", 0) > 0
     assert s["by_kind"].get("write", 0) > 0
     assert traffic.gap() < MAX_GAP_S, f"{traffic.gap():.3f} s without a successful response"
-    expected = [first] + [rel for _, rel in plan]
-    assert traffic.releases() == expected
-    assert not unexpected_answers(traffic, first, plan)
+    assert problems == [], (
+        f"{len(problems)} problem(s) with the releases that answered, for the plan {first} -> "
+        + " -> ".join(rel for _, rel in plan)
+        + f" (the first {REPORTED} in reports/load/zero-downtime.summary.json):\n  "
+        + "\n  ".join(problems[:SHOWN])
+    )
     bound = s["steady_p99_ms"] * P99_FACTOR + P99_SLACK_MS
     assert s["p99_after_marks_ms"] <= bound, f"p99 after switches {s['p99_after_marks_ms']} ms"
     assert lost == [], f"{len(lost)} registrations answered 201 cannot be read back"
@@ -110,22 +125,6 @@ def test_zero_downtime_under_load_through_deploys_and_rollbacks(
 
 def packages(host: Any) -> str:
     return str(host.check_output("dpkg-query -W -f '${Package} ${Version}\\n' | sha256sum"))
-
-
-def unexpected_answers(traffic: Traffic, first: str, plan: list[tuple[str, str]]) -> list[str]:
-    """Requests answered by a release that was neither live before the operation under way nor
-    made live by it."""
-    marks = [t for t, label in traffic.marks if not label.startswith("end")]
-    targets = [first] + [rel for _, rel in plan]
-    bad = []
-    for r in traffic.requests:
-        if not r.ok or not r.release:
-            continue
-        i = sum(1 for t in marks if t <= r.t)  # operations started before this request
-        allowed = {targets[max(0, i - 1)], targets[min(i, len(targets) - 1)]}
-        if r.release not in allowed:
-            bad.append(f"{r.t:.3f} {r.release} not in {sorted(allowed)}")
-    return bad
 
 
 def test_negative_control_switch_by_proxy_restart_loses_requests(lab: State) -> None:
