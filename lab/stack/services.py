@@ -19,7 +19,7 @@ The manifest (every field but ``name`` and ``port`` optional)::
     [hooks]                       # run in a container of the candidate image, on the stack network
     pre_deploy = "python3 -m quotes.migrate"   # before the candidate starts; failure stops the run
     post_deploy = "python3 -m quotes.warm"     # after the switch
-    [canary]                      # the judge's thresholds (see lab.judge.Thresholds)
+    [canary]                      # the judge's thresholds (see lab.release.judge.Thresholds)
     max_error_rate = 0.01
 """
 

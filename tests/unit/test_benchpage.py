@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab.build import git
-from lab.proof import bench, benchpage
+from lab.proof import benchpage, measures, strategies
 
 
 def test_failed_requests_chart_marks_losses_and_parses_as_svg() -> None:
@@ -30,10 +30,10 @@ def test_failed_requests_chart_marks_losses_and_parses_as_svg() -> None:
 
 def test_the_lead_time_is_the_median_run_with_every_run_beside_it() -> None:
     runs = [{"seconds": s, "ratio": s / 2} for s in (2.6, 2.2, 2.4)]
-    got = bench.median_run(runs)
+    got = measures.median_run(runs)
     assert got["seconds"] == 2.4 and got["ratio"] == 1.2
     assert got["runs_s"] == [2.6, 2.2, 2.4] and got["runs_ratio"] == [1.3, 1.1, 1.2]
-    assert bench.median_run(runs[:2])["seconds"] == 2.2  # even: the lower middle
+    assert measures.median_run(runs[:2])["seconds"] == 2.2  # even: the lower middle
 
 
 WRK = """\
@@ -54,7 +54,7 @@ Transfer/sec:      0.96MB
 
 
 def test_a_wrk_report_gives_rate_percentiles_and_errors() -> None:
-    assert bench.parse_wrk(WRK) == {
+    assert measures.parse_wrk(WRK) == {
         "rps": 2919.1,
         "p50_ms": 2.57,
         "p99_ms": 13.38,
@@ -67,10 +67,10 @@ def test_a_wrk_report_gives_rate_percentiles_and_errors() -> None:
         "  Socket errors: connect 0, read 3, write 0, timeout 2\n"
         "  Non-2xx or 3xx responses: 4\nRequests/sec:",
     )
-    got = bench.parse_wrk(worse)
+    got = measures.parse_wrk(worse)
     assert (got["p50_ms"], got["p99_ms"], got["errors"]) == (0.85, 1200.0, 9)
     with pytest.raises(ValueError, match="not a wrk"):
-        bench.parse_wrk("wrk: unable to connect to proxy:8000 Connection refused")
+        measures.parse_wrk("wrk: unable to connect to proxy:8000 Connection refused")
 
 
 def test_two_bench_chains_never_commit_the_same_tree(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_two_bench_chains_never_commit_the_same_tree(tmp_path: Path) -> None:
     for name in ("one", "two"):
         clone = base.parent / name
         subprocess.run(["git", "clone", "-q", str(base), str(clone)], check=True)
-        ch = bench.Chain(state=None, root=clone)  # type: ignore[arg-type]  # commit() needs no lab
+        ch = strategies.Chain(state=None, root=clone)  # type: ignore[arg-type]  # commit() needs no lab
         ch.commit()
         trees.append(subprocess.check_output(["git", "-C", str(clone), "rev-parse", "HEAD^{tree}"]))
         assert f"bench {ch.token}.1 " in (clone / "services/app/app/web.py").read_text()

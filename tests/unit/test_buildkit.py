@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab.build import buildkit
-from lab.proof import bench
+from lab.proof import measures
 
 REAL = Path(__file__).with_name("data") / "buildkit-trace.json"  # the app's build, warm cache
 
@@ -66,7 +66,7 @@ def test_a_real_trace_reads_as_a_plain_log_with_the_unit_tests_timed() -> None:
     assert "#20 exporting to image" in log
     seconds = trace.step_seconds("pytest")
     assert seconds is not None and 0.3 < seconds < 0.4
-    assert bench.unit_test_seconds(log) == pytest.approx(seconds, abs=0.01)
+    assert measures.unit_test_seconds(log) == pytest.approx(seconds, abs=0.01)
     assert trace.step_seconds("pip install") is None  # cached: no run time
 
 
@@ -118,6 +118,6 @@ def test_malformed_messages_are_refused(raw: bytes) -> None:
 
 def test_unit_test_seconds_needs_the_step_and_its_end() -> None:
     log = "#7 [test 3/3] RUN python -m pytest -q tests/unit\n#7 3 passed in 0.01s\n#7 DONE 0.42s\n"
-    assert bench.unit_test_seconds(log) == 0.42
-    assert bench.unit_test_seconds("#7 [test 3/3] RUN python -m pytest\n") == 0.0
-    assert bench.unit_test_seconds("") == 0.0
+    assert measures.unit_test_seconds(log) == 0.42
+    assert measures.unit_test_seconds("#7 [test 3/3] RUN python -m pytest\n") == 0.0
+    assert measures.unit_test_seconds("") == 0.0

@@ -1,4 +1,4 @@
-"""The load cdlab's proving tests put through the proxy: run by ``lab/load.py`` as its own
+"""The load cdlab's proving tests put through the proxy: run by ``lab/proof/load.py`` as its own
 ``locust --headless`` process (gevent patches whatever imports locust: never import this file).
 
 Two user classes at a fixed total rate: one keeps its connection alive, one opens a connection
