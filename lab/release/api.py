@@ -7,14 +7,13 @@ from __future__ import annotations
 from lab.build.builder import Built
 from lab.errors import ReleaseError
 from lab.estate.state import State
+from lab.ports.etcd import Etcd
 from lab.ports.lab import Lab
 from lab.progress import Progress
-from lab.release import apply, plan, routes, verify
+from lab.release import apply, plan, prod, routes, verify
 from lab.release.containers import one_off, release_containers, release_environment
 from lab.release.model import Candidate
 from lab.release.pipeline import read_facts
-from lab.ports.etcd import Etcd
-from lab.release import prod
 from lab.release.prod import ProdPorts, from_registry, read_routes
 from lab.stack import services
 from lab.stack.services import Service
@@ -29,11 +28,11 @@ __all__ = [
     "from_registry",
     "one_off",
     "prune",
-    "route_store",
     "release_containers",
     "release_environment",
     "remove",
     "retire",
+    "route_store",
     "start_beside",
     "verify_through_proxy",
     "write_routes",
@@ -48,9 +47,7 @@ def route_store(state: State | Lab) -> Etcd:
     return Lab.of(state).etcd
 
 
-def prune(
-    state: State | Lab, service: Service, deployed: list[str]
-) -> tuple[list[str], list[str]]:
+def prune(state: State | Lab, service: Service, deployed: list[str]) -> tuple[list[str], list[str]]:
     return prod.prune(Lab.of(state), service, deployed)
 
 

@@ -14,8 +14,8 @@ from lab.build import git
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
-from lab.release import devloop, history, pipeline, records
 from lab.release import api as release
+from lab.release import devloop, history, pipeline, records
 from lab.stack import services
 from tests.conftest import commit_in_clone, session
 
@@ -130,9 +130,7 @@ def test_a_commit_pushed_from_dev_is_live_without_another_command(lab: State) ->
     assert stamp in served("http://127.0.0.1:8000", "/").text
     # the run is in the shared history, with who triggered it, and in a record on cd
     rec = [
-        r
-        for r in records.history(lab.runs, "app", release.route_store(lab))
-        if r.release == head
+        r for r in records.history(lab.runs, "app", release.route_store(lab)) if r.release == head
     ][-1]
     assert rec.trigger.startswith("git push to cd") and rec.result == "succeeded"
     cd = lab.config.container_name(lab.config.host("cd"))

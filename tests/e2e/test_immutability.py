@@ -11,7 +11,7 @@ import pytest
 from lab.estate.state import State
 from lab.ports import engines
 from lab.release import api as release
-from lab.release import history, pipeline, records
+from lab.release import history, records
 
 pytestmark = pytest.mark.xdist_group("prod")
 

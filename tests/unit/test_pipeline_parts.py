@@ -11,7 +11,7 @@ import pytest
 
 from lab.errors import ConfigError
 from lab.progress import Stage
-from lab.release import history, lock, pipeline, records, routes
+from lab.release import history, lock, records, routes
 
 S = routes.Server
 LIVE_B_WARM_A = routes.Routes("app", (S("b", "app-b", 100), S("a", "app-a", 0, drain=True)))
