@@ -4,7 +4,8 @@ An exception in a step, SIGINT, SIGTERM or a lost lock lease (``Stop``, raised i
 thread by ``signals.stoppable``) ends the run: the undo of every step done, the failing one
 included, runs in reverse order while further signals are held back, and the outcome says what
 stopped it, where, and what was undone. Steps after the commit point (``after_commit``) only
-warn. ``apply`` never raises; the caller records the outcome, then raises ``outcome.error``.
+warn: a failure there, or a signal (which ends the run, the release live), is a warning.
+``apply`` never raises; the caller records the outcome, then raises ``outcome.error``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def apply(plan: Plan, ports: ReleasePorts, progress: Progress) -> Outcome:
                 done.append(step)
                 running = None
     except Stop as stop:
+        if any(s.after_commit for s in [*done, *([running] if running else [])]):
+            # the release is live: a signal ends the work after the commit point, never undoes
+            where = running.key if running else done[-1].key
+            warnings.append(f"{where}: interrupted by {stop.signal}; the release is live")
+            return Outcome("succeeded", warnings=tuple(warnings), skipped=tuple(skipped))
         stage = running.key if running else (done[-1].key if done else "start")
         undone, errors = _undo(done + ([running] if running else []), ports, progress)
         note = _undo_note(errors)
@@ -134,7 +140,7 @@ def _as_release_error(
         if isinstance(exc, ReleaseError):
             exc.stage = exc.stage or step.key
             exc.service, exc.release = exc.service or plan.service, exc.release or plan.release
-        exc.args = (f"{exc}{tail}",)
+        exc.args = (f"{exc}\nFailed at step '{step.key}' ({step.title}).{tail}",)
         return exc
     err = ReleaseError(
         f"'{step.title}' failed: {type(exc).__name__}: {exc}{tail}",

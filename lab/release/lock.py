@@ -80,8 +80,8 @@ def held(etcd: Etcd, what: str, on_lost: Callable[[], None] | None = None) -> It
             try:
                 alive = etcd.keepalive(lease) > 0
                 renewed = time.monotonic() if alive else 0.0
-            except LabError:
-                alive = time.monotonic() - renewed < TTL  # a blip, unless it lasts the TTL
+            except Exception:  # any failure (not only LabError) is a blip, unless it lasts the TTL
+                alive = time.monotonic() - renewed < TTL
             if not alive and not stop.is_set():
                 if on_lost is not None:
                     on_lost()

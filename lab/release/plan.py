@@ -2,7 +2,8 @@
 
 Undo runs in the reverse order of the steps done, the failing step's own undo included (every
 undo is safe to run when its step did only part of its work). Steps marked ``after_commit``
-run once the release is live and baked: their failure is a warning, never an undo.
+run once the release is live and baked (an abort: once its release is off traffic): their
+failure, or a signal during them, is a warning, never an undo.
 
     deploy:   pull, [clear], [frontend], [pre-hook], [free-slot], start, healthy, stage, [tests],
               proxy-up, [canary-N...], switch, [drain], [bake], [post-hook], retire, [retain]
@@ -122,7 +123,7 @@ def rollback(facts: Facts, c: Candidate) -> Plan:
     steps: list[Step] = []
     if not warm:
         steps.append(Step("pull", f"pull {c.release} onto prod", (Pull((c.image,)),)))
-        steps += _start(facts, c, Options())
+        steps += _start(facts, c, Options(), tests=False)
     staged = routes.stage(_without(current, c.release), c.release) if not warm else current
     go = _go_live(staged, c, Options(bake=0, retain=False), current.live, hooks=False)
     return Plan("rollback", name, c.release, current.live, tuple(steps + go))
@@ -152,7 +153,14 @@ def abort(facts: Facts, service: str) -> Plan:
             (WriteRoutes(routes.without(current, release)),),
             (WriteRoutes(current),),
         ),
-        Step("remove", f"stop and remove {service}-{release}", (Remove(service, release, 25),)),
+        # once off traffic it is out of the pool: a failed removal warns (the next deploy
+        # clears it) and never routes matched requests back to a release being removed
+        Step(
+            "remove",
+            f"stop and remove {service}-{release}",
+            (Remove(service, release, 25),),
+            after_commit=True,
+        ),
     )
     return Plan("abort", service, release, current.live, steps)
 
@@ -162,9 +170,9 @@ def _without(current: routes.Routes, release: str) -> routes.Routes:
     return routes.Routes(current.service, servers, current.match)
 
 
-def _start(facts: Facts, c: Candidate, o: Options) -> list[Step]:
+def _start(facts: Facts, c: Candidate, o: Options, tests: bool = True) -> list[Step]:
     """Start ``c`` beside the live release, healthy, checked by the proxy at weight 0 (and
-    integration-tested meanwhile when it has tests)."""
+    integration-tested meanwhile when it has tests and ``tests``)."""
     current, name = facts.routes, c.service.name
     steps: list[Step] = []
     if c.release in {s.release for s in current.servers}:
@@ -196,7 +204,7 @@ def _start(facts: Facts, c: Candidate, o: Options) -> list[Step]:
             (WriteRoutes(base),),
         ),
     ]
-    if c.test_image or c.service.test_command or o.background_tests:
+    if tests and (c.test_image or c.service.test_command or o.background_tests):
         steps.append(
             Step(
                 "tests",
@@ -215,7 +223,8 @@ def _go_live(
 ) -> list[Step]:
     name = c.service.name
     switched = routes.switch_to(staged, c.release)
-    back: tuple[Action, ...] = (WriteRoutes(staged, f"every request back on {live}"),)
+    why = f"every request back on {live}" if live else f"{c.release} back at weight 0"
+    back: tuple[Action, ...] = (WriteRoutes(staged, why),)
     if live and live != c.release:
         back += (Verify(name, live),)
     steps = [

@@ -1,0 +1,244 @@
+"""``FakePorts``: the release engine's ports (``lab.release.ports.ReleasePorts``) in memory, with
+failures injected at a chosen call. A fake prod: containers by release (running or not), the
+route record of each service, the proxy's frontends, and a log of every call, tagged with the
+key of the step that made it (``Tracking`` progress tells it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from lab.errors import ReleaseError, Stop
+from lab.progress import Progress, StageHandle
+from lab.release import judge, routes
+from lab.release.model import Candidate
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Raise ``exc`` at call ``at`` (an index in the call log, or the first call so named from
+    then on): before the call has any effect, or ``after`` it had its effect. Fires once.
+    ``exc`` may be a signal number instead: then that signal is sent to this process."""
+
+    at: int | str
+    exc: BaseException | signal.Signals
+    after: bool = False
+
+    def fire(self) -> None:
+        if isinstance(self.exc, BaseException):
+            raise self.exc
+        os.kill(os.getpid(), self.exc)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the fake prod looks like: compared before and after a run."""
+
+    containers: tuple[tuple[str, bool], ...]  # (release, running), sorted
+    routes: tuple[tuple[str, routes.Routes], ...]
+    frontends: tuple[tuple[str, int], ...]
+
+
+@dataclass
+class FakePorts:
+    containers: dict[str, bool] = field(default_factory=dict)  # release -> running
+    routes: dict[str, routes.Routes] = field(default_factory=dict)
+    frontends: dict[str, int] = field(default_factory=dict)  # service -> public port
+    faults: list[Fault] = field(default_factory=list)
+    verdicts: list[tuple[str, str]] = field(default_factory=list)  # judge_step: (decision, cmd)
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (step key, call name)
+    images: set[str] = field(default_factory=set)
+    events: list[str] = field(default_factory=list)
+    slept: list[float] = field(default_factory=list)
+    step: str = ""  # the key of the step running (set by ``Tracking``)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            tuple(sorted(self.containers.items())),
+            tuple(sorted(self.routes.items())),
+            tuple(sorted(self.frontends.items())),
+        )
+
+    @property
+    def names(self) -> list[str]:
+        return [name for _, name in self.calls]
+
+    @contextmanager
+    def _call(self, name: str) -> Iterator[None]:
+        index = len(self.calls)
+        self.calls.append((self.step, name))
+        fault = next((f for f in self.faults if f.at in (index, name)), None)
+        if fault is not None:
+            self.faults.remove(fault)
+            if not fault.after:
+                fault.fire()
+        yield
+        if fault is not None and fault.after:
+            fault.fire()
+
+    def _routed(self, service: str, host: str) -> bool:
+        current = self.routes.get(service, routes.Routes(service, ()))
+        return host in {s.host for s in current.servers}
+
+    # prod's engine
+    def pull(self, images: tuple[str, ...]) -> int:
+        with self._call("pull"):
+            new = set(images) - self.images
+            self.images |= new
+            return len(new)
+
+    def start(self, c: Candidate) -> str:
+        with self._call("start"):
+            self.containers[c.release] = True
+            return c.image
+
+    def wait_healthy(self, c: Candidate, timeout: float) -> float:
+        with self._call("wait_healthy"):
+            if not self.containers.get(c.release):
+                raise ReleaseError(f"{c.project} is not running")
+            return 0.5
+
+    def remove(self, service: str, release: str, stop_timeout: int) -> None:
+        with self._call("remove"):
+            self.containers.pop(release, None)
+
+    def out_of_pool(self, service: str, keep: frozenset[str]) -> list[str]:
+        with self._call("out_of_pool"):
+            return sorted(r for r in self.containers if r not in keep)
+
+    def run_hook(self, c: Candidate, which: str, command: str) -> str:
+        with self._call("run_hook"):
+            return f"{which} {command}: exit 0"
+
+    def test_image(self, c: Candidate) -> str | None:
+        with self._call("test_image"):
+            return c.test_image
+
+    def integration_tests(self, c: Candidate, test_image: str | None) -> str:
+        with self._call("integration_tests"):
+            return "3 passed"
+
+    def address(self, c: Candidate) -> str:
+        with self._call("address"):
+            if not self.containers.get(c.release):
+                raise ReleaseError(f"{c.project} has no running container on prod")
+            return "172.19.0.9"
+
+    # the route store and the proxy
+    def read_routes(self, service: str) -> routes.Routes:
+        with self._call("read_routes"):
+            return self.routes.get(service, routes.Routes(service, ()))
+
+    def write_routes(self, new: routes.Routes) -> None:
+        with self._call("write_routes"):
+            self.routes[new.service] = new
+
+    def write_frontend(self, c: Candidate) -> bool:
+        with self._call("write_frontend"):
+            new = c.service.name not in self.frontends
+            self.frontends[c.service.name] = c.service.public_port
+            return new
+
+    def remove_frontend(self, service: str) -> None:
+        with self._call("remove_frontend"):
+            self.frontends.pop(service, None)
+
+    def wait_up(self, backend: str, host: str, address: str | None) -> float:
+        with self._call("wait_up"):
+            service = backend.removesuffix("-match")
+            if not self._routed(service, host):  # the proxy checks only what is in the pool
+                raise ReleaseError(f"{host} is not in the pool of {backend}")
+            return 0.2
+
+    def wait_released(self, backend: str, host: str) -> None:
+        with self._call("wait_released"):
+            if self._routed(backend, host):
+                raise ReleaseError(f"{host} is still in the pool of {backend}")
+
+    def wait_drained(self, backend: str, host: str) -> tuple[float, int]:
+        with self._call("wait_drained"):
+            return 0.3, 0
+
+    def verify(self, service: str, release: str, headers: dict[str, str] | None) -> float:
+        """Every response from ``release``: the live one, or the matched one with headers."""
+        with self._call("verify"):
+            current = self.routes.get(service, routes.Routes(service, ()))
+            answers = current.match.release if headers and current.match else current.live
+            if answers != release or not self.containers.get(release):
+                raise ReleaseError(f"{service} answered from {answers}, not {release}")
+            return 0.011
+
+    # metrics and time
+    def judge_step(
+        self, c: Candidate, live: str, interval: float, thresholds: judge.Thresholds
+    ) -> tuple[judge.Verdict, str]:
+        with self._call("judge_step"):
+            decision, command = self.verdicts.pop(0) if self.verdicts else ("promote", "")
+            return judge.Verdict(decision, f"judged {decision}"), command
+
+    def bake(
+        self, c: Candidate, previous: str, seconds: float, thresholds: judge.Thresholds
+    ) -> str:
+        with self._call("bake"):
+            return f"{c.release} healthy for {seconds:.0f} s"
+
+    def event(self, what: str, tags: list[str], data: str = "") -> None:
+        with self._call("event"):
+            self.events.append(what)
+
+    def sleep(self, seconds: float) -> None:
+        with self._call("sleep"):
+            self.slept.append(seconds)
+
+    # the registry
+    def prune(self, service: str, made_live: str) -> tuple[list[str], list[str]]:
+        with self._call("prune"):
+            return [made_live], []
+
+    def retire(self, service: str, keep: frozenset[str]) -> list[str]:
+        with self._call("retire"):
+            gone = sorted(r for r in self.containers if r not in keep)
+            for release in gone:
+                del self.containers[release]
+            return gone
+
+    def copy(self) -> FakePorts:
+        """A fresh fake in the same state (no calls, no faults)."""
+        return dataclasses.replace(
+            self,
+            containers=dict(self.containers),
+            routes=dict(self.routes),
+            frontends=dict(self.frontends),
+            faults=[],
+            verdicts=list(self.verdicts),
+            calls=[],
+            images=set(self.images),
+            events=[],
+            slept=[],
+        )
+
+
+@dataclass
+class Tracking(Progress):
+    """Silent progress that tells the fake which step (or undo) each call belongs to, keeps
+    what is said, and raises ``Stop`` as the step ``stop_at`` begins (a signal between steps)."""
+
+    ports: FakePorts | None = None
+    stop_at: str = ""
+    said: list[str] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        self.said.append(text)
+
+    @contextmanager
+    def stage(self, title: str, key: str | None = None) -> Iterator[StageHandle]:
+        if self.ports is not None:
+            self.ports.step = key or ""
+        with super().stage(title, key) as handle:
+            if key == self.stop_at:
+                raise Stop("SIGTERM")
+            yield handle
