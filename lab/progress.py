@@ -91,8 +91,8 @@ class Progress:
         self.say(f"==> {self._counter(key)}{title} ...")
         start = time.monotonic()
         stop = threading.Event()
-        ticker = threading.Thread(target=self._tick, args=(start, stop), daemon=True)
-        ticker.start()
+        if self.out is not None:  # quiet work starts no ticker
+            threading.Thread(target=self._tick, args=(start, stop), daemon=True).start()
         try:
             yield handle
         except BaseException as exc:

@@ -76,9 +76,22 @@ def deploy(facts: Facts, c: Candidate, o: Options) -> Plan:
                 (Hook(c, "pre-deploy", c.service.pre_deploy),),
             )
         )
-    steps += _start(facts, c, o)
     base = _without(current, c.release)
     staged = routes.stage(base, c.release)
+    if c.release in facts.running and c.release in {s.release for s in current.servers}:
+        # warm (drained, running, tested when it was first deployed): pooled again as it is,
+        # never restarted (a failure must not lose the instant-rollback target)
+        steps += [
+            Step(
+                "stage",
+                f"{c.release} (warm) in the pool at weight 0",
+                (WriteRoutes(staged),),
+                (WriteRoutes(current),),
+            ),
+            Step("proxy-up", "proxy health-checks the candidate (weight 0)", (WaitUp(c, name),)),
+        ]
+    else:
+        steps += _start(facts, c, o)
     if o.match:
         match = o.match
         matched = routes.matched(base, match)
