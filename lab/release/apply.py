@@ -135,7 +135,8 @@ def _as_release_error(
     """The error a failed run raises: a ``LabError`` as it is (with where it stopped), anything
     else wrapped with its type; and what the undo did."""
     what = ", ".join(undone) if undone else "nothing to undo"
-    tail = f"\nUndone: {what}.{_undo_note(errors)}"
+    serving = f" Every request is back on {plan.previous}." if plan.previous and undone else ""
+    tail = f"\nUndone: {what}.{serving}{_undo_note(errors)}"
     if isinstance(exc, LabError):
         if isinstance(exc, ReleaseError):
             exc.stage = exc.stage or step.key

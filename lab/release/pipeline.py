@@ -82,7 +82,7 @@ def service_at(root: Path, sha: str, name: str) -> tuple[services.Service, dict[
         raise ConfigError(
             "--service",
             name,
-            f"a service of commit {git.short(sha)} (services/<name>/service.toml): one of "
+            f"a service of commit {git.short(sha)} (services/<name>/service.toml): one of: "
             + (", ".join(there) or "none"),
         )
     return services.at_commit(root, sha, name, files), files

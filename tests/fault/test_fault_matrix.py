@@ -69,14 +69,14 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
                 t + "\n\ndef test_broken_on_purpose() -> None:\n    assert 1 + 1 == 3\n"
             )
         },
-        "image app:",
+        "image-app-",
         "could not build image",
     ),
     "the integration-test image does not build": (
         # built while the candidate starts (off the critical path): its failure still stops
         # the deploy before any user reaches the candidate, which is removed
         {"services/app/Dockerfile.test": lambda t: t.replace("COPY tests/api", "COPY tests/nope")},
-        "integration-test image",
+        "tests",  # the test image, built meanwhile, is awaited by the tests step
         "could not build image",
     ),
     "integration tests fail": (
@@ -140,7 +140,7 @@ def test_a_bad_candidate_never_reaches_users(lab: State, tmp_path: Path, case: s
     assert words in str(err.value)
     if stage:
         rec = [r for r in records.history(lab.runs, "app") if r.release == sha][-1]
-        assert (rec.result, rec.failed_stage) == ("failed", stage)
+        assert rec.result == "failed" and (rec.failed_stage or "").startswith(stage), rec
         assert set(rec.undone) >= {"start"}, f"the candidate's start was not undone: {rec}"
     else:
         assert isinstance(err.value, ConfigError)
