@@ -1,0 +1,300 @@
+"""The supervisor: one HAProxy per frontend document, and each service's routes applied to its
+own process through the Runtime API.
+
+``reconcile`` reads both prefixes, plans the processes (``fleet.plan``), applies the plan and
+then the routes; ``reconcile_routes`` does the routes only (what a route change needs). Both run
+at start, on every change etcd reports (two watches), and every few seconds (a resync that also
+restarts a process that died). A process replaced for a changed document hands its listening
+socket and its slots (address, weight, drain, maintenance) to the next one, which serves before
+the old one stops; other services' processes are never touched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from . import document, fleet, router, slots
+from .config import Files, Settings, map_file
+from .document import DocumentError, Frontend
+from .haproxy import Process, ProcessError
+
+Starter = Callable[..., Process]
+
+
+class Store(Protocol):
+    """What the supervisor reads from etcd (``etcd.Etcd``; a dict-backed fake in tests)."""
+
+    def get_prefix(self, prefix: str) -> dict[str, bytes]: ...
+
+
+def log(msg: str) -> None:
+    print(f"cdlab-proxy: {msg}", file=sys.stderr, flush=True)
+
+
+def resolve(hosts: list[str]) -> dict[str, str]:
+    """IPv4 addresses of the releases' names on the stack network (Docker's DNS); a name that
+    does not resolve yet is left to HAProxy's resolvers."""
+    out = {}
+    for host in hosts:
+        try:
+            out[host] = socket.gethostbyname(host)
+        except OSError:
+            continue
+    return out
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        etcd: Store,
+        start: Starter = Process.start,
+        say: Callable[[str], None] = log,
+    ) -> None:
+        self.settings, self.etcd, self.start, self.say = settings, etcd, start, say
+        self.lock = threading.Lock()  # one reconcile at a time
+        self.table = threading.Lock()  # guards processes and notes (held briefly)
+        self.processes: dict[str, Process] = {}
+        self.notes: dict[str, router.Status] = {}  # refused, invalid, failed to start
+        self.generation = itertools.count(1)
+        self.ready = False  # the frontend documents were read once
+        self._said: dict[str, str] = {}
+
+    def _once(self, key: str, msg: str) -> None:
+        """Say ``msg`` unless it is what was last said about ``key`` (a retry loop's error)."""
+        if self._said.get(key) != msg:
+            self._said[key] = msg
+            self.say(msg)
+
+    # -- reading etcd ------------------------------------------------------------------------
+
+    def _frontends(self) -> tuple[dict[str, Frontend], set[str]]:
+        raw = self.etcd.get_prefix(document.FRONTENDS_PREFIX)
+        wanted, invalid = {}, set()
+        for key, value in sorted(raw.items()):
+            name = key[len(document.FRONTENDS_PREFIX) :]
+            try:
+                wanted[name] = document.parse_frontend(document.decode(value, key), name)
+            except DocumentError as exc:
+                invalid.add(name)
+                self._note(router.Status(name, None, "invalid", detail=str(exc)))
+        return wanted, invalid
+
+    def _routes(self) -> dict[str, bytes]:
+        raw = self.etcd.get_prefix(document.ROUTES_PREFIX)
+        return {k[len(document.ROUTES_PREFIX) :]: v for k, v in raw.items()}
+
+    def _note(self, status: router.Status) -> None:
+        with self.table:
+            self.notes[status.service] = status
+        self._once(f"note:{status.service}", f"{status.service}: {status.state}: {status.detail}")
+
+    def _clear_note(self, name: str) -> None:
+        with self.table:
+            self.notes.pop(name, None)
+        self._said.pop(f"note:{name}", None)
+
+    # -- reconciling -------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Processes from the frontend documents, then every service's routes."""
+        with self.lock:
+            wanted, invalid = self._frontends()
+            routes = self._routes()
+            with self.table:
+                facts = {
+                    n: fleet.Running(p.frontend, p.alive, p.exit) for n, p in self.processes.items()
+                }
+            for step in fleet.plan(wanted, facts, invalid):
+                self._apply(step, routes)
+            with self.table:
+                settled = {
+                    n for n, p in self.processes.items() if p.alive and p.frontend == wanted.get(n)
+                }
+                stale = set(self.notes) - (set(wanted) | invalid)
+            for name in settled | stale:
+                self._clear_note(name)
+            self.ready = True
+            self._apply_routes(routes)
+
+    def reconcile_routes(self) -> None:
+        with self.lock:
+            self._apply_routes(self._routes())
+
+    def _apply(self, step: fleet.Step, routes: Mapping[str, bytes]) -> None:
+        name = step.service
+        if step.action == "refuse":
+            with self.table:
+                running = self.processes.get(name)
+            still = f"; its HAProxy (pid {running.pid}) runs on" if running else ""
+            self._note(router.Status(name, step.frontend, "refused", detail=step.reason + still))
+            return
+        if step.action == "stop":
+            with self.table:
+                gone = self.processes.pop(name)
+            gone.soft_stop()
+            self.say(f"{name}: stopped its HAProxy (pid {gone.pid}): {step.reason}")
+            return
+        assert step.frontend is not None
+        front = step.frontend
+        with self.table:
+            previous = self.processes.get(name)
+        old = previous if step.action == "replace" else None
+        seed, takeover = "", ""
+        if old is not None:
+            try:
+                state = old.send("show servers state")
+                seed = slots.seed(state, [name, name + slots.MATCH_SUFFIX], front.port)
+                takeover = old.files.socket
+            except OSError as exc:  # the new process starts like a first one
+                self.say(f"{name}: could not read the slots of pid {old.pid}: {exc}")
+        files = Files.of(self.settings, name, next(self.generation))
+        try:
+            new = self.start(
+                self.settings, front, files, seed, self._patterns(name, routes), takeover
+            )
+            new.wait_ready()
+        except (OSError, ProcessError) as exc:
+            self._note(router.Status(name, front, "failed", detail=str(exc).splitlines()[0]))
+            self._once(f"start:{name}", f"{name}: {step.action} failed: {exc}")
+            return
+        with self.table:
+            self.processes[name] = new
+        if old is None and previous is not None:
+            previous.kill()  # it had ended: its files go
+        self._said.pop(f"start:{name}", None)
+        self._apply_routes({name: routes.get(name, b"")}, only=name)
+        where = f"port {front.public_port + self.settings.port_shift}"
+        if old is not None:
+            old.soft_stop()
+            self.say(
+                f"{name}: replaced its HAProxy (pid {old.pid} -> {new.pid}, {where}): "
+                f"{step.reason}; pid {old.pid} finishes its requests; other services untouched"
+            )
+        else:
+            self.say(f"{name}: started its HAProxy (pid {new.pid}, {where}): {step.reason}")
+
+    def _patterns(self, name: str, routes: Mapping[str, bytes]) -> tuple[str, ...]:
+        try:
+            return slots.wanted(self._parse_routes(name, routes.get(name))).patterns
+        except DocumentError:
+            return ()
+
+    @staticmethod
+    def _parse_routes(name: str, raw: bytes | None) -> document.Routes:
+        key = document.ROUTES_PREFIX + name
+        return document.parse_routes(document.decode(raw, key), name)
+
+    def _apply_routes(self, routes: Mapping[str, bytes], only: str = "") -> None:
+        with self.table:
+            procs = {n: p for n, p in self.processes.items() if p.alive and (not only or n == only)}
+        for name, proc in sorted(procs.items()):
+            try:
+                self._service_routes(name, proc, routes.get(name))
+                self._said.pop(f"routes:{name}", None)
+            except (OSError, ValueError) as exc:  # this service's; the others carry on
+                self._once(f"routes:{name}", f"{name}: routes not applied: {exc}")
+
+    def _service_routes(self, name: str, proc: Process, raw: bytes | None) -> None:
+        wanted = slots.wanted(self._parse_routes(name, raw))
+        match = name + slots.MATCH_SUFFIX
+        path = map_file(self.settings, name)
+        state = proc.send("show servers state")
+        to_map = slots.map_plan(
+            path, slots.parse_map(proc.send(f"show map {path}")), wanted.patterns
+        )
+        desired = {name: wanted.servers, match: wanted.matched}
+        found = {b: slots.parse_servers_state(state, b) for b in desired}
+        # only a release taking a slot, or coming back from maintenance, needs its address:
+        # no DNS lookups when in shape
+        known = resolve(
+            [
+                d.host
+                for b, ds in desired.items()
+                for d in ds
+                if d.host not in {s.fqdn for s in found[b] if not s.in_maintenance}
+            ]
+        )
+        to_pool = [c for b, ds in desired.items() for c in slots.plan(b, found[b], ds, known)]
+        # a rule goes in after its backend has the candidate, and out before it leaves
+        cmds = to_pool + to_map if wanted.patterns else to_map + to_pool
+        for cmd in cmds:
+            answer = proc.send(cmd).strip()
+            if answer and not answer.startswith(("IP changed", "no need to change")):
+                self.say(f"{name}: {cmd!r}: {answer}")
+        if cmds:
+            self.say(
+                f"{name}: applied {len(cmds)} change(s) -> "
+                + ", ".join(
+                    f"{d.release}={d.weight}{' drain' if d.drain else ''}" for d in wanted.servers
+                )
+                + "".join(f"; matched requests -> {d.release}" for d in wanted.matched)
+            )
+
+    # -- what the router and the web port ask ------------------------------------------------
+
+    def statuses(self) -> list[router.Status]:
+        with self.table:
+            rows = {
+                n: router.Status(n, p.frontend, "up" if p.alive else "failed", p.pid, p.exit)
+                for n, p in self.processes.items()
+            }
+            for n, note in self.notes.items():
+                pid = rows[n].pid if n in rows else None
+                rows[n] = router.Status(n, note.frontend, note.state, pid, note.detail)
+        return list(rows.values())
+
+    def healthy(self) -> tuple[bool, str]:
+        """Healthy once the frontend documents were read and every process runs (a refused or
+        unreadable document is the lab's to fix, and does not count)."""
+        if not self.ready:
+            return False, "the frontend documents were not read from etcd yet"
+        bad = [s for s in self.statuses() if s.state in ("failed", "starting")]
+        if bad:
+            return False, "; ".join(f"{s.service}: {s.state} {s.detail}" for s in bad)
+        return True, f"{len(self.statuses())} service(s)"
+
+    def answer(self, line: str) -> str:
+        """The Runtime API router: each command on ``line`` to the process(es) it concerns."""
+        out = []
+        for command in router.split(line):
+            with self.table:
+                procs = {n: p for n, p in self.processes.items() if p.alive}
+            owned = router.owners({n: map_file(self.settings, n) for n in procs})
+            route = router.dispatch(command, owned, sorted(procs))
+            if route.status:
+                out.append(router.status_table(self.statuses()))
+            elif not route.services:
+                out.append(route.answer)
+            else:
+                answers = [self._ask(procs[s], command) for s in route.services]
+                out.append(answers[0] if len(answers) == 1 else router.merge(answers))
+        return "".join(out)
+
+    @staticmethod
+    def _ask(proc: Process, command: str) -> str:
+        try:
+            return proc.send(command)
+        except OSError as exc:
+            return (
+                f"cdlab-proxy: the HAProxy of '{proc.frontend.name}' (pid {proc.pid}) did not "
+                f"answer '{command}': {exc}\n\n"
+            )
+
+    def stop_all(self, timeout: float = 35.0) -> None:
+        """Every process finishes its requests and ends (SIGTERM of the container)."""
+        with self.table:
+            procs = list(self.processes.values())
+            self.processes.clear()
+        for p in procs:
+            p.soft_stop()
+        for p in procs:
+            try:
+                p.popen.wait(timeout)
+            except Exception:  # past hard-stop-after: nothing left worth waiting for
+                p.kill()
