@@ -121,7 +121,8 @@ def parse_routes(doc: object, service: str) -> Routes:
         return Routes(service)
     if not isinstance(doc, dict) or doc.get("service") != service:
         raise DocumentError(field, doc, f"an object with service={service!r}")
-    raw = doc.get("servers") or []
+    raw = doc.get("servers")
+    raw = [] if raw is None else raw
     if not isinstance(raw, list):
         raise DocumentError(f"{field}.servers", raw, "a list of servers")
     servers: list[Server] = []

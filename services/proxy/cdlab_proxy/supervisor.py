@@ -55,8 +55,10 @@ class Supervisor:
         etcd: Store,
         start: Starter = Process.start,
         say: Callable[[str], None] = log,
+        lookup: Callable[[list[str]], dict[str, str]] = resolve,
     ) -> None:
         self.settings, self.etcd, self.start, self.say = settings, etcd, start, say
+        self.lookup = lookup
         self.lock = threading.Lock()  # one reconcile at a time
         self.table = threading.Lock()  # guards processes and notes (held briefly)
         self.processes: dict[str, Process] = {}
@@ -212,7 +214,7 @@ class Supervisor:
         found = {b: slots.parse_servers_state(state, b) for b in desired}
         # only a release taking a slot, or coming back from maintenance, needs its address:
         # no DNS lookups when in shape
-        known = resolve(
+        known = self.lookup(
             [
                 d.host
                 for b, ds in desired.items()
