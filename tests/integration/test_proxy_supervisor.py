@@ -265,6 +265,17 @@ def test_the_runtime_api_port_answers_for_every_process(proxy: Proxy) -> None:
     assert "app/r1" in rt.send("get weight app/r1") or rt.send("get weight app/r1")[0].isdigit()
 
 
+def test_a_killed_haproxy_is_started_again_at_once_and_alone(proxy: Proxy) -> None:
+    pids = proxy.pids()
+    killed = time.monotonic()
+    os.kill(pids["quotes"] or 0, signal.SIGKILL)  # a process of this test's supervisor
+    wait_for(lambda: proxy.get(8001) == (200, "quotes"), "quotes answering again", timeout=4)
+    back = time.monotonic() - killed
+    after = proxy.pids()
+    assert after["quotes"] != pids["quotes"] and after["app"] == pids["app"]
+    assert back < 4, f"quotes answered again {back:.1f} s after its HAProxy was killed"
+
+
 def test_a_frontend_on_another_services_port_is_refused(proxy: Proxy) -> None:
     proxy.releases["other"] = proxy.releases["app"]
     doc = proxy.frontend("other", 8000)

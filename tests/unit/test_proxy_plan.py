@@ -322,3 +322,14 @@ def test_a_release_back_from_maintenance_takes_its_new_address() -> None:
     assert same == ["set server app/r2 state ready"]
     unknown = slots.plan(APP, [out], [D("aaa", "app-aaa", 0)], {})  # DNS does not answer yet
     assert unknown == ["set server app/r2 state ready"]
+
+
+def test_a_slot_waiting_for_dns_is_not_asked_again_to_be_ready() -> None:
+    """After ``state ready`` a new slot keeps HAProxy's DNS maintenance bit (0x20) until its
+    name resolves; only forced maintenance (0x01) needs a command."""
+    waiting = slots.Slot("r1", "app-new", 0, 0x24, 0)
+    assert slots.plan(APP, [waiting], [D("new", "app-new", 0)]) == []
+    assert waiting.in_maintenance and not waiting.forced_maintenance
+    assert slots.plan(APP, [waiting], [D("new", "app-new", 0, drain=True)]) == [
+        "set server app/r1 state drain"
+    ]

@@ -76,6 +76,9 @@ class FakeProcess:
     def soft_stop(self) -> None:
         self.stopped, self.alive = True, False
 
+    def wait(self, timeout: float) -> bool:
+        return not self.alive
+
     def kill(self) -> None:
         self.alive = False
 
@@ -107,6 +110,7 @@ class World:
         seed: str = "",
         patterns: Sequence[str] = (),
         takeover: str = "",
+        on_exit: object = None,
     ) -> FakeProcess:
         proc = FakeProcess(frontend, files, seed, takeover)
         self.started.append(proc)
@@ -206,3 +210,38 @@ def test_runtime_commands_go_to_their_process_and_shows_are_merged(world: World)
         ("app", "up"),
         ("quotes", "up"),
     ]
+
+
+def test_a_route_event_reaches_only_the_services_it_names(world: World) -> None:
+    world.put("/cdlab/frontends/quotes", QUOTES)
+    world.sup.reconcile()
+    app, quotes = world.started
+    world.put(
+        "/cdlab/routes/quotes",
+        {"service": "quotes", "servers": [{"release": "q", "host": "quotes-q", "weight": 100}]},
+    )
+    app_before, quotes_before = len(app.sent), len(quotes.sent)
+    world.sup.reconcile_routes(["/cdlab/routes/quotes"])
+    assert len(app.sent) == app_before, "app's process was asked about quotes' routes"
+    assert "set server quotes/r1 fqdn quotes-q" in quotes.sent[quotes_before:]
+
+
+def test_watch_events_name_the_keys_they_changed() -> None:
+    from cdlab_proxy.etcd import changed_keys
+
+    line = (
+        b'{"result":{"header":{"revision":"9"},"events":[{"kv":{"key":"L2NkbGFiL3JvdXRlcy9hcHA=",'
+        b'"value":"e30="}},{"type":"DELETE","kv":{"key":"L2NkbGFiL3JvdXRlcy9xdW90ZXM="}}]}}'
+    )
+    assert changed_keys(line) == ["/cdlab/routes/app", "/cdlab/routes/quotes"]
+    assert changed_keys(b'{"result":{"created":true}}') is None
+    assert changed_keys(b"not json") is None
+
+
+def test_once_stopping_nothing_is_started_again(world: World) -> None:
+    """Stopping ends every process, and each end wakes the resync: it must start none."""
+    (app,) = world.started
+    world.sup.stop_all(timeout=0)
+    world.sup.reconcile()
+    world.sup.reconcile_routes()
+    assert app.stopped and world.started == [app] and world.running() == {}

@@ -14,7 +14,7 @@ from .etcd import Etcd
 from .serve import start
 from .supervisor import Supervisor, log
 
-RESYNC = 5.0  # seconds between full passes: repairs what a missed event left, restarts the dead
+RESYNC = 5.0  # seconds between full passes (what a missed event left); sooner after a death
 
 
 def _forever(name: str, step: Callable[[], None]) -> None:
@@ -44,7 +44,7 @@ def main() -> int:
 
     def frontends() -> None:
         sup.reconcile()
-        etcd.watch(document.FRONTENDS_PREFIX, sup.reconcile)
+        etcd.watch(document.FRONTENDS_PREFIX, lambda keys: sup.reconcile())
 
     def routes() -> None:
         if sup.ready:  # the first full pass starts the processes and applies their routes
@@ -54,7 +54,7 @@ def main() -> int:
             time.sleep(0.1)
 
     def resync() -> None:
-        time.sleep(RESYNC)
+        sup.wait(RESYNC)
         sup.reconcile()
 
     for name, step in (("frontends", frontends), ("routes", routes), ("resync", resync)):

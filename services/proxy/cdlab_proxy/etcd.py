@@ -43,9 +43,10 @@ class Etcd:
             for kv in kvs
         }
 
-    def watch(self, prefix: str, on_event: Callable[[], None]) -> None:
-        """Block, calling ``on_event()`` for every change under ``prefix``; return when etcd
-        ends the stream, raise ``OSError`` when it breaks."""
+    def watch(self, prefix: str, on_event: Callable[[list[str] | None], None]) -> None:
+        """Block, calling ``on_event(keys)`` for every change under ``prefix`` (``keys``: the
+        keys it changed; None when the message could not be read); return when etcd ends the
+        stream, raise ``OSError`` when it breaks."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=None)
         try:
             body = {"create_request": {"key": _b64(prefix), "range_end": _b64(_end(prefix))}}
@@ -61,6 +62,15 @@ class Etcd:
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     if b'"events"' in line:
-                        on_event()
+                        on_event(changed_keys(line))
         finally:
             conn.close()
+
+
+def changed_keys(line: bytes) -> list[str] | None:
+    """The keys of a watch message's events (pure); None when it is not one."""
+    try:
+        events = json.loads(line)["result"]["events"]
+        return [base64.b64decode(e["kv"]["key"]).decode() for e in events]
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -11,10 +11,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .config import Files, Settings, map_file, render_config
 from .document import Frontend
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the supervisor dies (no orphaned HAProxy)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class ProcessError(RuntimeError):
@@ -22,8 +30,14 @@ class ProcessError(RuntimeError):
 
 
 class Process:
-    def __init__(self, frontend: Frontend, files: Files, popen: subprocess.Popen[bytes]) -> None:
-        self.frontend, self.files, self.popen = frontend, files, popen
+    def __init__(
+        self,
+        frontend: Frontend,
+        files: Files,
+        popen: subprocess.Popen[bytes],
+        on_exit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.frontend, self.files, self.popen, self.on_exit = frontend, files, popen, on_exit
         self.output: collections.deque[str] = collections.deque(maxlen=12)
         threading.Thread(target=self._relay, daemon=True, name=f"log-{frontend.name}").start()
 
@@ -36,10 +50,12 @@ class Process:
         seed: str = "",
         patterns: Sequence[str] = (),
         takeover: str = "",
+        on_exit: Callable[[], None] = lambda: None,
     ) -> Process:
         """Write the process's config, its map (``patterns``) and its server-state file
         (``seed``), then start HAProxy; ``takeover``: the admin socket of the process it
-        replaces, whose listening sockets it takes over (``haproxy -x``)."""
+        replaces, whose listening sockets it takes over (``haproxy -x``). ``on_exit`` is
+        called when the process has ended, whatever ended it."""
         os.makedirs(settings.run_dir, exist_ok=True)
         with open(files.config, "w") as fh:
             fh.write(render_config(frontend, settings, files))
@@ -51,9 +67,13 @@ class Process:
         if takeover:
             argv += ["-x", takeover]
         popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
-        return cls(frontend, files, popen)
+        return cls(frontend, files, popen, on_exit)
 
     @property
     def pid(self) -> int:
@@ -77,6 +97,8 @@ class Process:
             line = raw.decode(errors="replace").rstrip()
             self.output.append(line)
             print(f"[{self.frontend.name}] {line}", file=sys.stderr, flush=True)
+        self.popen.wait()
+        self.on_exit()
 
     def send(self, command: str, timeout: float = 5.0) -> str:
         """One Runtime API command on the admin socket; its answer."""
@@ -116,6 +138,14 @@ class Process:
         if self.alive:
             self.popen.send_signal(signal.SIGUSR1)
         threading.Thread(target=self._reap, daemon=True, name=f"reap-{self.pid}").start()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the process ended within ``timeout`` seconds."""
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def kill(self) -> None:
         if self.alive:

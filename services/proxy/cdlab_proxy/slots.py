@@ -40,6 +40,12 @@ class Slot:
     def draining(self) -> bool:
         return bool(self.admin & 0x18)
 
+    @property
+    def forced_maintenance(self) -> bool:
+        """Put in maintenance by the config or a command: what ``state ready`` ends (0x20,
+        waiting for DNS, ends by itself once the name resolves)."""
+        return bool(self.admin & 0x01)
+
 
 @dataclass(frozen=True)
 class Wanted:
@@ -169,9 +175,9 @@ def plan(
             cmds.append(f"set server {backend}/{slot.name} addr {known[d.host]}")
         if slot.weight != d.weight:
             cmds.append(f"set server {backend}/{slot.name} weight {d.weight}")
-        if d.drain and (slot.in_maintenance or not slot.draining):
+        if d.drain and (slot.forced_maintenance or not slot.draining):
             cmds.append(f"set server {backend}/{slot.name} state drain")
-        elif not d.drain and (slot.in_maintenance or slot.draining):
+        elif not d.drain and (slot.forced_maintenance or slot.draining):
             cmds.append(f"set server {backend}/{slot.name} state ready")
     for slot in free:
         if not slot.in_maintenance:

@@ -15,7 +15,8 @@ import itertools
 import socket
 import sys
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
 from . import document, fleet, router, slots
@@ -65,6 +66,8 @@ class Supervisor:
         self.notes: dict[str, router.Status] = {}  # refused, invalid, failed to start
         self.generation = itertools.count(1)
         self.ready = False  # the frontend documents were read once
+        self.wake = threading.Event()  # a process ended: the resync should not wait
+        self.stopping = False  # the container is stopping: start nothing more
         self._said: dict[str, str] = {}
 
     def _once(self, key: str, msg: str) -> None:
@@ -106,6 +109,8 @@ class Supervisor:
     def reconcile(self) -> None:
         """Processes from the frontend documents, then every service's routes."""
         with self.lock:
+            if self.stopping:
+                return
             wanted, invalid = self._frontends()
             routes = self._routes()
             with self.table:
@@ -124,9 +129,18 @@ class Supervisor:
             self.ready = True
             self._apply_routes(routes)
 
-    def reconcile_routes(self) -> None:
+    def reconcile_routes(self, keys: list[str] | None = None) -> None:
+        """Every service's routes, or only those of the services whose route ``keys``
+        changed (a watch event): a switch of one service waits for no other."""
+        names = None if keys is None else {k.rpartition("/")[2] for k in keys}
         with self.lock:
-            self._apply_routes(self._routes())
+            if not self.stopping:
+                self._apply_routes(self._routes(), names)
+
+    def wait(self, seconds: float) -> None:
+        """Until the next resync: ``seconds``, or less when a process has ended."""
+        self.wake.wait(seconds)
+        self.wake.clear()
 
     def _apply(self, step: fleet.Step, routes: Mapping[str, bytes]) -> None:
         name = step.service
@@ -158,7 +172,13 @@ class Supervisor:
         files = Files.of(self.settings, name, next(self.generation))
         try:
             new = self.start(
-                self.settings, front, files, seed, self._patterns(name, routes), takeover
+                self.settings,
+                front,
+                files,
+                seed,
+                self._patterns(name, routes),
+                takeover,
+                on_exit=self.wake.set,
             )
             new.wait_ready()
         except (OSError, ProcessError) as exc:
@@ -170,7 +190,7 @@ class Supervisor:
         if old is None and previous is not None:
             previous.kill()  # it had ended: its files go
         self._said.pop(f"start:{name}", None)
-        self._apply_routes({name: routes.get(name, b"")}, only=name)
+        self._apply_routes(routes, {name})
         where = f"port {front.public_port + self.settings.port_shift}"
         if old is not None:
             old.soft_stop()
@@ -192,9 +212,13 @@ class Supervisor:
         key = document.ROUTES_PREFIX + name
         return document.parse_routes(document.decode(raw, key), name)
 
-    def _apply_routes(self, routes: Mapping[str, bytes], only: str = "") -> None:
+    def _apply_routes(
+        self, routes: Mapping[str, bytes], only: Collection[str] | None = None
+    ) -> None:
         with self.table:
-            procs = {n: p for n, p in self.processes.items() if p.alive and (not only or n == only)}
+            procs = {
+                n: p for n, p in self.processes.items() if p.alive and (only is None or n in only)
+            }
         for name, proc in sorted(procs.items()):
             try:
                 self._service_routes(name, proc, routes.get(name))
@@ -227,7 +251,8 @@ class Supervisor:
         cmds = to_pool + to_map if wanted.patterns else to_map + to_pool
         for cmd in cmds:
             answer = proc.send(cmd).strip()
-            if answer and not answer.startswith(("IP changed", "no need to change")):
+            quiet = ("IP changed", "no need to change")  # and "changed its FQDN": as asked
+            if answer and not answer.startswith(quiet) and "changed its FQDN" not in answer:
                 self.say(f"{name}: {cmd!r}: {answer}")
         if cmds:
             self.say(
@@ -289,14 +314,15 @@ class Supervisor:
             )
 
     def stop_all(self, timeout: float = 35.0) -> None:
-        """Every process finishes its requests and ends (SIGTERM of the container)."""
-        with self.table:
+        """Every process finishes its requests and ends (SIGTERM of the container); nothing is
+        started again meanwhile (their ends wake the resync)."""
+        with self.lock, self.table:
+            self.stopping = True
             procs = list(self.processes.values())
             self.processes.clear()
         for p in procs:
             p.soft_stop()
+        deadline = time.monotonic() + timeout
         for p in procs:
-            try:
-                p.popen.wait(timeout)
-            except Exception:  # past hard-stop-after: nothing left worth waiting for
-                p.kill()
+            if not p.wait(max(0.0, deadline - time.monotonic())):
+                p.kill()  # past hard-stop-after: nothing left worth waiting for
