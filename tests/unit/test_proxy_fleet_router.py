@@ -137,6 +137,7 @@ RUNNING = ["app", "quotes"]
         ("disable frontend app", ("app",), ""),
         ("set maxconn server quotes/r1 5", ("quotes",), ""),
         ("help", ("app",), ""),
+        ("set maxconn global 100", ("app", "quotes"), ""),
         ("set server nosuch/r1 state ready", (), "No such backend.\n\n"),
     ],
 )
@@ -145,11 +146,11 @@ def test_router_dispatch(command: str, services: tuple[str, ...], answer: str) -
     assert (route.services, route.answer, route.status) == (services, answer, False)
 
 
-def test_router_answers_what_it_cannot_route_and_its_own_status() -> None:
+def test_a_command_naming_no_process_goes_to_all_and_status_is_the_routers() -> None:
     assert router.dispatch("show cdlab", OWNED, RUNNING).status
-    lost = router.dispatch("set rate-limit connections global 10", OWNED, RUNNING)
-    assert lost.services == () and "names no backend" in lost.answer
-    assert "running: app, quotes" in lost.answer
+    everyone = router.dispatch("clear counters all", OWNED, RUNNING)
+    assert everyone.services == ("app", "quotes") and not everyone.answer
+    assert router.dispatch("show stat -1 4 -1", OWNED, RUNNING).services == ("app", "quotes")
     assert router.dispatch("show stat", {}, []).services == ()
 
 
@@ -183,6 +184,8 @@ STATE_HEADER = "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_fqdn s
             ["Name: HAProxy\nPid: 1\n\n", "Name: HAProxy\nPid: 2\n\n"],
             "Name: HAProxy\nPid: 1\n\nName: HAProxy\nPid: 2\n\n",
         ),
+        # the same answer from every process, once
+        (["No such frontend.\n\n", "No such frontend.\n\n"], "No such frontend.\n\n"),
         # one process, no processes
         (["# name\napp\n\n"], "# name\napp\n\n"),
         ([], "\n"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -34,6 +35,8 @@ def _forever(name: str, step: Callable[[], None]) -> None:
 
 def main() -> int:
     settings = config.from_env(os.environ)
+    # a restarted container still has the files of the processes of its previous run
+    shutil.rmtree(settings.run_dir, ignore_errors=True)
     os.makedirs(settings.run_dir, exist_ok=True)
     etcd = Etcd(settings.etcd_host, settings.etcd_port)
     sup = Supervisor(settings, etcd)

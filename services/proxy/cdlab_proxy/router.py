@@ -3,11 +3,12 @@
 Clients (the lab, people with socat) send a command line and read the answer until the
 connection closes, as with HAProxy's own CLI. A command naming a backend (``set server
 app/r1 ...``, ``show servers state app-match``), a frontend or a map goes to the process that
-owns it; a ``show`` naming none (``show stat``, ``show servers state``, ``show info``) goes to
-every process, and the answers become one in HAProxy's format (its preamble and column header
-once, then every process's rows). ``show cdlab`` is answered by the supervisor: the table of its
-services' processes (``status_table``, read back with ``parse_status``). Several commands on a
-line, separated by ``;``, are answered one after the other, as HAProxy does.
+owns it; a command naming none (``show stat``, ``show servers state``, ``show info``, ``clear
+counters all``) goes to every process, and the answers become one in HAProxy's format: its
+preamble and column header once, then every process's rows (an answer every process gave, once).
+``show cdlab`` is answered by the supervisor: the table of its services' processes
+(``status_table``, read back with ``parse_status``). Several commands on a line, separated by
+``;``, are answered one after the other, as HAProxy does.
 """
 
 from __future__ import annotations
@@ -92,18 +93,17 @@ def dispatch(command: str, owned: Mapping[str, str], services: Sequence[str]) ->
                 return Route((owned[backend],))
             return Route(answer="No such backend.\n\n")
         break  # the first argument names nothing this proxy runs
-    if words[0] == "show" or words == ["help"]:
-        return Route(tuple(sorted(services)) if words[0] == "show" else tuple(services[:1]))
-    return Route(
-        answer=f"cdlab-proxy: '{command}' names no backend, frontend or map of a running service"
-        f" (running: {', '.join(sorted(services)) or 'none'}); name one of theirs.\n\n"
-    )
+    if words[0] in ("help", "quit", "prompt"):  # the CLI's own: one process's answer will do
+        return Route(tuple(sorted(services))[:1])
+    # names none: about the proxy as a whole (show stat, show info, clear counters all...)
+    return Route(tuple(sorted(services)))
 
 
 def merge(answers: Sequence[str]) -> str:
     """Several processes' answers to one command, as one (pure): a preamble ending with a column
     header (``# ...``, in the first two lines) appears once, then every answer's rows; answers
-    without one follow each other. Each HAProxy answer ends with an empty line."""
+    without one follow each other, each different one once. Each HAProxy answer ends with an
+    empty line."""
     preamble: list[str] = []
     rows: list[str] = []
     blocks: list[str] = []
@@ -111,7 +111,8 @@ def merge(answers: Sequence[str]) -> str:
         lines = answer.rstrip("\n").splitlines()
         head = next((i for i, line in enumerate(lines[:2]) if line.startswith("# ")), None)
         if head is None:
-            blocks += ["\n".join(lines)] if lines else []
+            block = "\n".join(lines)
+            blocks += [block] if lines and block not in blocks else []  # the same once
             continue
         preamble = preamble or lines[: head + 1]
         rows += lines[head + 1 :]
