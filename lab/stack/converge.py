@@ -14,7 +14,7 @@ from pathlib import Path
 from lab.build import git
 from lab.estate.state import State
 from lab.ports import frontends
-from lab.ports.etcd import Etcd
+from lab.ports.etcd import Etcd, EtcdError
 from lab.progress import Progress
 from lab.stack import changes, project, services
 
@@ -53,18 +53,25 @@ def converge(
     sha = git.commit(root, ref)
     built = project.build(state, project.infra_specs(state, sha, base_ref(state)), sha, progress)
     todo = project.plan(state, built)
-    count = len(project.facts(state))
-    progress.say(
-        f"stack on prod ({project.PROJECT}, {git.short(sha)}): {changes.describe(todo, count)}"
-    )
+    containers = project.facts(state)
+    said = changes.describe(todo, len(containers))
+    progress.say(f"stack on prod ({project.PROJECT}, {git.short(sha)}): {said}")
     if dry_run:
         return todo
     found = committed(root, sha)
     etcd = Etcd(state.config.host("prod").address)
-    # with etcd staying up, the frontends go first: a proxy about to start finds them all
-    early = count > 0 and not any(c.service == "etcd" for c in todo)
+    # frontends first while etcd runs (its data is on a volume: they outlive a recreate), so a
+    # proxy about to start finds them all
+    early = any(f.service == "etcd" and f.running for f in containers)
     if early:
-        _publish(etcd, found, every_frontend, progress, sha)
+        try:
+            have = set(etcd.get_prefix(frontends.prefix()))
+        except EtcdError as exc:
+            first = str(exc).splitlines()[0]
+            progress.say(f"note: the frontends are written once the stack is up ({first})")
+            early = False
+        else:
+            _publish(etcd, found, every_frontend, progress, sha, have)
     with progress.stage(f"stack on prod (compose project {project.PROJECT})") as st:
         out = project.apply(state, built, todo)
         healthy = project.wait_healthy(state)
@@ -74,15 +81,23 @@ def converge(
         else:
             st.unchanged(f"{len(healthy)} containers healthy")
     if not early:
-        _publish(etcd, found, every_frontend, progress, sha)
+        _publish(
+            etcd, found, every_frontend, progress, sha, set(etcd.get_prefix(frontends.prefix()))
+        )
     return todo
 
 
 def _publish(
-    etcd: Etcd, found: list[services.Service], every: bool, progress: Progress, sha: str
+    etcd: Etcd,
+    found: list[services.Service],
+    every: bool,
+    progress: Progress,
+    sha: str,
+    have: set[str],
 ) -> None:
+    """The frontend documents of ``found`` that etcd lacks (``have``: its keys), or with
+    ``every`` each one that differs."""
     with progress.stage(f"proxy frontends of {len(found)} service(s) at {git.short(sha)}") as st:
-        have = set(etcd.get_prefix(frontends.prefix()))
         todo = [s for s in found if every or frontends.prefix() + s.name not in have]
         written = [p.service for p in frontends.publish_all(etcd, todo) if p.written]
         names = ", ".join(f"{s.name} :{s.public_port}" for s in found)

@@ -85,6 +85,8 @@ def test_manifest_defaults_and_test_image() -> None:
         ({"name": "app"}, HAS, "port"),
         ({"name": "app", "port": "8000"}, HAS, "port"),
         ({"name": "app", "port": 8000, "health": "health"}, HAS, "health"),
+        ({"name": "app", "port": 8000, "health": "/a b"}, HAS, "health"),
+        ({"name": "app", "port": 8000, "health": "/a#b"}, HAS, "health"),
         ({"name": "app", "port": 8000}, {"service.toml"}, "Dockerfile"),
         ({"name": "app", "port": 8000, "test_dockerfile": "Nope"}, HAS, "test_dockerfile"),
         ({"name": "app", "port": 8000, "public_port": 80}, HAS, "public_port"),
