@@ -110,10 +110,10 @@ class Proxy:
     releases: dict[str, _Release]
     log: Path
 
-    def get(self, public_port: int) -> tuple[int, str]:
+    def get(self, public_port: int, headers: dict[str, str] | None = None) -> tuple[int, str]:
         conn = http.client.HTTPConnection("127.0.0.1", public_port + self.shift, timeout=5)
         try:
-            conn.request("GET", "/version")
+            conn.request("GET", "/version", headers=headers or {})
             resp = conn.getresponse()
             resp.read()
             return resp.status, resp.getheader("X-Release") or ""
@@ -274,6 +274,35 @@ def test_a_killed_haproxy_is_started_again_at_once_and_alone(proxy: Proxy) -> No
     after = proxy.pids()
     assert after["quotes"] != pids["quotes"] and after["app"] == pids["app"]
     assert back < 4, f"quotes answered again {back:.1f} s after its HAProxy was killed"
+
+
+def matched_requests(proxy: Proxy) -> int:
+    stat = proxy.runtime.send("show stat")
+    header = stat.splitlines()[0][2:].split(",")
+    rows = [dict(zip(header, line.split(","), strict=False)) for line in stat.splitlines()[1:]]
+    return sum(
+        int(r["stot"]) for r in rows if r.get("pxname") == "app-match" and r["svname"] == "r1"
+    )
+
+
+def test_an_ab_rule_routes_matched_requests_and_survives_a_replacement(proxy: Proxy) -> None:
+    pool = {"release": "app-1", "host": "localhost", "weight": 100, "drain": False}
+    rule = {"kind": "header", "name": "X-Canary", "value": "1", "release": "b" * 12}
+    proxy.etcd.put(
+        ROUTES + "app",
+        {"service": "app", "servers": [pool], "match": {**rule, "host": "localhost"}},
+    )
+    proxy.runtime.wait_up("app-match", "localhost", timeout=15)
+    for replaced in (False, True):
+        if replaced:  # the rule is in the new process's map from its start
+            doc = proxy.frontend("app", 8000, maxconn=100)
+            proxy.runtime.wait_frontend(doc, timeout=15)
+            proxy.runtime.wait_up("app-match", "localhost", timeout=15)
+        before = matched_requests(proxy)
+        assert proxy.get(8000) == (200, "app") and matched_requests(proxy) == before
+        assert proxy.get(8000, {"X-Canary": "1"}) == (200, "app")
+        assert matched_requests(proxy) == before + 1, f"after replacement: {replaced}"
+    proxy.route("app")  # the rule goes
 
 
 def test_a_frontend_on_another_services_port_is_refused(proxy: Proxy) -> None:
