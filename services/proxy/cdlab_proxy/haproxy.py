@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,12 +18,12 @@ from .config import Files, Settings, map_file, render_config
 from .document import Frontend
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the supervisor dies (no orphaned HAProxy)."""
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM if the supervisor dies (no orphaned HAProxy):
+    util-linux's setpriv (Essential in Debian) sets PR_SET_PDEATHSIG, then execs it. (Not a
+    preexec_fn: that is unsafe in a process with threads.)"""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *argv] if setpriv else argv
 
 
 class ProcessError(RuntimeError):
@@ -67,11 +68,10 @@ class Process:
         if takeover:
             argv += ["-x", takeover]
         popen = subprocess.Popen(
-            argv,
+            _with_parent(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
         )
         return cls(frontend, files, popen, on_exit)
 
