@@ -12,5 +12,6 @@ Port 9999 is the Runtime API for all of them (``router``: a command goes to the 
 the backend it names; a ``show`` naming none is answered by all, merged); port 8404 answers
 ``/healthz``. Standard library only: the lab's side imports ``document`` and the parsers.
 
-    modules: document, slots, config, fleet, router, haproxy, etcd, supervisor, serve, __main__
+    modules: document, slots, config, fleet, router, haproxy, runtime, etcd, supervisor, serve,
+    __main__
 """

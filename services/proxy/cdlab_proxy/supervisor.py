@@ -12,14 +12,13 @@ the old one stops; other services' processes are never touched.
 from __future__ import annotations
 
 import itertools
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
-from . import document, fleet, router, slots
+from . import document, fleet, router, runtime, slots
 from .config import Files, Settings, map_file
 from .document import DocumentError, Frontend
 from .haproxy import Process, ProcessError
@@ -37,18 +36,6 @@ def log(msg: str) -> None:
     print(f"cdlab-proxy: {msg}", file=sys.stderr, flush=True)
 
 
-def resolve(hosts: list[str]) -> dict[str, str]:
-    """IPv4 addresses of the releases' names on the stack network (Docker's DNS); a name that
-    does not resolve yet is left to HAProxy's resolvers."""
-    out = {}
-    for host in hosts:
-        try:
-            out[host] = socket.gethostbyname(host)
-        except OSError:
-            continue
-    return out
-
-
 class Supervisor:
     def __init__(
         self,
@@ -56,7 +43,7 @@ class Supervisor:
         etcd: Store,
         start: Starter = Process.start,
         say: Callable[[str], None] = log,
-        lookup: Callable[[list[str]], dict[str, str]] = resolve,
+        lookup: Callable[[list[str]], dict[str, str]] = runtime.resolve,
     ) -> None:
         self.settings, self.etcd, self.start, self.say = settings, etcd, start, say
         self.lookup = lookup
@@ -221,47 +208,12 @@ class Supervisor:
             }
         for name, proc in sorted(procs.items()):
             try:
-                self._service_routes(name, proc, routes.get(name))
+                wanted = slots.wanted(self._parse_routes(name, routes.get(name)))
+                path = map_file(self.settings, name)
+                runtime.apply_routes(proc, name, wanted, path, self.lookup, self.say)
                 self._said.pop(f"routes:{name}", None)
             except (OSError, ValueError) as exc:  # this service's; the others carry on
                 self._once(f"routes:{name}", f"{name}: routes not applied: {exc}")
-
-    def _service_routes(self, name: str, proc: Process, raw: bytes | None) -> None:
-        wanted = slots.wanted(self._parse_routes(name, raw))
-        match = name + slots.MATCH_SUFFIX
-        path = map_file(self.settings, name)
-        state = proc.send("show servers state")
-        to_map = slots.map_plan(
-            path, slots.parse_map(proc.send(f"show map {path}")), wanted.patterns
-        )
-        desired = {name: wanted.servers, match: wanted.matched}
-        found = {b: slots.parse_servers_state(state, b) for b in desired}
-        # only a release taking a slot, or coming back from maintenance, needs its address:
-        # no DNS lookups when in shape
-        known = self.lookup(
-            [
-                d.host
-                for b, ds in desired.items()
-                for d in ds
-                if d.host not in {s.fqdn for s in found[b] if not s.in_maintenance}
-            ]
-        )
-        to_pool = [c for b, ds in desired.items() for c in slots.plan(b, found[b], ds, known)]
-        # a rule goes in after its backend has the candidate, and out before it leaves
-        cmds = to_pool + to_map if wanted.patterns else to_map + to_pool
-        for cmd in cmds:
-            answer = proc.send(cmd).strip()
-            quiet = ("IP changed", "no need to change")  # and "changed its FQDN": as asked
-            if answer and not answer.startswith(quiet) and "changed its FQDN" not in answer:
-                self.say(f"{name}: {cmd!r}: {answer}")
-        if cmds:
-            self.say(
-                f"{name}: applied {len(cmds)} change(s) -> "
-                + ", ".join(
-                    f"{d.release}={d.weight}{' drain' if d.drain else ''}" for d in wanted.servers
-                )
-                + "".join(f"; matched requests -> {d.release}" for d in wanted.matched)
-            )
 
     # -- what the router and the web port ask ------------------------------------------------
 
@@ -288,30 +240,10 @@ class Supervisor:
 
     def answer(self, line: str) -> str:
         """The Runtime API router: each command on ``line`` to the process(es) it concerns."""
-        out = []
-        for command in router.split(line):
-            with self.table:
-                procs = {n: p for n, p in self.processes.items() if p.alive}
-            owned = router.owners({n: map_file(self.settings, n) for n in procs})
-            route = router.dispatch(command, owned, sorted(procs))
-            if route.status:
-                out.append(router.status_table(self.statuses()))
-            elif not route.services:
-                out.append(route.answer)
-            else:
-                answers = [self._ask(procs[s], command) for s in route.services]
-                out.append(answers[0] if len(answers) == 1 else router.merge(answers))
-        return "".join(out)
-
-    @staticmethod
-    def _ask(proc: Process, command: str) -> str:
-        try:
-            return proc.send(command)
-        except OSError as exc:
-            return (
-                f"cdlab-proxy: the HAProxy of '{proc.frontend.name}' (pid {proc.pid}) did not "
-                f"answer '{command}': {exc}\n\n"
-            )
+        with self.table:
+            procs = {n: p for n, p in self.processes.items() if p.alive}
+        maps = {n: map_file(self.settings, n) for n in procs}
+        return runtime.answer(line, procs, maps, lambda: router.status_table(self.statuses()))
 
     def stop_all(self, timeout: float = 35.0) -> None:
         """Every process finishes its requests and ends (SIGTERM of the container); nothing is
