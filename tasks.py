@@ -218,6 +218,25 @@ def lock_release(c: Context) -> None:
 
 
 @task(
+    name="apply",
+    help={
+        "ref": "the commit whose compose/stack.yml and stack images to apply (default: HEAD)",
+        "dry-run": "only say what would be created or recreated, and why",
+    },
+)
+@presents_errors
+def stack_apply(c: Context, ref: str = "HEAD", dry_run: bool = False) -> None:
+    """Apply the stack's compose file and images to prod: says which containers it will create
+    or recreate and why, then does it (deploys never recreate the stack)."""
+    from lab.stack import converge
+
+    progress = Progress()
+    todo = converge.converge(State(lab_config.load()), progress, ref, dry_run)
+    verb = "would make" if dry_run else "made"
+    progress.say(f"stack: {verb} {len(todo)} change(s)" if todo else "stack: nothing to change")
+
+
+@task(
     help={
         "suite": "a marker expression, e.g. 'unit' or 'e2e and not load'",
         "workers": "pytest-xdist workers (default: auto)",
@@ -253,6 +272,7 @@ def lint(c: Context) -> None:
 lab_ns = Collection("lab", up, status, down, destroy, shell)
 lock_ns = Collection("lock", lock_release)
 dev_ns = Collection("dev", dev_push)
+stack_ns = Collection("stack", stack_apply)
 ns = Collection(
-    lab_ns, lock_ns, dev_ns, bench, deploy, promote, abort, rollback, releases, test, lint
+    lab_ns, lock_ns, dev_ns, stack_ns, bench, deploy, promote, abort, rollback, releases, test, lint
 )

@@ -106,8 +106,11 @@ def _up(
     if any(h.name == "prod" for h in config.hosts) and with_prod:
         # imported here: the lab's own layer stays importable without the stack's
         from lab.release import pipeline
-        from lab.stack import services
+        from lab.stack import converge, services
 
+        # the stack as the checkout's commit says (what it recreates is said first), and every
+        # service's frontend in etcd: the proxy runs one HAProxy per service from those
+        converge.converge(state, progress, every_frontend=True)
         live = pipeline.deploy_current(state, progress)
         root = config.root
         for name, rel in live.items():

@@ -1,12 +1,15 @@
 """The proxy's Runtime API, read from the workstation over the lab network (prod:9999).
 
-Deploys never talk to HAProxy to *change* anything: they write routes to etcd and the proxy's
-supervisor applies them. This client only reads (server states, active connections), using the
-supervisor's own parser so both sides agree on the format.
+Deploys never talk to HAProxy to *change* anything: they write documents to etcd (a service's
+frontend and its routes) and the proxy's supervisor applies them. This client only reads (server
+states, active connections, which services' processes run), using the supervisor's own parsers
+so both sides agree on the format. Port 9999 is the supervisor's router in front of one HAProxy
+per service (``services/proxy/cdlab_proxy``).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import socket
 import sys
@@ -18,20 +21,31 @@ from typing import Any
 
 from lab.errors import LabError
 
-SUPERVISOR = Path(__file__).resolve().parents[2] / "services" / "proxy" / "cdlab_proxy.py"
+PACKAGE = Path(__file__).resolve().parents[2] / "services" / "proxy" / "cdlab_proxy"
 RUNTIME_PORT = 9999
 CHECK_TIMEOUT = 1.1  # a health check ends within its interval (inter 1s): the longest in flight
 
 
 @cache
 def supervisor() -> ModuleType:
-    """``services/proxy/cdlab_proxy.py`` as a module (plan, parsers and config rendering)."""
-    spec = importlib.util.spec_from_file_location("cdlab_proxy", SUPERVISOR)
+    """The proxy's package ``cdlab_proxy`` (``services/proxy/cdlab_proxy``), imported from its
+    folder whatever the current directory; once it is, ``import cdlab_proxy.<module>`` works."""
+    if "cdlab_proxy" in sys.modules:  # e.g. pytest's pythonpath found it first
+        return sys.modules["cdlab_proxy"]
+    spec = importlib.util.spec_from_file_location(
+        "cdlab_proxy", PACKAGE / "__init__.py", submodule_search_locations=[str(PACKAGE)]
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["cdlab_proxy"] = module
     spec.loader.exec_module(module)
     return module
+
+
+def module(name: str) -> ModuleType:
+    """One module of the proxy's package, e.g. ``module("document")``."""
+    supervisor()
+    return importlib.import_module(f"cdlab_proxy.{name}")
 
 
 class ProxyError(LabError):
@@ -57,7 +71,7 @@ class Runtime:
         return b"".join(chunks).decode()
 
     def slots(self, backend: str) -> list[Any]:
-        return list(supervisor().parse_servers_state(self.send("show servers state"), backend))
+        return list(module("slots").parse_servers_state(self.send("show servers state"), backend))
 
     def wait_up(
         self, backend: str, host: str, timeout: float = 30.0, addr: str | None = None
@@ -91,6 +105,43 @@ class Runtime:
             "unhealthy release; check the release's /health."
         )
 
+    def frontends(self) -> list[Any] | None:
+        """The services' processes as the supervisor reports them (``show cdlab``: service,
+        frontend, state, pid, detail); None when the proxy does not know that command."""
+        rows: list[Any] | None = module("router").parse_status(self.send("show cdlab"))
+        return rows
+
+    def wait_frontend(self, frontend: dict[str, Any], timeout: float = 30.0) -> None:
+        """Wait until the proxy runs a process for ``frontend`` (a frontend document, see
+        ``lab.ports.frontends.frontend_doc``) and it answers: its port listens, its backends
+        take routes. Raises with the supervisor's last word on it (refused, failed...)."""
+        doc = module("document")
+        wanted = doc.parse_frontend(frontend, frontend.get("name"))
+        name, last = wanted.name, "no process for it yet"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                rows = self.frontends()
+                if rows is None:
+                    last = (
+                        "the proxy does not answer 'show cdlab': its image predates "
+                        "per-service frontends; 'invoke stack.apply' replaces it"
+                    )
+                else:
+                    row = next((r for r in rows if r.service == name), None)
+                    if row is not None and row.state == "up" and row.frontend == wanted:
+                        return
+                    last = describe(row, wanted)
+            except ProxyError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise ProxyError(
+            f"the proxy did not serve the frontend of '{name}' (public port "
+            f"{wanted.public_port}, port {wanted.port}, health {wanted.health}) within "
+            f"{timeout:.0f} s (last: {last}). Its document is {doc.FRONTENDS_PREFIX}{name}; the "
+            "proxy's log on prod says why ('docker logs cdlab-stack_proxy_1' there)."
+        )
+
     def wait_released(self, backend: str, host: str, timeout: float = 10.0) -> None:
         """Wait until no slot of ``backend`` serves ``host`` (any that has it is in
         maintenance)."""
@@ -119,6 +170,17 @@ class Runtime:
             time.sleep(0.05)
             left = self.sessions(backend, host) or 0
         return time.monotonic() - started, left
+
+
+def describe(row: Any, wanted: Any) -> str:
+    """The supervisor's word on a service's process (a ``show cdlab`` row), for an error."""
+    if row is None:
+        return "no process for it yet"
+    parts = [row.state] + ([f"pid {row.pid}"] if row.pid else [])
+    if row.frontend is not None and row.frontend != wanted:
+        changes = module("document").changes(row.frontend, wanted)
+        parts.append(f"it runs the previous document ({changes} not applied)")
+    return ", ".join(parts + ([row.detail] if row.detail else []))
 
 
 def parse_sessions(csv_text: str, backend: str, server: str) -> int | None:

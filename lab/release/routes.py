@@ -1,7 +1,7 @@
 """Route records: which releases of a service the proxy sends traffic to, and with what weight.
 
 Stored in etcd at ``/cdlab/routes/<service>``; the proxy applies them through HAProxy's Runtime
-API (``services/proxy/cdlab_proxy.py`` reads the same format).
+API. The format is defined once, in ``services/proxy/cdlab_proxy/document.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.errors import ConfigError
+from lab.ports import proxy
 
 PREFIX = "/cdlab/routes/"
 MAX_WEIGHT = 256
@@ -85,46 +86,31 @@ class Routes:
         return max(weighted, key=lambda s: s.weight).release if weighted else None
 
     def to_doc(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "service": self.service,
-            "servers": [
-                {"release": s.release, "host": s.host, "weight": s.weight, "drain": s.drain}
-                for s in self.servers
-            ],
-        }
-        if self.match:
-            m = self.match
-            doc["match"] = {
-                "kind": m.kind,
-                "name": m.name,
-                "value": m.value,
-                "release": m.release,
-                "host": host_name(self.service, m.release),
-            }
-        return doc
+        """The route document (``cdlab_proxy.document``, the one definition of the format)."""
+        doc = proxy.module("document")
+        m = self.match
+        wire = doc.Routes(
+            self.service,
+            tuple(doc.Server(s.release, s.host, s.weight, s.drain) for s in self.servers),
+            None
+            if m is None
+            else doc.Match(m.kind, m.name, m.value, m.release, host_name(self.service, m.release)),
+        )
+        out: dict[str, Any] = doc.routes_doc(wire)
+        return out
 
 
 def from_doc(doc: Any, service: str) -> Routes:
     """Validate a stored record; ``ConfigError`` names what is wrong."""
-    if doc is None:
-        return Routes(service, ())
-    if not isinstance(doc, dict) or doc.get("service") != service:
-        raise ConfigError(f"routes[{service}]", doc, f"an object with service={service!r}")
-    servers = []
-    for i, s in enumerate(doc.get("servers") or []):
-        weight = s.get("weight") if isinstance(s, dict) else None
-        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_WEIGHT:
-            raise ConfigError(
-                f"routes[{service}].servers[{i}].weight", weight, f"an integer 0-{MAX_WEIGHT}"
-            )
-        servers.append(Server(str(s["release"]), str(s["host"]), weight, bool(s.get("drain"))))
-    match = None
-    if doc.get("match"):
-        m = doc["match"]
-        if not isinstance(m, dict) or not _RELEASE.match(str(m.get("release"))):
-            raise ConfigError(f"routes[{service}].match", m, "an object naming a release")
-        match = parse_match(f"{m.get('kind')}:{m.get('name')}={m.get('value')}", m["release"])
-    return Routes(service, tuple(servers), match)
+    wire = proxy.module("document")
+    try:
+        parsed = wire.parse_routes(doc, service)
+    except wire.DocumentError as exc:
+        raise ConfigError(exc.field, exc.value, exc.expected) from exc
+    servers = tuple(Server(s.release, s.host, s.weight, s.drain) for s in parsed.servers)
+    m = parsed.match
+    match = None if m is None else Match(m.kind, m.name, m.value, m.release)
+    return Routes(service, servers, match)
 
 
 def host_name(service: str, release: str) -> str:

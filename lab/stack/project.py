@@ -1,10 +1,14 @@
-"""Prod's long-lived stack: its images (built on cd, pushed) and the Compose project on prod."""
+"""Prod's long-lived stack: its images (built on cd, pushed) and the Compose project on prod.
+
+A deploy only makes sure the stack is there (``ensure``: it creates a missing container, never
+recreates one). Changing it is an explicit run that says what it will recreate before it does
+(``plan``, then ``apply``; ``lab.stack.converge`` for the task and ``lab.up``).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -14,7 +18,7 @@ from lab.errors import LabError
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
-from lab.stack import compose, services
+from lab.stack import changes, compose, services
 
 PROJECT = "cdlab-stack"
 NETWORK = "cdlab"  # the stack network every release joins (compose/stack.yml)
@@ -25,6 +29,14 @@ INFRA = {  # image name -> (folder, compose variable)
     "graphite-web": ("services/graphite-web", "GRAPHITE_WEB_IMAGE"),
     "proxy": ("services/proxy", "PROXY_IMAGE"),
 }
+SERVICES = {  # Compose service (compose/stack.yml, in its order) -> image name
+    "etcd": "etcd",
+    "db": "postgres",
+    "carbon": "carbon",
+    "graphite-web": "graphite-web",
+    "proxy": "proxy",
+}
+HINT = "look at 'invoke lab.status' and the stack's logs on prod"
 
 
 class StackError(LabError):
@@ -111,20 +123,8 @@ def variables(state: State, built: Mapping[str, Built]) -> dict[str, str]:
     """Compose variables for the stack (pure apart from reading the lab's secrets)."""
     prod = state.config.host("prod")
     env = {var: built[name].pinned for name, (_, var) in INFRA.items()}
-    env.update(
-        PROD_ADDR=prod.address,
-        DB_PASSWORD=state.secret("db-password"),
-        PROXY_SERVICES=proxy_services(services.load_all(state.config.root)),
-    )
+    env.update(PROD_ADDR=prod.address, DB_PASSWORD=state.secret("db-password"))
     return env
-
-
-def proxy_services(found: list[services.Service]) -> str:
-    """The proxy's frontends: ``name:public_port:port:health:max_connections`` per service
-    (pure)."""
-    return ",".join(
-        f"{s.name}:{s.public_port}:{s.port}:{s.health}:{s.max_connections}" for s in found
-    )
 
 
 def pull(state: State, host_name: str, refs: list[str]) -> list[str]:
@@ -151,43 +151,84 @@ def _pull(state: State, host_name: str, ref: str) -> None:
         client.images.pull(ref, auth_config=state.credentials().auth_config())
 
 
-def spec_hash(compose_file: str, env: Mapping[str, str]) -> str:
-    """What the stack is made from: the Compose file and its variables (pure)."""
-    doc = compose_file + "\n" + "\n".join(f"{k}={v}" for k, v in sorted(env.items()))
-    return hashlib.sha256(doc.encode()).hexdigest()[:16]
-
-
-def up(state: State, built: Mapping[str, Built]) -> str:
-    """``docker-compose up -d`` of the stack on prod, unless every container already runs,
-    healthy, from the current file and variables; returns compose's output ("" when skipped)."""
-    prod = state.config.host("prod")
-    env = variables(state, built)
-    env["STACK_HASH"] = spec_hash((compose.COMPOSE_DIR / "stack.yml").read_text(), env)
-    if _in_place(state, env["STACK_HASH"]):
-        return ""
-    pull(state, "prod", [built[name].pinned for name in INFRA])
-    return compose.run(
-        state,
-        prod,
-        "stack.yml",
-        PROJECT,
-        env,
-        ["up", "-d", "--remove-orphans", "--no-build"],
-        hint="look at 'invoke lab.status' and the stack's logs on prod",
-    )
-
-
-def _in_place(state: State, want: str) -> bool:
+def facts(state: State) -> list[changes.Found]:
+    """The project's containers on prod, as ``changes`` reads them."""
     with engines.connect(state, state.config.host("prod"), timeout=30) as client:
         found = client.containers.list(
             all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}
         )
-        names = {c.labels.get("com.docker.compose.service") for c in found}
-        return (
-            len(names) == len(INFRA) == len(found)
-            and all(c.labels.get("cdlab.stack") == want for c in found)
-            and all(_health(c) == "healthy" for c in found)
+        return [
+            changes.Found(
+                c.labels.get("com.docker.compose.service", ""),
+                c.name,
+                str(c.attrs.get("Config", {}).get("Image", "")),
+                c.labels.get("com.docker.compose.config-hash", ""),
+                c.attrs.get("State", {}).get("Status") == "running",
+            )
+            for c in found
+        ]
+
+
+def plan(state: State, built: Mapping[str, Built]) -> tuple[changes.Change, ...]:
+    """What ``apply`` would change on prod, and why (Compose's own configuration hashes, asked
+    of prod's engine: they cover the images' ids). Changes nothing."""
+    env = variables(state, built)
+    out = compose.run(
+        state, state.config.host("prod"), "stack.yml", PROJECT, env, ["config", "--hash=*"], HINT
+    )
+    hashes = changes.parse_hashes(out)
+    if set(hashes) != set(SERVICES):
+        raise StackError(
+            f"could not read the configuration hash of every stack service from "
+            f"'docker-compose config --hash=*' (got {', '.join(sorted(hashes)) or 'none'}, want "
+            f"{', '.join(SERVICES)}); its output:\n{out[-1500:]}\nNext step: check "
+            "compose/stack.yml with 'docker-compose -f compose/stack.yml config'."
         )
+    images = {svc: built[image].pinned for svc, image in SERVICES.items()}
+    return changes.plan(list(SERVICES), images, hashes, facts(state))
+
+
+def apply(state: State, built: Mapping[str, Built], todo: Sequence[changes.Change]) -> str:
+    """Make the ``todo`` changes (from ``plan``), and those only: ``docker-compose up -d`` of
+    exactly those services. Returns compose's output ("" when there is nothing to do)."""
+    args = changes.up_args(todo, list(SERVICES))
+    if not args:
+        return ""
+    pull(state, "prod", [built[name].pinned for name in INFRA])
+    return _compose(state, built, args)
+
+
+def ensure(state: State, built: Mapping[str, Built]) -> str:
+    """What a deploy runs: the stack's containers all there and running. A missing one is
+    created (from ``built``) and a stopped one started; an existing one is never recreated,
+    whatever changed in compose/stack.yml or the images (that is ``invoke stack.apply``).
+    Compose is not run at all when every container is there and running. Returns compose's
+    output ("" when skipped)."""
+    return apply(state, built, changes.missing(list(SERVICES), facts(state)))
+
+
+def up(state: State, built: Mapping[str, Built]) -> str:
+    """The stack as compose/stack.yml and ``built`` say: ``apply(plan())``, skipped when every
+    container runs healthy from its wanted image. Deploys should call ``ensure``."""
+    found = facts(state)
+    wanted = {svc: built[image].pinned for svc, image in SERVICES.items()}
+    current = {f.service: f.image for f in found}
+    if current == wanted and len(found) == len(SERVICES) and _all_healthy(state):
+        return ""
+    return apply(state, built, plan(state, built))
+
+
+def _compose(state: State, built: Mapping[str, Built], args: list[str]) -> str:
+    env = variables(state, built)
+    return compose.run(state, state.config.host("prod"), "stack.yml", PROJECT, env, args, HINT)
+
+
+def _all_healthy(state: State) -> bool:
+    with engines.connect(state, state.config.host("prod"), timeout=30) as client:
+        found = client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}
+        )
+        return all(_health(c) == "healthy" for c in found)
 
 
 def wait_healthy(state: State, timeout: float = 180.0) -> list[str]:

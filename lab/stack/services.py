@@ -34,6 +34,7 @@ from typing import Any
 
 from lab.config import public_host
 from lab.errors import ConfigError
+from lab.ports import proxy
 from lab.release.judge import Thresholds
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -124,8 +125,10 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
             "public_port", public, f"a port in {PUBLIC_PORTS.start}-{PUBLIC_PORTS.stop - 1}", source
         )
     health = doc.get("health", "/health")
-    if not isinstance(health, str) or not health.startswith("/") or "'" in health:
-        raise ConfigError("health", health, "a path like '/health'", source)
+    if not isinstance(health, str) or not proxy.module("document").HEALTH.match(health):
+        raise ConfigError(
+            "health", health, "a path like '/health' (no space, quote, '#', '$' or '\\')", source
+        )
     if "Dockerfile" not in has:
         raise ConfigError(
             "Dockerfile", f"{folder}/Dockerfile", "a Dockerfile in the service folder", source

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cdlab_proxy import config, document, slots
 
-from lab.ports.proxy import supervisor
-
-sup = supervisor()
 APP = "app"
 # As HAProxy 2.6 prints it (columns trimmed to the ones that matter, header names them).
 HEADER = (
@@ -28,12 +30,12 @@ STATE = (
 )
 
 
-def slots() -> list:
-    return sup.parse_servers_state(STATE, APP)
+def found() -> list[slots.Slot]:
+    return slots.parse_servers_state(STATE, APP)
 
 
 def test_parse_reads_only_the_backend_and_hides_the_placeholder() -> None:
-    got = slots()
+    got = found()
     assert [(s.name, s.fqdn, s.weight) for s in got] == [
         ("r1", "app-aaa", 100),
         ("r2", "app-bbb", 0),
@@ -45,7 +47,7 @@ def test_parse_reads_only_the_backend_and_hides_the_placeholder() -> None:
     assert r3.in_maintenance  # 0x05: disabled in the config, never used
 
 
-D = sup.Desired
+D = document.Server
 
 
 @pytest.mark.parametrize(
@@ -78,13 +80,13 @@ D = sup.Desired
     ],
 )
 def test_plan(desired: list, commands: list[str]) -> None:
-    assert sup.plan(APP, slots(), desired) == commands
+    assert slots.plan(APP, found(), desired) == commands
 
 
 def test_a_slot_that_changes_hands_takes_the_new_address_before_it_serves() -> None:
     """r2 still points at bbb (running, UP): it must not keep bbb's address."""
-    two = [s for s in slots() if s.name != "r3"]
-    got = sup.plan(
+    two = [s for s in found() if s.name != "r3"]
+    got = slots.plan(
         APP, two, [D("aaa", "app-aaa", 100), D("ccc", "app-ccc", 100)], {"app-ccc": "172.19.0.9"}
     )
     assert got == [
@@ -99,44 +101,79 @@ def test_a_slot_that_changes_hands_takes_the_new_address_before_it_serves() -> N
 def test_plan_prefers_idle_slots_with_an_address() -> None:
     """A never-used slot has no address until DNS answers (up to 2 s), and HAProxy refuses
     ``addr`` on it: a used one takes the new address at once."""
-    fresh = sup.Slot("r1", "", 1, 0x05, 0)
-    used = sup.Slot("r2", "app-old", 0, 0x01, 0, "172.19.0.4")
-    busy = sup.Slot("r3", "app-live", 100, 0x00, 2, "172.19.0.5")
-    got = sup.plan(APP, [fresh, used, busy], [D("live", "app-live", 100), D("new", "app-new", 0)])
+    fresh = slots.Slot("r1", "", 1, 0x05, 0)
+    used = slots.Slot("r2", "app-old", 0, 0x01, 0, "172.19.0.4")
+    busy = slots.Slot("r3", "app-live", 100, 0x00, 2, "172.19.0.5")
+    got = slots.plan(APP, [fresh, used, busy], [D("live", "app-live", 100), D("new", "app-new", 0)])
     assert got[0] == "set server app/r2 fqdn app-new"
+
+
+def test_a_never_addressed_slot_is_not_given_an_address_haproxy_would_refuse() -> None:
+    fresh = slots.Slot("r1", "", 1, 0x25, 0)
+    got = slots.plan(APP, [fresh], [D("new", "app-new", 0)], {"app-new": "172.19.0.9"})
+    assert got == [
+        "set server app/r1 fqdn app-new",
+        "set server app/r1 weight 0",
+        "set server app/r1 state ready",
+    ]
 
 
 def test_plan_refuses_more_releases_than_slots() -> None:
     desired = [D(str(i), f"app-{i}", 1) for i in range(4)]
     with pytest.raises(ValueError, match="more than 3 releases"):
-        sup.plan(APP, slots(), desired)
+        slots.plan(APP, found(), desired)
+
+
+FILES = config.Files.of(config.Settings(run_dir="/run/x"), APP, 3)
+
+
+def render(front: document.Frontend, **settings: Any) -> str:
+    return config.render_config(front, config.Settings(run_dir="/run/x", **settings), FILES)
 
 
 def test_render_config_never_needs_a_reload_and_checks_health() -> None:
-    cfg = sup.render_config(sup.parse_services("app:8000:8000,api:8001:9000"), slots=4)
-    assert "server-template r 1-4 cdlab-unassigned.invalid:8000 disabled" in cfg
+    cfg = render(document.Frontend("api", 8001, 9000, "/ready"), slots=4)
+    assert "frontend api\n    bind :8001\n" in cfg
     assert "server-template r 1-4 cdlab-unassigned.invalid:9000 disabled" in cfg
-    assert "option httpchk GET /health" in cfg and "http-check expect status 200" in cfg
-    assert "stats socket ipv4@0.0.0.0:9999 level admin" in cfg
-    assert "bind :8001" in cfg
+    assert "option httpchk GET /ready" in cfg and "http-check expect status 200" in cfg
+    assert "stats socket /run/x/app.3.sock mode 600 level admin expose-fd listeners" in cfg
+    assert "server-state-file /run/x/app.3.state" in cfg
+    assert "load-server-state-from-file global" in cfg and "init-addr last,none" in cfg
+    assert "nameserver dns 127.0.0.11:53" in cfg
+    assert "9999" not in cfg and "8404" not in cfg  # the supervisor's ports, not HAProxy's
+
+
+def test_tests_move_the_ports_and_the_dns_server() -> None:
+    cfg = render(
+        document.Frontend(APP, 8000, 8000), bind="127.0.0.1", port_shift=30000, nameserver="x:53"
+    )
+    assert "bind 127.0.0.1:38000" in cfg and "nameserver dns x:53" in cfg
 
 
 def test_a_release_gets_at_most_max_connections_and_the_rest_queue_in_the_proxy() -> None:
     """The excess waits in the proxy's queue (bounded by its timeout), not in the release."""
-    (svc,) = sup.parse_services("app:8000:8000:/health:32")
-    assert svc.maxconn == 32
-    cfg = sup.render_config([svc], slots=4)
+    cfg = render(document.Frontend(APP, 8000, 8000, "/health", 32), slots=4)
     assert "resolve-prefer ipv4 maxconn 32" in cfg and "timeout queue 5s" in cfg
     assert cfg.count(" maxconn 32") == 2  # the service's backend and its A/B backend
     assert "timeout check 2s" in cfg and "fall 3" in cfg  # slow is not dead
-    (unlimited,) = sup.parse_services("app:8000:8000:/health")
-    assert unlimited.maxconn == 0 and "maxconn 32" not in sup.render_config([unlimited])
+    assert "maxconn 32" not in render(document.Frontend(APP, 8000, 8000))
 
 
-@pytest.mark.parametrize("spec", ["app", "app:80", "app:x:80", "app:80:80:/h:x", "a:1:2:h:3"])
-def test_parse_services_rejects_bad_specs(spec: str) -> None:
-    with pytest.raises(ValueError, match="name:listen_port:service_port"):
-        sup.parse_services(spec)
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+@pytest.mark.parametrize(
+    "front",
+    [document.Frontend(APP, 8000, 8000), document.Frontend("quotes", 8008, 9000, "/ready?x=1", 50)],
+)
+def test_haproxy_accepts_the_rendered_config(front: document.Frontend, tmp_path: Path) -> None:
+    settings = config.Settings(run_dir=str(tmp_path))
+    files = config.Files.of(settings, front.name, 1)
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(config.render_config(front, settings, files))
+    Path(files.state).write_text("")
+    Path(config.map_file(settings, front.name)).write_text("")
+    out = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Configuration file is valid" in out.stdout + out.stderr
 
 
 def test_route_records_round_trip_between_lab_and_proxy() -> None:
@@ -145,9 +182,9 @@ def test_route_records_round_trip_between_lab_and_proxy() -> None:
     r = routes.switch_to(routes.stage(routes.Routes(APP, ()), "aaa"), "aaa")
     r = routes.switch_to(routes.stage(r, "bbb"), "bbb")
     assert r.live == "bbb"
-    wanted = sup.parse_routes(json.dumps(r.to_doc()).encode(), APP)
-    assert wanted.servers == [D("bbb", "app-bbb", 100), D("aaa", "app-aaa", 0, drain=True)]
-    assert (wanted.matched, wanted.patterns) == ([], [])
+    wanted = slots.wanted(document.parse_routes(json.loads(json.dumps(r.to_doc())), APP))
+    assert wanted.servers == (D("bbb", "app-bbb", 100), D("aaa", "app-aaa", 0, drain=True))
+    assert (wanted.matched, wanted.patterns) == ((), ())
     assert routes.from_doc(r.to_doc(), APP) == r
 
 
@@ -189,7 +226,7 @@ def headers(*lines: str) -> str:
 def test_match_patterns_find_exactly_the_header_or_cookie(
     kind: str, name: str, value: str, block: str, found: bool
 ) -> None:
-    pattern = sup.match_pattern(kind, name, value)
+    pattern = slots.match_pattern(kind, name, value)
     assert not set(pattern) & set(" \\;#"), "one Runtime API argument, no escaping"
     assert bool(_python_regex(pattern).search(block)) is found
 
@@ -202,9 +239,9 @@ def test_a_match_rule_travels_from_the_route_record_to_the_proxy() -> None:
     r = routes.matched(live, rule)
     assert r.live == "a" * 12 and r.match == rule
     assert routes.from_doc(json.loads(json.dumps(r.to_doc())), APP) == r
-    wanted = sup.parse_routes(json.dumps(r.to_doc()).encode(), APP)
-    assert wanted.matched == [D("b" * 12, "app-" + "b" * 12, 100)]
-    assert wanted.patterns == [sup.match_pattern("header", "X-Canary", "1")]
+    wanted = slots.wanted(document.parse_routes(r.to_doc(), APP))
+    assert wanted.matched == (D("b" * 12, "app-" + "b" * 12, 100),)
+    assert wanted.patterns == (slots.match_pattern("header", "X-Canary", "1"),)
     assert D("b" * 12, "app-" + "b" * 12, 0) in wanted.servers  # staged, health-checked
     # promote (a switch) and abort both leave no rule behind
     assert routes.switch_to(r, "b" * 12).match is None
@@ -225,16 +262,16 @@ def test_bad_match_rules_are_refused_with_the_expected_form(text: str) -> None:
 
 def test_map_plan_adds_before_it_deletes_and_is_empty_when_in_shape() -> None:
     show = "0x55d1c0 (^|[[:cntrl:]])old 1\n"
-    assert sup.parse_map(show) == ["(^|[[:cntrl:]])old"]
-    assert sup.map_plan("/m", ["old"], ["new"]) == ["add map /m new 1", "del map /m old"]
-    assert sup.map_plan("/m", ["k"], ["k"]) == []
+    assert slots.parse_map(show) == ["(^|[[:cntrl:]])old"]
+    assert slots.map_plan("/m", ["old"], ["new"]) == ["add map /m new 1", "del map /m old"]
+    assert slots.map_plan("/m", ["k"], ["k"]) == []
 
 
 def test_matched_requests_go_to_their_own_backend_only_while_it_is_up() -> None:
-    cfg = sup.render_config(sup.parse_services("app:8000:8000"), slots=4)
+    cfg = render(document.Frontend(APP, 8000, 8000), slots=4)
     assert (
         "use_backend app-match if { nbsrv(app-match) gt 0 } "
-        "{ req.hdrs,map_reg(/tmp/match-app.map) -m found }" in cfg
+        "{ req.hdrs,map_reg(/run/x/app.map) -m found }" in cfg
     )
     assert "backend app-match" in cfg and "server-template r 1-2 " in cfg
 
@@ -278,10 +315,21 @@ def test_swarm_at_its_best_is_fronted_by_a_proxy_that_follows_its_tasks() -> Non
 def test_a_release_back_from_maintenance_takes_its_new_address() -> None:
     """Taken out of the pool, then started again (a new container): its slot kept the name and
     the old address; it gets the new one before it serves again, and only when it changed."""
-    out = sup.Slot("r2", "app-aaa", 0, 0x01, 0, "172.19.0.4")
-    got = sup.plan(APP, [out], [D("aaa", "app-aaa", 0)], {"app-aaa": "172.19.0.7"})
+    out = slots.Slot("r2", "app-aaa", 0, 0x01, 0, "172.19.0.4")
+    got = slots.plan(APP, [out], [D("aaa", "app-aaa", 0)], {"app-aaa": "172.19.0.7"})
     assert got == ["set server app/r2 addr 172.19.0.7", "set server app/r2 state ready"]
-    same = sup.plan(APP, [out], [D("aaa", "app-aaa", 0)], {"app-aaa": "172.19.0.4"})
+    same = slots.plan(APP, [out], [D("aaa", "app-aaa", 0)], {"app-aaa": "172.19.0.4"})
     assert same == ["set server app/r2 state ready"]
-    unknown = sup.plan(APP, [out], [D("aaa", "app-aaa", 0)], {})  # DNS does not answer yet
+    unknown = slots.plan(APP, [out], [D("aaa", "app-aaa", 0)], {})  # DNS does not answer yet
     assert unknown == ["set server app/r2 state ready"]
+
+
+def test_a_slot_waiting_for_dns_is_not_asked_again_to_be_ready() -> None:
+    """After ``state ready`` a new slot keeps HAProxy's DNS maintenance bit (0x20) until its
+    name resolves; only forced maintenance (0x01) needs a command."""
+    waiting = slots.Slot("r1", "app-new", 0, 0x24, 0)
+    assert slots.plan(APP, [waiting], [D("new", "app-new", 0)]) == []
+    assert waiting.in_maintenance and not waiting.forced_maintenance
+    assert slots.plan(APP, [waiting], [D("new", "app-new", 0, drain=True)]) == [
+        "set server app/r1 state drain"
+    ]

@@ -85,6 +85,8 @@ def test_manifest_defaults_and_test_image() -> None:
         ({"name": "app"}, HAS, "port"),
         ({"name": "app", "port": "8000"}, HAS, "port"),
         ({"name": "app", "port": 8000, "health": "health"}, HAS, "health"),
+        ({"name": "app", "port": 8000, "health": "/a b"}, HAS, "health"),
+        ({"name": "app", "port": 8000, "health": "/a#b"}, HAS, "health"),
         ({"name": "app", "port": 8000}, {"service.toml"}, "Dockerfile"),
         ({"name": "app", "port": 8000, "test_dockerfile": "Nope"}, HAS, "test_dockerfile"),
         ({"name": "app", "port": 8000, "public_port": 80}, HAS, "public_port"),
@@ -171,17 +173,17 @@ def test_a_push_deploys_the_services_it_changed(
 
 
 def test_proxy_frontends_come_from_every_manifest() -> None:
-    from lab.ports.proxy import supervisor
-    from lab.stack import project as stack
+    from cdlab_proxy import document
 
-    spec = stack.proxy_services(services.load_all(Path(__file__).resolve().parents[2]))
-    assert spec == "app:8000:8000:/health:0,quotes:8001:9000:/ready:0"
-    parsed = supervisor().parse_services(spec)
-    assert [(s.name, s.listen, s.port, s.health, s.maxconn) for s in parsed] == [
-        ("app", 8000, 8000, "/health", 0),
-        ("quotes", 8001, 9000, "/ready", 0),
+    from lab.ports import frontends
+
+    found = services.load_all(Path(__file__).resolve().parents[2])
+    docs = [frontends.frontend_doc(s) for s in found]
+    assert docs == [
+        {"name": "app", "public_port": 8000, "port": 8000, "health": "/health", "maxconn": 0},
+        {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0},
     ]
-    assert "option httpchk GET /ready" in supervisor().render_config(parsed)
+    assert [document.parse_frontend(d, d["name"]).health for d in docs] == ["/health", "/ready"]
 
 
 def _rel(n: int) -> str:

@@ -1,0 +1,77 @@
+"""``python3 -m cdlab_proxy``: the proxy's container process (see the package's docstring)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from . import config, document
+from .etcd import Etcd
+from .serve import start
+from .supervisor import Supervisor, log
+
+RESYNC = 5.0  # seconds between full passes (what a missed event left); sooner after a death
+
+
+def _forever(name: str, step: Callable[[], None]) -> None:
+    """Run ``step`` again and again; etcd restarting or a busy HAProxy never ends the loop."""
+    said = ""
+    while True:
+        try:
+            step()
+            said = ""
+        except Exception as exc:
+            msg = f"{name}: {type(exc).__name__}: {exc}; retrying"
+            if msg != said:
+                log(msg)
+                said = msg
+            time.sleep(0.5)
+
+
+def main() -> int:
+    settings = config.from_env(os.environ)
+    # a restarted container still has the files of the processes of its previous run
+    shutil.rmtree(settings.run_dir, ignore_errors=True)
+    os.makedirs(settings.run_dir, exist_ok=True)
+    etcd = Etcd(settings.etcd_host, settings.etcd_port)
+    sup = Supervisor(settings, etcd)
+    start(sup, settings.listen, settings.runtime_port, settings.web_port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda s, f: stop.set())
+
+    def frontends() -> None:
+        sup.reconcile()
+        etcd.watch(document.FRONTENDS_PREFIX, lambda keys: sup.reconcile())
+
+    def routes() -> None:
+        if sup.ready:  # the first full pass starts the processes and applies their routes
+            sup.reconcile_routes()
+            etcd.watch(document.ROUTES_PREFIX, sup.reconcile_routes)
+        else:
+            time.sleep(0.1)
+
+    def resync() -> None:
+        sup.wait(RESYNC)
+        sup.reconcile()
+
+    for name, step in (("frontends", frontends), ("routes", routes), ("resync", resync)):
+        threading.Thread(target=_forever, args=(name, step), daemon=True, name=name).start()
+    log(
+        f"Runtime API on {settings.listen}:{settings.runtime_port}, health on "
+        f"{settings.listen}:{settings.web_port}, etcd at {settings.etcd_host}:{settings.etcd_port}"
+    )
+    while not stop.wait(1):
+        pass
+    log("stopping: every HAProxy finishes its requests")
+    sup.stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

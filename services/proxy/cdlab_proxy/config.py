@@ -1,0 +1,139 @@
+"""The supervisor's settings, and the static HAProxy configuration of one service (pure).
+
+Each service's HAProxy is written once from its frontend document and never reloaded: routes
+reach it through its Runtime API. A changed document starts a new process beside the old one
+(see ``supervisor``), which is why a process's files carry a generation number.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .document import Frontend
+from .slots import MATCH_SLOTS, MATCH_SUFFIX, PLACEHOLDER, SLOTS
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things are; the defaults are the proxy's container on prod. Tests move every port
+    (``port_shift``, the ``*_port`` fields) and the DNS server."""
+
+    run_dir: str = "/tmp/cdlab-proxy"  # configs, admin sockets, maps, state files
+    bind: str = ""  # the address frontends bind ("": every address)
+    port_shift: int = 0  # added to each public port
+    nameserver: str = "127.0.0.11:53"  # Docker's DNS on the stack network
+    runtime_port: int = 9999  # the Runtime API router
+    web_port: int = 8404  # /healthz and /stats
+    listen: str = "0.0.0.0"  # the address of the router and the web port
+    etcd_host: str = "etcd"
+    etcd_port: int = 2379
+    haproxy: str = "haproxy"
+    slots: int = SLOTS
+
+
+def from_env(env: Mapping[str, str]) -> Settings:
+    """``Settings`` from ``CDLAB_PROXY_*`` variables (and ``ETCD_HOST``/``ETCD_PORT``)."""
+    d = Settings()
+    return Settings(
+        run_dir=env.get("CDLAB_PROXY_RUN_DIR", d.run_dir),
+        bind=env.get("CDLAB_PROXY_BIND", d.bind),
+        port_shift=int(env.get("CDLAB_PROXY_PORT_SHIFT", d.port_shift)),
+        nameserver=env.get("CDLAB_PROXY_NAMESERVER", d.nameserver),
+        runtime_port=int(env.get("CDLAB_PROXY_RUNTIME_PORT", d.runtime_port)),
+        web_port=int(env.get("CDLAB_PROXY_WEB_PORT", d.web_port)),
+        listen=env.get("CDLAB_PROXY_LISTEN", d.listen),
+        etcd_host=env.get("ETCD_HOST", d.etcd_host),
+        etcd_port=int(env.get("ETCD_PORT", d.etcd_port)),
+        haproxy=env.get("CDLAB_PROXY_HAPROXY", d.haproxy),
+    )
+
+
+@dataclass(frozen=True)
+class Files:
+    """One process's files: generation ``gen`` of service ``name``'s HAProxy."""
+
+    config: str
+    socket: str  # its admin socket (Runtime API, level admin)
+    state: str  # the server-state file it starts from (empty: nothing to carry over)
+
+    @staticmethod
+    def of(settings: Settings, name: str, gen: int) -> Files:
+        base = os.path.join(settings.run_dir, f"{name}.{gen}")
+        return Files(base + ".cfg", base + ".sock", base + ".state")
+
+
+def map_file(settings: Settings, service: str) -> str:
+    """The match rule's map of ``service`` (one path for every generation: commands name it)."""
+    return os.path.join(settings.run_dir, f"{service}.map")
+
+
+def render_config(front: Frontend, settings: Settings, files: Files) -> str:
+    """A service's haproxy.cfg: its frontend on its public port, its pool and its A/B backend."""
+    match = front.name + MATCH_SUFFIX
+    mapping = map_file(settings, front.name)
+    lines = [
+        "global",
+        "    log stdout format raw local0 notice",
+        # expose-fd listeners: the service's next process takes the listening socket over
+        # (haproxy -x), so no connection waiting to be accepted is lost when it replaces this one
+        f"    stats socket {files.socket} mode 600 level admin expose-fd listeners",
+        "    maxconn 8192",
+        "    hard-stop-after 30s",
+        f"    server-state-file {files.state}",
+        "",
+        "resolvers docker",
+        f"    nameserver dns {settings.nameserver}",
+        # a release started again is a new container at a new address: HAProxy takes it at
+        # the next lookup (every second), not after keeping the old one for a while
+        "    hold valid 1s",
+        "    hold obsolete 0s",
+        "    timeout resolve 200ms",
+        "    timeout retry 200ms",
+        "    accepted_payload_size 8192",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option dontlognull",
+        "    timeout connect 2s",
+        "    timeout client 60s",
+        "    timeout server 30s",
+        "    timeout http-keep-alive 60s",
+        "    timeout queue 5s",
+        # a health check's answer may take this long (connecting: at most ``inter``): an
+        # overloaded release answers late, and the only live one taken out of the pool turns
+        # slow answers into 503s (373 in 0.9 s at 1000 req/s on 2 cores, 1 s and fall 2)
+        "    timeout check 2s",
+        "    option redispatch",
+        "    retries 3",
+        "    retry-on conn-failure empty-response",
+        # the slots as the process this one replaces left them (an empty file: none)
+        "    load-server-state-from-file global",
+        "",
+        f"frontend {front.name}",
+        f"    bind {settings.bind}:{front.public_port + settings.port_shift}",
+        # matched requests (a header or cookie in the map) go to the A/B candidate while it
+        # is up; the map is empty, and the rule costs nothing, until a deploy --match
+        f"    use_backend {match} if {{ nbsrv({match}) gt 0 }} "
+        f"{{ req.hdrs,map_reg({mapping}) -m found }}",
+        f"    default_backend {front.name}",
+    ]
+    for backend, count in ((front.name, settings.slots), (match, MATCH_SLOTS)):
+        lines += [
+            "",
+            f"backend {backend}",
+            "    balance roundrobin",
+            f"    option httpchk GET {front.health}",
+            "    http-check expect status 200",
+            "    http-request disable-l7-retry if METH_POST",
+            # a DOWN release is checked every 250 ms too: one started again (a new address)
+            # is UP half a second after HAProxy learns the address; 3 failed checks in a row
+            # (about 1.5 s) take one out. init-addr last: the address in the state file
+            "    default-server check inter 1s fastinter 250ms downinter 250ms rise 2 fall 3 "
+            "resolvers docker init-addr last,none resolve-prefer ipv4"
+            + (f" maxconn {front.maxconn}" if front.maxconn else ""),
+            f"    server-template r 1-{count} {PLACEHOLDER}:{front.port} disabled",
+        ]
+    return "\n".join(lines) + "\n"

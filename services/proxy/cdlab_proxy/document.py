@@ -1,0 +1,223 @@
+"""The two documents the lab writes to etcd and the proxy reads, defined once for both sides.
+
+A service's ROUTES, at ``/cdlab/routes/<service>``: the releases in its pool, with their weights
+and drain state, and optionally a candidate serving matched requests only (A/B)::
+
+    {"service": "app",
+     "servers": [{"release": "3f9c2e1a0b1c", "host": "app-3f9c2e1a0b1c",
+                  "weight": 100, "drain": false}],
+     "match": {"kind": "header", "name": "X-Canary", "value": "1",
+               "release": "5d1e0c9b8a7f", "host": "app-5d1e0c9b8a7f"}}
+
+A service's FRONTEND, at ``/cdlab/frontends/<service>``: the proxy runs one HAProxy for it while
+the document exists::
+
+    {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0}
+
+``parse_*`` validate a decoded document (``DocumentError`` names the field, the value and the
+expected form); ``*_doc`` give the JSON-ready form. Keys a reader does not know are ignored, so
+a newer writer does not stop an older reader. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+ROUTES_PREFIX = "/cdlab/routes/"
+FRONTENDS_PREFIX = "/cdlab/frontends/"
+PUBLIC_PORTS = range(8000, 8009)  # published by the proxy's container (compose/stack.yml)
+MAX_WEIGHT = 256
+MAX_CONNECTIONS = 10000
+
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")  # a service's name (its folder under services/)
+RELEASE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MATCH_RELEASE = re.compile(r"^[0-9a-f]{12}$")  # a release id: a commit's short sha
+HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")  # a DNS name on the stack network
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a header or cookie name
+VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # a header or cookie value
+# a URL path HAProxy's config takes as one word: no space, quote, '#', '$' or backslash
+HEALTH = re.compile(r"^/[A-Za-z0-9._~/?=&%+,:@-]{0,199}$")
+
+
+class DocumentError(ValueError):
+    """A document that is not in the agreed form: ``field`` (a path such as
+    ``routes[app].servers[0].weight``), the ``value`` found and the ``expected`` form."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(f"bad value for '{field}': {value!r}; expected {expected}")
+
+
+@dataclass(frozen=True)
+class Server:
+    """A release in a service's pool."""
+
+    release: str
+    host: str  # the release's DNS name on the stack network
+    weight: int  # 0..MAX_WEIGHT
+    drain: bool = False
+
+
+@dataclass(frozen=True)
+class Match:
+    """Requests carrying header (or cookie) ``name`` with exactly ``value`` go to ``release``."""
+
+    kind: str  # "header" or "cookie"
+    name: str
+    value: str
+    release: str
+    host: str
+
+
+@dataclass(frozen=True)
+class Routes:
+    service: str
+    servers: tuple[Server, ...] = ()
+    match: Match | None = None
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """What one service's HAProxy is made from."""
+
+    name: str
+    public_port: int  # the frontend's port in the proxy's container (PUBLIC_PORTS)
+    port: int  # the service's own port in its containers
+    health: str = "/health"  # the readiness path the proxy checks
+    maxconn: int = 0  # requests sent to one release at a time (0: no limit)
+
+
+def decode(raw: bytes | None, field: str) -> object:
+    """A stored value as JSON (None when there is none)."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DocumentError(field, raw[:80], f"a JSON object ({exc})") from exc
+
+
+def _text(doc: dict[str, Any], key: str, pattern: re.Pattern[str], field: str, form: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not pattern.match(value):
+        raise DocumentError(f"{field}.{key}", value, form)
+    return value
+
+
+def _int(doc: dict[str, Any], key: str, allowed: range, field: str, form: str) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value not in allowed:
+        raise DocumentError(f"{field}.{key}", value, form)
+    return value
+
+
+def parse_routes(doc: object, service: str) -> Routes:
+    """A service's route document (None: no routes yet)."""
+    field = f"routes[{service}]"
+    if doc is None:
+        return Routes(service)
+    if not isinstance(doc, dict) or doc.get("service") != service:
+        raise DocumentError(field, doc, f"an object with service={service!r}")
+    raw = doc.get("servers")
+    raw = [] if raw is None else raw
+    if not isinstance(raw, list):
+        raise DocumentError(f"{field}.servers", raw, "a list of servers")
+    servers: list[Server] = []
+    for i, s in enumerate(raw):
+        at = f"{field}.servers[{i}]"
+        if not isinstance(s, dict):
+            raise DocumentError(at, s, "an object with release, host, weight and drain")
+        server = Server(
+            _text(s, "release", RELEASE, at, "a release id (letters, digits, '.', '-', '_')"),
+            _text(s, "host", HOST, at, "a DNS name such as 'app-3f9c2e1a0b1c'"),
+            _int(s, "weight", range(MAX_WEIGHT + 1), at, f"an integer 0-{MAX_WEIGHT}"),
+            s.get("drain", False),
+        )
+        if not isinstance(server.drain, bool):
+            raise DocumentError(f"{at}.drain", server.drain, "true or false")
+        if server.host in {p.host for p in servers}:
+            raise DocumentError(f"{at}.host", server.host, "a host not already in the pool")
+        servers.append(server)
+    m = doc.get("match")
+    if not m:
+        return Routes(service, tuple(servers))
+    at = f"{field}.match"
+    if not isinstance(m, dict):
+        raise DocumentError(at, m, "an object with kind, name, value, release and host")
+    if m.get("kind") not in ("header", "cookie"):
+        raise DocumentError(f"{at}.kind", m.get("kind"), "'header' or 'cookie'")
+    match = Match(
+        m["kind"],
+        _text(m, "name", TOKEN, at, "a name of letters, digits, '-' and '_'"),
+        _text(m, "value", VALUE, at, "a value of letters, digits, '.', '-' and '_'"),
+        _text(m, "release", MATCH_RELEASE, at, "a release id (12 hex digits)"),
+        _text(m, "host", HOST, at, "a DNS name such as 'app-3f9c2e1a0b1c'"),
+    )
+    return Routes(service, tuple(servers), match)
+
+
+def routes_doc(routes: Routes) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "service": routes.service,
+        "servers": [
+            {"release": s.release, "host": s.host, "weight": s.weight, "drain": s.drain}
+            for s in routes.servers
+        ],
+    }
+    if routes.match is not None:
+        m = routes.match
+        doc["match"] = {
+            "kind": m.kind,
+            "name": m.name,
+            "value": m.value,
+            "release": m.release,
+            "host": m.host,
+        }
+    return doc
+
+
+def parse_frontend(doc: object, service: str) -> Frontend:
+    """A service's frontend document; its ``name`` must be ``service`` (the key's last part)."""
+    field = f"frontends[{service}]"
+    if not isinstance(doc, dict) or doc.get("name") != service:
+        raise DocumentError(field, doc, f"an object with name={service!r}")
+    if not NAME.match(service):
+        raise DocumentError(f"{field}.name", service, "a lowercase name like 'app'")
+    ports = f"a port in {PUBLIC_PORTS.start}-{PUBLIC_PORTS.stop - 1}"
+    return Frontend(
+        service,
+        _int(doc, "public_port", PUBLIC_PORTS, field, ports),
+        _int(doc, "port", range(1, 65536), field, "the service's TCP port, 1-65535"),
+        _text(doc, "health", HEALTH, field, "a path like '/health' (no space, quote or '#')"),
+        _int(
+            doc,
+            "maxconn",
+            range(MAX_CONNECTIONS + 1),
+            field,
+            f"requests at a time per release, 0 (no limit) to {MAX_CONNECTIONS}",
+        ),
+    )
+
+
+def frontend_doc(frontend: Frontend) -> dict[str, Any]:
+    return {
+        "name": frontend.name,
+        "public_port": frontend.public_port,
+        "port": frontend.port,
+        "health": frontend.health,
+        "maxconn": frontend.maxconn,
+    }
+
+
+def changes(old: Frontend, new: Frontend) -> str:
+    """What differs between two frontends, for people: ``public port 8001 -> 8002, ...``."""
+    fields = (
+        ("public port", old.public_port, new.public_port),
+        ("port", old.port, new.port),
+        ("health path", old.health, new.health),
+        ("maxconn", old.maxconn, new.maxconn),
+    )
+    return ", ".join(f"{name} {a} -> {b}" for name, a, b in fields if a != b) or "nothing"

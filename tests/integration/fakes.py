@@ -1,0 +1,138 @@
+"""Stand-ins the proxy's supervisor talks to, for a real run without the lab: etcd's v3 JSON
+gateway (range, put, deleterange, watch) and a DNS server that answers every name with
+127.0.0.1. Standard library only; each binds 127.0.0.1 on a port the system picks."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import socket
+import struct
+import threading
+from typing import Any
+
+
+def _b64(text: bytes) -> str:
+    return base64.b64encode(text).decode()
+
+
+class FakeEtcd(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Gateway)
+        self.data: dict[bytes, bytes] = {}
+        self.changed = threading.Condition()
+        self.revision = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def put(self, key: str, value: Any) -> None:
+        with self.changed:
+            self.data[key.encode()] = json.dumps(value).encode()
+            self.revision += 1
+            self.changed.notify_all()
+
+    def delete(self, key: str) -> None:
+        with self.changed:
+            self.data.pop(key.encode(), None)
+            self.revision += 1
+            self.changed.notify_all()
+
+
+class _Gateway(http.server.BaseHTTPRequestHandler):
+    server: FakeEtcd
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        etcd = self.server
+        if self.path == "/v3/kv/range":
+            key = base64.b64decode(body["key"])
+            end = base64.b64decode(body.get("range_end", "")) or None
+            with etcd.changed:
+                kvs = [
+                    {"key": _b64(k), "value": _b64(v)}
+                    for k, v in sorted(etcd.data.items())
+                    if (k == key if end is None else key <= k < end)
+                ]
+            self._json({"kvs": kvs} if kvs else {})
+        elif self.path == "/v3/watch":
+            self._watch(body["create_request"])
+        else:
+            self._json({}, 404)
+
+    def _json(self, doc: dict[str, Any], status: int = 200) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _watch(self, req: dict[str, str]) -> None:
+        key, end = base64.b64decode(req["key"]), base64.b64decode(req["range_end"])
+        self.send_response(200)
+        self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
+        self.wfile.write(b'{"result":{"created":true}}\n')
+        self.wfile.flush()
+        etcd = self.server
+        with etcd.changed:
+            seen = dict(etcd.data)
+        while True:
+            with etcd.changed:
+                etcd.changed.wait(1)
+                now = dict(etcd.data)
+            keys = {k for k in set(seen) | set(now) if key <= k < end and seen.get(k) != now.get(k)}
+            seen = now
+            if keys:
+                events = [{"kv": {"key": _b64(k)}} for k in sorted(keys)]
+                try:
+                    self.wfile.write(json.dumps({"result": {"events": events}}).encode() + b"\n")
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+
+class FakeDns:
+    """Answers every A question with 127.0.0.1 (TTL 1 s), AAAA with no record, and names
+    ending in ``.invalid`` with NXDOMAIN."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        host, port = self.sock.getsockname()
+        return f"{host}:{port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            (tid,) = struct.unpack("!H", data[:2])
+            i = 12
+            while data[i]:
+                i += data[i] + 1
+            question, name = data[12 : i + 5], data[12:i]
+            (qtype,) = struct.unpack("!H", data[i + 1 : i + 3])
+            if name.endswith(b"\x07invalid"):
+                self.sock.sendto(struct.pack("!6H", tid, 0x8183, 1, 0, 0, 0) + question, peer)
+                continue
+            answer = b""
+            if qtype == 1:
+                answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 1, 4) + bytes([127, 0, 0, 1])
+            head = struct.pack("!6H", tid, 0x8180, 1, 1 if answer else 0, 0, 0)
+            self.sock.sendto(head + question + answer, peer)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,129 @@
+"""The two documents the lab and the proxy share (cdlab_proxy.document): good ones read back,
+bad ones name the field and the expected form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cdlab_proxy import document
+
+F = document.Frontend
+GOOD_FRONT = {"name": "app", "public_port": 8000, "port": 8000, "health": "/health", "maxconn": 0}
+
+
+def test_a_frontend_document_reads_back() -> None:
+    front = document.parse_frontend(GOOD_FRONT, "app")
+    assert front == F("app", 8000, 8000, "/health", 0)
+    assert document.frontend_doc(front) == GOOD_FRONT
+    extra = document.parse_frontend({**GOOD_FRONT, "future": 1}, "app")  # a newer writer
+    assert extra == front
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "expected"),
+    [
+        ({"name": "other"}, "frontends[app]", "an object with name='app'"),
+        ({"public_port": 8009}, "frontends[app].public_port", "a port in 8000-8008"),
+        ({"public_port": "8000"}, "frontends[app].public_port", "a port in 8000-8008"),
+        ({"public_port": True}, "frontends[app].public_port", "a port in 8000-8008"),
+        ({"port": 0}, "frontends[app].port", "the service's TCP port, 1-65535"),
+        ({"health": "health"}, "frontends[app].health", "a path like '/health'"),
+        ({"health": "/a b"}, "frontends[app].health", "a path like '/health'"),
+        ({"health": "/a#b"}, "frontends[app].health", "a path like '/health'"),
+        ({"health": "/x\nbind :80"}, "frontends[app].health", "a path like '/health'"),
+        ({"maxconn": -1}, "frontends[app].maxconn", "0 (no limit) to 10000"),
+        ({"maxconn": None}, "frontends[app].maxconn", "0 (no limit) to 10000"),
+    ],
+)
+def test_bad_frontend_documents_name_the_field_and_the_form(
+    change: dict[str, Any], field: str, expected: str
+) -> None:
+    with pytest.raises(document.DocumentError) as err:
+        document.parse_frontend({**GOOD_FRONT, **change}, "app")
+    assert err.value.field == field and expected in err.value.expected
+    assert f"bad value for '{field}'" in str(err.value)
+
+
+def test_a_frontend_document_for_a_bad_service_name_is_refused() -> None:
+    with pytest.raises(document.DocumentError, match="a lowercase name"):
+        document.parse_frontend({**GOOD_FRONT, "name": "App"}, "App")
+
+
+def test_undecodable_values_are_document_errors() -> None:
+    assert document.decode(None, "k") is None and document.decode(b"", "k") is None
+    with pytest.raises(document.DocumentError, match="a JSON object"):
+        document.decode(b"{not json", "/cdlab/frontends/app")
+
+
+SERVER = {"release": "3f9c2e1a0b1c", "host": "app-3f9c2e1a0b1c", "weight": 100, "drain": False}
+MATCH = {
+    "kind": "cookie",
+    "name": "canary",
+    "value": "yes",
+    "release": "5d1e0c9b8a7f",
+    "host": "app-5d1e0c9b8a7f",
+}
+
+
+def test_a_route_document_reads_back() -> None:
+    doc = {"service": "app", "servers": [SERVER], "match": MATCH}
+    routes = document.parse_routes(doc, "app")
+    assert routes.servers == (document.Server("3f9c2e1a0b1c", "app-3f9c2e1a0b1c", 100),)
+    assert routes.match == document.Match(
+        "cookie", "canary", "yes", "5d1e0c9b8a7f", "app-5d1e0c9b8a7f"
+    )
+    assert document.routes_doc(routes) == doc
+    assert document.parse_routes(None, "app") == document.Routes("app")
+    no_drain = {k: v for k, v in SERVER.items() if k != "drain"}
+    assert document.parse_routes({"service": "app", "servers": [no_drain]}, "app") == (
+        document.Routes("app", routes.servers)
+    )
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ([], "routes[app]"),
+        ({"service": "other"}, "routes[app]"),
+        ({"service": "app", "servers": {}}, "routes[app].servers"),
+        ({"service": "app", "servers": ["x"]}, "routes[app].servers[0]"),
+        (
+            {"service": "app", "servers": [{**SERVER, "weight": 257}]},
+            "routes[app].servers[0].weight",
+        ),
+        (
+            {"service": "app", "servers": [{**SERVER, "weight": 1.5}]},
+            "routes[app].servers[0].weight",
+        ),
+        ({"service": "app", "servers": [{**SERVER, "host": "a b"}]}, "routes[app].servers[0].host"),
+        (
+            {"service": "app", "servers": [{**SERVER, "release": ""}]},
+            "routes[app].servers[0].release",
+        ),
+        (
+            {"service": "app", "servers": [{**SERVER, "drain": "no"}]},
+            "routes[app].servers[0].drain",
+        ),
+        ({"service": "app", "servers": [SERVER, SERVER]}, "routes[app].servers[1].host"),
+        ({"service": "app", "match": "x"}, "routes[app].match"),
+        ({"service": "app", "match": {**MATCH, "kind": "query"}}, "routes[app].match.kind"),
+        ({"service": "app", "match": {**MATCH, "name": "a;b"}}, "routes[app].match.name"),
+        ({"service": "app", "match": {**MATCH, "value": "a b"}}, "routes[app].match.value"),
+        ({"service": "app", "match": {**MATCH, "release": "zz"}}, "routes[app].match.release"),
+        ({"service": "app", "match": {**MATCH, "host": None}}, "routes[app].match.host"),
+    ],
+)
+def test_bad_route_documents_name_the_field(doc: Any, field: str) -> None:
+    with pytest.raises(document.DocumentError) as err:
+        document.parse_routes(doc, "app")
+    assert err.value.field == field and err.value.expected
+
+
+def test_what_changed_between_two_frontends_is_said_in_words() -> None:
+    old = F("quotes", 8001, 9000, "/ready")
+    assert document.changes(old, old) == "nothing"
+    assert (
+        document.changes(old, F("quotes", 8002, 9000, "/health", 5))
+        == "public port 8001 -> 8002, health path /ready -> /health, maxconn 0 -> 5"
+    )
