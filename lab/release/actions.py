@@ -61,12 +61,14 @@ class Frontend:
 
 
 @dataclass(frozen=True)
-class RemoveFrontend:
+class RestoreFrontend:
+    """The frontend as it was before this run's ``Frontend`` (none, for a new service)."""
+
     service: str
 
     def run(self, ports: ReleasePorts) -> Result:
-        ports.remove_frontend(self.service)
-        return Result(f"frontend of {self.service} removed")
+        ports.restore_frontend(self.service)
+        return Result(f"frontend of {self.service} as it was")
 
 
 @dataclass(frozen=True)

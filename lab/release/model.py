@@ -43,6 +43,7 @@ class Facts:
     running: frozenset[str]  # releases of the service with a running, not unhealthy container
     present: frozenset[str]  # releases of the service with any container on prod
     deployed: tuple[str, ...] = ()  # releases made live by succeeded runs, oldest first
+    frontend_current: bool = True  # the proxy holds the candidate's frontend document already
 
 
 @dataclass(frozen=True)

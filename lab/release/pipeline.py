@@ -11,18 +11,27 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
-from lab.build import checks, git
-from lab.build.builder import Built, ImageSpec
+from lab.build import git
+from lab.build.builder import Built
 from lab.config import public_host
 from lab.errors import ConfigError, LabError, ReleaseError, RunStopped, Stop
 from lab.estate.state import State
+from lab.ports import frontends
 from lab.ports.lab import Lab
 from lab.ports.metrics import GRAPHITE_PORT
 from lab.progress import Progress
 from lab.release import apply, history, judge, lock, plan, records, routes, signals, verify
 from lab.release.model import Candidate, Facts, Options, Plan
+from lab.release.prelude import build as build  # the images a release needs (public)
+from lab.release.prelude import (
+    ensure_stack,
+    image_specs,
+    integration_test_image,
+    service_at,
+    static_checks,
+    tidy_builder,
+)
 from lab.release.prod import ProdPorts, facts_releases, from_registry, read_routes
 from lab.stack import project as stack
 from lab.stack import services
@@ -74,20 +83,6 @@ def options(
     )
 
 
-def service_at(root: Path, sha: str, name: str) -> tuple[services.Service, dict[str, bytes]]:
-    """The manifest of ``name`` as committed at ``sha``, and its folder's files."""
-    there = git.service_names(root, sha)
-    files = git.files(root, sha, f"services/{name}") if name in there else {}
-    if f"services/{name}/service.toml" not in files:
-        raise ConfigError(
-            "--service",
-            name,
-            f"a service of commit {git.short(sha)} (services/<name>/service.toml): one of: "
-            + (", ".join(there) or "none"),
-        )
-    return services.at_commit(root, sha, name, files), files
-
-
 def deploy(
     state: State | Lab,
     progress: Progress,
@@ -120,15 +115,7 @@ def deploy(
     test_build: Future[Built] | None = None
     try:
         with run.recorded():
-            with progress.stage(
-                f"static checks of {service.folder} at {git.short(sha)}", "checks"
-            ) as st:
-                found = checks.problems(files)
-                if found:
-                    raise checks.CheckError(service.folder, git.short(sha), found)
-                st.unchanged(
-                    f"{len(files)} files: manifest, Python syntax, TOML, JSON, Dockerfiles"
-                )
+            static_checks(progress, service, sha, files)
             specs = image_specs(lab, service, sha)
             tests = next((s for s in specs if s.name == f"{service.name}-test"), None)
             # the integration-test image is not needed before the candidate is healthy: it is
@@ -160,7 +147,7 @@ def release_candidate(
     what = f"{run.kind} {service.name} {c.release}"
     what += " (canary)" if opts.strategy == "canary" else ""
     with lock.held(lab.etcd, what, signals.lease_lost):
-        facts = read_facts(lab, service.name)
+        facts = read_facts(lab, service.name, service)
         refuse_while_matched(facts, service.name, opts.match is not None)
         run.previous = facts.routes.live
         ports = ProdPorts(lab, service, run.progress.say, test_build, list(facts.deployed))
@@ -238,9 +225,22 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
     return f"{target} promoted: live for every request (was {current.live})"
 
 
-def read_facts(lab: Lab, service: str) -> Facts:
+def read_facts(lab: Lab, service: str, manifest: services.Service | None = None) -> Facts:
+    """Routes, prod's containers and the history of ``service``; with ``manifest`` (the one
+    being deployed), whether the proxy holds its frontend already."""
     running, present = facts_releases(lab, service)
-    return Facts(read_routes(lab, service), running, present, tuple(history.deployed(lab, service)))
+    current = True
+    if manifest is not None:
+        current = lab.etcd.get_json(frontends.prefix() + service) == frontends.frontend_doc(
+            manifest
+        )
+    return Facts(
+        read_routes(lab, service),
+        running,
+        present,
+        tuple(history.deployed(lab, service)),
+        frontend_current=current,
+    )
 
 
 def refuse_while_matched(facts: Facts, service: str, matching: bool) -> None:
@@ -336,56 +336,6 @@ class Run:
 
     def _stage(self) -> str:
         return self.progress.stages[-1].key if self.progress.stages else "start"
-
-
-def tidy_builder(lab: Lab, built: dict[str, Built], test_build: Future[Built] | None) -> None:
-    """Off the critical path (after the switch, or the failure): the images this deploy pushed
-    leave cd (the registry holds them); see ``Builder.tidy``."""
-    made = [b for b in built.values() if b.built]
-    if test_build is not None and test_build.done() and test_build.exception() is None:
-        made += [test_build.result()] if test_build.result().built else []
-    try:
-        said = stack.tidy_builder(lab.state, [b.ref for b in made])
-    except Exception as exc:  # housekeeping: never what a deploy fails on; the log says it
-        said = f"failed: {exc}"
-    with (lab.logs / "builder-tidy.log").open("a") as log:
-        log.write(f"{records.now():%Y-%m-%dT%H:%M:%SZ} {said}\n")
-
-
-def image_specs(lab: Lab, service: services.Service, sha: str) -> list[ImageSpec]:
-    """Every image a release of ``service`` at ``sha`` needs: the stack's and the service's."""
-    base = f"{lab.config.registry_addr}/{(lab.state.dir / 'base-image').read_text().strip()}"
-    return stack.infra_specs(lab.state, sha, base) + stack.service_specs(service, sha)
-
-
-def build(
-    state: State | Lab, progress: Progress, service: services.Service, sha: str
-) -> dict[str, Built]:
-    """Every image the release needs, in the registry: built on cd only when missing."""
-    lab = Lab.of(state)
-    return stack.build(lab.state, image_specs(lab, service, sha), sha, progress)
-
-
-def integration_test_image(lab: Lab, spec: ImageSpec, sha: str) -> Built:
-    """The integration-test image in the registry (built on cd when missing) and on prod."""
-    built = stack.build(lab.state, [spec], sha, Progress(out=None))[spec.name]
-    stack.pull(lab.state, "prod", [built.pinned])
-    return built
-
-
-def ensure_stack(lab: Lab, built: dict[str, Built], progress: Progress) -> None:
-    with progress.stage(f"stack on prod (compose project {stack.PROJECT})", "stack") as st:
-        out = stack.up(lab.state, built)
-        names = stack.wait_healthy(lab.state)
-        created = {
-            line.split()[1]
-            for line in out.splitlines()
-            if line.startswith(("Creating ", "Recreating ", "Starting ")) and len(line.split()) > 1
-        }
-        if created:
-            st.changed(f"{len(created)} container(s) (re)created or started")
-        else:
-            st.unchanged(f"{len(names)} containers healthy")
 
 
 release_lock: Callable[[State | Lab], lock.Holder | None] = lambda state: lock.release(  # noqa: E731

@@ -27,8 +27,8 @@ from lab.release.actions import (
     IntegrationTests,
     Pull,
     Remove,
-    RemoveFrontend,
     RemoveReleases,
+    RestoreFrontend,
     Retain,
     Retire,
     Start,
@@ -60,14 +60,15 @@ def deploy(facts: Facts, c: Candidate, o: Options) -> Plan:
                 (RemoveReleases(name, pool),),
             )
         )
-    steps.append(
-        Step(
-            "frontend",
-            f"frontend of {name} on the proxy (manifest at {c.release})",
-            (Frontend(c),),
-            (RemoveFrontend(name),) if not current.servers else (),
+    if not facts.frontend_current:  # a new service, or its manifest changed port or health
+        steps.append(
+            Step(
+                "frontend",
+                f"frontend of {name} on the proxy (manifest at {c.release})",
+                (Frontend(c),),
+                (RestoreFrontend(name),),
+            )
         )
-    )
     if c.service.pre_deploy:
         steps.append(
             Step(

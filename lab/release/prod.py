@@ -12,7 +12,7 @@ from typing import Any
 from lab.build.builder import Built
 from lab.errors import LabError, ReleaseError
 from lab.estate.images import REPOSITORY
-from lab.ports import proxy
+from lab.ports import frontends
 from lab.ports.lab import Lab
 from lab.release import containers, judge, routes, verify
 from lab.release.model import Candidate
@@ -39,6 +39,7 @@ class ProdPorts:
     ) -> None:
         self.lab, self.service, self.say, self.test_build = lab, service, say, test_build
         self.deployed = deployed or []
+        self._published: dict[str, frontends.Published] = {}
 
     @property
     def engine(self) -> Any:
@@ -102,13 +103,17 @@ class ProdPorts:
         self.lab.etcd.put_json(new.key, new.to_doc())
 
     def write_frontend(self, c: Candidate) -> bool:
-        writer = getattr(proxy, "write_frontend", None)  # the proxy's frontends from routing data
-        return bool(writer(self.lab.etcd, c.service)) if writer else False
+        """The service's frontend document (from the manifest at the deployed commit) in the
+        route store, and the proxy running it; True when it was new or changed."""
+        published = frontends.publish(self.lab.etcd, c.service)
+        self._published[c.service.name] = published
+        self.lab.runtime.wait_frontend(frontends.frontend_doc(c.service))
+        return published.written
 
-    def remove_frontend(self, service: str) -> None:
-        remover = getattr(proxy, "remove_frontend", None)
-        if remover:
-            remover(self.lab.etcd, service)
+    def restore_frontend(self, service: str) -> None:
+        published = self._published.pop(service, None)
+        if published is not None:
+            frontends.undo(self.lab.etcd, published)
 
     def wait_up(self, backend: str, host: str, address: str | None) -> float:
         started = time.monotonic()

@@ -48,6 +48,7 @@ class FakePorts:
     containers: dict[str, bool] = field(default_factory=dict)  # release -> running
     routes: dict[str, routes.Routes] = field(default_factory=dict)
     frontends: dict[str, int] = field(default_factory=dict)  # service -> public port
+    _before_frontend: dict[str, int | None] = field(default_factory=dict)  # what a write replaced
     faults: list[Fault] = field(default_factory=list)
     verdicts: list[tuple[str, str]] = field(default_factory=list)  # judge_step: (decision, cmd)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (step key, call name)
@@ -140,12 +141,19 @@ class FakePorts:
     def write_frontend(self, c: Candidate) -> bool:
         with self._call("write_frontend"):
             new = c.service.name not in self.frontends
+            self._before_frontend[c.service.name] = self.frontends.get(c.service.name)
             self.frontends[c.service.name] = c.service.public_port
             return new
 
-    def remove_frontend(self, service: str) -> None:
-        with self._call("remove_frontend"):
-            self.frontends.pop(service, None)
+    def restore_frontend(self, service: str) -> None:
+        with self._call("restore_frontend"):
+            if service not in self._before_frontend:
+                return
+            before = self._before_frontend.pop(service)
+            if before is None:
+                self.frontends.pop(service, None)
+            else:
+                self.frontends[service] = before
 
     def wait_up(self, backend: str, host: str, address: str | None) -> float:
         with self._call("wait_up"):

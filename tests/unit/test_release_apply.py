@@ -82,7 +82,9 @@ class Ran:
 SCENARIOS = [
     Scenario(
         "deploy-first",
-        plan.deploy(facts(NOTHING), cand(B), Options()),
+        plan.deploy(
+            dataclasses.replace(facts(NOTHING), frontend_current=False), cand(B), Options()
+        ),
         prod(NOTHING, set(), frontend=False),
         R(srv(B, 100)),
     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -47,80 +48,80 @@ CASES = [
     Case(
         "deploy: blue/green, nothing live",
         plan.deploy(facts(NOTHING), cand(B), Options()),
-        ("pull", "frontend", *START, "switch", *COMMIT),
-        ("frontend", "start", "stage", "switch"),
+        ("pull", *START, "switch", *COMMIT),
+        ("start", "stage", "switch"),
     ),
     Case(
         "deploy: blue/green, A live",
         plan.deploy(facts(LIVE_A), cand(B), Options()),
-        ("pull", "frontend", *START, *LIVE_AFTER),
+        ("pull", *START, *LIVE_AFTER),
         ("start", "stage", "switch"),
     ),
     Case(
         "deploy: blue/green, A live and D warm",
         plan.deploy(facts(LIVE_A_WARM_D), cand(B), Options()),
-        ("pull", "frontend", *START, *LIVE_AFTER),
+        ("pull", *START, *LIVE_AFTER),
         ("start", "stage", "switch"),
     ),
     Case(
         "deploy: canary 10,25,50,100, A live",
         plan.deploy(facts(LIVE_A), cand(B), CANARY),
-        ("pull", "frontend", *START, "canary-10", "canary-25", "canary-50", *LIVE_AFTER),
+        ("pull", *START, "canary-10", "canary-25", "canary-50", *LIVE_AFTER),
         ("start", "stage", "canary-10", "canary-25", "canary-50", "switch"),
     ),
     Case(
         "deploy: canary, nothing live (nothing to compare with: no canary steps)",
         plan.deploy(facts(NOTHING), cand(B), CANARY),
-        ("pull", "frontend", *START, "switch", *COMMIT),
-        ("frontend", "start", "stage", "switch"),
+        ("pull", *START, "switch", *COMMIT),
+        ("start", "stage", "switch"),
     ),
     Case(
         "deploy: matched traffic (A/B) ends at the match step",
         plan.deploy(facts(LIVE_A), cand(B), Options(match=MATCH)),
-        ("pull", "frontend", *START, "match"),
+        ("pull", *START, "match"),
         ("start", "stage", "match"),
         (),
     ),
     Case(
         "deploy: pre- and post-deploy hooks",
         plan.deploy(facts(LIVE_A), cand(B, HOOKED), Options()),
-        ("pull", "frontend", "pre-hook", *START, "switch", "drain", "bake", "post-hook", *COMMIT),
+        ("pull", "pre-hook", *START, "switch", "drain", "bake", "post-hook", *COMMIT),
         ("start", "stage", "switch"),
     ),
     Case(
         "deploy: integration tests after the stage",
         plan.deploy(facts(LIVE_A), cand(B, TESTED), Options()),
-        ("pull", "frontend", "start", "healthy", "stage", "tests", "proxy-up", *LIVE_AFTER),
+        ("pull", "start", "healthy", "stage", "tests", "proxy-up", *LIVE_AFTER),
         ("start", "stage", "switch"),
     ),
     Case(
         "deploy: the candidate in the pool, its containers gone",
         plan.deploy(facts(LIVE_A_STALE_B, running={A}), cand(B), Options()),
-        ("pull", "frontend", "free-slot", *START, *LIVE_AFTER),
+        ("pull", "free-slot", *START, *LIVE_AFTER),
         ("free-slot", "start", "stage", "switch"),
     ),
     Case(
         "deploy: the live release again, its containers gone",
         plan.deploy(facts(LIVE_A, running=set()), cand(A), Options()),
-        ("pull", "frontend", "free-slot", *START, "switch", *COMMIT),
+        ("pull", "free-slot", *START, "switch", *COMMIT),
         ("free-slot", "start", "stage", "switch"),
     ),
     Case(
         "deploy: leftovers out of the pool are cleared first",
         plan.deploy(facts(LIVE_A, present={A, C}), cand(B), Options()),
-        ("pull", "clear", "frontend", *START, *LIVE_AFTER),
+        ("pull", "clear", *START, *LIVE_AFTER),
         ("start", "stage", "switch"),
     ),
     Case(
         "deploy: bake 0, no bake step",
         plan.deploy(facts(LIVE_A), cand(B), Options(bake=0)),
-        ("pull", "frontend", *START, "switch", "drain", *COMMIT),
+        ("pull", *START, "switch", "drain", *COMMIT),
         ("start", "stage", "switch"),
     ),
     Case(
         "deploy: retain False, no retain step",
         plan.deploy(facts(LIVE_A), cand(B), Options(retain=False)),
-        ("pull", "frontend", *START, "switch", "drain", "bake", "retire"),
+        ("pull", *START, "switch", "drain", "bake", "retire"),
         ("start", "stage", "switch"),
         ("retire",),
     ),
@@ -274,14 +275,19 @@ def test_a_warm_previous_release_leaves_the_pool_at_the_switch_and_comes_back_on
 
 
 def test_first_deploy_switch_has_nothing_to_verify_back_and_the_frontend_is_undone() -> None:
-    p = plan.deploy(facts(NOTHING), cand(B), Options())
-    assert step(p, "frontend").undo == (actions.RemoveFrontend("app"),)
+    new = dataclasses.replace(facts(NOTHING), frontend_current=False)
+    p = plan.deploy(new, cand(B), Options())
+    assert p.keys[:2] == ("pull", "frontend")
+    assert step(p, "frontend").undo == (actions.RestoreFrontend("app"),)
     assert carried(step(p, "switch").do) == [("Switch", R(srv(B, 100)))]
     assert step(p, "switch").undo == (actions.WriteRoutes(R(srv(B, 0)), f"{B} back at weight 0"),)
 
 
-def test_an_existing_frontend_is_not_removed_by_an_undo() -> None:
-    assert step(plan.deploy(facts(LIVE_A), cand(B), Options()), "frontend").undo == ()
+def test_a_frontend_the_proxy_holds_already_is_left_alone_and_a_changed_one_restored() -> None:
+    assert "frontend" not in plan.deploy(facts(LIVE_A), cand(B), Options()).keys
+    changed = dataclasses.replace(facts(LIVE_A), frontend_current=False)
+    p = plan.deploy(changed, cand(B), Options())
+    assert step(p, "frontend").undo == (actions.RestoreFrontend("app"),)
 
 
 @pytest.mark.parametrize(
