@@ -173,9 +173,14 @@ def rollback(
     """All traffic back to the previous release (or ``to``); the seconds until 100 % of
     responses came from it."""
     lab = Lab.of(state)
-    service = services.load(lab.config.root, service_name)
-    current = read_routes(lab, service.name)
-    target = routes.rollback_target(current, history.deployed(lab, service.name), to)
+    current = read_routes(lab, service_name)
+    if not current.servers:
+        known = services.names(lab.config.root)
+        raise ConfigError(
+            "--service", service_name, "a deployed service: one of " + ", ".join(known)
+        )
+    target = routes.rollback_target(current, history.deployed(lab, service_name), to)
+    service = manifest_of(lab, service_name, target)
     run = Run(lab, progress, "rollback", service.name, target, "bluegreen")
     run.previous = current.live
     what = f"rollback {service.name} to {target}"
@@ -204,8 +209,8 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
             )
         lab.etcd.put(verify.CANARY_KEY + service_name, command.encode())
         return f"asked the running canary ({what}) to {command}"
-    service = services.load(lab.config.root, service_name)
     target = current.match.release
+    service = manifest_of(lab, service_name, target)
     run = Run(
         lab, progress, "deploy" if command == "promote" else "abort", service.name, target, "match"
     )
@@ -223,6 +228,15 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
         run.image = c.image
         run.apply(plan.promote(facts, c, Options(bake=service.bake)), ports)
     return f"{target} promoted: live for every request (was {current.live})"
+
+
+def manifest_of(lab: Lab, name: str, release: str) -> services.Service:
+    """The manifest ``release`` was deployed with (its commit's), when this checkout has that
+    commit; the working tree's otherwise (a release pushed from elsewhere)."""
+    try:
+        return service_at(lab.config.root, git.commit(lab.config.root, release), name)[0]
+    except ConfigError:
+        return services.load(lab.config.root, name)
 
 
 def read_facts(lab: Lab, service: str, manifest: services.Service | None = None) -> Facts:
