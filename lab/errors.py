@@ -8,6 +8,10 @@
     ├── EngineError               a host's Docker engine did not answer (``host``, ``last_error``)
     ├── ImageBuildError           an image build failed (``image``, ``build_log``)
     ├── RegistryError             the lab registry refused or did not answer (``url``, ``status``)
+    ├── EtcdError                 the route store refused or did not answer (``action``, ``url``,
+    │                             ``detail``)
+    ├── ProxyError                the proxy did not answer, or not as awaited in time (``action``,
+    │                             ``backend``, ``host``, ``detail``, ``timeout``)
     ├── OwnershipError            the lab's hosts belong to another checkout (``owner``)
     └── ReleaseError              a release run failed (``service``, ``release``, ``stage``)
         ├── CanaryAborted         the judge (or a person) aborted a canary (``weight``, ``reason``)
@@ -90,6 +94,45 @@ class RegistryError(LabError):
             f"could not {action} at {url}:{code} {detail}\n"
             "Next step: run 'invoke lab.status' to check the registry host."
         )
+
+
+class EtcdError(LabError):
+    """The route store (etcd's JSON gateway on prod) refused ``action`` or did not answer."""
+
+    def __init__(self, action: str, url: str, detail: str) -> None:
+        self.action, self.url, self.detail = action, url, detail
+        super().__init__(
+            f"could not {action} in etcd at {url}: {detail}\n"
+            "Next step: run 'invoke lab.status'; 'invoke lab.up' restarts the stack."
+        )
+
+
+class ProxyError(LabError):
+    """The proxy did not ``action`` (answer a command, or reach a state before ``timeout``).
+    ``url``: its Runtime API when the command went unanswered; ``backend`` and ``host``: the
+    slot it was about ("" when none); ``detail``: the evidence (the socket's error, or the last
+    state seen while waiting); ``hint``: the next step."""
+
+    def __init__(
+        self,
+        action: str,
+        detail: str,
+        *,
+        url: str = "",
+        backend: str = "",
+        host: str = "",
+        timeout: float | None = None,
+        hint: str = "",
+    ) -> None:
+        self.action, self.detail, self.url = action, detail, url
+        self.backend, self.host, self.timeout, self.hint = backend, host, timeout, hint
+        at = f" at {url}" if url else ""
+        if timeout is None:
+            evidence = f" ({detail})"
+        else:
+            evidence = f" within {timeout:.0f} s (last: {detail})"
+        msg = f"the proxy{at} did not {action}{evidence}"
+        super().__init__(msg + (f". {hint}" if hint else ""))
 
 
 class OwnershipError(LabError):
