@@ -7,12 +7,16 @@
     ├── VagrantError              a Vagrant action failed (``action``, ``host``, ``output``)
     ├── EngineError               a host's Docker engine did not answer (``host``, ``last_error``)
     ├── ImageBuildError           an image build failed (``image``, ``build_log``)
+    ├── CheckError                a service folder failed its static checks (``folder``,
+    │                             ``release``, ``found``)
     ├── RegistryError             the lab registry refused or did not answer (``url``, ``status``)
     ├── EtcdError                 the route store refused or did not answer (``action``, ``url``,
     │                             ``detail``)
     ├── ProxyError                the proxy did not answer, or not as awaited in time (``action``,
     │                             ``backend``, ``host``, ``detail``, ``timeout``)
     ├── OwnershipError            the lab's hosts belong to another checkout (``owner``)
+    ├── StackError                prod's stack could not be read or made healthy (``action``,
+    │                             ``services``, ``detail``, ``output``)
     └── ReleaseError              a release run failed (``service``, ``release``, ``stage``)
         ├── CanaryAborted         the judge (or a person) aborted a canary (``weight``, ``reason``)
         ├── BakeFailed            the new release failed its bake window (``reason``)
@@ -86,6 +90,21 @@ class ImageBuildError(LabError):
         super().__init__(f"could not build image '{image}'{why}\n{tail(build_log, 25)}")
 
 
+class CheckError(LabError):
+    """The static checks of ``folder`` at commit ``release`` found problems (``found``:
+    ``path:line: what`` each); nothing was built."""
+
+    def __init__(self, folder: str, release: str, found: list[str]) -> None:
+        self.folder, self.release, self.found = folder, release, found
+        more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
+        super().__init__(
+            f"static checks of {folder} at {release} failed:\n  "
+            + "\n  ".join(found[:10])
+            + more
+            + "\nNothing was built; the live release keeps serving. Fix it and commit again."
+        )
+
+
 class RegistryError(LabError):
     def __init__(self, action: str, url: str, detail: str, status: int | None = None) -> None:
         self.action, self.url, self.status, self.detail = action, url, status, detail
@@ -144,6 +163,26 @@ class OwnershipError(LabError):
             "then run 'invoke lab.up' here again; or run 'invoke lab.up --take-over' here to "
             "remove that lab's hosts and volumes and build this one (its images are kept)."
         )
+
+
+class StackError(LabError):
+    """Could not ``action`` on prod's stack: ``services``, the Compose services at fault (empty
+    when none is known); ``detail``, the evidence; ``output``, what Compose or the failing
+    containers' logs said; ``hint``, the next step."""
+
+    def __init__(
+        self,
+        action: str,
+        detail: str,
+        *,
+        services: Sequence[str] = (),
+        output: str = "",
+        hint: str = "",
+    ) -> None:
+        self.action, self.detail, self.services = action, detail, tuple(services)
+        self.output, self.hint = output, hint
+        msg = f"could not {action}: {detail}" + (f"\n{output.rstrip()}" if output else "")
+        super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
 
 
 class ReleaseError(LabError):
