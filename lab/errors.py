@@ -17,6 +17,10 @@
     ├── OwnershipError            the lab's hosts belong to another checkout (``owner``)
     ├── StackError                prod's stack could not be read or made healthy (``action``,
     │                             ``services``, ``detail``, ``output``)
+    ├── LockHeld                  another deploy holds the deploy lock (``holder``, ``raw``,
+    │                             ``ttl``)
+    ├── PushError                 ``invoke dev.push`` failed (``action``, ``returncode``,
+    │                             ``release``, ``output``)
     └── ReleaseError              a release run failed (``service``, ``release``, ``stage``)
         ├── CanaryAborted         the judge (or a person) aborted a canary (``weight``, ``reason``)
         ├── BakeFailed            the new release failed its bake window (``reason``)
@@ -33,6 +37,7 @@ the evidence, and the next step when one is known.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 
 def tail(text: str, lines: int = 15) -> str:
@@ -182,6 +187,60 @@ class StackError(LabError):
         self.action, self.detail, self.services = action, detail, tuple(services)
         self.output, self.hint = output, hint
         msg = f"could not {action}: {detail}" + (f"\n{output.rstrip()}" if output else "")
+        super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
+
+
+class LockHolder(Protocol):
+    """Who holds the deploy lock: ``lab.release.lock.Holder``, described by its fields here so
+    that this module imports nothing of the lab."""
+
+    @property
+    def who(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def since(self) -> str: ...  # ISO time
+    @property
+    def what(self) -> str: ...  # e.g. "deploy app 3f9c2e1a0b1c"
+
+
+class LockHeld(LabError):
+    """Another deploy holds the lock: ``holder`` as its record says (None when it cannot be
+    read: then ``raw`` is shown); ``ttl``, the seconds a crashed holder's lease lasts."""
+
+    def __init__(self, holder: LockHolder | None, raw: bytes, ttl: int) -> None:
+        self.holder, self.raw, self.ttl = holder, raw, ttl
+        who = (
+            f"{holder.who} (pid {holder.pid}) since {holder.since}: {holder.what}"
+            if holder
+            else raw.decode(errors="replace")[:200]
+        )
+        super().__init__(
+            f"another deploy holds the lock: {who}.\nNext step: wait for it to "
+            f"finish; a crashed run's lock expires within {ttl} s, or run "
+            "'invoke lock.release' if you are sure no deploy is running."
+        )
+
+
+class PushError(LabError):
+    """Could not ``action`` from the dev clone (``invoke dev.push``): ``returncode`` of the
+    command when it failed, ``release`` the commit pushed when known, ``detail`` the evidence,
+    ``output`` what the command said when it was not streamed to the terminal already."""
+
+    def __init__(
+        self,
+        action: str,
+        detail: str,
+        *,
+        returncode: int | None = None,
+        release: str = "",
+        output: str = "",
+        hint: str = "",
+    ) -> None:
+        self.action, self.detail, self.returncode = action, detail, returncode
+        self.release, self.output, self.hint = release, output, hint
+        code = f" (exit {returncode})" if returncode is not None else ""
+        msg = f"could not {action}{code}: {detail}" + (f"\n{tail(output, 25)}" if output else "")
         super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
 
 
