@@ -17,6 +17,8 @@
     ├── OwnershipError            the lab's hosts belong to another checkout (``owner``)
     ├── StackError                prod's stack could not be read or made healthy (``action``,
     │                             ``services``, ``detail``, ``output``)
+    ├── LoadError                 load could not be sent or read back (``action``, ``detail``,
+    │                             ``log``)
     ├── LockHeld                  another deploy holds the deploy lock (``holder``, ``raw``,
     │                             ``ttl``)
     ├── PushError                 ``invoke dev.push`` failed (``action``, ``returncode``,
@@ -187,6 +189,16 @@ class StackError(LabError):
         self.action, self.detail, self.services = action, detail, tuple(services)
         self.output, self.hint = output, hint
         msg = f"could not {action}: {detail}" + (f"\n{output.rstrip()}" if output else "")
+        super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
+
+
+class LoadError(LabError):
+    """Could not ``action`` (send load, read back what it wrote): ``detail``, the evidence;
+    ``log``, the end of locust's log when it is the evidence; ``hint``, the next step."""
+
+    def __init__(self, action: str, detail: str, *, log: str = "", hint: str = "") -> None:
+        self.action, self.detail, self.log, self.hint = action, detail, log, hint
+        msg = f"could not {action}: {detail}" + (f"\n{log.rstrip()}" if log else "")
         super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
 
 
