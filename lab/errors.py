@@ -32,6 +32,8 @@
     Stop (BaseException)          raised in the main thread by SIGINT, SIGTERM or a lost lease
                                   while a release run applies its plan; never caught as an error
 
+Every exception class of the lab is defined here and drawn above (``tests/unit/test_errors.py``
+checks both); a module that raises one may import it for its callers (``lock.LockHeld``).
 The library raises; only ``tasks.py`` presents. Every message says what was attempted, on what,
 the evidence, and the next step when one is known.
 """
