@@ -14,6 +14,7 @@ import importlib.util
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +47,14 @@ def module(name: str) -> ModuleType:
     """One module of the proxy's package, e.g. ``module("document")``."""
     supervisor()
     return importlib.import_module(f"cdlab_proxy.{name}")
+
+
+@dataclass(frozen=True)
+class Drained:
+    """How a release's connections drained after it left the routes (``Runtime.wait_drained``)."""
+
+    seconds: float  # waited, from the first look until none was left or the wait's bound
+    left: int  # active connections still open when the wait ended (0: drained)
 
 
 class Runtime:
@@ -170,14 +179,14 @@ class Runtime:
             return None
         return parse_sessions(self.send("show stat"), backend, slot.name)
 
-    def wait_drained(self, backend: str, host: str, timeout: float = 15.0) -> tuple[float, int]:
-        """Wait until ``host`` has no active connection (bounded). (seconds, connections left)."""
+    def wait_drained(self, backend: str, host: str, timeout: float = 15.0) -> Drained:
+        """Wait until ``host`` has no active connection (bounded by ``timeout``)."""
         started = time.monotonic()
         left = self.sessions(backend, host) or 0
         while left and time.monotonic() - started < timeout:
             time.sleep(0.05)
             left = self.sessions(backend, host) or 0
-        return time.monotonic() - started, left
+        return Drained(time.monotonic() - started, left)
 
 
 def describe(row: Any, wanted: Any) -> str:
