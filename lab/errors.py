@@ -7,8 +7,22 @@
     ├── VagrantError              a Vagrant action failed (``action``, ``host``, ``output``)
     ├── EngineError               a host's Docker engine did not answer (``host``, ``last_error``)
     ├── ImageBuildError           an image build failed (``image``, ``build_log``)
+    ├── CheckError                a service folder failed its static checks (``folder``,
+    │                             ``release``, ``found``)
     ├── RegistryError             the lab registry refused or did not answer (``url``, ``status``)
+    ├── EtcdError                 the route store refused or did not answer (``action``, ``url``,
+    │                             ``detail``)
+    ├── ProxyError                the proxy did not answer, or not as awaited in time (``action``,
+    │                             ``backend``, ``host``, ``detail``, ``timeout``)
     ├── OwnershipError            the lab's hosts belong to another checkout (``owner``)
+    ├── StackError                prod's stack could not be read or made healthy (``action``,
+    │                             ``services``, ``detail``, ``output``)
+    ├── LoadError                 load could not be sent or read back (``action``, ``detail``,
+    │                             ``log``)
+    ├── LockHeld                  another deploy holds the deploy lock (``holder``, ``raw``,
+    │                             ``ttl``)
+    ├── PushError                 ``invoke dev.push`` failed (``action``, ``returncode``,
+    │                             ``release``, ``output``)
     └── ReleaseError              a release run failed (``service``, ``release``, ``stage``)
         ├── CanaryAborted         the judge (or a person) aborted a canary (``weight``, ``reason``)
         ├── BakeFailed            the new release failed its bake window (``reason``)
@@ -18,6 +32,8 @@
     Stop (BaseException)          raised in the main thread by SIGINT, SIGTERM or a lost lease
                                   while a release run applies its plan; never caught as an error
 
+Every exception class of the lab is defined here and drawn above (``tests/unit/test_errors.py``
+checks both); a module that raises one may import it for its callers (``lock.LockHeld``).
 The library raises; only ``tasks.py`` presents. Every message says what was attempted, on what,
 the evidence, and the next step when one is known.
 """
@@ -25,6 +41,7 @@ the evidence, and the next step when one is known.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 
 def tail(text: str, lines: int = 15) -> str:
@@ -82,6 +99,21 @@ class ImageBuildError(LabError):
         super().__init__(f"could not build image '{image}'{why}\n{tail(build_log, 25)}")
 
 
+class CheckError(LabError):
+    """The static checks of ``folder`` at commit ``release`` found problems (``found``:
+    ``path:line: what`` each); nothing was built."""
+
+    def __init__(self, folder: str, release: str, found: list[str]) -> None:
+        self.folder, self.release, self.found = folder, release, found
+        more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
+        super().__init__(
+            f"static checks of {folder} at {release} failed:\n  "
+            + "\n  ".join(found[:10])
+            + more
+            + "\nNothing was built; the live release keeps serving. Fix it and commit again."
+        )
+
+
 class RegistryError(LabError):
     def __init__(self, action: str, url: str, detail: str, status: int | None = None) -> None:
         self.action, self.url, self.status, self.detail = action, url, status, detail
@@ -90,6 +122,45 @@ class RegistryError(LabError):
             f"could not {action} at {url}:{code} {detail}\n"
             "Next step: run 'invoke lab.status' to check the registry host."
         )
+
+
+class EtcdError(LabError):
+    """The route store (etcd's JSON gateway on prod) refused ``action`` or did not answer."""
+
+    def __init__(self, action: str, url: str, detail: str) -> None:
+        self.action, self.url, self.detail = action, url, detail
+        super().__init__(
+            f"could not {action} in etcd at {url}: {detail}\n"
+            "Next step: run 'invoke lab.status'; 'invoke lab.up' restarts the stack."
+        )
+
+
+class ProxyError(LabError):
+    """The proxy did not ``action`` (answer a command, or reach a state before ``timeout``).
+    ``url``: its Runtime API when the command went unanswered; ``backend`` and ``host``: the
+    slot it was about ("" when none); ``detail``: the evidence (the socket's error, or the last
+    state seen while waiting); ``hint``: the next step."""
+
+    def __init__(
+        self,
+        action: str,
+        detail: str,
+        *,
+        url: str = "",
+        backend: str = "",
+        host: str = "",
+        timeout: float | None = None,
+        hint: str = "",
+    ) -> None:
+        self.action, self.detail, self.url = action, detail, url
+        self.backend, self.host, self.timeout, self.hint = backend, host, timeout, hint
+        at = f" at {url}" if url else ""
+        if timeout is None:
+            evidence = f" ({detail})"
+        else:
+            evidence = f" within {timeout:.0f} s (last: {detail})"
+        msg = f"the proxy{at} did not {action}{evidence}"
+        super().__init__(msg + (f". {hint}" if hint else ""))
 
 
 class OwnershipError(LabError):
@@ -101,6 +172,90 @@ class OwnershipError(LabError):
             "then run 'invoke lab.up' here again; or run 'invoke lab.up --take-over' here to "
             "remove that lab's hosts and volumes and build this one (its images are kept)."
         )
+
+
+class StackError(LabError):
+    """Could not ``action`` on prod's stack: ``services``, the Compose services at fault (empty
+    when none is known); ``detail``, the evidence; ``output``, what Compose or the failing
+    containers' logs said; ``hint``, the next step."""
+
+    def __init__(
+        self,
+        action: str,
+        detail: str,
+        *,
+        services: Sequence[str] = (),
+        output: str = "",
+        hint: str = "",
+    ) -> None:
+        self.action, self.detail, self.services = action, detail, tuple(services)
+        self.output, self.hint = output, hint
+        msg = f"could not {action}: {detail}" + (f"\n{output.rstrip()}" if output else "")
+        super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
+
+
+class LoadError(LabError):
+    """Could not ``action`` (send load, read back what it wrote): ``detail``, the evidence;
+    ``log``, the end of locust's log when it is the evidence; ``hint``, the next step."""
+
+    def __init__(self, action: str, detail: str, *, log: str = "", hint: str = "") -> None:
+        self.action, self.detail, self.log, self.hint = action, detail, log, hint
+        msg = f"could not {action}: {detail}" + (f"\n{log.rstrip()}" if log else "")
+        super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
+
+
+class LockHolder(Protocol):
+    """Who holds the deploy lock: ``lab.release.lock.Holder``, described by its fields here so
+    that this module imports nothing of the lab."""
+
+    @property
+    def who(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def since(self) -> str: ...  # ISO time
+    @property
+    def what(self) -> str: ...  # e.g. "deploy app 3f9c2e1a0b1c"
+
+
+class LockHeld(LabError):
+    """Another deploy holds the lock: ``holder`` as its record says (None when it cannot be
+    read: then ``raw`` is shown); ``ttl``, the seconds a crashed holder's lease lasts."""
+
+    def __init__(self, holder: LockHolder | None, raw: bytes, ttl: int) -> None:
+        self.holder, self.raw, self.ttl = holder, raw, ttl
+        who = (
+            f"{holder.who} (pid {holder.pid}) since {holder.since}: {holder.what}"
+            if holder
+            else raw.decode(errors="replace")[:200]
+        )
+        super().__init__(
+            f"another deploy holds the lock: {who}.\nNext step: wait for it to "
+            f"finish; a crashed run's lock expires within {ttl} s, or run "
+            "'invoke lock.release' if you are sure no deploy is running."
+        )
+
+
+class PushError(LabError):
+    """Could not ``action`` from the dev clone (``invoke dev.push``): ``returncode`` of the
+    command when it failed, ``release`` the commit pushed when known, ``detail`` the evidence,
+    ``output`` what the command said when it was not streamed to the terminal already."""
+
+    def __init__(
+        self,
+        action: str,
+        detail: str,
+        *,
+        returncode: int | None = None,
+        release: str = "",
+        output: str = "",
+        hint: str = "",
+    ) -> None:
+        self.action, self.detail, self.returncode = action, detail, returncode
+        self.release, self.output, self.hint = release, output, hint
+        code = f" (exit {returncode})" if returncode is not None else ""
+        msg = f"could not {action}{code}: {detail}" + (f"\n{tail(output, 25)}" if output else "")
+        super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
 
 
 class ReleaseError(LabError):

@@ -6,21 +6,9 @@ from __future__ import annotations
 import json
 import tomllib
 
-from lab.errors import LabError
+from lab.errors import CheckError as CheckError  # its home before lab.errors held every error
 
 _DOCKERFILE_FIRST = ("FROM", "ARG")
-
-
-class CheckError(LabError):
-    def __init__(self, folder: str, release: str, found: list[str]) -> None:
-        self.found = found
-        more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
-        super().__init__(
-            f"static checks of {folder} at {release} failed:\n  "
-            + "\n  ".join(found[:10])
-            + more
-            + "\nNothing was built; the live release keeps serving. Fix it and commit again."
-        )
 
 
 def problems(files: dict[str, bytes]) -> list[str]:

@@ -8,16 +8,7 @@ from typing import Any
 
 import requests
 
-from lab.errors import LabError
-
-
-class EtcdError(LabError):
-    def __init__(self, action: str, url: str, detail: str) -> None:
-        self.action, self.url = action, url
-        super().__init__(
-            f"could not {action} in etcd at {url}: {detail}\n"
-            "Next step: run 'invoke lab.status'; 'invoke lab.up' restarts the stack."
-        )
+from lab.errors import EtcdError as EtcdError  # its home before lab.errors held every error
 
 
 def _b64(text: str) -> str:

@@ -14,12 +14,13 @@ import importlib.util
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from lab.errors import LabError
+from lab.errors import ProxyError as ProxyError  # its home before lab.errors held every error
 
 PACKAGE = Path(__file__).resolve().parents[2] / "services" / "proxy" / "cdlab_proxy"
 RUNTIME_PORT = 9999
@@ -48,8 +49,12 @@ def module(name: str) -> ModuleType:
     return importlib.import_module(f"cdlab_proxy.{name}")
 
 
-class ProxyError(LabError):
-    pass
+@dataclass(frozen=True)
+class Drained:
+    """How a release's connections drained after it left the routes (``Runtime.wait_drained``)."""
+
+    seconds: float  # waited, from the first look until none was left or the wait's bound
+    left: int  # active connections still open when the wait ended (0: drained)
 
 
 class Runtime:
@@ -64,10 +69,8 @@ class Runtime:
                 while chunk := sock.recv(65536):
                     chunks.append(chunk)
         except OSError as exc:
-            raise ProxyError(
-                f"the proxy's Runtime API at {self.address}:{self.port} did not "
-                f"answer '{command}': {exc}"
-            ) from exc
+            at = f"{self.address}:{self.port}"
+            raise ProxyError(f"answer '{command}' on its Runtime API", str(exc), url=at) from exc
         return b"".join(chunks).decode()
 
     def slots(self, backend: str) -> list[Any]:
@@ -100,9 +103,12 @@ class Runtime:
                 last = str(exc)
             time.sleep(0.1)
         raise ProxyError(
-            f"the proxy did not see '{host}' healthy in backend '{backend}' within "
-            f"{timeout:.0f} s (last: {last}). The proxy never routes to an "
-            "unhealthy release; check the release's /health."
+            f"see '{host}' healthy in backend '{backend}'",
+            last,
+            backend=backend,
+            host=host,
+            timeout=timeout,
+            hint="The proxy never routes to an unhealthy release; check the release's /health.",
         )
 
     def frontends(self) -> list[Any] | None:
@@ -136,23 +142,34 @@ class Runtime:
                 last = str(exc)
             time.sleep(0.1)
         raise ProxyError(
-            f"the proxy did not serve the frontend of '{name}' (public port "
-            f"{wanted.public_port}, port {wanted.port}, health {wanted.health}) within "
-            f"{timeout:.0f} s (last: {last}). Its document is {doc.FRONTENDS_PREFIX}{name}; the "
-            "proxy's log on prod says why ('docker logs cdlab-stack_proxy_1' there)."
+            f"serve the frontend of '{name}' (public port {wanted.public_port}, port "
+            f"{wanted.port}, health {wanted.health})",
+            last,
+            timeout=timeout,
+            hint=f"Its document is {doc.FRONTENDS_PREFIX}{name}; the proxy's log on prod says "
+            "why ('docker logs cdlab-stack_proxy_1' there).",
         )
 
     def wait_released(self, backend: str, host: str, timeout: float = 10.0) -> None:
         """Wait until no slot of ``backend`` serves ``host`` (any that has it is in
         maintenance)."""
-        deadline = time.monotonic() + timeout
+        deadline, last = time.monotonic() + timeout, ""
         while time.monotonic() < deadline:
-            if all(s.in_maintenance for s in self.slots(backend) if s.fqdn == host):
+            serving = [s for s in self.slots(backend) if s.fqdn == host and not s.in_maintenance]
+            if not serving:
                 return
+            last = "; ".join(
+                f"slot {s.name} serves it: op_state={s.operational} admin={s.admin}"
+                for s in serving
+            )
             time.sleep(0.05)
         raise ProxyError(
-            f"the proxy still serves '{host}' in backend '{backend}' {timeout:.0f} s after "
-            "it left the routes; look at the proxy's log on prod"
+            f"take '{host}' out of backend '{backend}' (it left the routes)",
+            last or "not checked",
+            backend=backend,
+            host=host,
+            timeout=timeout,
+            hint="Look at the proxy's log on prod ('docker logs cdlab-stack_proxy_1' there).",
         )
 
     def sessions(self, backend: str, host: str) -> int | None:
@@ -162,14 +179,14 @@ class Runtime:
             return None
         return parse_sessions(self.send("show stat"), backend, slot.name)
 
-    def wait_drained(self, backend: str, host: str, timeout: float = 15.0) -> tuple[float, int]:
-        """Wait until ``host`` has no active connection (bounded). (seconds, connections left)."""
+    def wait_drained(self, backend: str, host: str, timeout: float = 15.0) -> Drained:
+        """Wait until ``host`` has no active connection (bounded by ``timeout``)."""
         started = time.monotonic()
         left = self.sessions(backend, host) or 0
         while left and time.monotonic() - started < timeout:
             time.sleep(0.05)
             left = self.sessions(backend, host) or 0
-        return time.monotonic() - started, left
+        return Drained(time.monotonic() - started, left)
 
 
 def describe(row: Any, wanted: Any) -> str:

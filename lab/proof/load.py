@@ -29,16 +29,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lab.errors import LabError
+from lab.errors import LoadError as LoadError  # its home before lab.errors held every error
 
 LOCUSTFILE = Path(__file__).with_name("loadgen") / "locustfile.py"
 REPORTS = Path(__file__).resolve().parents[2] / "reports" / "load"
 PER_USER_RATE = 2.0  # requests per second per simulated user (latency must not throttle the rate)
 _NO_PROXY = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
-
-
-class LoadError(LabError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -262,7 +258,11 @@ def users_for(rate: float) -> int:
 def argv(url: str, rate: float, max_seconds: float) -> list[str]:
     host = urlsplit(url).hostname
     if host != "127.0.0.1":
-        raise LoadError(f"load goes to 127.0.0.1 only, not to {host!r} ({url})")
+        raise LoadError(
+            f"send load to {url}",
+            f"load goes to 127.0.0.1 only, not to {host!r}",
+            hint="give a URL like http://127.0.0.1:8000 (a port the proxy publishes).",
+        )
     users = users_for(rate)
     return [
         sys.executable,
@@ -351,8 +351,14 @@ def _wait_first(out: Path, proc: subprocess.Popen[bytes], log: Path, timeout: fl
         if proc.poll() is not None:
             break
         time.sleep(0.1)
+    code = proc.poll()
     _stop(proc)
-    raise LoadError(f"locust did not start sending requests; its log:\n{log.read_text()[-2000:]}")
+    why = f"exited (code {code})" if code is not None else f"ran {timeout:.0f} s"
+    raise LoadError(
+        "start the load",
+        f"locust {why} without sending a request; the end of its log {log}:",
+        log=log.read_text()[-2000:],
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -373,7 +379,11 @@ def readback(traffic: Traffic, url: str = "http://127.0.0.1:8000", workers: int 
     import requests
 
     if urlsplit(url).hostname != "127.0.0.1":
-        raise LoadError(f"reads go to 127.0.0.1 only, not to {url}")
+        raise LoadError(
+            f"read back the registrations from {url}",
+            "reads go to 127.0.0.1 only",
+            hint="give a URL like http://127.0.0.1:8000 (a port the proxy publishes).",
+        )
     session = requests.Session()
     session.trust_env = False
 

@@ -194,10 +194,11 @@ class CanaryStep:
         c = self.candidate
         ports.write_routes(self.weighted)
         ports.event(f"canary {self.weight}% {c.project}", ["cdlab", "canary", c.service.name])
-        verdict, command = ports.judge_step(c, self.live, self.interval, self.thresholds)
+        judged = ports.judge_step(c, self.live, self.interval, self.thresholds)
+        verdict = judged.verdict
         if verdict.decision != "promote":
             raise CanaryAborted(c.service.name, c.release, self.weight, verdict.reason)
-        return Result(verdict.reason, skip_to="switch" if command == "promote" else "")
+        return Result(verdict.reason, skip_to="switch" if judged.by_hand == "promote" else "")
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,8 @@ class Drain:
     release: str
 
     def run(self, ports: ReleasePorts) -> Result:
-        took, left = ports.wait_drained(self.service, routes.host_name(self.service, self.release))
+        drained = ports.wait_drained(self.service, routes.host_name(self.service, self.release))
+        left, took = drained.left, drained.seconds
         detail = f"{left} connection(s) still open after {took:.1f} s" if left else "drained"
         return Result(f"{detail}; kept running for an instant rollback", {"drain_s": took})
 
@@ -242,10 +244,10 @@ class Retain:
     made_live: str
 
     def run(self, ports: ReleasePorts) -> Result:
-        kept, pruned = ports.prune(self.service, self.made_live)
-        note = f"kept {', '.join(kept)}"
-        if pruned:
-            return Result(f"pruned {', '.join(pruned)}; {note}")
+        done = ports.prune(self.service, self.made_live)
+        note = f"kept {', '.join(done.kept)}"
+        if done.pruned:
+            return Result(f"pruned {', '.join(done.pruned)}; {note}")
         return Result(note, changed=False)
 
 

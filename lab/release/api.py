@@ -12,7 +12,7 @@ from lab.ports.lab import Lab
 from lab.progress import Progress
 from lab.release import apply, plan, prod, routes, verify
 from lab.release.containers import one_off, release_containers, release_environment
-from lab.release.model import Candidate, Options
+from lab.release.model import Candidate, Options, Pruned
 from lab.release.pipeline import deploy_built, read_facts
 from lab.release.prod import ProdPorts, from_registry, read_routes
 from lab.stack import services
@@ -23,6 +23,7 @@ verify_through_proxy = verify.through_proxy
 __all__ = [
     "Candidate",
     "Options",
+    "Pruned",
     "ReleaseError",
     "candidate",
     "current_routes",
@@ -49,7 +50,7 @@ def route_store(state: State | Lab) -> Etcd:
     return Lab.of(state).etcd
 
 
-def prune(state: State | Lab, service: Service, deployed: list[str]) -> tuple[list[str], list[str]]:
+def prune(state: State | Lab, service: Service, deployed: list[str]) -> Pruned:
     return prod.prune(Lab.of(state), service, deployed)
 
 

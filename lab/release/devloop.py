@@ -9,15 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from lab.config import LabConfig
-from lab.errors import LabError
+from lab.errors import PushError as PushError  # its home before lab.errors held every error
 from lab.ports import shell
 
 CLONE = "/var/lib/cdlab/dev-clone"  # on dev's cdlab volume (kept across host recreation)
 GIT_PORT = 9418
-
-
-class PushError(LabError):
-    pass
 
 
 def remote_url(config: LabConfig) -> str:
@@ -59,7 +55,9 @@ def ensure_clone(config: LabConfig, local: Any) -> tuple[str, str]:
     code, out = container.exec_run(["sh", "-c", setup_script(config)])
     text = out.decode(errors="replace")
     if code != 0:
-        raise PushError(f"could not prepare the dev clone on dev (exit {code}):\n{text}")
+        raise PushError(
+            "prepare the dev clone on dev", "its setup script failed", returncode=code, output=text
+        )
     lines = text.split()
     did = next((w for w in ("created", "forwarded") if w in lines), "")
     return did, lines[-1] if lines else "?"
@@ -92,13 +90,26 @@ def push(config: LabConfig, message: str) -> str:
     verdicts = [ln for ln in result.output.splitlines() if "cdlab-result:" in ln]
     head = _head(config)
     if result.returncode != 0:
-        raise PushError(f"the push from dev to cd failed (exit {result.returncode}); see above")
+        raise PushError(
+            "push from dev to cd",
+            "its output is above",
+            returncode=result.returncode,
+            release=head,
+        )
     if not verdicts:
-        raise PushError("the cd host's hook said nothing: is the git daemon running on cd?")
+        raise PushError(
+            f"deploy {head} by a push to cd",
+            "the cd host's hook said nothing",
+            release=head,
+            hint=f"check that the git daemon is running on cd (port {GIT_PORT}).",
+        )
     if not verdicts[-1].split("cdlab-result:", 1)[1].strip().startswith("succeeded"):
         raise PushError(
-            f"the pipeline on cd failed for {head} ({verdicts[-1].split(':', 1)[1].strip()});"
-            " production keeps its live release. The output above says which stage."
+            f"deploy {head} by a push to cd",
+            f"the pipeline on cd failed ({verdicts[-1].split(':', 1)[1].strip()}); production "
+            "keeps its live release",
+            release=head,
+            hint="the output above says which stage failed and why.",
         )
     return head
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from lab.errors import LabError
+from lab.errors import LockHeld as LockHeld  # its home before lab.errors held every error
 from lab.ports.etcd import Etcd
 
 KEY = "/cdlab/locks/deploy"
@@ -36,21 +36,6 @@ class Holder:
     def me(cls, what: str) -> Holder:
         who = f"{getpass.getuser()}@{socket.gethostname()}"
         return cls(who, os.getpid(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), what)
-
-
-class LockHeld(LabError):
-    def __init__(self, holder: Holder | None, raw: bytes) -> None:
-        self.holder = holder
-        who = (
-            f"{holder.who} (pid {holder.pid}) since {holder.since}: {holder.what}"
-            if holder
-            else raw.decode(errors="replace")[:200]
-        )
-        super().__init__(
-            f"another deploy holds the lock: {who}.\nNext step: wait for it to "
-            f"finish; a crashed run's lock expires within {TTL} s, or run "
-            "'invoke lock.release' if you are sure no deploy is running."
-        )
 
 
 def parse_holder(raw: bytes) -> Holder | None:
@@ -71,7 +56,7 @@ def held(etcd: Etcd, what: str, on_lost: Callable[[], None] | None = None) -> It
     existing = etcd.create(KEY, json.dumps(me.__dict__).encode(), lease)
     if existing is not None:
         etcd.revoke(lease)
-        raise LockHeld(parse_holder(existing), existing)
+        raise LockHeld(parse_holder(existing), existing, TTL)
     stop = threading.Event()
 
     def renew() -> None:

@@ -1,5 +1,6 @@
 """The release engine's data: what is deployed (``Candidate``), what is known (``Facts``), how
-(``Options``), and what to do (``Plan``: named ``Step``s, each with its undo).
+(``Options``), and what to do (``Plan``: named ``Step``s, each with its undo); and what the
+ports answer beyond a plain value (``StepVerdict``, ``Drained``, ``Pruned``).
 
 Everything here is frozen and pure; ``actions`` says what each step does through the ports and
 ``apply`` runs a plan.
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from lab.ports.proxy import Drained as Drained  # measured by the proxy's Runtime API
 from lab.release import judge, routes
 from lab.stack.services import Service
 
@@ -57,6 +59,25 @@ class Options:
     health_timeout: float | None = None  # default: the manifest's
     background_tests: bool = False  # the integration-test image is built while it starts
     retain: bool = True  # prune the registry after a deploy
+
+
+@dataclass(frozen=True)
+class StepVerdict:
+    """How a canary step ended (``ReleasePorts.judge_step``): the ``verdict``, and ``by_hand``,
+    the command a person gave instead of waiting for the judge ("promote", "abort"; "" when the
+    metrics decided)."""
+
+    verdict: judge.Verdict
+    by_hand: str = ""
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What retention did to a service's releases (``ReleasePorts.prune``): ``kept`` (the pool
+    first, then the newest deployed) can be rolled back to; ``pruned`` were deleted."""
+
+    kept: tuple[str, ...]
+    pruned: tuple[str, ...]
 
 
 class Action(Protocol):

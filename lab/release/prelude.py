@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lab.build import checks, git
 from lab.build.builder import Built, ImageSpec
-from lab.errors import ConfigError
+from lab.errors import CheckError, ConfigError
 from lab.estate.state import State
 from lab.ports.lab import Lab
 from lab.progress import Progress
@@ -89,5 +89,5 @@ def static_checks(
     with progress.stage(f"static checks of {service.folder} at {git.short(sha)}", "checks") as st:
         found = checks.problems(files)
         if found:
-            raise checks.CheckError(service.folder, git.short(sha), found)
+            raise CheckError(service.folder, git.short(sha), found)
         st.unchanged(f"{len(files)} files: manifest, Python syntax, TOML, JSON, Dockerfiles")

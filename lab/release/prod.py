@@ -15,7 +15,7 @@ from lab.estate.images import REPOSITORY
 from lab.ports import frontends
 from lab.ports.lab import Lab
 from lab.release import containers, judge, routes, verify
-from lab.release.model import Candidate
+from lab.release.model import Candidate, Drained, Pruned, StepVerdict
 from lab.stack import project as stack
 from lab.stack import services
 
@@ -123,7 +123,7 @@ class ProdPorts:
     def wait_released(self, backend: str, host: str) -> None:
         self.lab.runtime.wait_released(backend, host)
 
-    def wait_drained(self, backend: str, host: str) -> tuple[float, int]:
+    def wait_drained(self, backend: str, host: str) -> Drained:
         return self.lab.runtime.wait_drained(backend, host)
 
     def verify(self, service: str, release: str, headers: dict[str, str] | None) -> float:
@@ -134,7 +134,7 @@ class ProdPorts:
     # metrics and time
     def judge_step(
         self, c: Candidate, live: str, interval: float, thresholds: judge.Thresholds
-    ) -> tuple[judge.Verdict, str]:
+    ) -> StepVerdict:
         return verify.judge_step(self.lab.etcd, self.lab.graphite, c, live, interval, thresholds)
 
     def bake(
@@ -158,7 +158,7 @@ class ProdPorts:
         time.sleep(seconds)
 
     # the registry
-    def prune(self, service: str, made_live: str) -> tuple[list[str], list[str]]:
+    def prune(self, service: str, made_live: str) -> Pruned:
         return prune(self.lab, self.service, [*self.deployed, made_live])
 
     def retire(self, service: str, keep: frozenset[str]) -> list[str]:
@@ -168,10 +168,10 @@ class ProdPorts:
         return gone
 
 
-def prune(lab: Lab, service: services.Service, deployed: list[str]) -> tuple[list[str], list[str]]:
+def prune(lab: Lab, service: services.Service, deployed: list[str]) -> Pruned:
     """Keep ``service.retain`` releases (the pool first, then the newest deployed) and delete
-    every other release of the service from the registry and from prod's engine; (kept,
-    pruned). A pruned release can no longer be rolled back to."""
+    every other release of the service from the registry and from prod's engine. A pruned
+    release can no longer be rolled back to."""
     import docker.errors
 
     reg, repo = lab.registry, f"{REPOSITORY}/{service.name}"
@@ -187,7 +187,7 @@ def prune(lab: Lab, service: services.Service, deployed: list[str]) -> tuple[lis
             # an image a container still uses stays; the next prune retries
             with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
                 lab.engine("prod").images.remove(f"{lab.config.registry_addr}/{name}@{digest}")
-    return kept, pruned
+    return Pruned(tuple(kept), tuple(pruned))
 
 
 def from_registry(lab: Lab, service: services.Service, target: str) -> Candidate:

@@ -14,7 +14,7 @@ from lab.ports.etcd import Etcd
 from lab.ports.metrics import Graphite
 from lab.ports.proxy import Runtime
 from lab.release import judge
-from lab.release.model import Candidate
+from lab.release.model import Candidate, StepVerdict
 
 CANARY_KEY = "/cdlab/canary/"  # + service: "promote" or "abort", written by hand
 
@@ -60,16 +60,15 @@ def judge_step(
     live: str,
     interval: float,
     thresholds: judge.Thresholds,
-) -> tuple[judge.Verdict, str]:
+) -> StepVerdict:
     """Wait out one canary step (or a command by hand) and judge it; holds repeat the wait.
-    Returns the verdict and the command given by hand ("" without one). Graphite not
-    answering is an error: a canary is never promoted blind."""
+    Graphite not answering is an error: a canary is never promoted blind."""
     key, holds = CANARY_KEY + c.service.name, 0
     while True:
         command = _wait_or_command(etcd, key, interval)
         if command:
             reason = "promoted by hand" if command == "promote" else "aborted by hand"
-            return judge.Verdict(command, reason), command
+            return StepVerdict(judge.Verdict(command, reason), by_hand=command)
         window = int(interval)
         try:
             verdict = judge.judge(
@@ -86,10 +85,11 @@ def judge_step(
                 c.release,
             ) from exc
         if verdict.decision != "hold":
-            return verdict, ""
+            return StepVerdict(verdict)
         holds += 1
         if holds > thresholds.max_holds:
-            return judge.Verdict("abort", f"cannot judge: {verdict.reason} after {holds} waits"), ""
+            reason = f"cannot judge: {verdict.reason} after {holds} waits"
+            return StepVerdict(judge.Verdict("abort", reason))
 
 
 def _wait_or_command(etcd: Etcd, key: str, seconds: float) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab.build import git
+from lab.errors import EtcdError
 from lab.estate.state import State
 from lab.ports import frontends
-from lab.ports.etcd import Etcd, EtcdError
+from lab.ports.etcd import Etcd
 from lab.progress import Progress
 from lab.stack import changes, project, services
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from lab.build import git
 from lab.build.builder import Builder, Built, ImageSpec, infra_tag
-from lab.errors import LabError
+from lab.errors import StackError as StackError  # its home before lab.errors held every error
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
@@ -37,10 +37,6 @@ SERVICES = {  # Compose service (compose/stack.yml, in its order) -> image name
     "proxy": "proxy",
 }
 HINT = "look at 'invoke lab.status' and the stack's logs on prod"
-
-
-class StackError(LabError):
-    pass
 
 
 def infra_specs(state: State, sha: str, base_ref: str) -> list[ImageSpec]:
@@ -179,10 +175,12 @@ def plan(state: State, built: Mapping[str, Built]) -> tuple[changes.Change, ...]
     hashes = changes.parse_hashes(out)
     if set(hashes) != set(SERVICES):
         raise StackError(
-            f"could not read the configuration hash of every stack service from "
-            f"'docker-compose config --hash=*' (got {', '.join(sorted(hashes)) or 'none'}, want "
-            f"{', '.join(SERVICES)}); its output:\n{out[-1500:]}\nNext step: check "
-            "compose/stack.yml with 'docker-compose -f compose/stack.yml config'."
+            "read the configuration hash of every stack service from "
+            "'docker-compose config --hash=*'",
+            f"got {', '.join(sorted(hashes)) or 'none'}, want {', '.join(SERVICES)}",
+            services=[svc for svc in SERVICES if svc not in hashes],
+            output=out[-1500:],
+            hint="check compose/stack.yml with 'docker-compose -f compose/stack.yml config'.",
         )
     images = {svc: built[image].pinned for svc, image in SERVICES.items()}
     return changes.plan(list(SERVICES), images, hashes, facts(state))
@@ -251,14 +249,16 @@ def wait_healthy(state: State, timeout: float = 180.0) -> list[str]:
                 break
             last = ", ".join(f"{n}={h}" for n, h in sorted(bad.items())) or last
             time.sleep(1)
+        failing = [c for c in found if _health(c) != "healthy"]
         logs = "\n".join(
-            f"--- {c.name}\n{c.logs(tail=8).decode(errors='replace')}"
-            for c in found
-            if _health(c) != "healthy"
+            f"--- {c.name}\n{c.logs(tail=8).decode(errors='replace')}" for c in failing
         )
     raise StackError(
-        f"the stack on prod did not become healthy within {timeout:.0f} s: {last}\n"
-        f"{logs}\nNext step: fix the failing service and run 'invoke lab.up' again."
+        f"make the stack on prod healthy within {timeout:.0f} s",
+        last,
+        services=[(c.labels or {}).get("com.docker.compose.service", c.name) for c in failing],
+        output=logs,
+        hint="fix the failing service and run 'invoke lab.up' again.",
     )
 
 

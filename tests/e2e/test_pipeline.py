@@ -220,7 +220,7 @@ def test_only_the_retained_releases_stay_in_the_registry(lab: State) -> None:
     from lab.stack import services
 
     app = services.load(lab.config.root, "app")
-    kept, _ = release.prune(lab, app, history.deployed(lab, "app"))
+    kept = release.prune(lab, app, history.deployed(lab, "app")).kept
     tags = [t for t in lab.registry_client().tags("cdlab/app") if len(t) == 12]
     assert set(tags) <= set(kept) and len(kept) <= app.retain
     assert release.current_routes(lab, "app").live in tags

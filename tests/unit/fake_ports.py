@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from lab.errors import ReleaseError, Stop
 from lab.progress import Progress, StageHandle
 from lab.release import judge, routes
-from lab.release.model import Candidate
+from lab.release.model import Candidate, Drained, Pruned, StepVerdict
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class FakePorts:
     frontends: dict[str, int] = field(default_factory=dict)  # service -> public port
     _before_frontend: dict[str, int | None] = field(default_factory=dict)  # what a write replaced
     faults: list[Fault] = field(default_factory=list)
-    verdicts: list[tuple[str, str]] = field(default_factory=list)  # judge_step: (decision, cmd)
+    verdicts: list[tuple[str, str]] = field(default_factory=list)  # judge_step: (decision, by hand)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (step key, call name)
     images: set[str] = field(default_factory=set)
     events: list[str] = field(default_factory=list)
@@ -167,9 +167,9 @@ class FakePorts:
             if self._routed(backend, host):
                 raise ReleaseError(f"{host} is still in the pool of {backend}")
 
-    def wait_drained(self, backend: str, host: str) -> tuple[float, int]:
+    def wait_drained(self, backend: str, host: str) -> Drained:
         with self._call("wait_drained"):
-            return 0.3, 0
+            return Drained(seconds=0.3, left=0)
 
     def verify(self, service: str, release: str, headers: dict[str, str] | None) -> float:
         """Every response from ``release``: the live one, or the matched one with headers."""
@@ -183,10 +183,10 @@ class FakePorts:
     # metrics and time
     def judge_step(
         self, c: Candidate, live: str, interval: float, thresholds: judge.Thresholds
-    ) -> tuple[judge.Verdict, str]:
+    ) -> StepVerdict:
         with self._call("judge_step"):
             decision, command = self.verdicts.pop(0) if self.verdicts else ("promote", "")
-            return judge.Verdict(decision, f"judged {decision}"), command
+            return StepVerdict(judge.Verdict(decision, f"judged {decision}"), by_hand=command)
 
     def bake(
         self, c: Candidate, previous: str, seconds: float, thresholds: judge.Thresholds
@@ -203,9 +203,9 @@ class FakePorts:
             self.slept.append(seconds)
 
     # the registry
-    def prune(self, service: str, made_live: str) -> tuple[list[str], list[str]]:
+    def prune(self, service: str, made_live: str) -> Pruned:
         with self._call("prune"):
-            return [made_live], []
+            return Pruned(kept=(made_live,), pruned=())
 
     def retire(self, service: str, keep: frozenset[str]) -> list[str]:
         with self._call("retire"):

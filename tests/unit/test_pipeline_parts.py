@@ -58,7 +58,7 @@ def test_lock_holder_round_trip_and_the_refusal_names_who_and_since() -> None:
     raw = json.dumps(me.__dict__).encode()
     assert lock.parse_holder(raw) == me
     assert lock.parse_holder(b"garbage") is None
-    text = str(lock.LockHeld(me, raw))
+    text = str(lock.LockHeld(me, raw, lock.TTL))
     assert "ada@ws (pid 42) since 2026-11-23T15:00:00+00:00: deploy app 3f9c2e1a0b1c" in text
     assert "invoke lock.release" in text
 

@@ -230,4 +230,4 @@ def test_a_held_lock_is_refused_and_its_lease_revoked(short_ttl: float) -> None:
     with pytest.raises(lock.LockHeld, match="ada@ws"), lock.held(etcd, "deploy app y"):
         pytest.fail("the lock was taken twice")
     assert etcd.revoked == ["7587"]
-    assert isinstance(lock.LockHeld(None, b"x"), LabError)
+    assert isinstance(lock.LockHeld(None, b"x", lock.TTL), LabError)
