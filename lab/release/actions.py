@@ -49,6 +49,32 @@ class Hook:
 
 
 @dataclass(frozen=True)
+class LiveAnswers:
+    """Before the proxy's health check of a service changes (another path or port, from the
+    manifest at the deployed commit), the live release must answer it: the proxy checks every
+    release of a service the same way, and would take the live one out of the pool."""
+
+    candidate: Candidate
+    live: str
+
+    def run(self, ports: ReleasePorts) -> Result:
+        s = self.candidate.service
+        try:
+            ports.answers_probe(self.candidate, self.live)
+        except ReleaseError as exc:
+            raise ReleaseError(
+                f"the manifest at {self.candidate.release} changes the proxy's health check of "
+                f"{s.name} to {s.health} on port {s.port}, and the live release {self.live} "
+                f"does not answer it ({exc}): the proxy would take it out of the pool. Next "
+                "step: deploy first a release that answers both the old and the new check, "
+                "then this one (expand, then contract)",
+                s.name,
+                self.candidate.release,
+            ) from exc
+        return Result(f"{self.live} answers {s.health} on port {s.port}", changed=False)
+
+
+@dataclass(frozen=True)
 class Frontend:
     """The service's frontend on the proxy, from the manifest at the deployed commit."""
 

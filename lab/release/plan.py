@@ -25,6 +25,7 @@ from lab.release.actions import (
     Frontend,
     Hook,
     IntegrationTests,
+    LiveAnswers,
     Pull,
     Remove,
     RemoveReleases,
@@ -65,7 +66,7 @@ def deploy(facts: Facts, c: Candidate, o: Options) -> Plan:
             Step(
                 "frontend",
                 f"frontend of {name} on the proxy (manifest at {c.release})",
-                (Frontend(c),),
+                ((LiveAnswers(c, live),) if live else ()) + (Frontend(c),),
                 (RestoreFrontend(name),),
             )
         )

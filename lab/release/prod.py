@@ -102,6 +102,17 @@ class ProdPorts:
     def write_routes(self, new: routes.Routes) -> None:
         self.lab.etcd.put_json(new.key, new.to_doc())
 
+    def answers_probe(self, c: Candidate, release: str) -> str:
+        """Run ``c``'s health probe (its manifest's path and port) inside ``release``'s
+        container; ``ReleaseError`` with the answer when it fails."""
+        found = containers.release_containers(self.engine, c.service.name, release, all=False)
+        if not found:
+            raise ReleaseError(f"{c.service.name}-{release} has no running container")
+        code, out = found[0].exec_run(["sh", "-c", c.service.probe])
+        if code != 0:
+            raise ReleaseError(f"probe exit {code}: {out.decode(errors='replace')[-200:]}")
+        return f"exit {code}"
+
     def write_frontend(self, c: Candidate) -> bool:
         """The service's frontend document (from the manifest at the deployed commit) in the
         route store, and the proxy running it; True when it was new or changed."""

@@ -179,7 +179,7 @@ def test_a_release_that_never_gets_healthy_is_reported_and_never_routed(
     lab: State, live: str, light_load: list[tuple[float, int, str]]
 ) -> None:
     app = services.load(lab.config.root, "app")
-    broken = dataclasses.replace(app, health="/no-such-health-endpoint")
+    broken = dataclasses.replace(app, healthcheck="echo never healthy; exit 1")
     current = lab.registry_client().digest("cdlab/app", live)
     pinned = f"{lab.config.registry_addr}/cdlab/app@{current}"
     candidate = release.Candidate(broken, f"unhealthy{uuid.uuid4().hex[:6]}", pinned, None)
@@ -189,9 +189,32 @@ def test_a_release_that_never_gets_healthy_is_reported_and_never_routed(
         )
     message = str(err.value)
     assert "did not become healthy within 6 s" in message
-    assert "last health answer: health check exit 1" in message
+    assert "last health answer: health check exit 1: never healthy" in message
     assert "Undone: start" in message  # the candidate stopped and removed
     assert release.current_routes(lab, "app").live == live
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        assert release.release_containers(prod, "app", candidate.release) == []
+    odd = [(round(t, 2), s, r) for t, s, r in light_load if (s, r) != (200, live)]
+    assert light_load and not odd, f"answers not from the live release: {odd[:10]}"
+
+
+def test_a_health_check_the_live_release_does_not_answer_is_refused_before_the_proxy_uses_it(
+    lab: State, live: str, light_load: list[tuple[float, int, str]]
+) -> None:
+    """A manifest that changes the proxy's health path: the proxy checks every release of a
+    service the same way, so the live release must answer it first (expand, then contract)."""
+    app = services.load(lab.config.root, "app")
+    moved = dataclasses.replace(app, health="/no-such-health-endpoint")
+    current = lab.registry_client().digest("cdlab/app", live)
+    pinned = f"{lab.config.registry_addr}/cdlab/app@{current}"
+    candidate = release.Candidate(moved, f"moved{uuid.uuid4().hex[:6]}", pinned, None)
+    routes_before = release.route_store(lab).get_json("/cdlab/routes/app")
+    with pytest.raises(release.ReleaseError) as err:
+        release.deploy_built(lab, candidate, Progress(out=None), release.Options(bake=0))
+    message = str(err.value)
+    assert f"the live release {live} does not answer it" in message
+    assert "expand, then contract" in message
+    assert release.route_store(lab).get_json("/cdlab/routes/app") == routes_before
     with engines.connect(lab, lab.config.host("prod")) as prod:
         assert release.release_containers(prod, "app", candidate.release) == []
     odd = [(round(t, 2), s, r) for t, s, r in light_load if (s, r) != (200, live)]

@@ -141,7 +141,8 @@ def test_a_bad_candidate_never_reaches_users(lab: State, tmp_path: Path, case: s
     if stage:
         rec = [r for r in records.history(lab.runs, "app") if r.release == sha][-1]
         assert rec.result == "failed" and (rec.failed_stage or "").startswith(stage), rec
-        assert set(rec.undone) >= {"start"}, f"the candidate's start was not undone: {rec}"
+        if stage in ("healthy", "tests"):  # started, then taken out again
+            assert set(rec.undone) >= {"start"}, f"the candidate's start was not undone: {rec}"
     else:
         assert isinstance(err.value, ConfigError)
     assert release.current_routes(lab, "app").live == live

@@ -138,6 +138,12 @@ class FakePorts:
         with self._call("write_routes"):
             self.routes[new.service] = new
 
+    def answers_probe(self, c: Candidate, release: str) -> str:
+        with self._call("answers_probe"):
+            if not self.containers.get(release):
+                raise ReleaseError(f"{release} is not running")
+            return "exit 0"
+
     def write_frontend(self, c: Candidate) -> bool:
         with self._call("write_frontend"):
             new = c.service.name not in self.frontends

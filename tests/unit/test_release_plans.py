@@ -387,3 +387,13 @@ def test_abort_takes_the_rule_out_first_then_removes() -> None:
     assert carried(step(p, "unmatch").do) == [("WriteRoutes", LIVE_A)]
     assert carried(step(p, "unmatch").undo) == [("WriteRoutes", MATCHED)]
     assert step(p, "remove").do == (actions.Remove("app", B, 25),)
+
+
+def test_a_changed_health_check_is_tried_on_the_live_release_before_the_proxy_takes_it() -> None:
+    changed = dataclasses.replace(facts(LIVE_A), frontend_current=False)
+    p = plan.deploy(changed, cand(B), Options())
+    assert step(p, "frontend").do == (actions.LiveAnswers(cand(B), A), actions.Frontend(cand(B)))
+    first = dataclasses.replace(facts(NOTHING), frontend_current=False)
+    assert step(plan.deploy(first, cand(B), Options()), "frontend").do == (
+        actions.Frontend(cand(B)),
+    )
