@@ -70,8 +70,13 @@ class Progress:
     ended: dict[str, float] = field(default_factory=dict)  # key -> monotonic end time
 
     def say(self, text: str) -> None:
+        """Print ``text``; a closed or broken output (a hung-up terminal, a pipe whose reader
+        died) never stops the work, above all not an undo."""
         if self.out is not None:
-            print(text, file=self.out, flush=True)
+            try:
+                print(text, file=self.out, flush=True)
+            except (OSError, ValueError):
+                self.out = None
 
     def plan(self, keys: Sequence[str]) -> None:
         """Declare the stages of a run up front: each then shows ``[n/N]``."""

@@ -40,6 +40,18 @@ def apply(plan: Plan, ports: ReleasePorts, progress: Progress) -> Outcome:
     done: list[Step] = []
     warnings: list[str] = []
     skipped: list[str] = []
+    with signals.deferred(progress.say):  # once out of ``stoppable``, signals are noted only
+        return _apply(plan, ports, progress, done, warnings, skipped)
+
+
+def _apply(
+    plan: Plan,
+    ports: ReleasePorts,
+    progress: Progress,
+    done: list[Step],
+    warnings: list[str],
+    skipped: list[str],
+) -> Outcome:
     running: Step | None = None
     try:
         with signals.stoppable():
@@ -59,6 +71,8 @@ def apply(plan: Plan, ports: ReleasePorts, progress: Progress) -> Outcome:
                 done.append(step)
                 running = None
     except Stop as stop:
+        if running is not None and running in done:  # it had ended when the signal came
+            running = None
         if any(s.after_commit for s in [*done, *([running] if running else [])]):
             # the release is live: a signal ends the work after the commit point, never undoes
             where = running.key if running else done[-1].key

@@ -155,10 +155,14 @@ def integration_tests(state: State, client: Any, c: Candidate, test_image: str |
     own image) against the candidate's own address on prod."""
     env = {"BASE_URL": f"http://{c.host}:{c.service.port}", "EXPECT_RELEASE": c.release}
     if test_image:
-        code, output = one_off(client, test_image, None, env, "integration-tests", user=None)
+        code, output = one_off(
+            client, test_image, None, env, "integration-tests", user=None, of=c.project
+        )
     else:
         env.update(environment(state, c.service))
-        code, output = one_off(client, c.image, c.service.test_command, env, "integration-tests")
+        code, output = one_off(
+            client, c.image, c.service.test_command, env, "integration-tests", of=c.project
+        )
     if code != 0:
         raise ReleaseError(
             f"integration tests failed against {c.host} (exit {code}):\n{tail(output, 25)}"
@@ -175,7 +179,7 @@ def hook(state: State, client: Any, c: Candidate, which: str, command: str) -> s
         "RELEASE": c.release,
         "IMAGE": c.image,
     }
-    code, output = one_off(client, c.image, command, env, which)
+    code, output = one_off(client, c.image, command, env, which, of=c.project)
     if code != 0:
         raise ReleaseError(
             f"the {which} hook of {c.service.name} failed (exit {code}): {command}\n"
@@ -185,6 +189,21 @@ def hook(state: State, client: Any, c: Candidate, which: str, command: str) -> s
     return f"exit 0{': ' + last[-1][:80] if last else ''}"
 
 
+ONE_OFF = "cdlab.one-off"  # label: the release (<service>-<release>) a test or hook ran for
+
+
+def health_probe(port: int, path: str) -> str:
+    """A shell command that passes only when ``path`` on ``port`` answers exactly 200, without
+    following a redirect: the check HAProxy makes (``http-check expect status 200``)."""
+    code = (
+        "import http.client,sys;"
+        f"c=http.client.HTTPConnection('127.0.0.1',{port},timeout=2);"
+        f"c.request('GET','{path}');r=c.getresponse();"
+        "print(r.status);sys.exit(0 if r.status==200 else 1)"
+    )
+    return f'python3 -c "{code}"'
+
+
 def one_off(
     client: Any,
     image: str,
@@ -192,6 +211,7 @@ def one_off(
     env: dict[str, str],
     role: str,
     user: str | None = "10001:10001",  # the release's own user (container_spec)
+    of: str = "",  # <service>-<release> it works for: removed with that release's containers
 ) -> tuple[int, str]:
     """Run a container to completion on the stack network; (exit code, output). Bounded."""
     container = client.containers.run(
@@ -201,7 +221,7 @@ def one_off(
         network=stack.NETWORK,
         detach=True,
         user=user,
-        labels={"cdlab.role": role},
+        labels={"cdlab.role": role, **({ONE_OFF: of} if of else {})},
     )
     try:
         try:

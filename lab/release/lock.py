@@ -6,6 +6,7 @@ expires with the lease (``TTL`` seconds). ``invoke lock.release`` removes it by 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -18,8 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from lab.errors import LabError
 from lab.errors import LockHeld as LockHeld  # its home before lab.errors held every error
 from lab.ports.etcd import Etcd
+from lab.release import signals
 
 KEY = "/cdlab/locks/deploy"
 TTL = 20
@@ -53,9 +56,13 @@ def held(etcd: Etcd, what: str, on_lost: Callable[[], None] | None = None) -> It
     it expired, or no renewal succeeded for ``TTL`` seconds."""
     me = Holder.me(what)
     lease = etcd.grant(TTL)
-    existing = etcd.create(KEY, json.dumps(me.__dict__).encode(), lease)
+    try:
+        existing = etcd.create(KEY, json.dumps(me.__dict__).encode(), lease)
+    except BaseException:  # a signal or an error mid-request: the key may exist; let it go
+        _revoke(etcd, lease)
+        raise
     if existing is not None:
-        etcd.revoke(lease)
+        _revoke(etcd, lease)
         raise LockHeld(parse_holder(existing), existing, TTL)
     stop = threading.Event()
 
@@ -77,9 +84,17 @@ def held(etcd: Etcd, what: str, on_lost: Callable[[], None] | None = None) -> It
     try:
         yield me
     finally:
-        stop.set()
-        thread.join(2)
-        etcd.revoke(lease)  # deletes the key bound to it
+        with signals.deferred(lambda text: None):  # a signal here must not keep the lock held
+            stop.set()
+            thread.join(2)
+            _revoke(etcd, lease)  # deletes the key bound to it
+
+
+def _revoke(etcd: Etcd, lease: str) -> None:
+    """Revoke ``lease``; one already gone (expired, or etcd unreachable: why it was lost) is
+    not an error of the run, whose own error must come through."""
+    with contextlib.suppress(LabError):
+        etcd.revoke(lease)
 
 
 def current(etcd: Etcd) -> Holder | None:

@@ -8,6 +8,7 @@ to ``.lab/runs/`` (and the route store) whatever the result: succeeded, failed o
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -134,6 +135,8 @@ def deploy(
             release_candidate(run, c, opts, test_build)
     finally:
         # a failure before the tests still waits for that build; then cd drops what it pushed
+        if test_build is not None and not test_build.done():
+            progress.say("    waiting for the integration-test image's build on cd to end ...")
         background.submit(tidy_builder, lab, built, test_build)
         background.shutdown(wait=True)
     return run.record
@@ -147,6 +150,8 @@ def release_candidate(
     what = f"{run.kind} {service.name} {c.release}"
     what += " (canary)" if opts.strategy == "canary" else ""
     with lock.held(lab.etcd, what, signals.lease_lost):
+        if opts.strategy == "canary":  # a command left for an earlier canary is not for this one
+            lab.etcd.delete(verify.CANARY_KEY + service.name)
         facts = read_facts(lab, service.name, service)
         refuse_while_matched(facts, service.name, opts.match is not None)
         run.previous = facts.routes.live
@@ -160,7 +165,7 @@ def deploy_built(
     """Deploy a candidate whose image is already in the registry (no checks, no build): the
     same plan, lock and record as ``deploy``."""
     lab = Lab.of(state)
-    opts = opts or Options(bake=c.service.bake)
+    opts = opts or Options(bake=c.service.bake, thresholds=c.service.thresholds)
     run = Run(lab, progress, "deploy", c.service.name, c.release, opts.strategy, image=c.image)
     with run.recorded():
         release_candidate(run, c, opts)
@@ -226,7 +231,9 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
             return f"{target} aborted; every request on {current.live}"
         c = from_registry(lab, service, target)
         run.image = c.image
-        run.apply(plan.promote(facts, c, Options(bake=service.bake)), ports)
+        run.apply(
+            plan.promote(facts, c, Options(bake=service.bake, thresholds=service.thresholds)), ports
+        )
     return f"{target} promoted: live for every request (was {current.live})"
 
 
@@ -310,38 +317,60 @@ class Run:
 
     @contextmanager
     def recorded(self) -> Iterator[None]:
+        """The run's body, stoppable; then its record, written whatever ended it (signals
+        wait meanwhile). A signal after a plan that succeeded leaves it succeeded (with a
+        warning) and still ends the process as interrupted: nothing was undone."""
         started, result = records.now(), ""
-        error: LabError | None = None
-        try:
-            with signals.stoppable():
-                yield
-        except Stop as stop:  # before or after the plan: nothing of it to undo
-            error, result = RunStopped(stop.signal, self._stage(), []), "interrupted"
-            raise error from None
-        except LabError as exc:
-            error = exc
-            result = "interrupted" if isinstance(exc, RunStopped) else "failed"
-            raise
-        finally:
-            out = self._outcome
-            rec = records.make(
-                self.kind,
-                self.service,
-                self.release,
-                self.previous,
-                self.image,
-                self.strategy,
-                started,
-                self.progress,
-                error,
-                result,
-                out.stage if out else None,
-                out.undone if out else (),
-                out.warnings if out else (),
-            )
-            self._record = rec
-            if self.previous != rec.release or error or self.kind != "deploy":
-                history.keep(self.lab, rec)
+        error: BaseException | None = None
+        late: RunStopped | None = None
+        with signals.deferred(self.progress.say):
+            try:
+                with signals.stoppable():
+                    yield
+            except Stop as stop:  # outside the plan's apply: nothing of the plan to undo
+                done = self._outcome is not None and self._outcome.result == "succeeded"
+                note = " The release run had ended: nothing was undone." if done else ""
+                late = RunStopped(stop.signal, self._stage(), [], note)
+                if not done:
+                    error, result = late, "interrupted"
+            except LabError as exc:
+                error = exc
+                result = "interrupted" if isinstance(exc, RunStopped) else "failed"
+                raise
+            except BaseException as exc:  # a crash is a failure too, never a success
+                error, result = exc, "failed"
+                raise
+            finally:
+                self._write(started, error, result, late)
+        if late is not None:
+            raise late from None
+
+    def _write(
+        self,
+        started: dt.datetime,
+        error: BaseException | None,
+        result: str,
+        late: RunStopped | None,
+    ) -> None:
+        out = self._outcome
+        rec = records.make(
+            self.kind,
+            self.service,
+            self.release,
+            self.previous,
+            self.image,
+            self.strategy,
+            started,
+            self.progress,
+            error,
+            result,
+            out.stage if out else None,
+            out.undone if out else (),
+            (out.warnings if out else ()) + ((str(late),) if late and not error else ()),
+        )
+        self._record = rec
+        if self.previous != rec.release or error or self.kind != "deploy":
+            history.keep(self.lab, rec)
 
     @property
     def record(self) -> records.Record:

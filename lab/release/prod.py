@@ -64,6 +64,11 @@ class ProdPorts:
                 ctr.stop(timeout=stop_timeout)
             with contextlib.suppress(docker.errors.NotFound):
                 ctr.remove(force=True)  # force: the keeper may have restarted it
+        # a test or hook container a stopped run left behind
+        mark = f"{containers.ONE_OFF}={service}-{release}"
+        for ctr in self.engine.containers.list(all=True, filters={"label": mark}):
+            with contextlib.suppress(docker.errors.NotFound):
+                ctr.remove(force=True)
 
     def out_of_pool(self, service: str, keep: frozenset[str]) -> list[str]:
         return containers.out_of(self.engine, service, keep)
@@ -93,7 +98,7 @@ class ProdPorts:
         if not found:
             return None
         found[0].reload()
-        return dict(found[0].attrs["State"])
+        return {**found[0].attrs["State"], "RestartCount": found[0].attrs.get("RestartCount", 0)}
 
     # the route store and the proxy
     def read_routes(self, service: str) -> routes.Routes:
@@ -108,7 +113,8 @@ class ProdPorts:
         found = containers.release_containers(self.engine, c.service.name, release, all=False)
         if not found:
             raise ReleaseError(f"{c.service.name}-{release} has no running container")
-        code, out = found[0].exec_run(["sh", "-c", c.service.probe])
+        probe = containers.health_probe(c.service.port, c.service.health)
+        code, out = found[0].exec_run(["sh", "-c", probe])
         if code != 0:
             raise ReleaseError(f"probe exit {code}: {out.decode(errors='replace')[-200:]}")
         return f"exit {code}"
@@ -116,8 +122,14 @@ class ProdPorts:
     def write_frontend(self, c: Candidate) -> bool:
         """The service's frontend document (from the manifest at the deployed commit) in the
         route store, and the proxy running it; True when it was new or changed."""
+        stored = self.lab.etcd.get_json(frontends.prefix() + c.service.name)
+        # what an undo puts back, known before the write (a signal may stop it mid-request)
+        self._published[c.service.name] = frontends.Published(
+            c.service.name, stored if isinstance(stored, dict) else None, True
+        )
         published = frontends.publish(self.lab.etcd, c.service)
-        self._published[c.service.name] = published
+        if not published.written:
+            self._published.pop(c.service.name)
         self.lab.runtime.wait_frontend(frontends.frontend_doc(c.service))
         return published.written
 
@@ -139,7 +151,13 @@ class ProdPorts:
 
     def verify(self, service: str, release: str, headers: dict[str, str] | None) -> float:
         since = time.monotonic()
-        url = services.public_url(self.service)  # the manifest at the deployed commit
+        # the port the proxy serves it on: the frontend it holds (a rollback's manifest may
+        # name another), else the manifest's
+        stored = self.lab.etcd.get_json(frontends.prefix() + self.service.name)
+        port = stored.get("public_port") if isinstance(stored, dict) else None
+        url = services.public_url(self.service)
+        if isinstance(port, int):
+            url = url.rsplit(":", 1)[0] + f":{port}"
         return verify.through_proxy(url, release, since=since, headers=headers)
 
     # metrics and time

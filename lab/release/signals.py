@@ -16,6 +16,7 @@ LEASE_SIGNAL = signal.SIGUSR1  # sent to the main thread by the lock's keeper wh
 NAMES: dict[int, str] = {
     signal.SIGINT: "SIGINT",
     signal.SIGTERM: "SIGTERM",
+    signal.SIGHUP: "SIGHUP",  # the terminal closed (an SSH session ended)
     LEASE_SIGNAL: "a lost lock lease",
 }
 

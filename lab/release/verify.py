@@ -9,13 +9,14 @@ from typing import Any
 
 import requests
 
-from lab.errors import BakeFailed, ReleaseError
+from lab.errors import BakeFailed, LabError, ReleaseError
 from lab.ports.etcd import Etcd
 from lab.ports.metrics import Graphite
 from lab.ports.proxy import Runtime
 from lab.release import judge
 from lab.release.model import Candidate, StepVerdict
 
+BAKE_MISSES = 5  # reads of the engine or proxy failing in a row before the bake gives up
 CANARY_KEY = "/cdlab/canary/"  # + service: "promote" or "abort", written by hand
 
 
@@ -121,14 +122,32 @@ def bake(
     name, started = c.service.name, time.monotonic()
     first = container()
     began = (first or {}).get("StartedAt", "")
+    if first is not None and first.get("RestartCount", 0):  # it died between start and bake
+        raise BakeFailed(name, c.release, f"it restarted {first['RestartCount']} time(s)", 0.0)
     last_said, metrics_note, next_metrics = seconds + 1, "", started + 2.0
+    misses, last_miss = 0, ""
     while (elapsed := time.monotonic() - started) < seconds:
-        state = container()
+        try:
+            state = container()
+            slots = runtime.slots(name)
+            misses = 0
+        except (LabError, requests.RequestException, OSError) as exc:
+            # the engine or the proxy not answering once is no verdict on the release
+            misses, last_miss = misses + 1, f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if misses >= BAKE_MISSES:
+                raise BakeFailed(
+                    name,
+                    c.release,
+                    f"not observable {misses} times in a row ({last_miss})",
+                    elapsed,
+                ) from exc
+            time.sleep(0.2)
+            continue
         if state is None or not state.get("Running") or state.get("Restarting"):
             raise BakeFailed(name, c.release, "its container stopped", elapsed)
         if state.get("StartedAt", "") != began:
             raise BakeFailed(name, c.release, "its container restarted", elapsed)
-        slot = next((s for s in runtime.slots(name) if s.fqdn == c.host), None)
+        slot = next((s for s in slots if s.fqdn == c.host), None)
         if slot is None or slot.operational == 0:
             raise BakeFailed(name, c.release, "the proxy has it DOWN", elapsed)
         if time.monotonic() >= next_metrics:
