@@ -137,7 +137,8 @@ def deploy(
         # a failure before the tests still waits for that build; then cd drops what it pushed
         if test_build is not None and not test_build.done():
             progress.say("    waiting for the integration-test image's build on cd to end ...")
-        background.submit(tidy_builder, lab, built, test_build)
+        if built:  # cd answered: it drops what it pushed (a gone cd would only be waited for)
+            background.submit(tidy_builder, lab, built, test_build)
         background.shutdown(wait=True)
     return run.record
 

@@ -207,11 +207,17 @@ def prune(lab: Lab, service: services.Service, deployed: list[str]) -> Pruned:
     kept, pruned = routes.retention(
         deployed, reg.tags(repo), read_routes(lab, service.name), service.retain
     )
-    for rel in pruned:
-        for name in (repo, f"{repo}-test"):
-            digest = reg.digest(name, rel)
-            if digest is None:
+    gone = set(pruned)
+    for name in (repo, f"{repo}-test"):
+        digests = {tag: reg.digest(name, tag) for tag in reg.tags(name)}
+        # two tags may name one manifest (an unchanged test image, a rebuilt-equal image):
+        # deleting it would take it from a release that stays, so it stays with it
+        held = {d for tag, d in digests.items() if tag not in gone and d}
+        for rel in pruned:
+            digest = digests.get(rel)
+            if digest is None or digest in held:
                 continue
+            held.add(digest)  # deleted once, whatever other pruned tag names it
             reg.delete(name, digest)
             # an image a container still uses stays; the next prune retries
             with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
