@@ -52,7 +52,7 @@ def deploy(facts: Facts, c: Candidate, o: Options) -> Plan:
     if live == c.release and c.release in facts.running and not o.match:
         return Plan(kind, name, c.release, live, (), note="already live")
     pool = frozenset({s.release for s in current.servers} | {c.release})
-    steps = [Step("pull", f"pull {c.release} onto prod", (Pull((c.image,)),))]
+    steps = [Step("pull", f"pull {c.release} onto prod", (_pull(c),))]
     if facts.present - pool:
         steps.append(
             Step(
@@ -137,7 +137,7 @@ def rollback(facts: Facts, c: Candidate) -> Plan:
     warm = c.release in facts.running and c.release in {s.release for s in current.servers}
     steps: list[Step] = []
     if not warm:
-        steps.append(Step("pull", f"pull {c.release} onto prod", (Pull((c.image,)),)))
+        steps.append(Step("pull", f"pull {c.release} onto prod", (_pull(c),)))
         steps += _start(facts, c, Options(), tests=False)
     staged = routes.stage(_without(current, c.release), c.release) if not warm else current
     go = _go_live(staged, c, Options(bake=0, retain=False), current.live, hooks=False)
@@ -178,6 +178,12 @@ def abort(facts: Facts, service: str) -> Plan:
         ),
     )
     return Plan("abort", service, release, current.live, steps)
+
+
+def _pull(c: Candidate) -> Pull:
+    """The candidate's image, and its integration-test image when it is known already (one
+    built meanwhile is pulled by its build): by digest, with the registry's credentials."""
+    return Pull((c.image, c.test_image) if c.test_image else (c.image,))
 
 
 def _without(current: routes.Routes, release: str) -> routes.Routes:
@@ -284,6 +290,6 @@ def _go_live(
 def prepare(facts: Facts, c: Candidate) -> Plan:
     """``c`` started beside the live release and pooled at weight 0, nothing switched (what a
     negative control of the bench starts before switching its own way)."""
-    steps = [Step("pull", f"pull {c.release} onto prod", (Pull((c.image,)),))]
+    steps = [Step("pull", f"pull {c.release} onto prod", (_pull(c),))]
     steps += _start(facts, c, Options())
     return Plan("prepare", c.service.name, c.release, facts.routes.live, tuple(steps))

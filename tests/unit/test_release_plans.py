@@ -397,3 +397,12 @@ def test_a_changed_health_check_is_tried_on_the_live_release_before_the_proxy_ta
     assert step(plan.deploy(first, cand(B), Options()), "frontend").do == (
         actions.Frontend(cand(B)),
     )
+
+
+def test_a_known_integration_test_image_is_pulled_with_the_candidate() -> None:
+    tested = dataclasses.replace(cand(B), test_image="registry/cdlab/app-test@sha256:" + "c" * 64)
+    for p in (plan.deploy(facts(LIVE_A), tested, Options()), plan.prepare(facts(LIVE_A), tested)):
+        assert step(p, "pull").do == (actions.Pull((tested.image, tested.test_image or "")),)
+    assert step(plan.deploy(facts(LIVE_A), cand(B), Options()), "pull").do == (
+        actions.Pull((cand(B).image,)),
+    )
