@@ -205,7 +205,8 @@ def lab_up_figures(lab: State) -> dict[str, Any]:
     cold = None
     for path in sorted(lab.runs.glob("up-*.json")):
         doc = json.loads(path.read_text())
-        names = {s["name"]: s["status"] for s in doc.get("stages", [])}
+        # a stage's title ("name" in records written before stages had keys)
+        names = {s.get("title", s.get("name")): s["status"] for s in doc.get("stages", [])}
         if names.get("base image (mmdebstrap + docker import)") == "changed":
             cold = doc.get("seconds") or sum(s["seconds"] for s in doc["stages"])
     destroyed = sorted(lab.runs.glob("destroy-*.json"))
