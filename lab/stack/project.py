@@ -81,13 +81,15 @@ def build(state: State, specs: list[ImageSpec], sha: str, progress: Progress) ->
                 "unchanged",
                 found.seconds,
                 f"in registry {found.digest[:19]}",
+                key=f"image-{spec.name}",
             )
     if not missing:
         return out
     names = " + ".join(f"{s.name}:{s.tag}" for s in missing)
     at_once = min(PARALLEL_BUILDS, len(missing))
     with progress.stage(
-        f"image {names} on {on}" + (f" ({at_once} at a time)" if at_once > 1 else "")
+        f"image {names} on {on}" + (f" ({at_once} at a time)" if at_once > 1 else ""),
+        f"image-{missing[0].name}" if len(missing) == 1 else "images",  # a key, never a tag
     ) as st:
         with ThreadPoolExecutor(at_once) as pool:
             futures = [pool.submit(_make, state, spec, sha) for spec in missing]

@@ -69,7 +69,7 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
                 t + "\n\ndef test_broken_on_purpose() -> None:\n    assert 1 + 1 == 3\n"
             )
         },
-        "image-app-",
+        "image-app",
         "could not build image",
     ),
     "the integration-test image does not build": (
