@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -156,7 +157,8 @@ def release_candidate(
         facts = read_facts(lab, service.name, service)
         refuse_while_matched(facts, service.name, opts.match is not None)
         run.previous = facts.routes.live
-        ports = ProdPorts(lab, service, run.progress.say, test_build, list(facts.deployed))
+        history_of = functools.partial(history.deployed, lab, service.name)
+        ports = ProdPorts(lab, service, run.progress.say, test_build, history_of)
         run.apply(plan.deploy(facts, c, opts), ports)
 
 
@@ -226,7 +228,12 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
         facts = read_facts(lab, service.name)
         if facts.routes.match is None or facts.routes.match.release != target:
             raise ReleaseError(f"{service.name}: {target} left matched traffic meanwhile")
-        ports = ProdPorts(lab, service, progress.say, deployed=list(facts.deployed))
+        ports = ProdPorts(
+            lab,
+            service,
+            progress.say,
+            deployed=functools.partial(history.deployed, lab, service.name),
+        )
         if command == "abort":
             run.apply(plan.abort(facts, service.name), ports)
             return f"{target} aborted; every request on {current.live}"
@@ -248,7 +255,7 @@ def manifest_of(lab: Lab, name: str, release: str) -> services.Service:
 
 
 def read_facts(lab: Lab, service: str, manifest: services.Service | None = None) -> Facts:
-    """Routes, prod's containers and the history of ``service``; with ``manifest`` (the one
+    """Routes and prod's containers of ``service``; with ``manifest`` (the one
     being deployed), whether the proxy holds its frontend already."""
     running, present = facts_releases(lab, service)
     current = True
@@ -260,7 +267,6 @@ def read_facts(lab: Lab, service: str, manifest: services.Service | None = None)
         read_routes(lab, service),
         running,
         present,
-        tuple(history.deployed(lab, service)),
         frontend_current=current,
     )
 

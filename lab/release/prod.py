@@ -35,10 +35,10 @@ class ProdPorts:
         service: services.Service,
         say: Callable[[str], None],
         test_build: Future[Built] | None = None,
-        deployed: list[str] | None = None,
+        deployed: Callable[[], list[str]] | None = None,
     ) -> None:
         self.lab, self.service, self.say, self.test_build = lab, service, say, test_build
-        self.deployed = deployed or []
+        self.deployed = deployed or list  # read when retention needs it, after the switch
         self._published: dict[str, frontends.Published] = {}
 
     @property
@@ -188,7 +188,7 @@ class ProdPorts:
 
     # the registry
     def prune(self, service: str, made_live: str) -> Pruned:
-        return prune(self.lab, self.service, [*self.deployed, made_live])
+        return prune(self.lab, self.service, [*self.deployed(), made_live])
 
     def retire(self, service: str, keep: frozenset[str]) -> list[str]:
         gone = self.out_of_pool(service, keep)
@@ -242,17 +242,17 @@ def from_registry(lab: Lab, service: services.Service, target: str) -> Candidate
 
 def facts_releases(lab: Lab, service: str) -> tuple[frozenset[str], frozenset[str]]:
     """(running and not unhealthy, present at all) releases of ``service`` on prod."""
-    found = lab.engine("prod").containers.list(
-        all=True, filters={"label": f"cdlab.service={service}"}
+    found = lab.engine("prod").containers.list(  # one request (sparse: no inspect per container)
+        all=True, sparse=True, filters={"label": f"cdlab.service={service}"}
     )
     running, present = set(), set()
     for ctr in found:
-        release = (ctr.labels or {}).get("cdlab.release", "")
+        release = (ctr.attrs.get("Labels") or {}).get("cdlab.release", "")
         if not release:
             continue
         present.add(release)
-        st = ctr.attrs.get("State") or {}
-        if st.get("Running") and (st.get("Health") or {}).get("Status") != "unhealthy":
+        up = ctr.attrs.get("State") == "running"
+        if up and "(unhealthy)" not in str(ctr.attrs.get("Status", "")):
             running.add(release)
     return frozenset(running), frozenset(present)
 
