@@ -73,8 +73,9 @@ def _apply(
     except Stop as stop:
         if running is not None and running in done:  # it had ended when the signal came
             running = None
-        if any(s.after_commit for s in [*done, *([running] if running else [])]):
-            # the release is live: a signal ends the work after the commit point, never undoes
+        finished = len(done) + len(skipped) == len(plan.steps) and running is None
+        if finished or any(s.after_commit for s in [*done, *([running] if running else [])]):
+            # every step had ended, or the release is live: a signal ends the run, undoes nothing
             where = running.key if running else done[-1].key
             warnings.append(f"{where}: interrupted by {stop.signal}; the release is live")
             return Outcome("succeeded", warnings=tuple(warnings), skipped=tuple(skipped))

@@ -135,8 +135,12 @@ class ProdPorts:
 
     def restore_frontend(self, service: str) -> None:
         published = self._published.pop(service, None)
-        if published is not None:
-            frontends.undo(self.lab.etcd, published)
+        if published is None:
+            return
+        frontends.undo(self.lab.etcd, published)
+        if published.previous is not None:  # the proxy back on it before the undo goes on
+            with contextlib.suppress(LabError):  # best effort: the document is what counts
+                self.lab.runtime.wait_frontend(published.previous, timeout=10)
 
     def wait_up(self, backend: str, host: str, address: str | None) -> float:
         started = time.monotonic()

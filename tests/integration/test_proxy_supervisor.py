@@ -31,9 +31,14 @@ import pytest
 from lab.ports.proxy import ProxyError, Runtime
 from tests.integration.fakes import FakeDns, FakeEtcd
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("haproxy") is None, reason="haproxy is not installed ('apt-get install haproxy')"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("haproxy") is None,
+        reason="haproxy is not installed ('apt-get install haproxy')",
+    ),
+    # one supervisor for the module, its tests in order: never split across xdist workers
+    pytest.mark.xdist_group("proxy-supervisor"),
+]
 ROOT = Path(__file__).resolve().parents[2]
 FRONTENDS, ROUTES = "/cdlab/frontends/", "/cdlab/routes/"
 
