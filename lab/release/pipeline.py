@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -388,6 +388,6 @@ class Run:
         return self.progress.stages[-1].key if self.progress.stages else "start"
 
 
-release_lock: Callable[[State | Lab], lock.Holder | None] = lambda state: lock.release(  # noqa: E731
-    Lab.of(state).etcd
-)
+def release_lock(state: State | Lab) -> lock.Holder | None:
+    """Remove the deploy lock whoever holds it (``invoke lock.release``); who held it."""
+    return lock.release(Lab.of(state).etcd)

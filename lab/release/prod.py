@@ -261,4 +261,4 @@ def facts_releases(lab: Lab, service: str) -> tuple[frozenset[str], frozenset[st
     return frozenset(running), frozenset(present)
 
 
-__all__ = ["LabError", "ProdPorts", "facts_releases", "from_registry", "prune", "read_routes"]
+__all__ = ["ProdPorts", "facts_releases", "from_registry", "prune", "read_routes"]

@@ -62,11 +62,8 @@ def plan(
         front, now = wanted[name], running.get(name)
         if now is None or not now.alive or now.frontend == front:
             continue
-        owner = held.get(front.public_port, name)
-        if owner != name:
-            refused.append(
-                Step("refuse", name, front, f"public port {front.public_port} is {owner}'s")
-            )
+        if (refusal := _refusal(held, name, front)) is not None:
+            refused.append(refusal)
             continue
         if held.get(now.frontend.public_port) == name:
             del held[now.frontend.public_port]
@@ -77,13 +74,18 @@ def plan(
         front, now = wanted[name], running.get(name)
         if now is not None and now.alive:
             continue
-        owner = held.get(front.public_port, name)
-        if owner != name:
-            refused.append(
-                Step("refuse", name, front, f"public port {front.public_port} is {owner}'s")
-            )
+        if (refusal := _refusal(held, name, front)) is not None:
+            refused.append(refusal)
             continue
         held[front.public_port] = name
         why = f"its HAProxy had stopped ({now.exit})" if now else "a new frontend document"
         starts.append(Step("start", name, front, why))
     return (*stops, *replaces, *starts, *sorted(refused, key=lambda s: s.service))
+
+
+def _refusal(held: Mapping[int, str], name: str, front: Frontend) -> Step | None:
+    """A ``refuse`` step when another service's process holds ``front``'s public port."""
+    owner = held.get(front.public_port, name)
+    if owner == name:
+        return None
+    return Step("refuse", name, front, f"public port {front.public_port} is {owner}'s")
