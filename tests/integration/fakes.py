@@ -136,3 +136,64 @@ class FakeDns:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class FakeCarbon:
+    """Carbon's plaintext listener: every ``path value timestamp`` line received, kept."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.lines: list[tuple[str, float, int]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            for raw in lines:
+                path, value, stamp = raw.decode().split()
+                with self.lock:
+                    self.lines.append((path, float(value), int(stamp)))
+
+    def total(self, path_suffix: str, release_path: str) -> float:
+        """Sum of every value received for ``<release_path>.<path_suffix>``."""
+        with self.lock:
+            return sum(v for p, v, _ in self.lines if p == f"{release_path}.{path_suffix}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class FakeSyslog:
+    """A UDP syslog receiver: every datagram, kept."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.messages: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _read(self) -> None:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(65536).decode(errors="replace"))
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from lab.ports.proxy import ProxyError, Runtime
-from tests.integration.fakes import FakeDns, FakeEtcd
+from tests.integration.fakes import FakeCarbon, FakeDns, FakeEtcd, FakeSyslog
 
 pytestmark = [
     pytest.mark.skipif(
@@ -78,7 +78,8 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
 
 
 class _Release(http.server.ThreadingHTTPServer):
-    """A release: 200 on every path, its name in X-Release."""
+    """A release: 200 on every path but /fail (500) and /close (the connection closed, no
+    answer), and a wrong X-Release (the proxy names the release)."""
 
     daemon_threads = True
 
@@ -95,9 +96,12 @@ class _Answer(http.server.BaseHTTPRequestHandler):
     server: _Release
 
     def do_GET(self) -> None:
+        if self.path == "/close":
+            self.close_connection = True
+            return
         body = self.server.name.encode()
-        self.send_response(200)
-        self.send_header("X-Release", self.server.name)
+        self.send_response(500 if self.path == "/fail" else 200)
+        self.send_header("X-Release", "not-" + self.server.name)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -114,11 +118,15 @@ class Proxy:
     web: int
     releases: dict[str, _Release]
     log: Path
+    carbon: FakeCarbon
+    syslog: FakeSyslog
 
-    def get(self, public_port: int, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    def get(
+        self, public_port: int, headers: dict[str, str] | None = None, path: str = "/version"
+    ) -> tuple[int, str]:
         conn = http.client.HTTPConnection("127.0.0.1", public_port + self.shift, timeout=5)
         try:
-            conn.request("GET", "/version", headers=headers or {})
+            conn.request("GET", path, headers=headers or {})
             resp = conn.getresponse()
             resp.read()
             return resp.status, resp.getheader("X-Release") or ""
@@ -152,7 +160,7 @@ class Proxy:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     tmp = tmp_path_factory.mktemp("proxy")
-    etcd, dns = FakeEtcd(), FakeDns()
+    etcd, dns, carbon, syslog = FakeEtcd(), FakeDns(), FakeCarbon(), FakeSyslog()
     runtime_port, web_port, shift = free_port(), free_port(), free_shift()
     env = {
         **os.environ,
@@ -166,6 +174,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         "CDLAB_PROXY_WEB_PORT": str(web_port),
         "ETCD_HOST": "127.0.0.1",
         "ETCD_PORT": str(etcd.port),
+        "CDLAB_PROXY_CARBON": carbon.address,
+        "CDLAB_PROXY_LOG_STORE": syslog.address,
     }
     log = tmp / "supervisor.log"
     with log.open("wb") as out:
@@ -174,7 +184,9 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         )
     releases = {name: _Release(name) for name in ("app", "quotes")}
     try:
-        yield Proxy(etcd, Runtime("127.0.0.1", runtime_port), shift, web_port, releases, log)
+        yield Proxy(
+            etcd, Runtime("127.0.0.1", runtime_port), shift, web_port, releases, log, carbon, syslog
+        )
     finally:
         sup.send_signal(signal.SIGTERM)
         try:
@@ -185,6 +197,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
             r.shutdown()
         dns.close()
         etcd.shutdown()
+        carbon.close()
+        syslog.close()
         print(f"\n--- supervisor's log ({log})\n" + log.read_text()[-4000:])
 
 
@@ -220,7 +234,7 @@ def test_a_frontend_and_its_routes_serve_the_service(proxy: Proxy) -> None:
     proxy.route("app")
     proxy.runtime.wait_frontend(doc, timeout=15)
     proxy.runtime.wait_up("app", "localhost", timeout=15)
-    assert wait_for(lambda: proxy.get(8000) == (200, "app"), "app answering through the proxy")
+    assert wait_for(lambda: proxy.get(8000) == (200, "app-1"), "app answering through the proxy")
 
 
 def test_a_second_service_starts_while_the_first_answers_every_request(proxy: Proxy) -> None:
@@ -231,11 +245,11 @@ def test_a_second_service_starts_while_the_first_answers_every_request(proxy: Pr
         doc = proxy.frontend("quotes", 8001)
         proxy.route("quotes")
         proxy.runtime.wait_frontend(doc, timeout=15)
-        wait_for(lambda: proxy.get(8001) == (200, "quotes"), "quotes answering")
+        wait_for(lambda: proxy.get(8001) == (200, "quotes-1"), "quotes answering")
         time.sleep(0.5)
     finally:
         results = load.end()
-    assert set(results) == {"200 app"}, f"app's answers while quotes started: {results}"
+    assert set(results) == {"200 app-1"}, f"app's answers while quotes started: {results}"
     assert proxy.pids()["app"] == before, "app's HAProxy was touched"
 
 
@@ -252,7 +266,7 @@ def test_a_changed_frontend_replaces_that_process_only_and_drops_nothing(proxy: 
         results = load.end()
     after = proxy.pids()
     assert after["quotes"] != pids["quotes"] and after["app"] == pids["app"]
-    assert set(results) == {"200 quotes"}, f"quotes' answers while replaced: {results}"
+    assert set(results) == {"200 quotes-1"}, f"quotes' answers while replaced: {results}"
     assert "quotes: replaced its HAProxy" in proxy.log.read_text()
 
 
@@ -274,7 +288,7 @@ def test_a_killed_haproxy_is_started_again_at_once_and_alone(proxy: Proxy) -> No
     pids = proxy.pids()
     killed = time.monotonic()
     os.kill(pids["quotes"] or 0, signal.SIGKILL)  # a process of this test's supervisor
-    wait_for(lambda: proxy.get(8001) == (200, "quotes"), "quotes answering again", timeout=4)
+    wait_for(lambda: proxy.get(8001) == (200, "quotes-1"), "quotes answering again", timeout=4)
     back = time.monotonic() - killed
     after = proxy.pids()
     assert after["quotes"] != pids["quotes"] and after["app"] == pids["app"]
@@ -304,10 +318,35 @@ def test_an_ab_rule_routes_matched_requests_and_survives_a_replacement(proxy: Pr
             proxy.runtime.wait_frontend(doc, timeout=15)
             proxy.runtime.wait_up("app-match", "localhost", timeout=15)
         before = matched_requests(proxy)
-        assert proxy.get(8000) == (200, "app") and matched_requests(proxy) == before
-        assert proxy.get(8000, {"X-Canary": "1"}) == (200, "app")
+        assert proxy.get(8000) == (200, "app-1") and matched_requests(proxy) == before
+        assert proxy.get(8000, {"X-Canary": "1"}) == (200, "b" * 12)
         assert matched_requests(proxy) == before + 1, f"after replacement: {replaced}"
     proxy.route("app")  # the rule goes
+
+
+def test_every_request_counts_at_the_edge_for_the_release_that_served_it(proxy: Proxy) -> None:
+    """X-Release and X-Service from the proxy, whatever the release says; each request in
+    carbon once, by class, with its latency percentiles; each request line in the log store,
+    tagged with its service and release. A release that closes the connection is a proxy
+    error against it."""
+    server = {"release": "edge-1", "host": "localhost", "weight": 100, "drain": False}
+    proxy.etcd.put(ROUTES + "app", {"service": "app", "servers": [server]})
+    before: list[tuple[int, str]] = []  # until edge-1 answers
+    wait_for(lambda: before.append(proxy.get(8000)) or before[-1][1] == "edge-1", "edge-1")
+    base = "edge.app.edge-1"
+    answers = [proxy.get(8000, path=p) for p in ["/a"] * 40 + ["/fail"] * 7 + ["/close"] * 3]
+    assert answers == [(200, "edge-1")] * 40 + [(500, "edge-1")] * 7 + [(502, "edge-1")] * 3
+    expected = {"2xx": 40 + before.count((200, "edge-1")), "5xx": 7, "proxy": 3}
+
+    def counted() -> dict[str, float]:
+        got = {c: proxy.carbon.total(f"requests.{c}", base) for c in expected}
+        return got if got == expected else {}
+
+    wait_for(counted, "the requests counted in carbon", timeout=5)
+    assert proxy.carbon.total("latency.p95", base) > 0
+    lines = [m for m in proxy.syslog.messages if " app/edge-1/proxy " in m and "GET /fail" in m]
+    assert len(lines) == 7 and " 500 " in lines[-1]
+    proxy.route("app")
 
 
 def test_a_frontend_on_another_services_port_is_refused(proxy: Proxy) -> None:
@@ -315,7 +354,7 @@ def test_a_frontend_on_another_services_port_is_refused(proxy: Proxy) -> None:
     doc = proxy.frontend("other", 8000)
     with pytest.raises(ProxyError, match=r"refused.*public port 8000 is app's"):
         proxy.runtime.wait_frontend(doc, timeout=2)
-    assert proxy.get(8000) == (200, "app")
+    assert proxy.get(8000) == (200, "app-1")
     proxy.etcd.delete(FRONTENDS + "other")
 
 
@@ -327,4 +366,4 @@ def test_a_deleted_frontend_stops_its_process_and_health_stays_ok(proxy: Proxy) 
     conn.request("GET", "/healthz")
     resp = conn.getresponse()
     assert (resp.status, resp.read()) == (200, b"ok: 1 service(s)\n")
-    assert proxy.get(8000) == (200, "app")
+    assert proxy.get(8000) == (200, "app-1")

@@ -171,6 +171,7 @@ def test_haproxy_accepts_the_rendered_config(front: document.Frontend, tmp_path:
     cfg.write_text(config.render_config(front, settings, files))
     Path(files.state).write_text("")
     Path(config.map_file(settings, front.name)).write_text("")
+    Path(config.release_map(settings, front.name)).write_text("")
     out = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Configuration file is valid" in out.stdout + out.stderr

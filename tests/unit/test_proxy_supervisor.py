@@ -31,6 +31,7 @@ class FakeProcess:
         self.alive, self.exit = True, ""
         self.sent: list[str] = []
         self.stopped = False
+        self.releases: dict[str, str] = {}
         name = frontend.name
         # (backend, slot) -> [fqdn, admin state, weight], as HAProxy keeps them
         self.slots = {
@@ -64,6 +65,11 @@ class FakeProcess:
             return f"1\n{HEADER}\n{rows}\n"
         if command == "show info":
             return f"Name: HAProxy\nPid: {self.pid}\n\n"
+        if words[:2] == ["set", "map"] and words[2].endswith(".releases"):
+            self.releases[words[3]] = words[4]
+            return "\n"
+        if command.startswith("show map") and words[2].endswith(".releases"):
+            return "".join(f"0x1 {k} {v}\n" for k, v in self.releases.items()) + "\n"
         if command.startswith("show map"):
             return "\n"
         return "\n"
@@ -111,8 +117,10 @@ class World:
         patterns: Sequence[str] = (),
         takeover: str = "",
         on_exit: object = None,
+        releases: dict[str, str] | None = None,
     ) -> FakeProcess:
         proc = FakeProcess(frontend, files, seed, takeover)
+        proc.releases = dict(releases or {})
         self.started.append(proc)
         return proc
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from . import config, document
 from .etcd import Etcd
+from .metrics import EdgeMetrics
 from .serve import start
 from .supervisor import Supervisor, log
 
@@ -40,6 +41,16 @@ def main() -> int:
     os.makedirs(settings.run_dir, exist_ok=True)
     etcd = Etcd(settings.etcd_host, settings.etcd_port)
     sup = Supervisor(settings, etcd)
+    # the request lines' socket exists before the first HAProxy logs to it
+    EdgeMetrics(
+        settings.edge_path,
+        settings.carbon,
+        settings.log_store,
+        lambda: {n: p for n, p in list(sup.processes.items()) if p.alive},
+        lambda service: config.release_map(settings, service),
+        log,
+        host=os.environ.get("CDLAB_HOST", "prod"),
+    ).start()
     start(sup, settings.listen, settings.runtime_port, settings.web_port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

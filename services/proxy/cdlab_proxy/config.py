@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from . import edge
 from .document import Frontend
 from .slots import MATCH_SLOTS, MATCH_SUFFIX, PLACEHOLDER, SLOTS
 
@@ -31,6 +32,13 @@ class Settings:
     etcd_port: int = 2379
     haproxy: str = "haproxy"
     slots: int = SLOTS
+    edge_socket: str = ""  # where each HAProxy logs its requests ("": run_dir/edge.sock)
+    carbon: str = "carbon:2003"  # edge figures go here ("": nowhere)
+    log_store: str = "logs:5514"  # request lines go here, as syslog ("": nowhere)
+
+    @property
+    def edge_path(self) -> str:
+        return self.edge_socket or os.path.join(self.run_dir, "edge.sock")
 
 
 def from_env(env: Mapping[str, str]) -> Settings:
@@ -47,6 +55,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
         etcd_host=env.get("ETCD_HOST", d.etcd_host),
         etcd_port=int(env.get("ETCD_PORT", d.etcd_port)),
         haproxy=env.get("CDLAB_PROXY_HAPROXY", d.haproxy),
+        edge_socket=env.get("CDLAB_PROXY_EDGE_SOCKET", d.edge_socket),
+        carbon=env.get("CDLAB_PROXY_CARBON", d.carbon),
+        log_store=env.get("CDLAB_PROXY_LOG_STORE", d.log_store),
     )
 
 
@@ -69,10 +80,24 @@ def map_file(settings: Settings, service: str) -> str:
     return os.path.join(settings.run_dir, f"{service}.map")
 
 
+def release_map(settings: Settings, service: str) -> str:
+    """The slot map of ``service``: ``<backend>/<server>`` -> the release that slot serves; the
+    proxy names the release that answered from it (X-Release, and the edge figures)."""
+    return os.path.join(settings.run_dir, f"{service}.releases")
+
+
+def slot_keys(service: str, settings: Settings) -> list[str]:
+    """Every slot's key in the slot map (``<backend>/<server>``)."""
+    return [f"{service}/r{i}" for i in range(1, settings.slots + 1)] + [
+        f"{service}{MATCH_SUFFIX}/r{i}" for i in range(1, MATCH_SLOTS + 1)
+    ]
+
+
 def render_config(front: Frontend, settings: Settings, files: Files) -> str:
     """A service's haproxy.cfg: its frontend on its public port, its pool and its A/B backend."""
     match = front.name + MATCH_SUFFIX
     mapping = map_file(settings, front.name)
+    releases = release_map(settings, front.name)
     lines = [
         "global",
         "    log stdout format raw local0 notice",
@@ -119,6 +144,18 @@ def render_config(front: Frontend, settings: Settings, files: Files) -> str:
         f"    use_backend {match} if {{ nbsrv({match}) gt 0 }} "
         f"{{ req.hdrs,map_reg({mapping}) -m found }}",
         f"    default_backend {front.name}",
+        # identity at the edge: the release whose slot answered, from the slot map (kept by
+        # the supervisor as it assigns slots), on every response, the proxy's own errors
+        # included, whatever the release said; the same name goes into the request's log line
+        "    http-after-response set-var(txn.srv) srv_name",
+        "    http-after-response set-var(txn.slot) be_name,concat(/,txn.srv)",
+        f"    http-after-response set-var(txn.release) var(txn.slot),map({releases})",
+        "    http-after-response set-header X-Release %[var(txn.release)] "
+        "if { var(txn.release) -m found } !{ var(txn.release) -m str -- - }",
+        f"    http-after-response set-header X-Service {front.name}",
+        # one line per request to the supervisor, which counts it for its release (edge.py)
+        f"    log {settings.edge_path} len 1024 format raw local0 info",
+        f'    log-format "{edge.LOG_FORMAT}"',
     ]
     for backend, count in ((front.name, settings.slots), (match, MATCH_SLOTS)):
         lines += [

@@ -12,9 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from .config import Files, Settings, map_file, render_config
+from .config import Files, Settings, map_file, release_map, render_config, slot_keys
 from .document import Frontend
 
 
@@ -52,9 +52,11 @@ class Process:
         patterns: Sequence[str] = (),
         takeover: str = "",
         on_exit: Callable[[], None] = lambda: None,
+        releases: Mapping[str, str] | None = None,
     ) -> Process:
-        """Write the process's config, its map (``patterns``) and its server-state file
-        (``seed``), then start HAProxy; ``takeover``: the admin socket of the process it
+        """Write the process's config, its map (``patterns``), its slot map (``releases``:
+        slot -> release, "-" for the others) and its server-state file (``seed``), then start
+        HAProxy; ``takeover``: the admin socket of the process it
         replaces, whose listening sockets it takes over (``haproxy -x``). ``on_exit`` is
         called when the process has ended, whatever ended it."""
         os.makedirs(settings.run_dir, exist_ok=True)
@@ -64,6 +66,9 @@ class Process:
             fh.write(seed)
         with open(map_file(settings, frontend.name), "w") as fh:
             fh.write("".join(f"{key} 1\n" for key in patterns))
+        with open(release_map(settings, frontend.name), "w") as fh:
+            known = releases or {}
+            fh.write("".join(f"{k} {known.get(k, '-')}\n" for k in slot_keys(frontend.name, settings)))
         argv = [settings.haproxy, "-db", "-f", files.config]
         if takeover:
             argv += ["-x", takeover]

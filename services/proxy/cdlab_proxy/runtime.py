@@ -3,11 +3,14 @@ applied to its own process, and the router's commands answered."""
 
 from __future__ import annotations
 
+import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from . import router, slots
 from .haproxy import Process
+
+_NAMED = re.compile(r"^set server (\S+) fqdn (\S+)$")
 
 QUIET = ("IP changed", "no need to change")  # answers that only confirm what was asked
 
@@ -24,6 +27,41 @@ def resolve(hosts: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_release_map(text: str) -> dict[str, str]:
+    """``<backend>/<server>`` -> release from a ``show map`` answer of the slot map."""
+    return {w[1]: w[2] for w in (line.split() for line in text.splitlines()) if len(w) >= 3}
+
+
+def with_releases(
+    release_map: str,
+    found: Mapping[str, Sequence[slots.Slot]],
+    present: Mapping[str, str],
+    hosts: Mapping[str, Mapping[str, str]],
+    pool: Sequence[str],
+) -> list[str]:
+    """``pool`` with the slot map kept in step (pure): a slot's entry is set right after the
+    slot is given a release's name, while it is still in maintenance, so its first answer
+    already carries the right X-Release; entries of slots that keep their release are put
+    right first (a process started from another's state, a map changed by hand). ``hosts``:
+    backend -> host -> release."""
+    fix = [
+        f"set map {release_map} {b}/{s.name} {hosts[b][s.fqdn]}"
+        for b, ss in found.items()
+        for s in ss
+        if s.fqdn in hosts.get(b, {}) and present.get(f"{b}/{s.name}") != hosts[b][s.fqdn]
+    ]
+    out = []
+    for cmd in pool:
+        out.append(cmd)
+        named = _NAMED.match(cmd)
+        if named:
+            slot, host = named.groups()
+            release = hosts.get(slot.partition("/")[0], {}).get(host)
+            if release:
+                out.append(f"set map {release_map} {slot} {release}")
+    return fix + out
+
+
 def apply_routes(
     proc: Process,
     name: str,
@@ -31,8 +69,10 @@ def apply_routes(
     map_path: str,
     lookup: Callable[[list[str]], dict[str, str]],
     say: Callable[[str], None],
+    release_map: str = "",
 ) -> int:
-    """Make ``name``'s process serve ``wanted``: only the commands that differ; how many."""
+    """Make ``name``'s process serve ``wanted``: only the commands that differ; how many.
+    ``release_map``: the slot map (slot -> release) to keep in step ("": none)."""
     match = name + slots.MATCH_SUFFIX
     state = proc.send("show servers state")
     to_map = slots.map_plan(
@@ -51,6 +91,10 @@ def apply_routes(
         ]
     )
     to_pool = [c for b, ds in desired.items() for c in slots.plan(b, found[b], ds, known)]
+    if release_map:
+        hosts = {b: {d.host: d.release for d in ds} for b, ds in desired.items()}
+        present = parse_release_map(proc.send(f"show map {release_map}"))
+        to_pool = with_releases(release_map, found, present, hosts, to_pool)
     # a rule goes in after its backend has the candidate, and out before it leaves
     cmds = to_pool + to_map if wanted.patterns else to_map + to_pool
     for cmd in cmds:

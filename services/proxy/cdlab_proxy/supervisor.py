@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
-from . import document, fleet, router, runtime, slots
-from .config import Files, Settings, map_file
+from . import document, edge, fleet, router, runtime, slots
+from .config import Files, Settings, map_file, release_map
 from .document import DocumentError, Frontend
 from .haproxy import Process, ProcessError
 
@@ -148,12 +148,14 @@ class Supervisor:
         with self.table:
             previous = self.processes.get(name)
         old = previous if step.action == "replace" else None
-        seed, takeover = "", ""
+        seed, takeover, releases = "", "", {}
         if old is not None:
             try:
                 state = old.send("show servers state")
-                seed = slots.seed(state, [name, name + slots.MATCH_SUFFIX], front.port)
+                backends = [name, name + slots.MATCH_SUFFIX]
+                seed = slots.seed(state, backends, front.port)
                 takeover = old.files.socket
+                releases = self._releases(name, routes, state, backends)
             except OSError as exc:  # the new process starts like a first one
                 self.say(f"{name}: could not read the slots of pid {old.pid}: {exc}")
         files = Files.of(self.settings, name, next(self.generation))
@@ -166,6 +168,7 @@ class Supervisor:
                 self._patterns(name, routes),
                 takeover,
                 on_exit=self.wake.set,
+                releases=releases,
             )
             new.wait_ready()
         except (OSError, ProcessError) as exc:
@@ -187,6 +190,23 @@ class Supervisor:
             )
         else:
             self.say(f"{name}: started its HAProxy (pid {new.pid}, {where}): {step.reason}")
+
+    def _releases(
+        self, name: str, routes: Mapping[str, bytes], state: str, backends: list[str]
+    ) -> dict[str, str]:
+        """The slot map a new process starts with: the slots it takes over, by release."""
+        try:
+            wanted = slots.wanted(self._parse_routes(name, routes.get(name)))
+        except DocumentError:
+            return {}
+        hosts = {
+            name: {d.host: d.release for d in wanted.servers},
+            name + slots.MATCH_SUFFIX: {d.host: d.release for d in wanted.matched},
+        }
+        return edge.release_keys(
+            ((b, s.name, s.fqdn) for b in backends for s in slots.parse_servers_state(state, b)),
+            hosts,
+        )
 
     def _patterns(self, name: str, routes: Mapping[str, bytes]) -> tuple[str, ...]:
         try:
@@ -210,7 +230,15 @@ class Supervisor:
             try:
                 wanted = slots.wanted(self._parse_routes(name, routes.get(name)))
                 path = map_file(self.settings, name)
-                runtime.apply_routes(proc, name, wanted, path, self.lookup, self.say)
+                runtime.apply_routes(
+                    proc,
+                    name,
+                    wanted,
+                    path,
+                    self.lookup,
+                    self.say,
+                    release_map(self.settings, name),
+                )
                 self._said.pop(f"routes:{name}", None)
             except (OSError, ValueError) as exc:  # this service's; the others carry on
                 self._once(f"routes:{name}", f"{name}: routes not applied: {exc}")

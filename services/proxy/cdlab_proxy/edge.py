@@ -1,0 +1,187 @@
+"""Figures at the edge: every request a service's HAProxy answers, counted for the release that
+served it, every second, into carbon (pure parts; ``metrics`` does the I/O).
+
+Each HAProxy logs one line per request (``LOG_FORMAT``, to the supervisor's datagram socket):
+the service, the release that answered (from the slot map, see ``config``), the status, the
+time it took and how it ended. Health checks are not requests and are not logged. A request the
+proxy could not get an answer for (connection refused or reset, an empty answer, a timeout)
+counts as a ``proxy`` error against the release it was sent to.
+
+What HAProxy's log cannot say, its per-server counters do: a request redispatched away from a
+release (it failed there and another served it) counts against the release chosen first, from
+the ``wredis`` counter of ``show stat`` (see ``stat_deltas``).
+
+The naming scheme (documented in the README), one point a second while a release has traffic::
+
+    edge.<service>.<release>.requests.{2xx,3xx,4xx,5xx,proxy,aborted}   requests that second
+    edge.<service>.<release>.latency.{p50,p95,p99,max}                   milliseconds
+    edge.<service>.<release>.redispatched                               failed here, served elsewhere
+    edge.<service>.<release>.retries                                    connection retries here
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+PREFIX = "edge"
+MARK = "cdlab-edge"  # the first word of a request line (anything else on the socket is ignored)
+# %f frontend (= service), the release var (set from the slot map at the response), status
+# (-1: none), active time (ms), termination state, retries ("+" when redispatched), method, path
+LOG_FORMAT = f"{MARK} %f %[var(txn.release)] %ST %Ta %ts %rc %HM %HPO"
+CLASSES = ("2xx", "3xx", "4xx", "5xx", "proxy", "aborted")
+PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
+NO_RELEASE = "-"  # no release was chosen (no server up): counted under this name
+
+
+@dataclass(frozen=True)
+class Request:
+    service: str
+    release: str  # NO_RELEASE when the proxy had none to send it to
+    status: int  # -1: no answer
+    ms: int
+    termination: str  # HAProxy's two-letter termination state, "--" when normal
+    retries: int
+    method: str
+    path: str
+
+    @property
+    def kind(self) -> str:
+        """The request's class: by status, ``proxy`` when the proxy answered for a release
+        that failed to, ``aborted`` when the client left first."""
+        cause = self.termination[:1]
+        if cause in ("C", "c") and self.status < 0:
+            return "aborted"
+        if self.status < 0 or (self.status in (502, 503, 504) and cause not in ("-", "L")):
+            return "proxy"
+        if 200 <= self.status < 300 or 100 <= self.status < 200:
+            return "2xx"
+        return f"{self.status // 100}xx" if 300 <= self.status < 600 else "proxy"
+
+
+def parse(line: str) -> Request | None:
+    """One request line, or None for anything else (HAProxy's own messages, a cut line)."""
+    parts = line.strip().split(" ", 8)
+    if len(parts) < 8 or parts[0] != MARK:
+        return None
+    _, service, release, status, ms, term, retries, method, *rest = parts
+    try:
+        return Request(
+            service,
+            release if release and release != "-" else NO_RELEASE,
+            int(status),
+            max(0, int(ms)),
+            term,
+            int(retries.lstrip("+")),
+            method,
+            rest[0] if rest else "",
+        )
+    except ValueError:
+        return None
+
+
+def percentile(sorted_ms: list[int], p: float) -> int:
+    """Nearest-rank percentile of a sorted, non-empty list."""
+    return sorted_ms[max(0, math.ceil(p / 100 * len(sorted_ms)) - 1)]
+
+
+@dataclass
+class Second:
+    """One release's requests in one second."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
+    ms: list[int] = field(default_factory=list)
+    retries: int = 0
+    redispatched: int = 0
+
+    def add(self, r: Request) -> None:
+        self.counts[r.kind] += 1
+        self.retries += r.retries
+        if r.kind != "aborted":
+            self.ms.append(r.ms)
+
+
+class Window:
+    """Requests by (second, service, release), until ``flush`` hands them over."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[tuple[int, str, str], Second] = defaultdict(Second)
+
+    def add(self, r: Request, now: float) -> None:
+        self.seconds[(int(now), r.service, r.release)].add(r)
+
+    def add_redispatched(self, counts: Mapping[tuple[str, str], int], now: float) -> None:
+        for (service, release), n in counts.items():
+            if n > 0:
+                self.seconds[(int(now), service, release)].redispatched += n
+
+    def flush(self, now: float, grace: float = 1.0) -> list[str]:
+        """Carbon lines of every second that ended at least ``grace`` seconds ago."""
+        done = sorted(k for k in self.seconds if k[0] + 1 + grace <= now)
+        return [line for k in done for line in lines(*k, self.seconds.pop(k))]
+
+
+def lines(second: int, service: str, release: str, s: Second) -> list[str]:
+    """Carbon's plaintext lines for one release's second."""
+    base = f"{PREFIX}.{service}.{release}"
+    out = [f"{base}.requests.{c} {n} {second}" for c, n in s.counts.items()]
+    if s.ms:
+        ms = sorted(s.ms)
+        out += [f"{base}.latency.{name} {percentile(ms, p)} {second}" for name, p in PERCENTILES]
+        out.append(f"{base}.latency.max {ms[-1]} {second}")
+    out.append(f"{base}.retries {s.retries} {second}")
+    out.append(f"{base}.redispatched {s.redispatched} {second}")
+    return out
+
+
+def stat_counters(text: str) -> dict[tuple[str, str], int]:
+    """``wredis`` (requests redispatched away) per (backend, server) from ``show stat`` (CSV
+    with a ``# pxname,svname,...`` header)."""
+    rows = text.splitlines()
+    if not rows or not rows[0].startswith("# "):
+        return {}
+    header = rows[0][2:].split(",")
+    try:
+        px, sv, col = header.index("pxname"), header.index("svname"), header.index("wredis")
+    except ValueError:
+        return {}
+    out = {}
+    for row in rows[1:]:
+        cells = row.split(",")
+        if len(cells) <= col or cells[sv] in ("FRONTEND", "BACKEND"):
+            continue
+        try:
+            out[(cells[px], cells[sv])] = int(cells[col] or 0)
+        except ValueError:
+            continue
+    return out
+
+
+def stat_deltas(
+    before: Mapping[tuple[str, str], int],
+    now: Mapping[tuple[str, str], int],
+    releases: Mapping[tuple[str, str], str],
+) -> dict[str, int]:
+    """Redispatches since ``before``, by the release each slot serves (``releases``); a counter
+    that went down (a new process) counts from zero."""
+    out: dict[str, int] = defaultdict(int)
+    for key, value in now.items():
+        release = releases.get(key)
+        if release is None:
+            continue
+        delta = value - before.get(key, 0)
+        out[release] += value if delta < 0 else delta
+    return {k: v for k, v in out.items() if v}
+
+
+def release_keys(
+    slots: Iterable[tuple[str, str, str]], hosts: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """The slot map's entries: ``<backend>/<server>`` -> release, for every slot (backend,
+    server, fqdn) whose name is a host routed in its backend (``hosts``: backend -> host ->
+    release)."""
+    return {
+        f"{b}/{s}": hosts[b][fqdn] for b, s, fqdn in slots if fqdn in hosts.get(b, {})
+    }

@@ -1,0 +1,196 @@
+"""The edge's I/O: the request lines of every HAProxy in, figures per release per second out to
+carbon, and each line on to the lab's log store (see ``edge`` for what is counted).
+
+Nothing here may slow a request down or stop the proxy: HAProxy writes its lines to a datagram
+socket and never waits; carbon or the log store being away only costs their copies (carbon's
+are kept a little while, up to ``BACKLOG`` lines, and sent when it is back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from . import edge
+from .haproxy import Process
+
+BACKLOG = 200_000  # carbon lines kept while carbon is away (about 5 min of 20 releases)
+RESOLVE_EVERY = 10.0  # seconds a looked-up address of carbon or the log store is trusted
+Processes = Callable[[], Mapping[str, Process]]
+
+
+def _address(target: str) -> tuple[str, int] | None:
+    host, _, port = target.rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
+class _Resolved:
+    """``host:port`` looked up again at most every ``RESOLVE_EVERY`` seconds (a container
+    restarted elsewhere has a new address)."""
+
+    def __init__(self, target: str) -> None:
+        self.target, self.at, self.addr = _address(target), 0.0, None
+
+    def get(self) -> tuple[str, int] | None:
+        if self.target is None:
+            return None
+        if time.monotonic() - self.at > RESOLVE_EVERY:
+            self.at = time.monotonic()
+            try:
+                self.addr = (socket.gethostbyname(self.target[0]), self.target[1])
+            except OSError:
+                self.addr = None
+        return self.addr
+
+
+def syslog_line(line: str, req: edge.Request, host: str, now: float) -> bytes:
+    """A request line as an RFC 5424 message tagged ``<service>/<release>/proxy`` (local0.info),
+    the tag the log store files by."""
+    stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="microseconds")
+    tag = f"{req.service}/{req.release}/proxy"
+    return f"<134>1 {stamp.replace('+00:00', 'Z')} {host} {tag} - - - {line}".encode()
+
+
+class EdgeMetrics:
+    def __init__(
+        self,
+        path: str,
+        carbon: str,
+        log_store: str,
+        processes: Processes,
+        release_map: Callable[[str], str],
+        say: Callable[[str], None],
+        host: str = "prod",
+    ) -> None:
+        self.path, self.processes, self.release_map, self.say = path, processes, release_map, say
+        self.carbon, self.store, self.host = _Resolved(carbon), _Resolved(log_store), host
+        self.window = edge.Window()
+        self.lock = threading.Lock()
+        self.pending: deque[str] = deque(maxlen=BACKLOG)
+        self.counters: dict[str, dict[tuple[str, str], int]] = {}
+        self.received = self.unparsed = self.sent = 0
+        self._conn: socket.socket | None = None
+        self._said = ""
+
+    def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):  # bursts of requests: room for a few thousand lines
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind(self.path)
+        out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        threading.Thread(target=self._receive, args=(sock, out), daemon=True, name="edge").start()
+        threading.Thread(target=self._flush_forever, daemon=True, name="edge-flush").start()
+
+    # -- in: one datagram per request ---------------------------------------------------------
+
+    def _receive(self, sock: socket.socket, out: socket.socket) -> None:
+        while True:
+            try:
+                self._one(sock.recv(4096), out)
+            except Exception as exc:  # a bad line never stops the counting
+                self._note(f"edge figures: a request line not counted: {type(exc).__name__}: {exc}")
+
+    def _one(self, raw: bytes, out: socket.socket) -> None:
+        if True:
+            now = time.time()
+            line = raw.decode(errors="replace").rstrip("\n")
+            req = edge.parse(line)
+            if req is None:
+                self.unparsed += 1
+                return
+            self.received += 1
+            with self.lock:
+                self.window.add(req, now)
+            store = self.store.get()
+            if store is not None:
+                with contextlib.suppress(OSError):
+                    out.sendto(syslog_line(line, req, self.host, now), store)
+
+    # -- out: every second --------------------------------------------------------------------
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(1.0 - (time.time() % 1.0) + 0.05)
+            try:
+                self.flush(time.time())
+            except Exception as exc:  # never let a bad second stop the figures
+                self._note(f"edge figures: {type(exc).__name__}: {exc}")
+
+    def flush(self, now: float) -> None:
+        redispatched: dict[tuple[str, str], int] = {}
+        for service, proc in self.processes().items():
+            for release, n in self._redispatched(service, proc).items():
+                redispatched[(service, release)] = n
+        with self.lock:
+            self.window.add_redispatched(redispatched, now)
+            self.pending.extend(self.window.flush(now))
+        self._send()
+
+    def _redispatched(self, service: str, proc: Process) -> dict[str, int]:
+        """Requests redispatched away from each of ``service``'s releases since the last call
+        (HAProxy's per-server ``wredis``): failed there, served by another."""
+        try:
+            now = edge.stat_counters(proc.send("show stat", timeout=1.0))
+            keys = proc.send(f"show map {self.release_map(service)}", timeout=1.0)
+        except OSError:
+            return {}
+        releases = {}
+        for line in keys.splitlines():
+            words = line.split()
+            if len(words) >= 3 and words[2] != "-":
+                backend, _, server = words[1].partition("/")
+                releases[(backend, server)] = words[2]
+        key = f"{service}:{proc.pid}"  # a new process starts its counters from zero
+        before = self.counters.get(key, {})
+        self.counters = {k: v for k, v in self.counters.items() if not k.startswith(service + ":")}
+        self.counters[key] = now
+        return edge.stat_deltas(before, now, releases) if before else {}
+
+    def _send(self) -> None:
+        if not self.pending:
+            return
+        if self.carbon.target is None:  # figures sent nowhere (settings)
+            self.pending.clear()
+            return
+        addr = self.carbon.get()
+        if addr is None:
+            self._note("edge figures: carbon's name does not resolve; keeping them")
+            return
+        batch = list(self.pending)
+        try:
+            if self._conn is None:
+                self._conn = socket.create_connection(addr, timeout=2)
+            self._conn.sendall(("\n".join(batch) + "\n").encode())
+        except OSError as exc:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            self._note(f"edge figures: carbon at {addr[0]}:{addr[1]}: {exc}; keeping them")
+            return
+        for _ in batch:
+            self.pending.popleft()
+        self.sent += len(batch)
+        if self._said:
+            self.say("edge figures: carbon answers again")
+            self._said = ""
+
+    def _note(self, msg: str) -> None:
+        if msg != self._said:
+            self._said = msg
+            self.say(msg)
+
+    def status(self) -> dict[str, int]:
+        return {
+            "requests": self.received,
+            "unparsed": self.unparsed,
+            "carbon_lines_sent": self.sent,
+            "carbon_lines_pending": len(self.pending),
+        }
