@@ -267,8 +267,16 @@ class ReleaseError(LabError):
 
 
 class CanaryAborted(ReleaseError):
-    def __init__(self, service: str, release: str, weight: int, reason: str) -> None:
+    def __init__(
+        self,
+        service: str,
+        release: str,
+        weight: int,
+        reason: str,
+        figures: dict[str, float] | None = None,
+    ) -> None:
         self.weight, self.reason = weight, reason
+        self.figures = dict(figures or {})  # what the judge read (kept in the step's record)
         super().__init__(
             f"canary of {service}-{release} aborted at {weight}%: {reason}",
             service,

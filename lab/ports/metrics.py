@@ -1,5 +1,6 @@
-"""The one client for graphite-web: deploy events on the graphs (and, later, the canary judge's
-reads through the render API)."""
+"""The one client for graphite-web: deploy events on the graphs, and the figures the canary judge
+and the bake window read, measured at the edge (the proxy, ``edge.<service>.<release>.*``: see
+services/proxy/cdlab_proxy/edge.py), never what a release says about itself."""
 
 from __future__ import annotations
 
@@ -37,20 +38,37 @@ class Graphite:
         resp.raise_for_status()
         return list(resp.json())
 
-    def _sum(self, target: str, seconds: int) -> list[float]:
+    def _points(self, target: str, span: tuple[str, str]) -> list[float]:
         resp = self.session.get(
             f"{self.url}/render",
             timeout=self.timeout,
-            params={"target": target, "from": f"-{seconds}s", "format": "json"},
+            params={"target": target, "from": span[0], "until": span[1], "format": "json"},
         )
         resp.raise_for_status()
         doc = resp.json()
         return [float(v) for series in doc for v, _ in series["datapoints"] if v is not None]
 
-    def sample(self, service: str, release: str, seconds: int) -> Sample:
-        """Requests, 5xx answers and mean p95 latency of ``release`` over the last ``seconds``."""
-        base = f"cdlab.{service}.{release}.*"
-        total = sum(self._sum(f"sumSeries({base}.requests.*)", seconds))
-        errors = sum(self._sum(f"sumSeries({base}.requests.5xx)", seconds))
-        p95 = self._sum(f"maxSeries({base}.latency.p95)", seconds)
-        return Sample(total, errors, sum(p95) / len(p95) if p95 else None)
+    def sample(
+        self, service: str, release: str, seconds: int, until: float | None = None
+    ) -> Sample:
+        """``release``'s traffic at the edge over ``seconds`` (the last ones, or those before
+        the epoch time ``until``): requests, errors (5xx, the proxy's errors for it, and
+        requests that failed on it and were served by another) and mean p95 latency."""
+        span = (
+            (f"-{seconds}s", "now")
+            if until is None
+            else (str(int(until) - seconds), str(int(until)))
+        )
+        base = edge_path(service, release)
+        redispatched = sum(self._points(f"{base}.redispatched", span))
+        total = sum(self._points(f"sumSeries({base}.requests.*)", span)) + redispatched
+        errors = sum(self._points(f"sumSeries({base}.requests.{{5xx,proxy}})", span))
+        p95 = self._points(f"{base}.latency.p95", span)
+        return Sample(total, errors + redispatched, sum(p95) / len(p95) if p95 else None)
+
+
+EDGE_PREFIX = "edge"  # the proxy's figures (services/proxy/cdlab_proxy/edge.py)
+
+
+def edge_path(service: str, release: str) -> str:
+    return f"{EDGE_PREFIX}.{service}.{release}"

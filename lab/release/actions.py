@@ -222,9 +222,12 @@ class CanaryStep:
         ports.event(f"canary {self.weight}% {c.project}", ["cdlab", "canary", c.service.name])
         judged = ports.judge_step(c, self.live, self.interval, self.thresholds)
         verdict = judged.verdict
+        figures = {"weight_pct": float(self.weight), **judged.figures}
         if verdict.decision != "promote":
-            raise CanaryAborted(c.service.name, c.release, self.weight, verdict.reason)
-        return Result(verdict.reason, skip_to="switch" if judged.by_hand == "promote" else "")
+            raise CanaryAborted(c.service.name, c.release, self.weight, verdict.reason, figures)
+        return Result(
+            verdict.reason, figures, skip_to="switch" if judged.by_hand == "promote" else ""
+        )
 
 
 @dataclass(frozen=True)

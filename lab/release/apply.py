@@ -105,7 +105,12 @@ def _run(step: Step, ports: ReleasePorts, progress: Progress) -> str:
         failpoints.hit(step.key)
         details, changed = [], False
         for action in step.do:
-            result = action.run(ports)
+            try:
+                result = action.run(ports)
+            except LabError as exc:  # the figures a failure was decided on stay in the record
+                for name, value in getattr(exc, "figures", {}).items():
+                    st.figure(name, value)
+                raise
             details.append(result.detail)
             changed = changed or result.changed
             for name, value in result.figures.items():

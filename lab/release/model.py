@@ -8,6 +8,7 @@ Everything here is frozen and pure; ``actions`` says what each step does through
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -69,6 +70,7 @@ class StepVerdict:
 
     verdict: judge.Verdict
     by_hand: str = ""
+    figures: Mapping[str, float] = field(default_factory=dict)  # what the judge read
 
 
 @dataclass(frozen=True)

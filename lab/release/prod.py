@@ -159,10 +159,14 @@ class ProdPorts:
         # name another), else the manifest's
         stored = self.lab.etcd.get_json(frontends.prefix() + self.service.name)
         port = stored.get("public_port") if isinstance(stored, dict) else None
+        health = stored.get("health") if isinstance(stored, dict) else None
         url = services.public_url(self.service)
         if isinstance(port, int):
             url = url.rsplit(":", 1)[0] + f":{port}"
-        return verify.through_proxy(url, release, since=since, headers=headers)
+        # the health path: every service has one (a /version is the service's own business);
+        # the proxy names the release that answered
+        path = health if isinstance(health, str) else self.service.health
+        return verify.through_proxy(url, release, since=since, headers=headers, path=path)
 
     # metrics and time
     def judge_step(

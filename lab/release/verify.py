@@ -17,6 +17,10 @@ from lab.release import judge
 from lab.release.model import Candidate, StepVerdict
 
 BAKE_MISSES = 5  # reads of the engine or proxy failing in a row before the bake gives up
+# seconds the edge's figures of a second take to be readable: the proxy sends a second's figures
+# once it has ended (+1 s) and carbon answers them from its cache; a judge that read sooner would
+# judge the step's last seconds as if no request had been made
+SETTLE = 2.5
 CANARY_KEY = "/cdlab/canary/"  # + service: "promote" or "abort", written by hand
 
 
@@ -26,10 +30,12 @@ def through_proxy(
     timeout: float = 15.0,
     since: float | None = None,
     headers: dict[str, str] | None = None,
+    path: str = "/version",
 ) -> float:
-    """Poll ``url``/version (sending ``headers``) until ``release`` answers 20 times in a row;
-    returns the seconds from ``since`` (default: now) to the request that began that run: from
-    then on 100 % of responses came from ``release``."""
+    """Poll ``url`` + ``path`` (sending ``headers``) until ``release`` answers 20 times in a
+    row (the X-Release the proxy puts on every answer); returns the seconds from ``since``
+    (default: now) to the request that began that run: from then on 100 % of responses came
+    from ``release``."""
     session = requests.Session()
     session.trust_env = False
     session.headers.update(headers or {})
@@ -38,7 +44,7 @@ def through_proxy(
     while time.monotonic() - started < timeout:
         sent = time.monotonic()
         try:
-            got = session.get(url + "/version", timeout=2).headers.get("X-Release", "")
+            got = session.get(url + path, timeout=2).headers.get("X-Release", "")
             if got == release and streak == 0:
                 streak_began = sent
             streak = streak + 1 if got == release else 0
@@ -61,22 +67,27 @@ def judge_step(
     live: str,
     interval: float,
     thresholds: judge.Thresholds,
+    settle: float = SETTLE,
 ) -> StepVerdict:
-    """Wait out one canary step (or a command by hand) and judge it; holds repeat the wait.
-    Graphite not answering is an error: a canary is never promoted blind."""
-    key, holds = CANARY_KEY + c.service.name, 0
+    """Wait out one canary step (or a command by hand) and judge it on the edge's figures of
+    the whole step so far (from a second after its routes were written, when the proxy runs
+    them); holds repeat the wait. Graphite not answering is an error: a canary is never
+    promoted blind. The verdict carries the figures it was made on."""
+    key, holds, began = CANARY_KEY + c.service.name, 0, time.time()
+    start = began + min(1.0, interval / 2)
+    wait = interval + settle
     while True:
-        command = _wait_or_command(etcd, key, interval)
+        command = _wait_or_command(etcd, key, wait)
+        wait = interval
         if command:
             reason = "promoted by hand" if command == "promote" else "aborted by hand"
             return StepVerdict(judge.Verdict(command, reason), by_hand=command)
-        window = int(interval)
+        until = time.time() - settle
+        window = max(1, int(until) - int(start))
         try:
-            verdict = judge.judge(
-                graphite.sample(c.service.name, c.release, window),
-                graphite.sample(c.service.name, live, window),
-                thresholds,
-            )
+            cand = graphite.sample(c.service.name, c.release, window, until)
+            was = graphite.sample(c.service.name, live, window, until)
+            verdict = judge.judge(cand, was, thresholds)
         except requests.RequestException as exc:
             raise ReleaseError(
                 f"the judge could not read the canary's metrics from Graphite at "
@@ -85,12 +96,36 @@ def judge_step(
                 c.service.name,
                 c.release,
             ) from exc
+        figures = step_figures(cand, was, int(until) - window, int(until))
         if verdict.decision != "hold":
-            return StepVerdict(verdict)
+            return StepVerdict(verdict, figures=figures)
         holds += 1
         if holds > thresholds.max_holds:
             reason = f"cannot judge: {verdict.reason} after {holds} waits"
-            return StepVerdict(judge.Verdict("abort", reason))
+            return StepVerdict(judge.Verdict("abort", reason), figures=figures)
+
+
+def step_figures(
+    cand: judge.Sample, live: judge.Sample, since: int, until: int
+) -> dict[str, float]:
+    """What a canary step's record keeps of the judge's reading: both releases' requests,
+    errors and p95 at the edge, the candidate's observed share of the two, and the window
+    (epoch seconds) they cover."""
+    out = {
+        "candidate_requests": cand.requests,
+        "candidate_errors": cand.errors,
+        "live_requests": live.requests,
+        "live_errors": live.errors,
+        "window_from": float(since),
+        "window_until": float(until),
+    }
+    if cand.requests + live.requests:
+        out["candidate_share"] = cand.requests / (cand.requests + live.requests)
+    if cand.p95_ms is not None:
+        out["candidate_p95_ms"] = cand.p95_ms
+    if live.p95_ms is not None:
+        out["live_p95_ms"] = live.p95_ms
+    return out
 
 
 def _wait_or_command(etcd: Etcd, key: str, seconds: float) -> str:

@@ -58,7 +58,9 @@ class FakeGraphite:
     samples: dict[str, judge.Sample]
     url: str = "http://graphite"
 
-    def sample(self, service: str, release: str, seconds: int) -> judge.Sample:
+    def sample(
+        self, service: str, release: str, seconds: int, until: float | None = None
+    ) -> judge.Sample:
         return self.samples[release]
 
 
@@ -69,11 +71,11 @@ FEW = judge.Sample(requests=3, errors=0, p95_ms=10.0)
 
 
 @pytest.mark.parametrize(
-    ("command", "candidate", "expected"),
+    ("command", "candidate", "expected"),  # expected: a verdict when the judge decides
     [
         (b"promote", FEW, StepVerdict(judge.Verdict("promote", "promoted by hand"), "promote")),
         (b"abort", GOOD, StepVerdict(judge.Verdict("abort", "aborted by hand"), "abort")),
-        (None, GOOD, StepVerdict(judge.judge(GOOD, GOOD))),
+        (None, GOOD, judge.judge(GOOD, GOOD)),
     ],
 )
 def test_a_canary_step_says_whether_a_person_decided(
@@ -82,8 +84,13 @@ def test_a_canary_step_says_whether_a_person_decided(
     c = cand(B)
     etcd = FakeEtcd({verify.CANARY_KEY + "app": command} if command else {})
     graphite = FakeGraphite({B: candidate, A: GOOD})
-    got = verify.judge_step(etcd, graphite, c, A, 0.01, judge.Thresholds())  # type: ignore[arg-type]
-    assert got == expected and etcd.data == {}  # a command is read once
+    got = verify.judge_step(etcd, graphite, c, A, 0.01, judge.Thresholds(), settle=0)  # type: ignore[arg-type]
+    if isinstance(expected, judge.Verdict):  # judged: on the figures it read, kept
+        assert (got.verdict, got.by_hand) == (expected, "")
+        assert got.figures["candidate_requests"] == 100 and got.figures["candidate_share"] == 0.5
+    else:
+        assert got == expected
+    assert etcd.data == {}  # a command is read once
 
 
 def test_a_canary_that_cannot_be_judged_is_aborted_by_the_judge_not_by_hand() -> None:
@@ -95,6 +102,7 @@ def test_a_canary_that_cannot_be_judged_is_aborted_by_the_judge_not_by_hand() ->
         A,
         0.01,
         judge.Thresholds(max_holds=0),
+        settle=0,
     )
     assert got.by_hand == "" and got.verdict.decision == "abort"
     assert got.verdict.reason.startswith("cannot judge: only 3 candidate requests")
