@@ -25,7 +25,7 @@ describes each field for an editor, and ``tests/unit/test_service_schema.py`` ke
     post_deploy = "python3 -m quotes.warm"     # after the switch
     [canary]                      # the judge's thresholds (see lab.release.judge.Thresholds)
     max_error_rate = 0.01
-    [load]                        # GET paths the lab's load generator reads (default: its mix)
+    [load]                        # GET paths for the lab's load generator (absent: its mix)
     paths = ["/", "/simple/?page=2"]
 
 A URL path (``health``, each of ``[load] paths``) is ``cdlab_proxy.document.PATH``: '/', then
@@ -112,7 +112,7 @@ class Service:
     health_timeout: int = 60  # seconds a starting release has to pass its probe
     max_connections: int = 0  # requests the proxy sends one release at a time; 0: no limit
     bake: float = 10.0  # seconds the new release is watched after the switch; 0: no bake
-    load_paths: tuple[str, ...] = ()  # GET paths the load generator reads; (): its default mix
+    load_paths: tuple[str, ...] = ()  # for the load generator; (): its default mix
 
     @property
     def probe(self) -> str:
