@@ -2,6 +2,7 @@
 
     LabError                      root: everything the lab raises on purpose
     ├── ConfigError               bad input: a config or topology value (``field``, ``value``)
+    │   └── UnknownKey            a key the file does not define (``known``, ``nearest``)
     ├── PreflightError            the workstation is missing something (``what``, ``fix``)
     ├── CommandError              a subprocess failed (``argv``, ``returncode``, ``output``)
     ├── VagrantError              a Vagrant action failed (``action``, ``host``, ``output``)
@@ -59,6 +60,21 @@ class ConfigError(LabError):
         self.field, self.value, self.expected, self.source = field, value, expected, source
         where = f" in {source}" if source else ""
         super().__init__(f"bad value for '{field}'{where}: {value!r}; expected {expected}")
+
+
+class UnknownKey(ConfigError):
+    """A key ``field`` (holding ``value``) that the file's table does not define: ``known``, the
+    keys it does; ``nearest``, the one most like ``field`` ("" when none is)."""
+
+    def __init__(
+        self, field: str, value: object, known: Sequence[str], source: str = "", nearest: str = ""
+    ) -> None:
+        self.known, self.nearest = tuple(known), nearest
+        keys = ", ".join(self.known)
+        super().__init__(field, value, f"one of the known keys: {keys}", source)
+        where = f" in {source}" if source else ""
+        guess = f" did you mean '{nearest}'?" if nearest else ""
+        self.args = (f"unknown key '{field}'{where} (value {value!r}):{guess} Known keys: {keys}",)
 
 
 class PreflightError(LabError):

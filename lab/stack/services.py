@@ -1,19 +1,23 @@
 """Deployable services: a folder under ``services/`` with a Dockerfile and a ``service.toml``.
 
-The manifest (every field but ``name`` and ``port`` optional)::
+The manifest (every field but ``name`` and ``port`` optional; ``services/service.schema.json``
+describes each field for an editor, and ``tests/unit/test_service_schema.py`` keeps it and
+``parse`` in agreement)::
 
-    name = "quotes"               # lowercase, unique
-    port = 9000                   # the TCP port its containers listen on
+    #:schema ../service.schema.json   # the schema, for an editor (Taplo, Even Better TOML)
+    name = "quotes"               # lowercase, 1-31 letters, digits and '-'; unique
+    port = 9000                   # the TCP port its containers listen on, 1-65535
     public_port = 8001            # the proxy's frontend for it (8000-8008; published on 127.0.0.1)
-    health = "/ready"             # readiness path: 200 means route me
+    health = "/ready"             # readiness path: 200 means route me (a URL path, see below)
     healthcheck = "wget -q -O- http://127.0.0.1:9000/ready"  # default: a python3 probe of health
     test_dockerfile = "Dockerfile.test"   # integration-test image (default when the file exists)
     test_command = "python3 -m quotes.selftest"  # or: run in the release's own image
     database = false              # true: DATABASE_URL points at the stack's Postgres
-    retain = 5                    # releases kept in the registry for a rollback by digest
-    health_timeout = 60           # seconds a starting release has to pass its health probe
+    retain = 5                    # releases kept in the registry for a rollback by digest, 2-50
+    health_timeout = 60           # seconds a starting release has to pass its health probe, 1-600
     bake = 10                     # seconds the new release is watched after the switch (0: no
-                                  # bake); if it fails, every request goes back to the previous
+                                  # bake, at most 600); if it fails, every request goes back
+    max_connections = 0           # requests the proxy sends one release at a time (0: no limit)
     [env]                         # extra environment of every container
     GREETING = "hello"
     [hooks]                       # run in a container of the candidate image, on the stack network
@@ -21,44 +25,72 @@ The manifest (every field but ``name`` and ``port`` optional)::
     post_deploy = "python3 -m quotes.warm"     # after the switch
     [canary]                      # the judge's thresholds (see lab.release.judge.Thresholds)
     max_error_rate = 0.01
+    [load]                        # GET paths for the lab's load generator (absent: its mix)
+    paths = ["/", "/simple/?page=2"]
+
+A URL path (``health``, each of ``[load] paths``) is ``cdlab_proxy.document.PATH``: '/', then
+letters, digits, ``-._~/!&()*+;=@`` and '%' with two hex digits; no space, tab, line break,
+',', ':', '#', '$', quote or backslash; at most 200 characters. A load path may end in a query
+string: '?', then letters, digits, ``-._~=&`` and '%' with two hex digits; ``health`` may not.
+Commands (``healthcheck``, ``test_command``, hooks) and ``[env]`` values are strings without
+a line break or NUL. A key the manifest does not define is refused, with the nearest known key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import cache
+from math import inf
 from pathlib import Path
 from typing import Any
 
 from lab.config import public_host
-from lab.errors import ConfigError
+from lab.errors import ConfigError, UnknownKey
 from lab.ports import proxy
 from lab.release.judge import Thresholds
 
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-_ENV = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-PUBLIC_PORTS = range(8000, 8009)  # the proxy's service frontends (compose/stack.yml, topology)
+_ENV = re.compile(r"\A[A-Z_][A-Z0-9_]*\Z")
+_BREAK = re.compile(r"[\n\r\x00]")  # what no string of a manifest may hold
+_QUERY = r"(?:\?(?:[A-Za-z0-9._~=&-]|%[0-9A-Fa-f]{2})*)?"  # a load path's query string
 CONTROL_PORT = 8009  # published by prod too: the naive negative control's container (lab.controls)
 RESERVED_ENV = {"SERVICE_NAME", "RELEASE", "IMAGE", "PORT", "DATABASE_URL", "CARBON_HOST"}
-_KNOWN = {
-    "max_connections",
-    "name",
-    "port",
-    "public_port",
-    "health",
-    "healthcheck",
-    "test_dockerfile",
-    "test_command",
-    "database",
-    "retain",
-    "health_timeout",
-    "bake",
-    "env",
-    "hooks",
-    "canary",
+MAX_LOAD_PATHS = 20
+_KNOWN = frozenset(
+    {
+        "max_connections",
+        "name",
+        "port",
+        "public_port",
+        "health",
+        "healthcheck",
+        "test_dockerfile",
+        "test_command",
+        "database",
+        "retain",
+        "health_timeout",
+        "bake",
+        "env",
+        "hooks",
+        "canary",
+        "load",
+    }
+)
+# the keys of each table but [env] (whose keys are environment variables)
+_TABLES = {
+    "hooks": frozenset({"pre_deploy", "post_deploy"}),
+    "canary": frozenset(f.name for f in dataclasses.fields(Thresholds)),
+    "load": frozenset({"paths"}),
 }
+_COMMAND = "a shell command on one line (no line break or NUL)"
+_LOAD_FORM = (
+    "a GET path: a URL path as for 'health', then optionally '?' and a query string of "
+    "letters, digits, '-._~=&' and '%' with two hex digits; at most 200 characters, e.g. "
+    "'/simple/?page=2'"
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +112,7 @@ class Service:
     health_timeout: int = 60  # seconds a starting release has to pass its probe
     max_connections: int = 0  # requests the proxy sends one release at a time; 0: no limit
     bake: float = 10.0  # seconds the new release is watched after the switch; 0: no bake
+    load_paths: tuple[str, ...] = ()  # for the load generator; (): its default mix
 
     @property
     def probe(self) -> str:
@@ -90,45 +123,64 @@ class Service:
         return f"python3 -c \"import urllib.request; urllib.request.urlopen('{url}', timeout=2)\""
 
 
-def _int(doc: dict[str, Any], key: str, default: int | None, expected: str, source: str) -> int:
+def _int(
+    doc: dict[str, Any], key: str, default: int | None, allowed: range, expected: str, source: str
+) -> int:
     value = doc.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not isinstance(value, int) or isinstance(value, bool) or value not in allowed:
         raise ConfigError(key, value, expected, source)
     return value
 
 
 def _text(doc: dict[str, Any], key: str, expected: str, source: str) -> str:
     value = doc.get(key, "")
-    if not isinstance(value, str):
+    if not isinstance(value, str) or _BREAK.search(value):
         raise ConfigError(key, value, expected, source)
     return value.strip()
 
 
-def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Service:
-    """Validate a parsed manifest; ``has`` is the set of file names in the folder."""
-    unknown = sorted(set(doc) - _KNOWN)
+def _only(doc: dict[str, Any], known: frozenset[str], source: str) -> None:
+    """Refuse the first key of ``doc`` that is not ``known``, naming the nearest known one."""
+    unknown = sorted(set(doc) - known)
     if unknown:
-        raise ConfigError(
-            unknown[0], doc[unknown[0]], f"one of: {', '.join(sorted(_KNOWN))}", source
-        )
+        key = unknown[0]
+        nearest = difflib.get_close_matches(key, sorted(known), n=1)
+        raise UnknownKey(key, doc[key], sorted(known), source, nearest[0] if nearest else "")
+
+
+def _table(doc: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    """``doc[key]`` ({} when absent): a table of none but its known keys."""
+    table = doc.get(key, {})
+    known = _TABLES[key]
+    if not isinstance(table, dict):
+        raise ConfigError(key, table, f"a table with some of: {', '.join(sorted(known))}", source)
+    _only(table, known, f"{source} [{key}]")
+    return table
+
+
+@cache
+def _load_path() -> re.Pattern[str]:
+    """A load path: the proxy's URL path, then optionally a query string."""
+    return re.compile(rf"\A(?=.{{1,200}}\Z){proxy.module('document').PATH}{_QUERY}\Z")
+
+
+def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Service:
+    """Validate a parsed manifest, every field; ``has`` is the set of file names in the folder.
+    A bad value raises ``ConfigError`` naming the field, the value, the expected form and
+    ``source``; a key the manifest does not define raises ``UnknownKey``."""
+    shared = proxy.module("document")  # the rules the proxy reads its frontend document with
+    _only(doc, _KNOWN, source)
     name = doc.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError("name", name, "a lowercase name like 'app'", source)
-    port = _int(doc, "port", None, "the service's TCP port, e.g. 8000", source)
-    if not 0 < port < 65536:
-        raise ConfigError("port", port, "the service's TCP port, e.g. 8000", source)
+    if not isinstance(name, str) or not shared.NAME.match(name):
+        raise ConfigError("name", name, shared.NAME_FORM, source)
+    port = _int(doc, "port", None, range(1, 65536), "the service's TCP port, 1-65535", source)
+    ports = shared.PUBLIC_PORTS
     public = _int(
-        doc, "public_port", 8000, f"a port in {PUBLIC_PORTS.start}-{PUBLIC_PORTS.stop - 1}", source
+        doc, "public_port", 8000, ports, f"a port in {ports.start}-{ports.stop - 1}", source
     )
-    if public not in PUBLIC_PORTS:
-        raise ConfigError(
-            "public_port", public, f"a port in {PUBLIC_PORTS.start}-{PUBLIC_PORTS.stop - 1}", source
-        )
     health = doc.get("health", "/health")
-    if not isinstance(health, str) or not proxy.module("document").HEALTH.match(health):
-        raise ConfigError(
-            "health", health, "a path like '/health' (no space, quote, '#', '$' or '\\')", source
-        )
+    if not isinstance(health, str) or not shared.HEALTH.match(health):
+        raise ConfigError("health", health, shared.PATH_FORM, source)
     if "Dockerfile" not in has:
         raise ConfigError(
             "Dockerfile", f"{folder}/Dockerfile", "a Dockerfile in the service folder", source
@@ -139,33 +191,21 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
     database = doc.get("database", False)
     if not isinstance(database, bool):
         raise ConfigError("database", database, "true or false", source)
-    retain = _int(doc, "retain", 5, "how many releases to keep, 2 to 50", source)
-    if not 2 <= retain <= 50:
-        raise ConfigError("retain", retain, "how many releases to keep, 2 to 50", source)
-    health_timeout = _int(doc, "health_timeout", 60, "seconds, 1 to 600", source)
-    if not 1 <= health_timeout <= 600:
-        raise ConfigError("health_timeout", health_timeout, "seconds, 1 to 600", source)
-    expected = "requests at a time per release, 1 to 10000, or 0 for no limit"
-    max_connections = _int(doc, "max_connections", 0, expected, source)
-    if not 0 <= max_connections <= 10000:
-        raise ConfigError("max_connections", max_connections, expected, source)
+    retain = _int(doc, "retain", 5, range(2, 51), "how many releases to keep, 2 to 50", source)
+    health_timeout = _int(doc, "health_timeout", 60, range(1, 601), "seconds, 1 to 600", source)
+    most = shared.MAX_CONNECTIONS
+    max_connections = _int(
+        doc,
+        "max_connections",
+        0,
+        range(most + 1),
+        f"requests at a time per release, 1 to {most}, or 0 for no limit",
+        source,
+    )
     bake = doc.get("bake", 10)
     if isinstance(bake, bool) or not isinstance(bake, int | float) or not 0 <= bake <= 600:
         raise ConfigError("bake", bake, "seconds from 0 (no bake window) to 600", source)
-    env = doc.get("env", {})
-    if not isinstance(env, dict) or not all(
-        isinstance(k, str) and _ENV.match(k) and k not in RESERVED_ENV and isinstance(v, str)
-        for k, v in env.items()
-    ):
-        raise ConfigError(
-            "env",
-            env,
-            f'a table of NAME = "value" strings (names not in {", ".join(sorted(RESERVED_ENV))})',
-            source,
-        )
-    hooks = doc.get("hooks", {})
-    if not isinstance(hooks, dict) or set(hooks) - {"pre_deploy", "post_deploy"}:
-        raise ConfigError("hooks", hooks, "a table with pre_deploy and/or post_deploy", source)
+    hooks = _table(doc, "hooks", source)
     return Service(
         name,
         folder,
@@ -173,30 +213,60 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
         health,
         test,
         public,
-        _text(doc, "healthcheck", "a shell command, e.g. 'curl -fsS http://127.0.0.1:80/'", source),
-        _text(doc, "test_command", "a shell command run in the release image", source),
+        _text(doc, "healthcheck", f"{_COMMAND}, e.g. 'curl -fsS http://127.0.0.1:80/'", source),
+        _text(doc, "test_command", f"{_COMMAND}, run in the release image", source),
         database,
         retain,
-        tuple(sorted(env.items())),
-        _text(hooks, "pre_deploy", "a shell command", f"{source} [hooks]"),
-        _text(hooks, "post_deploy", "a shell command", f"{source} [hooks]"),
-        _thresholds(doc.get("canary", {}), f"{source} [canary]"),
+        _env(doc, source),
+        _text(hooks, "pre_deploy", _COMMAND, f"{source} [hooks]"),
+        _text(hooks, "post_deploy", _COMMAND, f"{source} [hooks]"),
+        _thresholds(_table(doc, "canary", source), f"{source} [canary]"),
         health_timeout,
         max_connections,
         float(bake),
+        _load_paths(doc, source),
     )
 
 
-def _thresholds(doc: Any, source: str) -> Thresholds:
-    fields = {f.name: f.type for f in dataclasses.fields(Thresholds)}
-    if not isinstance(doc, dict) or set(doc) - set(fields):
-        raise ConfigError("canary", doc, f"a table with some of: {', '.join(fields)}", source)
+def _env(doc: dict[str, Any], source: str) -> tuple[tuple[str, str], ...]:
+    env = doc.get("env", {})
+    names = (
+        "a table of NAME = \"value\": names of A-Z, 0-9 and '_', not starting with a digit, "
+        f"none of {', '.join(sorted(RESERVED_ENV))}"
+    )
+    if not isinstance(env, dict):
+        raise ConfigError("env", env, names, source)
+    for key in env:
+        if not _ENV.match(key) or key in RESERVED_ENV:
+            raise ConfigError("env", key, names, source)
+        _text(env, key, "a string on one line (no line break or NUL)", f"{source} [env]")
+    return tuple(sorted(env.items()))
+
+
+def _thresholds(doc: dict[str, Any], source: str) -> Thresholds:
+    kinds = {f.name: f.type for f in dataclasses.fields(Thresholds)}
     for key, value in doc.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < inf:
             raise ConfigError(key, value, "a number >= 0", source)
-        if fields[key] == "int" and not isinstance(value, int):
-            raise ConfigError(key, value, "a whole number", source)
+        if kinds[key] == "int" and not isinstance(value, int):
+            raise ConfigError(key, value, "a whole number >= 0", source)
     return Thresholds(**doc)
+
+
+def _load_paths(doc: dict[str, Any], source: str) -> tuple[str, ...]:
+    if "load" not in doc:
+        return ()
+    where = f"{source} [load]"
+    paths = _table(doc, "load", source).get("paths")
+    if not isinstance(paths, list) or not 1 <= len(paths) <= MAX_LOAD_PATHS:
+        expected = f'a list of 1 to {MAX_LOAD_PATHS} GET paths, e.g. ["/", "/simple/"]'
+        raise ConfigError("paths", paths, expected, where)
+    for i, path in enumerate(paths):
+        if not isinstance(path, str) or not _load_path().match(path):
+            raise ConfigError(f"paths[{i}]", path, _LOAD_FORM, where)
+        if path in paths[:i]:
+            raise ConfigError(f"paths[{i}]", path, "a path not listed before it", where)
+    return tuple(paths)
 
 
 def load(root: Path, name: str) -> Service:

@@ -28,10 +28,10 @@ def test_a_frontend_document_reads_back() -> None:
         ({"public_port": "8000"}, "frontends[app].public_port", "a port in 8000-8008"),
         ({"public_port": True}, "frontends[app].public_port", "a port in 8000-8008"),
         ({"port": 0}, "frontends[app].port", "the service's TCP port, 1-65535"),
-        ({"health": "health"}, "frontends[app].health", "a path like '/health'"),
-        ({"health": "/a b"}, "frontends[app].health", "a path like '/health'"),
-        ({"health": "/a#b"}, "frontends[app].health", "a path like '/health'"),
-        ({"health": "/x\nbind :80"}, "frontends[app].health", "a path like '/health'"),
+        ({"health": "health"}, "frontends[app].health", "a URL path like '/health'"),
+        ({"health": "/a b"}, "frontends[app].health", "a URL path like '/health'"),
+        ({"health": "/a#b"}, "frontends[app].health", "a URL path like '/health'"),
+        ({"health": "/x\nbind :80"}, "frontends[app].health", "a URL path like '/health'"),
         ({"maxconn": -1}, "frontends[app].maxconn", "0 (no limit) to 10000"),
         ({"maxconn": None}, "frontends[app].maxconn", "0 (no limit) to 10000"),
     ],
@@ -43,6 +43,68 @@ def test_bad_frontend_documents_name_the_field_and_the_form(
         document.parse_frontend({**GOOD_FRONT, **change}, "app")
     assert err.value.field == field and expected in err.value.expected
     assert f"bad value for '{field}'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/health", "/ready", "/a/b/", "/%2Fx%aF", "/-._~!&()*+;=@", "/" + "a" * 199],
+)
+def test_a_health_path_of_url_path_characters_is_taken(path: str) -> None:
+    assert document.parse_frontend({**GOOD_FRONT, "health": path}, "app").health == path
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "health",
+        "/health\n",  # a trailing line break: '$' alone would let it through
+        "/a\rb",
+        "/a\tb",
+        "/a\x00b",
+        "/a b",
+        "/a,b",
+        "/a:b",
+        "/a?b=1",
+        "/a#b",
+        "/a$b",
+        "/a'b",
+        '/a"b',
+        "/a\\b",
+        "/a`b",
+        "/a%2",
+        "/a%zz",
+        "/é",
+        "/" + "a" * 200,
+    ],
+)
+def test_a_health_path_the_proxy_config_or_the_probe_would_read_otherwise_is_refused(
+    path: str,
+) -> None:
+    with pytest.raises(document.DocumentError) as err:
+        document.parse_frontend({**GOOD_FRONT, "health": path}, "app")
+    assert (err.value.field, err.value.value) == ("frontends[app].health", path)
+    assert err.value.expected == document.PATH_FORM
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("a", True),
+        ("app-2", True),
+        ("a" * 31, True),
+        ("a" * 32, False),
+        ("app-", False),
+        ("App", False),
+        ("2app", False),
+        ("app\n", False),
+        ("ap_p", False),
+    ],
+)
+def test_a_service_name_is_lowercase_31_at_most_and_does_not_end_in_a_dash(
+    name: str, ok: bool
+) -> None:
+    assert bool(document.NAME.match(name)) is ok
 
 
 def test_a_frontend_document_for_a_bad_service_name_is_refused() -> None:

@@ -32,14 +32,31 @@ PUBLIC_PORTS = range(8000, 8009)  # published by the proxy's container (compose/
 MAX_WEIGHT = 256
 MAX_CONNECTIONS = 10000
 
-NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")  # a service's name (its folder under services/)
+# a service's name (its folder under services/): 1 to 31 characters
+NAME = re.compile(r"\A[a-z](?:[a-z0-9-]{0,29}[a-z0-9])?\Z")
+NAME_FORM = (
+    "a lowercase name like 'app': 1 to 31 letters, digits and '-', starting with a letter, "
+    "not ending with '-'"
+)
 RELEASE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MATCH_RELEASE = re.compile(r"^[0-9a-f]{12}$")  # a release id: a commit's short sha
 HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")  # a DNS name on the stack network
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a header or cookie name
 VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # a header or cookie value
-# a URL path HAProxy's config takes as one word: no space, quote, '#', '$' or backslash
-HEALTH = re.compile(r"^/[A-Za-z0-9._~/?=&%+,:@-]{0,199}$")
+# A URL path (the source of HEALTH; the lab's load paths add a query string to it): '/', then
+# RFC 3986 path characters less those that a reader of the path treats specially. It becomes a
+# word of HAProxy's configuration (``option httpchk GET <path>``: space and tab end a word, '#'
+# starts a comment, '$' a variable, quotes and '\' quote), a string inside the shell and Python
+# quotes of the container's probe, and a column of the proxy's status table. Kept: unreserved
+# characters, '%' with two hex digits, '/' and ``! & ( ) * + ; = @``. Refused also: ',', ':',
+# '?' and every control character (a line break ends any of those).
+PATH = r"/(?:[A-Za-z0-9._~!&()*+;=@/-]|%[0-9A-Fa-f]{2})*"
+HEALTH = re.compile(rf"\A(?=.{{1,200}}\Z){PATH}\Z")  # a readiness path, at most 200 characters
+PATH_FORM = (
+    "a URL path like '/health' of at most 200 characters: '/', then letters, digits, "
+    "\"-._~/!&()*+;=@\" and '%' with two hex digits (no space, tab, line break, ',', ':', '?', "
+    "'#', '$', quote or backslash)"
+)
 
 
 class DocumentError(ValueError):
@@ -185,13 +202,13 @@ def parse_frontend(doc: object, service: str) -> Frontend:
     if not isinstance(doc, dict) or doc.get("name") != service:
         raise DocumentError(field, doc, f"an object with name={service!r}")
     if not NAME.match(service):
-        raise DocumentError(f"{field}.name", service, "a lowercase name like 'app'")
+        raise DocumentError(f"{field}.name", service, NAME_FORM)
     ports = f"a port in {PUBLIC_PORTS.start}-{PUBLIC_PORTS.stop - 1}"
     return Frontend(
         service,
         _int(doc, "public_port", PUBLIC_PORTS, field, ports),
         _int(doc, "port", range(1, 65536), field, "the service's TCP port, 1-65535"),
-        _text(doc, "health", HEALTH, field, "a path like '/health' (no space, quote or '#')"),
+        _text(doc, "health", HEALTH, field, PATH_FORM),
         _int(
             doc,
             "maxconn",
