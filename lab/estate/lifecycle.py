@@ -7,6 +7,8 @@ resumed by the next one.
 
 from __future__ import annotations
 
+import requests
+
 import contextlib
 import datetime as dt
 import json
@@ -116,7 +118,18 @@ def _up(
         for name, rel in live.items():
             url = pipeline.public_url(services.load(root, name))
             progress.say(f"prod serves {name} {rel} at {url}")
-        progress.say(f"graphite: {pipeline.graphite_url()}")
+        with progress.stage("graphite dashboard") as st:
+            from lab.ports.metrics import Graphite
+            from lab.stack import dashboard
+
+            names = services.names(root)
+            try:
+                url = Graphite().save_dashboard(dashboard.NAME, dashboard.state(names))
+                st.changed(f"{url} ({len(names)} services)")
+            except requests.RequestException as exc:  # the lab works without it
+                url = pipeline.graphite_url()
+                st.unchanged(f"not saved ({type(exc).__name__}: {exc}); graphite at {url}")
+        progress.say(f"graphite: {url} (requests, errors and p95 per release)")
 
 
 def _apply_hosts(config: LabConfig, local: Any, image_ref: str, restart: set[str]) -> str:

@@ -4,6 +4,8 @@ services/proxy/cdlab_proxy/edge.py), never what a release says about itself."""
 
 from __future__ import annotations
 
+import json
+
 import requests
 
 from lab.config import public_host
@@ -30,6 +32,20 @@ class Graphite:
         except requests.RequestException:
             return False
         return resp.status_code == 200
+
+    def save_dashboard(self, name: str, state: dict[str, object]) -> str:
+        """Save (or replace) a dashboard; its URL. graphite-web answers ``{"success": true}``."""
+        resp = self.session.post(
+            f"{self.url}/dashboard/save/{name}",
+            timeout=self.timeout,
+            data={"state": json.dumps(state)},
+        )
+        resp.raise_for_status()
+        if not resp.json().get("success"):
+            raise requests.RequestException(
+                f"graphite-web did not save dashboard {name}: {resp.text}"
+            )
+        return f"{self.url}/dashboard/{name}"
 
     def events(self, tag: str, since: str = "-1h") -> list[dict[str, object]]:
         resp = self.session.get(

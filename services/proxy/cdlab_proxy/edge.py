@@ -182,6 +182,4 @@ def release_keys(
     """The slot map's entries: ``<backend>/<server>`` -> release, for every slot (backend,
     server, fqdn) whose name is a host routed in its backend (``hosts``: backend -> host ->
     release)."""
-    return {
-        f"{b}/{s}": hosts[b][fqdn] for b, s, fqdn in slots if fqdn in hosts.get(b, {})
-    }
+    return {f"{b}/{s}": hosts[b][fqdn] for b, s, fqdn in slots if fqdn in hosts.get(b, {})}
