@@ -115,12 +115,14 @@ def test_bad_manifests_name_the_field(doc: dict, has: set[str], field: str) -> N
 
 def test_the_repository_manifests_load() -> None:
     root = Path(__file__).resolve().parents[2]
-    app, quotes = services.load_all(root)
+    app, pypiserver, quotes = services.load_all(root)
     assert (app.name, app.port, app.public_port, app.database) == ("app", 8000, 8000, True)
+    assert (pypiserver.port, pypiserver.public_port, pypiserver.health) == (8080, 8002, "/health")
+    assert pypiserver.test_dockerfile == "Dockerfile.test" and not pypiserver.test_command
     assert (quotes.public_port, quotes.health, quotes.database) == (8001, "/ready", False)
     assert quotes.test_command and quotes.pre_deploy and quotes.post_deploy
     assert quotes.thresholds.min_requests == 30
-    with pytest.raises(ConfigError, match="one of: app, quotes"):
+    with pytest.raises(ConfigError, match="one of: app, pypiserver, quotes"):
         services.load(root, "nope")
 
 
@@ -181,9 +183,20 @@ def test_proxy_frontends_come_from_every_manifest() -> None:
     docs = [frontends.frontend_doc(s) for s in found]
     assert docs == [
         {"name": "app", "public_port": 8000, "port": 8000, "health": "/health", "maxconn": 0},
+        {
+            "name": "pypiserver",
+            "public_port": 8002,
+            "port": 8080,
+            "health": "/health",
+            "maxconn": 0,
+        },
         {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0},
     ]
-    assert [document.parse_frontend(d, d["name"]).health for d in docs] == ["/health", "/ready"]
+    assert [document.parse_frontend(d, d["name"]).health for d in docs] == [
+        "/health",
+        "/health",
+        "/ready",
+    ]
 
 
 def _rel(n: int) -> str:
