@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ class Request:
     release: str  # X-Release of the answer, "" without one
     email: str = ""
     id: int | None = None
+    path: str = ""  # the GET path, when the load reads given paths (``running(paths=...)``)
 
     @property
     def ok(self) -> bool:
@@ -289,6 +290,33 @@ def argv(url: str, rate: float, max_seconds: float) -> list[str]:
     ]
 
 
+def environment(
+    base: Mapping[str, str], out: Path, rate: float, max_requests: int, paths: Sequence[str] = ()
+) -> dict[str, str]:
+    """locust's environment: ``base`` without proxy settings, and the run's settings for the
+    locustfile; ``paths`` (GET paths read in turn instead of the demo app's mix) as
+    ``CDLAB_LOAD_PATHS``, comma-separated."""
+    bad = [p for p in paths if not p.startswith("/") or "," in p or p != p.strip()]
+    if bad:
+        raise LoadError(
+            "send load to the given paths",
+            f"{bad[0]!r} is not a GET path the load can read",
+            hint="give paths like '/simple/' or '/api/users?limit=5': a leading '/', no comma "
+            "and no surrounding space.",
+        )
+    env = {k: v for k, v in base.items() if k not in _NO_PROXY and k != "CDLAB_LOAD_PATHS"}
+    env.update(
+        CDLAB_LOAD_OUT=str(out),
+        CDLAB_LOAD_RATE=str(rate),
+        CDLAB_LOAD_USERS=str(users_for(rate)),
+        CDLAB_LOAD_MAX=str(max_requests),
+        NO_PROXY="127.0.0.1",
+    )
+    if paths:
+        env["CDLAB_LOAD_PATHS"] = ",".join(paths)
+    return env
+
+
 @contextmanager
 def running(
     rate: float = 300,
@@ -296,20 +324,16 @@ def running(
     url: str = "http://127.0.0.1:8000",
     max_seconds: float = 900,
     max_requests: int | None = None,
+    paths: Sequence[str] = (),
 ) -> Iterator[Traffic]:
     """Run load for the duration of the block (at most ``max_seconds`` and ``max_requests``,
-    default rate x seconds x 1.2); the ``Traffic`` holds every request afterwards."""
+    default rate x seconds x 1.2); the ``Traffic`` holds every request afterwards. The load is
+    the demo app's mix of reads and registrations or, given ``paths``, GETs of those paths in
+    turn (any service: a manifest's ``[load] paths``)."""
     REPORTS.mkdir(parents=True, exist_ok=True)
     out = REPORTS / f"{name}.jsonl"
+    env = environment(os.environ, out, rate, max_requests or int(rate * max_seconds * 1.2), paths)
     out.unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in _NO_PROXY}
-    env.update(
-        CDLAB_LOAD_OUT=str(out),
-        CDLAB_LOAD_RATE=str(rate),
-        CDLAB_LOAD_USERS=str(users_for(rate)),
-        CDLAB_LOAD_MAX=str(max_requests or int(rate * max_seconds * 1.2)),
-        NO_PROXY="127.0.0.1",
-    )
     log = (REPORTS / f"{name}.locust.log").open("w")
     proc = subprocess.Popen(
         argv(url, rate, max_seconds),

@@ -166,4 +166,4 @@ def test_a_push_of_a_broken_commit_leaves_the_live_release(lab: State) -> None:
 
 
 def test_manifests_in_the_repository_are_valid(lab: State) -> None:
-    assert [s.name for s in services.load_all(lab.config.root)] == ["app", "quotes"]
+    assert [s.name for s in services.load_all(lab.config.root)] == ["app", "pypiserver", "quotes"]

@@ -24,7 +24,7 @@ from lab.stack import project as stack
 
 pytestmark = pytest.mark.xdist_group("prod")
 RATE = 300
-NAME, PORT = "hello", 8002
+NAME, PORT = "hello", 8003  # 8002 is pypiserver's
 STATEFUL = ("db", "etcd", "proxy")
 
 

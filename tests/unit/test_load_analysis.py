@@ -232,3 +232,28 @@ def test_the_report_page_has_one_row_per_second(tmp_path: Path) -> None:
     page = loadreport.write(traffic, tmp_path, {"deploys": 1})
     assert "<svg" in page.read_text()
     assert json.loads((tmp_path / "t.summary.json").read_text())["deploys"] == 1
+
+
+def test_locust_reads_the_given_paths_or_the_demo_mix(tmp_path: Path) -> None:
+    base = {"PATH": "/bin", "HTTPS_PROXY": "http://proxy:3128", "CDLAB_LOAD_PATHS": "/stale"}
+    given = load.environment(base, tmp_path / "o.jsonl", 300, 1000, ["/", "/simple/", "/a?b=1"])
+    assert given["CDLAB_LOAD_PATHS"] == "/,/simple/,/a?b=1"
+    assert (given["CDLAB_LOAD_RATE"], given["CDLAB_LOAD_MAX"], given["PATH"]) == (
+        "300",
+        "1000",
+        "/bin",
+    )
+    assert "HTTPS_PROXY" not in given and given["NO_PROXY"] == "127.0.0.1"
+    assert "CDLAB_LOAD_PATHS" not in load.environment(base, tmp_path / "o.jsonl", 300, 1000)
+
+
+@pytest.mark.parametrize("path", ["simple/", "/a,b", " /x", ""])
+def test_a_path_the_locustfile_cannot_read_is_refused(tmp_path: Path, path: str) -> None:
+    with pytest.raises(load.LoadError, match="a leading '/', no comma"):
+        load.environment({}, tmp_path / "o.jsonl", 300, 1000, ["/", path])
+
+
+def test_a_request_line_keeps_its_path() -> None:
+    line = json.dumps({**req(1.0, 500).__dict__, "path": "/packages/"})
+    (r,) = load.parse([line])
+    assert (r.path, r.ok) == ("/packages/", False)

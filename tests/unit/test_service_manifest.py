@@ -274,12 +274,15 @@ def test_a_manifest_at_a_commit_is_refused_as_in_the_working_tree(
 
 
 def test_the_repository_manifests_load() -> None:
-    app, quotes = services.load_all(ROOT)
+    app, pypiserver, quotes = services.load_all(ROOT)
     assert (app.name, app.port, app.public_port, app.database) == ("app", 8000, 8000, True)
+    assert (pypiserver.port, pypiserver.public_port, pypiserver.health) == (8080, 8002, "/health")
+    assert pypiserver.test_dockerfile == "Dockerfile.test" and not pypiserver.test_command
+    assert pypiserver.load_paths  # an application nobody wrote for cdlab: its own pages
     assert (quotes.public_port, quotes.health, quotes.database) == (8001, "/ready", False)
     assert quotes.test_command and quotes.pre_deploy and quotes.post_deploy
     assert quotes.thresholds.min_requests == 30
-    with pytest.raises(ConfigError, match="one of: app, quotes"):
+    with pytest.raises(ConfigError, match="one of: app, pypiserver, quotes"):
         services.load(ROOT, "nope")
 
 

@@ -2,9 +2,12 @@
 ``locust --headless`` process (gevent patches whatever imports locust: never import this file).
 
 Two user classes at a fixed total rate: one keeps its connection alive, one opens a connection
-per request. A mix of reads and registrations; every request is written as one JSON line
-(start, latency, status or error, the X-Release that answered, the registered user).
-Configured by environment: CDLAB_LOAD_OUT, CDLAB_LOAD_RATE, CDLAB_LOAD_USERS, CDLAB_LOAD_MAX.
+per request. The demo app's mix of reads and registrations or, when CDLAB_LOAD_PATHS names GET
+paths (comma-separated), those paths in turn and nothing else (any service, no writes). Every
+request is written as one JSON line (start, latency, status or error, the X-Release that answered,
+the registered user, the path in paths mode).
+Configured by environment: CDLAB_LOAD_OUT, CDLAB_LOAD_RATE, CDLAB_LOAD_USERS, CDLAB_LOAD_MAX,
+CDLAB_LOAD_PATHS.
 """
 
 from __future__ import annotations
@@ -13,18 +16,21 @@ import itertools
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from locust import FastHttpUser, constant_throughput, events, task
+from locust import FastHttpUser, TaskSet, constant_throughput, events
 
 OUT = os.environ["CDLAB_LOAD_OUT"]
 RATE = float(os.environ.get("CDLAB_LOAD_RATE", "100"))
 USERS = int(os.environ.get("CDLAB_LOAD_USERS", "20"))
 MAX = int(os.environ.get("CDLAB_LOAD_MAX", "1000000"))
+PATHS = [p.strip() for p in os.environ.get("CDLAB_LOAD_PATHS", "").split(",") if p.strip()]
 PER_USER = RATE / USERS
 _out = open(OUT, "a", buffering=1)  # noqa: SIM115 (open for the process's life, line-buffered)
 _count = itertools.count(1)
 _emails = itertools.count(1)
+_paths = itertools.cycle(PATHS)  # shared by every user: the paths in turn across the whole run
 RUN = f"{os.getpid()}-{int(time.time())}"
 
 
@@ -50,6 +56,8 @@ def record(
         "error": type(exception).__name__ + f": {exception}"[:160] if exception else "",
         "release": headers.get("X-Release", "") if headers else "",
     }
+    if "path" in context:
+        line["path"] = context["path"]
     if context.get("kind") == "write":
         line["email"] = context.get("email", "")
         if status == 201:
@@ -77,8 +85,8 @@ class Base(FastHttpUser):
     headers: ClassVar[dict[str, str]] = {}
     label = ""
 
-    def _get(self, path: str, kind: str) -> None:
-        ctx = {"kind": kind, "user": self.label}
+    def _get(self, path: str, kind: str, note_path: bool = False) -> None:
+        ctx = {"kind": kind, "user": self.label, **({"path": path} if note_path else {})}
         with self.client.get(
             path, headers=self.headers, context=ctx, catch_response=True, name=kind
         ) as resp:
@@ -86,15 +94,15 @@ class Base(FastHttpUser):
                 f"HTTP {resp.status_code}"
             )
 
-    @task(6)
+    def path(self) -> None:
+        self._get(next(_paths), "read", note_path=True)
+
     def version(self) -> None:
         self._get("/version", "read")
 
-    @task(2)
     def users(self) -> None:
         self._get("/api/users?limit=5", "list")
 
-    @task(2)
     def register(self) -> None:
         email = f"load-{RUN}-{next(_emails)}@cdlab.invalid"
         ctx = {"kind": "write", "user": self.label, "email": email}
@@ -107,6 +115,11 @@ class Base(FastHttpUser):
             name="write",
         ) as resp:
             resp.success() if resp.status_code == 201 else resp.failure(f"HTTP {resp.status_code}")
+
+    # chosen once, when the class is made: the paths in turn, or the demo app's weighted mix
+    tasks: list[TaskSet | Callable[..., Any]] = (
+        [path] if PATHS else [*[version] * 6, *[users] * 2, *[register] * 2]
+    )
 
 
 class KeepAlive(Base):
