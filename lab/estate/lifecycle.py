@@ -7,14 +7,14 @@ resumed by the next one.
 
 from __future__ import annotations
 
-import requests
-
 import contextlib
 import datetime as dt
 import json
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import requests
 
 from lab import report
 from lab.config import LABEL, Host, LabConfig

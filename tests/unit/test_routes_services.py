@@ -97,7 +97,13 @@ def test_proxy_frontends_come_from_every_manifest() -> None:
     docs = [frontends.frontend_doc(s) for s in found]
     assert docs == [
         {"name": "app", "public_port": 8000, "port": 8000, "health": "/health", "maxconn": 0},
-        {"name": "pypiserver", "public_port": 8002, "port": 8080, "health": "/health", "maxconn": 0},
+        {
+            "name": "pypiserver",
+            "public_port": 8002,
+            "port": 8080,
+            "health": "/health",
+            "maxconn": 0,
+        },
         {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0},
     ]
     healths = [document.parse_frontend(d, d["name"]).health for d in docs]

@@ -15,8 +15,8 @@ The naming scheme (documented in the README), one point a second while a release
 
     edge.<service>.<release>.requests.{2xx,3xx,4xx,5xx,proxy,aborted}   requests that second
     edge.<service>.<release>.latency.{p50,p95,p99,max}                   milliseconds
-    edge.<service>.<release>.redispatched                               failed here, served elsewhere
-    edge.<service>.<release>.retries                                    connection retries here
+    edge.<service>.<release>.redispatched                   failed here, served by another
+    edge.<service>.<release>.retries                        connection retries here
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ class _Resolved:
     restarted elsewhere has a new address)."""
 
     def __init__(self, target: str) -> None:
-        self.target, self.at, self.addr = _address(target), 0.0, None
+        self.target, self.at = _address(target), 0.0
+        self.addr: tuple[str, int] | None = None
 
     def get(self) -> tuple[str, int] | None:
         if self.target is None:
