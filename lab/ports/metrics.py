@@ -54,7 +54,7 @@ class Graphite:
         resp.raise_for_status()
         return list(resp.json())
 
-    def _points(self, target: str, span: tuple[str, str]) -> list[float]:
+    def points(self, target: str, span: tuple[str, str]) -> list[float]:
         resp = self.session.get(
             f"{self.url}/render",
             timeout=self.timeout,
@@ -76,10 +76,10 @@ class Graphite:
             else (str(int(until) - seconds), str(int(until)))
         )
         base = edge_path(service, release)
-        redispatched = sum(self._points(f"{base}.redispatched", span))
-        total = sum(self._points(f"sumSeries({base}.requests.*)", span)) + redispatched
-        errors = sum(self._points(f"sumSeries({base}.requests.{{5xx,proxy}})", span))
-        p95 = self._points(f"{base}.latency.p95", span)
+        redispatched = sum(self.points(f"{base}.redispatched", span))
+        total = sum(self.points(f"sumSeries({base}.requests.*)", span)) + redispatched
+        errors = sum(self.points(f"sumSeries({base}.requests.{{5xx,proxy}})", span))
+        p95 = self.points(f"{base}.latency.p95", span)
         return Sample(total, errors + redispatched, sum(p95) / len(p95) if p95 else None)
 
 

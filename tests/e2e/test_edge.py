@@ -1,0 +1,218 @@
+"""Any service, unmodified, measured at the edge: pypiserver (a package index from PyPI that
+cdlab did not write; no /version, no X-Release, no metrics of its own) deployed, rolled back and
+canaried under 300 req/s on its own port; a candidate judged on what the proxy saw, not on what
+it says about itself; each canary step's split checked against its weight, by the edge and by
+the load oracle, with a negative control (a weight the proxy does not apply)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.build import git
+from lab.errors import ReleaseError
+from lab.estate.state import State
+from lab.ports.lab import Lab
+from lab.ports.metrics import Graphite
+from lab.progress import Progress
+from lab.proof import load, split
+from lab.release import api as release
+from lab.release import judge, pipeline, records
+from lab.release.routes import host_name
+from lab.stack import services
+from tests.conftest import commit_in_clone, edit_and_commit
+
+pytestmark = pytest.mark.xdist_group("prod")
+PYPI = "http://127.0.0.1:8002"
+SERVICE = "pypiserver"
+RATE = 300
+FAST = judge.Thresholds(min_requests=30)
+
+
+def last_record(lab: State, service: str, release_id: str) -> records.Record:
+    found = [
+        r
+        for r in records.history(lab.runs, service, release.route_store(lab))
+        if r.release == release_id
+    ]
+    assert found, f"no record of {service} {release_id}"
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def pypi(lab: State, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[State, str, str]]:
+    """A clone with two more commits of pypiserver: B (a note in its README: a good release)
+    and C on top (its configuration broken: a hash algorithm pypiserver accepts at start but
+    cannot use, so two of its five load pages answer 500). Both built before any load."""
+    clone = commit_in_clone(
+        lab.config.root,
+        tmp_path_factory.mktemp("pypi") / "clone",
+        "services/pypiserver/README.md",
+        lambda text: text + "\nB: a note.\n",
+        "B: a note in pypiserver's README",
+    )
+    b = git.commit(clone)
+    c = edit_and_commit(
+        clone,
+        {"services/pypiserver/Dockerfile": lambda t: t.replace('"sha256"', '"shake_128"', 1)},
+        "C: pypiserver's hash algorithm misconfigured",
+    )
+    state = lab.at(clone)
+    svc = services.load(clone, SERVICE)
+    for sha in (b, c):
+        pipeline.build(state, Progress(out=None), svc, sha)
+    yield state, git.short(b), git.short(c)
+    live = release.current_routes(lab, SERVICE).live
+    first = git.short(git.commit(lab.config.root))
+    if live != first:  # the checkout's commit live again, whatever a test left
+        pipeline.rollback(lab, Progress(out=None), SERVICE, to=first)
+
+
+def test_a_third_party_service_deployed_rolled_back_and_canaried_under_load(
+    lab: State, pypi: tuple[State, str, str]
+) -> None:
+    state, b, c = pypi
+    svc = services.load(lab.config.root, SERVICE)
+    a = release.current_routes(lab, SERVICE).live
+    assert a and b != a
+    with load.running(rate=RATE, name="third-party", url=PYPI, paths=svc.load_paths) as traffic:
+        time.sleep(2)
+        with traffic.operation(f"deploy {b}", target=b):
+            rec = pipeline.deploy(state, Progress(out=None), SERVICE, b)
+        assert (rec.result, rec.release) == ("succeeded", b)
+        with traffic.operation(f"rollback to {a}", target=a):
+            pipeline.rollback(lab, Progress(out=None), SERVICE, to=a)
+        canary_began = time.time()
+        with pytest.raises(ReleaseError, match="aborted at 25%: error rate") as err:
+            pipeline.deploy(
+                state,
+                Progress(out=None),
+                SERVICE,
+                c,
+                "canary",
+                steps=(25, 100),
+                interval=4,
+                thresholds=FAST,
+            )
+        aborted = time.time()
+        time.sleep(2)
+    assert f"Every request is back on {a}" in str(err.value)
+    assert release.current_routes(lab, SERVICE).live == a
+    requests = traffic.requests
+    before = [r for r in requests if r.t < canary_began]
+    assert len(before) > RATE * 5, "the load did not run"
+    assert [r for r in before if not r.ok] == [], "requests failed during the deploy or rollback"
+    assert {r.release for r in before} <= {a, b}, "an answer without the proxy's X-Release"
+    assert load.release_problems(before, a, traffic.operations) == []
+    failed = [r for r in requests if not r.ok]
+    assert failed, "the broken candidate never failed a request: the canary judged nothing"
+    assert {r.release for r in failed} == {c}, "only the candidate's share may fail"
+    assert {r.status for r in failed} == {500}
+    after = [r for r in requests if r.t > aborted + 1]
+    assert after and {(r.status, r.release) for r in after} == {(200, a)}
+    # the record gives the figures the judge used, and they are the edge's
+    rec = last_record(lab, SERVICE, c)
+    step = next(s for s in rec.stages if s["key"] == "canary-25")
+    fig = step["figures"]
+    assert step["status"] == "failed" and fig["weight_pct"] == 25
+    assert fig["candidate_errors"] > 0 and fig["live_errors"] == 0
+    assert fig["candidate_errors"] / fig["candidate_requests"] > FAST.max_error_rate
+    assert (
+        split.problems(split.shares(rec.stages, [(r.t, r.release) for r in requests], c, a)) == []
+    )
+
+
+def test_a_weight_the_proxy_does_not_apply_is_caught_by_the_split_check(
+    lab: State, pypi: tuple[State, str, str]
+) -> None:
+    """Negative control: the canary's weight is in the route store, but the proxy keeps being
+    told another (as a proxy that did not apply it would run): the split check must fail."""
+    state, b, _ = pypi
+    svc = services.load(lab.config.root, SERVICE)
+    a = release.current_routes(lab, SERVICE).live
+    runtime, host = Lab.of(lab).runtime, host_name(SERVICE, b)
+    stop = threading.Event()
+
+    def override() -> None:
+        while not stop.wait(0.05):
+            try:
+                for slot in runtime.slots(SERVICE):
+                    if slot.fqdn == host and slot.weight not in (0, 3):
+                        runtime.send(f"set server {SERVICE}/{slot.name} weight 3")
+            except Exception:  # the proxy busy for a moment: the next round sets it
+                continue
+
+    with load.running(rate=RATE, name="split-control", url=PYPI, paths=svc.load_paths) as traffic:
+        worker = threading.Thread(target=override, daemon=True)
+        worker.start()
+        try:
+            pipeline.deploy(
+                state,
+                Progress(out=None),
+                SERVICE,
+                b,
+                "canary",
+                steps=(50, 100),
+                interval=4,
+                thresholds=judge.Thresholds(min_requests=5, max_holds=0),
+            )
+        except ReleaseError:
+            pass  # judged or not: what matters is what the split check says
+        finally:
+            stop.set()
+            worker.join(5)
+    rec = last_record(lab, SERVICE, b)
+    found = split.shares(rec.stages, [(r.t, r.release) for r in traffic.requests], b, a)
+    assert {s.counted_by for s in found} == {"edge", "load"}
+    wrong = split.problems(found)
+    assert len(wrong) == 2, f"the split check missed a weight not applied: {found}"
+    assert all("weight of 50 %" in w for w in wrong)
+    if release.current_routes(lab, SERVICE).live != a:
+        pipeline.rollback(lab, Progress(out=None), SERVICE, to=a)
+
+
+def test_an_app_that_reports_healthy_figures_but_fails_at_the_proxy_is_aborted(
+    lab: State, tmp_path: Path, light_load: list[tuple[float, int, str]]
+) -> None:
+    """The candidate counts every request as a 200 in its own metrics, then closes the
+    connection without an answer: only the edge sees it fail, and the judge reads the edge."""
+    a = release.current_routes(lab, "app").live
+    broken = commit_in_clone(
+        lab.config.root,
+        tmp_path / "closes",
+        "services/app/app/web.py",
+        lambda text: text.replace(
+            "        return [body]\n",
+            '        if path == "/version" and environ.get("HTTP_USER_AGENT", "").startswith(\n'
+            '                "python-requests"):\n'
+            "            import socket\n"
+            '            environ["gunicorn.socket"].shutdown(socket.SHUT_RDWR)\n'
+            "        return [body]\n",
+            1,
+        ),
+        "D: closes the connection on real clients, reports a 200",
+    )
+    d = git.short(git.commit(broken))
+    with pytest.raises(ReleaseError, match="aborted at 25%: error rate"):
+        pipeline.deploy(
+            lab.at(broken),
+            Progress(out=None),
+            "app",
+            "HEAD",
+            "canary",
+            steps=(25, 100),
+            interval=4,
+            thresholds=judge.Thresholds(min_requests=15),
+        )
+    assert release.current_routes(lab, "app").live == a
+    rec = last_record(lab, "app", d)
+    fig = next(s for s in rec.stages if s["key"] == "canary-25")["figures"]
+    assert fig["candidate_errors"] > 0
+    # what the candidate said about itself: all well
+    own = Graphite().points(f"sumSeries(cdlab.app.{d}.*.requests.5xx)", ("-5min", "now"))
+    ok = Graphite().points(f"sumSeries(cdlab.app.{d}.*.requests.2xx)", ("-5min", "now"))
+    assert sum(ok) > 0 and sum(own) == 0, "the candidate's own figures were not healthy"
