@@ -334,3 +334,14 @@ def test_a_slot_waiting_for_dns_is_not_asked_again_to_be_ready() -> None:
     assert slots.plan(APP, [waiting], [D("new", "app-new", 0, drain=True)]) == [
         "set server app/r1 state drain"
     ]
+
+
+def test_the_proxy_names_the_release_and_logs_each_request_for_the_edge() -> None:
+    """X-Release from the slot map on every answer (the proxy's own errors too), X-Service, and
+    one line per request to the supervisor's socket; without the edge figures, no log."""
+    cfg = render(document.Frontend(APP, 8000, 8000))
+    assert "http-after-response set-var(txn.release) var(txn.slot),map(/run/x/app.releases)" in cfg
+    assert "set-header X-Release %[var(txn.release)]" in cfg and "X-Service app" in cfg
+    assert "log /run/x/edge.sock" in cfg and "log-format \"cdlab-edge %f" in cfg
+    quiet = render(document.Frontend(APP, 8000, 8000), edge=False)
+    assert "log-format" not in quiet and "X-Release" in quiet

@@ -35,6 +35,7 @@ class Settings:
     edge_socket: str = ""  # where each HAProxy logs its requests ("": run_dir/edge.sock)
     carbon: str = "carbon:2003"  # edge figures go here ("": nowhere)
     log_store: str = "logs:5514"  # request lines go here, as syslog ("": nowhere)
+    edge: bool = True  # log every request for the edge figures (off: only to measure their cost)
 
     @property
     def edge_path(self) -> str:
@@ -58,6 +59,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         edge_socket=env.get("CDLAB_PROXY_EDGE_SOCKET", d.edge_socket),
         carbon=env.get("CDLAB_PROXY_CARBON", d.carbon),
         log_store=env.get("CDLAB_PROXY_LOG_STORE", d.log_store),
+        edge=env.get("CDLAB_PROXY_EDGE", "on") != "off",
     )
 
 
@@ -153,10 +155,12 @@ def render_config(front: Frontend, settings: Settings, files: Files) -> str:
         "    http-after-response set-header X-Release %[var(txn.release)] "
         "if { var(txn.release) -m found } !{ var(txn.release) -m str -- - }",
         f"    http-after-response set-header X-Service {front.name}",
-        # one line per request to the supervisor, which counts it for its release (edge.py)
-        f"    log {settings.edge_path} len 1024 format raw local0 info",
-        f'    log-format "{edge.LOG_FORMAT}"',
     ]
+    if settings.edge:  # one line per request to the supervisor, which counts it (edge.py)
+        lines += [
+            f"    log {settings.edge_path} len 1024 format raw local0 info",
+            f'    log-format "{edge.LOG_FORMAT}"',
+        ]
     for backend, count in ((front.name, settings.slots), (match, MATCH_SLOTS)):
         lines += [
             "",
