@@ -211,3 +211,28 @@ def public_host() -> str:
     """Where prod's published ports are reached: 127.0.0.1 on the workstation; prod's lab
     address when cdlab runs on a lab host (the cd host's git hook sets CDLAB_PUBLIC_HOST)."""
     return os.environ.get("CDLAB_PUBLIC_HOST", "127.0.0.1")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str, option: str, minimum: float, maximum: float) -> float:
+    """``"90s"``, ``"5m"``, ``"2h"`` or ``"30"`` (seconds) into seconds, from ``minimum`` to
+    ``maximum``; a ``ConfigError`` naming ``option`` and the expected form otherwise."""
+    text = str(text)
+    try:
+        value = float(text[:-1]) * _UNITS[text[-1]] if text[-1:] in _UNITS else float(text)
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(option, text, "a duration like 30s, 5m or 2h") from exc
+    if not minimum <= value <= maximum:  # NaN fails too
+        raise ConfigError(option, text, f"a duration from {_span(minimum)} to {_span(maximum)}")
+    return value
+
+
+def _span(seconds: float) -> str:
+    """``3600`` as ``60m``, ``86400`` as ``24h``: how the range of a duration is said."""
+    if seconds > 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"

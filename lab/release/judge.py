@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lab.config import parse_duration
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -80,14 +82,4 @@ def parse_steps(text: str) -> tuple[int, ...]:
 
 def parse_interval(text: str, option: str = "--interval", minimum: float = 1) -> float:
     """``"30s"``, ``"2m"`` or ``"45"`` into seconds, from ``minimum`` to an hour."""
-    from lab.errors import ConfigError
-
-    units = {"s": 1, "m": 60}
-    text = str(text)
-    try:
-        value = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-    except (ValueError, IndexError) as exc:
-        raise ConfigError(option, text, "a duration like 30s or 2m") from exc
-    if not minimum <= value <= 3600:
-        raise ConfigError(option, text, f"a duration from {minimum:g}s to 60m")
-    return value
+    return parse_duration(text, option, minimum, 3600)

@@ -1,0 +1,155 @@
+"""The store: one file per service and release, one JSON object a line, bounded.
+
+    <root>/<service>/<release>.log     {"t", "host", "container", "service", "release", "line"}
+    <root>/<service>/<release>.log.1   the same release's previous 20 MB
+    <root>/_other/<safe name>.log      lines whose tag is not cdlab's (their "tag" kept)
+
+``t`` is when the store received the line (one clock for every host, and a file's order is
+its time order, which lets a reader merge files without sorting them). Each line is one
+``write`` on a file opened for appending: a reader sees it at once, whole. A file over
+``Limits.file_bytes`` is renamed ``.log.1`` (replacing the previous one); over
+``Limits.total_bytes`` in all, the files written to longest ago are removed until 90 % of it
+is used. Nothing else removes a file: a release's lines outlive the release.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .config import Limits
+from .syslog import parse_tag, safe_name
+
+OTHER = "_other"
+CURRENT, OLD = ".log", ".log.1"
+TRIM_TO = 0.9  # of total_bytes, once over it: one trim makes room for many lines
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A file of the store: ``service``'s ``release``, ``old`` for its ``.log.1``."""
+
+    path: Path
+    service: str
+    release: str
+    old: bool
+
+
+def files(root: Path, service: str = "") -> Iterator[Kept]:
+    """Every file of the store under ``root`` (nothing else found there), or of ``service``."""
+    folders = [root / service] if service else sorted(root.iterdir()) if root.is_dir() else []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            for suffix, old in ((OLD, True), (CURRENT, False)):
+                if path.name.endswith(suffix) and len(path.name) > len(suffix):
+                    yield Kept(path, folder.name, path.name[: -len(suffix)], old)
+                    break
+
+
+def record(tag: str, host: str, line: str, t: float) -> tuple[str, str, dict[str, object]]:
+    """(service, release) the line is filed under, and its JSON object (pure)."""
+    found = parse_tag(tag)
+    if found is not None:
+        service, release, container = found.service, found.release, found.container
+        doc: dict[str, object] = {}
+    else:
+        service, release, container = OTHER, safe_name(tag), ""
+        doc = {"tag": tag}
+    doc = {
+        "t": round(t, 6),
+        "host": host,
+        "container": container,
+        "service": service,
+        "release": release,
+        "line": line,
+        **doc,
+    }
+    return service, release, doc
+
+
+class Store:
+    def __init__(
+        self, root: Path, limits: Limits | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.root, self.limits, self.clock = root, limits or Limits(), clock
+        self._open: OrderedDict[Path, tuple[BinaryIO, int]] = OrderedDict()  # file, its size
+        self.total = sum(_stat(k.path)[1] for k in files(root))
+
+    def add(self, tag: str, host: str, line: str) -> Path:
+        """File ``line`` (sent by ``host`` with ``tag``); returns the file it went to."""
+        service, release, doc = record(tag, host, line, self.clock())
+        folder = self.root / service
+        path = folder / (release + CURRENT)
+        if path.parent != folder or release in ("", ".", ".."):  # parse_tag/safe_name forbid it
+            raise ValueError(f"refusing to write outside {folder}: {path}")
+        data = (json.dumps(doc, ensure_ascii=False) + "\n").encode()
+        out, size = self._file(path)
+        if size and size + len(data) > self.limits.file_bytes:
+            self._rotate(path)
+            out, size = self._file(path)
+        out.write(data)
+        self._open[path] = (out, size + len(data))
+        self.total += len(data)
+        if self.total > self.limits.total_bytes:
+            self.trim(keep=path)
+        return path
+
+    def _file(self, path: Path) -> tuple[BinaryIO, int]:
+        if path in self._open:
+            self._open.move_to_end(path)
+            return self._open[path]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = path.open("ab", buffering=0)  # each line one write(2), O_APPEND
+        self._open[path] = (out, os.fstat(out.fileno()).st_size)
+        while len(self._open) > self.limits.open_files:
+            self._open.popitem(last=False)[1][0].close()
+        return self._open[path]
+
+    def _close(self, path: Path) -> None:
+        if path in self._open:
+            self._open.pop(path)[0].close()
+
+    def _rotate(self, path: Path) -> None:
+        old = path.with_name(path.name[: -len(CURRENT)] + OLD)
+        self._close(path)
+        self.total -= _stat(old)[1]
+        os.replace(path, old)
+
+    def trim(self, keep: Path) -> list[Path]:
+        """Remove the files written to longest ago (never ``keep``) until the store uses at
+        most ``TRIM_TO`` of its total; returns them."""
+        found = sorted(((*_stat(k.path), k.path) for k in files(self.root)), reverse=True)
+        self.total = sum(size for _, size, _ in found)
+        removed = []
+        while self.total > self.limits.total_bytes * TRIM_TO and found:
+            _, size, path = found.pop()
+            if path == keep:
+                continue
+            self._close(path)
+            path.unlink(missing_ok=True)
+            self.total -= size
+            removed.append(path)
+            if not any(path.parent.iterdir()):
+                path.parent.rmdir()
+        return removed
+
+    def close(self) -> None:
+        for path in list(self._open):
+            self._close(path)
+
+
+def _stat(path: Path) -> tuple[float, int]:
+    """(last written, size) of ``path``; (0, 0) when it is gone."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 0.0, 0
+    return st.st_mtime, st.st_size
