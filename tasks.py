@@ -196,6 +196,48 @@ def rollback(c: Context, to: str | None = None, service: str = "app") -> None:
     )
 
 
+@task(
+    help={
+        "service": "the service (default: app)",
+        "release": "only this release's lines (default: every release of the service)",
+        "since": "how far back: 90s, 5m, 2h (default: 10m)",
+        "follow": "keep printing new lines until Ctrl-C",
+        "lines": "only the last N lines",
+        "json": "one JSON object per line",
+    }
+)
+@presents_errors
+def logs(
+    c: Context,
+    service: str = "app",
+    release: str = "",
+    since: str = "10m",
+    follow: bool = False,
+    lines: int = 0,
+    json: bool = False,
+) -> None:
+    """A service's logs from the lab's log store: its releases' output and the proxy's request
+    lines, by release, also of releases gone since."""
+    from lab.ports import logs as store
+    from lab.stack import services
+
+    argv = store.query_argv(
+        services.load(lab_config.load().root, service).name,
+        release or None,
+        store.parse_since(since),
+        follow,
+        lines or None,
+        json,
+    )
+    with the_lab() as lab:
+        try:
+            code = store.read(store.store_container(lab.engine("prod")), argv, sys.stdout)
+        except KeyboardInterrupt:  # the end of a follow
+            code = 0
+    if code:  # the store said why (NO_LOGS: which services and releases it has)
+        sys.exit(code)
+
+
 @task(help={"service": "the service (default: app)"})
 @presents_errors
 def releases(c: Context, service: str = "app") -> None:
@@ -274,5 +316,17 @@ lock_ns = Collection("lock", lock_release)
 dev_ns = Collection("dev", dev_push)
 stack_ns = Collection("stack", stack_apply)
 ns = Collection(
-    lab_ns, lock_ns, dev_ns, stack_ns, bench, deploy, promote, abort, rollback, releases, test, lint
+    lab_ns,
+    lock_ns,
+    dev_ns,
+    stack_ns,
+    bench,
+    deploy,
+    promote,
+    abort,
+    rollback,
+    releases,
+    logs,
+    test,
+    lint,
 )

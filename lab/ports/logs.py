@@ -94,3 +94,21 @@ def _exit_code(api: Any, exec_id: str, what: str, timeout: float) -> int:
             detail = f"its output ended but it had not within {timeout:.0f} s ({last})"
             raise StackError(what, detail, services=[SERVICE], hint=HINT)
         time.sleep(0.05)
+
+
+def store_container(client: Any) -> Any:
+    """The log store's container on prod (by its Compose labels), or ``StackError``."""
+    found = client.containers.list(
+        filters={
+            "label": [
+                "com.docker.compose.project=cdlab-stack",
+                f"com.docker.compose.service={SERVICE}",
+            ],
+            "status": "running",
+        }
+    )
+    if not found:
+        raise StackError(
+            "read the logs", "the log store is not running on prod", services=[SERVICE], hint=HINT
+        )
+    return found[0]

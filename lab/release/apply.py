@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from lab.errors import LabError, ReleaseError, RunStopped, Stop
 from lab.progress import Progress
-from lab.release import failpoints, signals
+from lab.release import failpoints, records, signals
 from lab.release.model import Plan, Step
 from lab.release.ports import ReleasePorts
 
@@ -157,6 +157,8 @@ def _as_release_error(
     what = ", ".join(undone) if undone else "nothing to undo"
     serving = f" Every request is back on {plan.previous}." if plan.previous and undone else ""
     tail = f"\nUndone: {what}.{serving}{_undo_note(errors)}"
+    if "start" in undone:  # the candidate ran: what it said is in the log store
+        tail += f"\nIts output: {records.logs_command(plan.service, plan.release)}"
     if isinstance(exc, LabError):
         if isinstance(exc, ReleaseError):
             exc.stage = exc.stage or step.key

@@ -11,6 +11,7 @@ import requests
 
 from lab.errors import ReleaseError, tail
 from lab.estate.state import State
+from lab.ports import logs
 from lab.release.model import Candidate
 from lab.stack import project as stack
 from lab.stack.services import Service
@@ -78,6 +79,22 @@ def container_spec(state: State, c: Candidate) -> dict[str, Any]:
             "start_period": 60 * SECOND,
         },
         "network": stack.NETWORK,
+        "log_config": log_config(state, c),
+    }
+
+
+def log_config(state: State, c: Candidate) -> dict[str, Any]:
+    """A release's output goes to the lab's log store (``invoke logs``), tagged
+    ``<service>/<release>/<container>``, by prod's engine over UDP: a store that is down costs
+    lines, never the release. Docker keeps its own copy too (``docker logs`` still works)."""
+    prod = state.config.host("prod").address
+    return {
+        "type": "syslog",
+        "config": {
+            "syslog-address": f"udp://{prod}:{logs.PORT}",
+            "syslog-format": "rfc5424micro",
+            "tag": f"{c.service.name}/{c.release}/{{{{.Name}}}}",
+        },
     }
 
 

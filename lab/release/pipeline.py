@@ -375,6 +375,8 @@ class Run:
             out.undone if out else (),
             (out.warnings if out else ()) + ((str(late),) if late and not error else ()),
         )
+        if error and out and "start" in out.undone:
+            rec = dataclasses.replace(rec, logs=records.logs_command(rec.service, rec.release))
         self._record = rec
         if self.previous != rec.release or error or self.kind != "deploy":
             history.keep(self.lab, rec)

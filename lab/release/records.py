@@ -32,6 +32,11 @@ class Record:
     timings: dict[str, float] = field(default_factory=dict)  # healthy, switch, ... (seconds)
     undone: list[str] = field(default_factory=list)  # keys of the steps undone
     warnings: list[str] = field(default_factory=list)  # after the release was live
+    logs: str = ""  # a failed run whose candidate ran: the command that shows its output
+
+
+def logs_command(service: str, release: str) -> str:
+    return f"invoke logs --service {service} --release {release} --since 1h"
 
 
 def trigger() -> str:

@@ -28,6 +28,7 @@ INFRA = {  # image name -> (folder, compose variable)
     "carbon": ("services/carbon", "CARBON_IMAGE"),
     "graphite-web": ("services/graphite-web", "GRAPHITE_WEB_IMAGE"),
     "proxy": ("services/proxy", "PROXY_IMAGE"),
+    "logs": ("services/logs", "LOGS_IMAGE"),
 }
 SERVICES = {  # Compose service (compose/stack.yml, in its order) -> image name
     "etcd": "etcd",
@@ -35,6 +36,7 @@ SERVICES = {  # Compose service (compose/stack.yml, in its order) -> image name
     "carbon": "carbon",
     "graphite-web": "graphite-web",
     "proxy": "proxy",
+    "logs": "logs",
 }
 HINT = "look at 'invoke lab.status' and the stack's logs on prod"
 

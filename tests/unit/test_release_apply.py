@@ -340,7 +340,8 @@ def test_a_lab_error_names_the_step_and_keeps_its_own_message() -> None:
     text = str(out.error)
     assert text.startswith("the Docker engine of 'prod'")
     assert f"wait until app-{B} is healthy" in text
-    assert text.endswith(f"Undone: start. Every request is back on {A}.")
+    assert f"Undone: start. Every request is back on {A}.\nIts output: invoke logs " in text
+    assert text.endswith(f"--service app --release {B} --since 1h")
 
 
 def test_a_release_error_gets_the_stage_service_and_release() -> None:
