@@ -6,6 +6,8 @@ the load oracle, with a negative control (a weight the proxy does not apply)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 from lab.build import git
 from lab.errors import ReleaseError
 from lab.estate.state import State
+from lab.ports import engines
 from lab.ports.lab import Lab
 from lab.ports.metrics import Graphite
 from lab.progress import Progress
