@@ -123,9 +123,22 @@ def test_a_third_party_service_deployed_rolled_back_and_canaried_under_load(
     assert step["status"] == "failed" and fig["weight_pct"] == 25
     assert fig["candidate_errors"] > 0 and fig["live_errors"] == 0
     assert fig["candidate_errors"] / fig["candidate_requests"] > FAST.max_error_rate
-    assert (
-        split.problems(split.shares(rec.stages, [(r.t, r.release) for r in requests], c, a)) == []
-    )
+    seen = [(r.t, r.release) for r in requests]
+    assert split.problems(split.shares(rec.stages, seen, c, a)) == []
+    # its request lines, from the log store, after the candidate is gone
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        assert not prod.containers.list(all=True, filters={"label": f"cdlab.release={c}"})
+    out = subprocess.run(
+        [sys.executable, "-m", "invoke", "logs", "--service", SERVICE, "--release", c]
+        + ["--since", "2m"],
+        cwd=lab.config.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = [line for line in out.splitlines() if f" cdlab-edge {SERVICE} {c} " in line]
+    assert any(f" {c} 500 " in line and "GET /packages/" in line for line in lines), out[-2000:]
+    assert len(lines) >= len([r for r in requests if r.release == c]) * 0.99
 
 
 def test_a_weight_the_proxy_does_not_apply_is_caught_by_the_split_check(
