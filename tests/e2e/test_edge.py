@@ -128,9 +128,9 @@ def test_a_third_party_service_deployed_rolled_back_and_canaried_under_load(
     # its request lines, from the log store, after the candidate is gone
     with engines.connect(lab, lab.config.host("prod")) as prod:
         assert not prod.containers.list(all=True, filters={"label": f"cdlab.release={c}"})
+    argv = ["logs", "--service", SERVICE, "--release", c, "--since", "2m"]
     out = subprocess.run(
-        [sys.executable, "-m", "invoke", "logs", "--service", SERVICE, "--release", c]
-        + ["--since", "2m"],
+        [sys.executable, "-m", "invoke", *argv],
         cwd=lab.config.root,
         capture_output=True,
         text=True,
