@@ -68,7 +68,9 @@ class Process:
             fh.write("".join(f"{key} 1\n" for key in patterns))
         with open(release_map(settings, frontend.name), "w") as fh:
             known = releases or {}
-            fh.write("".join(f"{k} {known.get(k, '-')}\n" for k in slot_keys(frontend.name, settings)))
+            fh.write(
+                "".join(f"{k} {known.get(k, '-')}\n" for k in slot_keys(frontend.name, settings))
+            )
         argv = [settings.haproxy, "-db", "-f", files.config]
         if takeover:
             argv += ["-x", takeover]
