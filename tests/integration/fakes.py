@@ -5,6 +5,7 @@ gateway (range, put, deleterange, watch) and a DNS server that answers every nam
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import json
 import socket
@@ -139,13 +140,29 @@ class FakeDns:
 
 
 class FakeCarbon:
-    """Carbon's plaintext listener: every ``path value timestamp`` line received, kept."""
+    """Carbon's plaintext listener: every ``path value timestamp`` line received, kept.
+    ``away``: its port taken but refusing connections until ``back``; ``drop`` closes the
+    connections it accepted, as a carbon restarted."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, away: bool = False) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
         self.lines: list[tuple[str, float, int]] = []
         self.lock = threading.Lock()
+        self.conns: list[socket.socket] = []
+        if not away:
+            self.back()
+
+    def back(self) -> None:
+        self.sock.listen()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def drop(self) -> None:
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for conn in conns:
+            with contextlib.suppress(OSError):  # a FIN at once, even while a thread reads it
+                conn.shutdown(socket.SHUT_RDWR)
 
     @property
     def address(self) -> str:
@@ -157,6 +174,8 @@ class FakeCarbon:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            with self.lock:
+                self.conns.append(conn)
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn: socket.socket) -> None:

@@ -13,10 +13,11 @@ the ``wredis`` counter of ``show stat`` (see ``stat_deltas``).
 
 The naming scheme (documented in the README), one point a second while a release has traffic::
 
-    edge.<service>.<release>.requests.{2xx,3xx,4xx,5xx,proxy,aborted}   requests that second
-    edge.<service>.<release>.latency.{p50,p95,p99,max}                   milliseconds
-    edge.<service>.<release>.redispatched                   failed here, served by another
-    edge.<service>.<release>.retries                        connection retries here
+    edge.<service>.<release>.requests.{2xx,3xx,4xx,5xx,proxy,aborted}  requests that second
+    edge.<service>.<release>.latency.{p50,p95,p99,max}                  milliseconds
+    edge.<service>.<release>.redispatched                   failed here, served elsewhere
+    edge.<service>.<release>.retries                        connection retries here (those of
+                                                            a request redispatched: not here)
 """
 
 from __future__ import annotations
@@ -46,17 +47,34 @@ class Request:
     retries: int
     method: str
     path: str
+    redispatched: bool = False  # "+" before the retries: another server than the first answered
 
     @property
     def kind(self) -> str:
-        """The request's class: by status, ``proxy`` when the proxy answered for a release
-        that failed to, ``aborted`` when the client left first."""
-        cause = self.termination[:1]
-        if cause in ("C", "c") and self.status < 0:
-            return "aborted"
-        if self.status < 0 or (self.status in (502, 503, 504) and cause not in ("-", "L")):
+        """The request's class, from its status and HAProxy's termination state (HAProxy 2.6,
+        configuration.txt 8.5: the first letter says who ended it, the second in which phase):
+
+        - ``aborted``: the client left before any answer (``CH``, ``CD`` with no status);
+        - ``proxy``: a release did not give a whole answer: refused, reset, closed or timed out
+          (``SC``/``sC``/``sQ`` 503, ``SH`` 502, ``sH`` 504; and ``SD``/``sD`` after its status:
+          the answer was cut short), gave one the proxy refused to pass on (``PH`` 502, ``PD``),
+          or none was reached (no status, any other 502/503/504 of the proxy's own);
+        - else by its status (1xx with 2xx): a release's own answer, its 502 included (``--``),
+          the proxy's local answers (``LR``: stats, redirects), a request the proxy refused on
+          its own rules (``PR`` 403 denied, ``PR`` 400 malformed: the client's doing, no
+          release involved, so 4xx and not ``proxy``), one the client never finished sending
+          (``CR`` 400, ``cR`` 408), an answer the client left during (``CD`` 200).
+        """
+        cause, phase = self.termination[:1], self.termination[1:2]
+        if self.status < 0:
+            return "aborted" if cause in ("C", "c") else "proxy"
+        if (
+            cause in ("S", "s")
+            or (cause == "P" and phase in ("D", "L"))
+            or (self.status in (502, 503, 504) and cause not in ("-", "L"))
+        ):
             return "proxy"
-        if 200 <= self.status < 300 or 100 <= self.status < 200:
+        if 100 <= self.status < 300:
             return "2xx"
         return f"{self.status // 100}xx" if 300 <= self.status < 600 else "proxy"
 
@@ -74,9 +92,10 @@ def parse(line: str) -> Request | None:
             int(status),
             max(0, int(ms)),
             term,
-            int(retries.lstrip("+")),
+            int(retries.removeprefix("+")),
             method,
             rest[0] if rest else "",
+            retries.startswith("+"),
         )
     except ValueError:
         return None
@@ -84,7 +103,8 @@ def parse(line: str) -> Request | None:
 
 def percentile(sorted_ms: list[int], p: float) -> int:
     """Nearest-rank percentile of a sorted, non-empty list."""
-    return sorted_ms[max(0, math.ceil(p / 100 * len(sorted_ms)) - 1)]
+    # p * n first: p / 100 * n is off by one rank for some (7 / 100 * 100 = 7.000000000000001)
+    return sorted_ms[max(0, math.ceil(p * len(sorted_ms) / 100) - 1)]
 
 
 @dataclass
@@ -98,28 +118,35 @@ class Second:
 
     def add(self, r: Request) -> None:
         self.counts[r.kind] += 1
-        self.retries += r.retries
+        # a redispatched request's retries were spent on the releases it left (``redispatched``
+        # counts it against the first), not on the one that answered
+        self.retries += 0 if r.redispatched else r.retries
         if r.kind != "aborted":
             self.ms.append(r.ms)
 
 
 class Window:
-    """Requests by (second, service, release), until ``flush`` hands them over."""
+    """Requests by (second, service, release), until ``flush`` hands them over, each second
+    once: a request arriving for a second already flushed counts in the first one still open
+    (carbon keeps the last point sent for a second: a second flushed again would replace its
+    figures with those of its latecomers)."""
 
     def __init__(self) -> None:
         self.seconds: dict[tuple[int, str, str], Second] = defaultdict(Second)
+        self.open_from = 0  # every second before this one has been flushed
 
     def add(self, r: Request, now: float) -> None:
-        self.seconds[(int(now), r.service, r.release)].add(r)
+        self.seconds[(max(int(now), self.open_from), r.service, r.release)].add(r)
 
     def add_redispatched(self, counts: Mapping[tuple[str, str], int], now: float) -> None:
         for (service, release), n in counts.items():
             if n > 0:
-                self.seconds[(int(now), service, release)].redispatched += n
+                self.seconds[(max(int(now), self.open_from), service, release)].redispatched += n
 
     def flush(self, now: float, grace: float = 1.0) -> list[str]:
         """Carbon lines of every second that ended at least ``grace`` seconds ago."""
-        done = sorted(k for k in self.seconds if k[0] + 1 + grace <= now)
+        self.open_from = max(self.open_from, math.floor(now - 1 - grace) + 1)
+        done = sorted(k for k in self.seconds if k[0] < self.open_from)
         return [line for k in done for line in lines(*k, self.seconds.pop(k))]
 
 

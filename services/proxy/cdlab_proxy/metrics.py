@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import threading
 import time
@@ -149,11 +150,13 @@ class EdgeMetrics:
             if len(words) >= 3 and words[2] != "-":
                 backend, _, server = words[1].partition("/")
                 releases[(backend, server)] = words[2]
-        key = f"{service}:{proc.pid}"  # a new process starts its counters from zero
+        # every process is started by the supervisor after this one: its counters, from zero
+        # at its start, count from there (its first second's redispatches included)
+        key = f"{service}:{proc.pid}"
         before = self.counters.get(key, {})
         self.counters = {k: v for k, v in self.counters.items() if not k.startswith(service + ":")}
         self.counters[key] = now
-        return edge.stat_deltas(before, now, releases) if before else {}
+        return edge.stat_deltas(before, now, releases)
 
     def _send(self) -> None:
         if not self.pending:
@@ -167,6 +170,11 @@ class EdgeMetrics:
             return
         batch = list(self.pending)
         try:
+            if self._conn is not None and select.select([self._conn], [], [], 0)[0]:
+                # carbon never writes: readable is its end closed (restarted). Sending on would
+                # succeed, into a connection it answers with a reset: the batch lost
+                self._conn.close()
+                self._conn = None
             if self._conn is None:
                 self._conn = socket.create_connection(addr, timeout=2)
             self._conn.sendall(("\n".join(batch) + "\n").encode())
