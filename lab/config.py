@@ -19,7 +19,7 @@ from typing import Any
 from lab.errors import ConfigError
 
 ROLES = ("registry", "engine")
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_NAME = re.compile(r"\A[a-z][a-z0-9-]{0,30}\Z")
 _PUBLISH = re.compile(
     r"^127\.0\.0\.1:\d{1,5}(-\d{1,5})?:\d{1,5}(-\d{1,5})?$"
 )  # published ports bind loopback only

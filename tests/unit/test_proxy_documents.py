@@ -189,3 +189,11 @@ def test_what_changed_between_two_frontends_is_said_in_words() -> None:
         document.changes(old, F("quotes", 8002, 9000, "/health", 5))
         == "public port 8001 -> 8002, health path /ready -> /health, maxconn 0 -> 5"
     )
+
+
+@pytest.mark.parametrize("pattern", ["RELEASE", "HOST", "TOKEN", "VALUE", "MATCH_RELEASE", "NAME"])
+def test_no_pattern_takes_a_trailing_newline(pattern: str) -> None:
+    """'$' also matches before a final newline: a value with one would reach HAProxy's map."""
+    good = {"MATCH_RELEASE": "3f9c2e1a0b1c", "NAME": "app"}.get(pattern, "abc")
+    assert getattr(document, pattern).match(good)
+    assert not getattr(document, pattern).match(good + "\n")

@@ -38,11 +38,11 @@ NAME_FORM = (
     "a lowercase name like 'app': 1 to 31 letters, digits and '-', starting with a letter, "
     "not ending with '-'"
 )
-RELEASE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MATCH_RELEASE = re.compile(r"^[0-9a-f]{12}$")  # a release id: a commit's short sha
-HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")  # a DNS name on the stack network
-TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a header or cookie name
-VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # a header or cookie value
+RELEASE = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
+MATCH_RELEASE = re.compile(r"\A[0-9a-f]{12}\Z")  # a release id: a commit's short sha
+HOST = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,252}\Z")  # a DNS name on the stack network
+TOKEN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")  # a header or cookie name
+VALUE = re.compile(r"\A[A-Za-z0-9_.-]{1,128}\Z")  # a header or cookie value
 # A URL path (the source of HEALTH; the lab's load paths add a query string to it): '/', then
 # RFC 3986 path characters less those that a reader of the path treats specially. It becomes a
 # word of HAProxy's configuration (``option httpchk GET <path>``: space and tab end a word, '#'
