@@ -175,6 +175,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         "ETCD_HOST": "127.0.0.1",
         "ETCD_PORT": str(etcd.port),
         "CDLAB_PROXY_CARBON": carbon.address,
+        "CDLAB_PROXY_EDGE_LISTEN": f"127.0.0.1:{free_port()}",
         "CDLAB_PROXY_LOG_STORE": syslog.address,
     }
     log = tmp / "supervisor.log"

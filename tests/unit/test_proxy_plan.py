@@ -342,6 +342,7 @@ def test_the_proxy_names_the_release_and_logs_each_request_for_the_edge() -> Non
     cfg = render(document.Frontend(APP, 8000, 8000))
     assert "http-after-response set-var(txn.release) var(txn.slot),map(/run/x/app.releases)" in cfg
     assert "set-header X-Release %[var(txn.release)]" in cfg and "X-Service app" in cfg
-    assert "log /run/x/edge.sock" in cfg and 'log-format "cdlab-edge %f' in cfg
+    assert "log ring@edge local0 info" in cfg and 'log-format "cdlab-edge %f' in cfg
+    assert "    server supervisor 127.0.0.1:5140" in cfg
     quiet = render(document.Frontend(APP, 8000, 8000), edge=False)
     assert "log-format" not in quiet and "X-Release" in quiet

@@ -41,9 +41,9 @@ def main() -> int:
     os.makedirs(settings.run_dir, exist_ok=True)
     etcd = Etcd(settings.etcd_host, settings.etcd_port)
     sup = Supervisor(settings, etcd)
-    # the request lines' socket exists before the first HAProxy logs to it
+    # listening for the request lines before the first HAProxy sends one
     EdgeMetrics(
-        settings.edge_path,
+        settings.edge_listen,
         settings.carbon,
         settings.log_store,
         lambda: {n: p for n, p in list(sup.processes.items()) if p.alive},

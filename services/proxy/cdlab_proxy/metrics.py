@@ -9,7 +9,6 @@ are kept a little while, up to ``BACKLOG`` lines, and sent when it is back).
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import socket
 import threading
@@ -62,7 +61,7 @@ def syslog_line(line: str, req: edge.Request, host: str, now: float) -> bytes:
 class EdgeMetrics:
     def __init__(
         self,
-        path: str,
+        listen: str,
         carbon: str,
         log_store: str,
         processes: Processes,
@@ -70,7 +69,8 @@ class EdgeMetrics:
         say: Callable[[str], None],
         host: str = "prod",
     ) -> None:
-        self.path, self.processes, self.release_map, self.say = path, processes, release_map, say
+        self.listen, self.processes, self.release_map = listen, processes, release_map
+        self.say = say
         self.carbon, self.store, self.host = _Resolved(carbon), _Resolved(log_store), host
         self.window = edge.Window()
         self.lock = threading.Lock()
@@ -81,40 +81,45 @@ class EdgeMetrics:
         self._said = ""
 
     def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        with contextlib.suppress(OSError):  # bursts of requests: room for a few thousand lines
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.bind(self.path)
-        out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        threading.Thread(target=self._receive, args=(sock, out), daemon=True, name="edge").start()
+        """Listen for the HAProxy processes' rings (one connection each, newline-ended lines;
+        HAProxy connects again whenever a connection ends), and send figures every second."""
+        addr = _address(self.listen)
+        if addr is None:
+            raise ValueError(f"the edge's address {self.listen!r}: expected host:port")
+        server = socket.create_server(addr, backlog=64)
+        threading.Thread(target=self._accept, args=(server,), daemon=True, name="edge").start()
         threading.Thread(target=self._flush_forever, daemon=True, name="edge-flush").start()
 
-    # -- in: one datagram per request ---------------------------------------------------------
+    # -- in: one line per request -------------------------------------------------------------
 
-    def _receive(self, sock: socket.socket, out: socket.socket) -> None:
+    def _accept(self, server: socket.socket) -> None:
         while True:
-            try:
-                self._one(sock.recv(4096), out)
-            except Exception as exc:  # a bad line never stops the counting
-                self._note(f"edge figures: a request line not counted: {type(exc).__name__}: {exc}")
+            conn, _ = server.accept()
+            threading.Thread(target=self._receive, args=(conn,), daemon=True, name="ring").start()
+
+    def _receive(self, conn: socket.socket) -> None:
+        out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with conn, out, conn.makefile("rb") as lines:
+            for raw in lines:
+                try:
+                    self._one(raw, out)
+                except Exception as exc:  # a bad line never stops the counting
+                    self._note(f"edge figures: a line not counted: {type(exc).__name__}: {exc}")
 
     def _one(self, raw: bytes, out: socket.socket) -> None:
-        if True:
-            now = time.time()
-            line = raw.decode(errors="replace").rstrip("\n")
-            req = edge.parse(line)
-            if req is None:
-                self.unparsed += 1
-                return
-            self.received += 1
-            with self.lock:
-                self.window.add(req, now)
-            store = self.store.get()
-            if store is not None:
-                with contextlib.suppress(OSError):
-                    out.sendto(syslog_line(line, req, self.host, now), store)
+        now = time.time()
+        line = raw.decode(errors="replace").rstrip("\n")
+        req = edge.parse(line)
+        if req is None:
+            self.unparsed += 1
+            return
+        self.received += 1
+        with self.lock:
+            self.window.add(req, now)
+        store = self.store.get()
+        if store is not None:
+            with contextlib.suppress(OSError):
+                out.sendto(syslog_line(line, req, self.host, now), store)
 
     # -- out: every second --------------------------------------------------------------------
 
