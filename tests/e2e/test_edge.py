@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lab.build import git
-from lab.errors import ReleaseError
+from lab.errors import ConfigError, ReleaseError
 from lab.estate.state import State
 from lab.ports import engines
 from lab.ports.lab import Lab
@@ -234,3 +234,47 @@ def test_an_app_that_reports_healthy_figures_but_fails_at_the_proxy_is_aborted(
     own = Graphite().points(f"sumSeries(cdlab.app.{d}.*.requests.5xx)", ("-5min", "now"))
     ok = Graphite().points(f"sumSeries(cdlab.app.{d}.*.requests.2xx)", ("-5min", "now"))
     assert sum(ok) > 0 and sum(own) == 0, "the candidate's own figures were not healthy"
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "value"),
+    [
+        ('health = "/health\\n"', "health", "/health\n"),
+        ('health = "/he alth"', "health", "/he alth"),
+        ('health = "/a,b"', "health", "/a,b"),
+        ('health = "/a:b"', "health", "/a:b"),
+        ('helth = "/health"', "helth", "/health"),
+        ("port = 70000", "port", 70000),
+    ],
+)
+def test_a_bad_manifest_is_refused_before_anything_runs(
+    lab: State, tmp_path: Path, line: str, field: str, value: object
+) -> None:
+    """Each field is checked when the commit is read: nothing is built, locked or recorded,
+    and the message names the field, the value and the form expected."""
+    key = line.split(" = ")[0]
+
+    def edit(text: str) -> str:
+        rows = text.splitlines()
+        if key == "helth":  # a key nobody defined, beside the right one (top level)
+            at = next(i for i, r in enumerate(rows) if r.startswith("name = ")) + 1
+            return "\n".join([*rows[:at], line, *rows[at:]]) + "\n"
+        return "\n".join(line if r.startswith(f"{key} = ") else r for r in rows) + "\n"
+
+    clone = commit_in_clone(
+        lab.config.root,
+        tmp_path / "bad",
+        "services/pypiserver/service.toml",
+        edit,
+        f"a bad {field}",
+    )
+    live = release.current_routes(lab, SERVICE).live
+    runs = set(lab.runs.glob("*"))
+    with pytest.raises(ConfigError) as err:
+        pipeline.deploy(lab.at(clone), Progress(out=None), SERVICE, "HEAD")
+    assert (err.value.field, err.value.value) == (field, value)
+    assert "services/pypiserver/service.toml at " in str(err.value) and "expected" in str(err.value)
+    if field == "helth":
+        assert "did you mean 'health'?" in str(err.value)
+    assert set(lab.runs.glob("*")) == runs, "a run was recorded"
+    assert release.current_routes(lab, SERVICE).live == live
