@@ -26,7 +26,7 @@ from lab.proof import load, split
 from lab.release import api as release
 from lab.release import judge, pipeline, records
 from lab.release.routes import host_name
-from lab.stack import services
+from lab.stack import dashboard, services
 from tests.conftest import commit_in_clone, edit_and_commit
 
 pytestmark = pytest.mark.xdist_group("prod")
@@ -142,6 +142,35 @@ def test_a_third_party_service_deployed_rolled_back_and_canaried_under_load(
     assert len(lines) == served_by_c, "the log store lost request lines"
     edge = Graphite().points(f"sumSeries(edge.{SERVICE}.{c}.requests.*)", ("-10min", "now"))
     assert sum(edge) == served_by_c, "the edge counted another number of requests than were made"
+
+
+def test_the_dashboard_shows_requests_errors_and_p95_per_release(lab: State) -> None:
+    """The saved dashboard lab.up printed: every service's graphs, and for pypiserver (just
+    deployed, rolled back and canaried) a series per release; PNGs kept as evidence."""
+    graphite = Graphite()
+    resp = graphite.session.get(f"{graphite.url}/dashboard/load/{dashboard.NAME}", timeout=5)
+    resp.raise_for_status()
+    state = resp.json()["state"]
+    titles = [g[2]["title"] for g in state["graphs"]]
+    for name in services.names(lab.config.root):
+        assert {f"{name}: requests/s", f"{name}: errors/s", f"{name}: p95 ms"} <= {
+            t.split(" per ")[0] for t in titles
+        }
+    assert state["refreshConfig"]["enabled"] and state["defaultGraphParams"]["from"] == "-15minutes"
+    evidence = load.REPORTS.parent / "evidence"
+    evidence.mkdir(parents=True, exist_ok=True)
+    for i, graph in enumerate(g for g in state["graphs"] if g[0].startswith(f"{SERVICE}-")):
+        params = graph[2]
+        if i < 3:  # requests, errors, p95: at the edge, one series per release
+            got = graphite.session.get(
+                f"{graphite.url}/render",
+                params={"target": params["target"], "from": "-15minutes", "format": "json"},
+                timeout=10,
+            ).json()
+            assert len([s for s in got if any(v for v, _ in s["datapoints"])]) >= 2 or i == 1
+        png = graphite.session.get(f"{graphite.url}{graph[3]}", timeout=10)
+        assert png.headers["Content-Type"] == "image/png"
+        (evidence / f"dashboard-{graph[0]}.png").write_bytes(png.content)
 
 
 def test_a_weight_the_proxy_does_not_apply_is_caught_by_the_split_check(
