@@ -17,6 +17,7 @@ from lab.estate.state import State
 from lab.ports import engines
 from lab.ports.metrics import Graphite
 from lab.progress import Progress
+from lab.proof import split
 from lab.release import api as release
 from lab.release import history, judge, lock, pipeline, records
 from tests.conftest import commit_in_clone, session
@@ -126,7 +127,14 @@ def test_invoke_releases_lists_the_live_release(lab: State) -> None:
     assert any(line.split()[:2] == [live, "live"] for line in out.splitlines())
 
 
-FAST = judge.Thresholds(min_requests=15)  # a few seconds of the test's light load suffice
+FAST = judge.Thresholds(min_requests=15)
+
+
+def on_the_clock(seen: list[tuple[float, int, str]]) -> list[tuple[float, str]]:
+    """The light load's (monotonic time, status, release) as (epoch time, release): a
+    canary step's window in its record is in epoch seconds."""
+    offset = time.time() - time.monotonic()
+    return [(t + offset, r) for t, _, r in seen]  # a few seconds of the test's light load suffice
 
 
 def canary(state: State) -> records.Record:
@@ -155,6 +163,7 @@ def test_a_canary_is_promoted_by_the_judge(
     seen = {r for _, status, r in light_load if status == 200}
     assert {a, b} <= seen, "both releases must have served during the canary"
     assert all(status == 200 for _, status, _ in light_load)
+    assert split.problems(split.shares(rec.stages, on_the_clock(light_load), b, a)) == []
     pipeline.rollback(lab, Progress(out=None), "app", to=a)  # leave the checkout's commit live
     assert served() == a
 
@@ -187,6 +196,8 @@ def test_a_canary_that_fails_under_real_traffic_is_aborted_by_the_judge(
     assert f"Every request is back on {a}" in str(err.value)
     assert release.current_routes(lab, "app").live == a
     assert any(r == c and status == 500 for _, status, r in light_load), "C never served"
+    (rec,) = [r for r in records.history(lab.runs, "app") if r.release == c][-1:]
+    assert split.problems(split.shares(rec.stages, on_the_clock(light_load), c, a)) == []
     time.sleep(1)
     after = [(status, r) for t, status, r in light_load if t > aborted]
     assert after and set(after) == {(200, a)}, f"after the abort: {set(after)}"
