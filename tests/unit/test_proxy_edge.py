@@ -543,10 +543,10 @@ def test_a_request_line_is_counted_and_forwarded_to_the_log_store() -> None:
     store = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     store.bind(("127.0.0.1", 0))
     store.settimeout(5)
-    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out = metrics._Forward()
     try:
         m = metrics.EdgeMetrics(
-            "/unused.sock",
+            "127.0.0.1:0",
             "",
             f"127.0.0.1:{store.getsockname()[1]}",
             dict,
@@ -562,4 +562,4 @@ def test_a_request_line_is_counted_and_forwarded_to_the_log_store() -> None:
         assert [s.counts["2xx"] for s in m.window.seconds.values()] == [1]
     finally:
         store.close()
-        out.close()
+        out.sock.close()

@@ -27,6 +27,9 @@ MAX_DATAGRAM = 65535
 RECEIVE_BUFFER = 4 * 1024 * 1024  # a burst of lines waits here (the kernel may cap it)
 
 
+FLUSH_S = 0.05  # stored lines reach their files at most this late
+
+
 def log(message: str) -> None:
     print(f"cdlab-logs: {message}", file=sys.stderr, flush=True)
 
@@ -41,7 +44,7 @@ class Receiver:
         except OSError:
             self.sock.close()
             raise
-        self.sock.settimeout(0.5)  # how soon a stop is seen
+        self.sock.settimeout(FLUSH_S)  # how soon a stop is seen, and lines reach their files
         self.lines = 0
         self.failure = ""  # why the last line could not be stored ("" once one is)
 
@@ -50,8 +53,13 @@ class Receiver:
         return int(self.sock.getsockname()[1])
 
     def run(self, stop: threading.Event) -> None:
-        """Receive until ``stop`` is set; one bad datagram or failed write never ends it."""
+        """Receive until ``stop`` is set; one bad datagram or failed write never ends it.
+        Stored lines reach their files within ``FLUSH_S``."""
+        flushed = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - flushed >= FLUSH_S:
+                self._flush()
+                flushed = time.monotonic()
             try:
                 data, peer = self.sock.recvfrom(MAX_DATAGRAM)
             except TimeoutError:
@@ -66,6 +74,15 @@ class Receiver:
                     self.handle(data, peer[0])
             except Exception as exc:  # a defect: said, and the next datagram is read
                 log(f"a datagram from {peer[0]} was not handled: {type(exc).__name__}: {exc}")
+
+    def _flush(self) -> None:
+        try:
+            self.store.flush()
+        except OSError as exc:
+            failure = f"could not write lines to their files: {exc}"
+            if failure != self.failure:
+                log(failure)
+            self.failure = failure
 
     def handle(self, data: bytes, peer: str) -> None:
         message = syslog.parse(data)
@@ -106,7 +123,10 @@ class Receiver:
 def serve(settings: Settings, stop: threading.Event) -> None:
     """Receive into the store until ``stop`` is set."""
     os.umask(0o027)
-    receiver = Receiver(settings, Store(Path(settings.root), settings.limits))
+    # lines written in batches, each within FLUSH_S: at the proxy's busiest, thousands of
+    # lines a second would each be a write(2)
+    store = Store(Path(settings.root), settings.limits, buffer_bytes=1 << 16)
+    receiver = Receiver(settings, store)
     mb = 1024 * 1024
     log(
         f"receiving syslog on udp {settings.listen}:{receiver.port} into {settings.root} "

@@ -77,9 +77,16 @@ def record(tag: str, host: str, line: str, t: float) -> tuple[str, str, dict[str
 
 class Store:
     def __init__(
-        self, root: Path, limits: Limits | None = None, clock: Callable[[], float] = time.time
+        self,
+        root: Path,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
+        buffer_bytes: int = 0,
     ) -> None:
+        """``buffer_bytes``: 0, each line one write(2) as it comes; more, lines wait in a
+        buffer of that size until ``flush`` (the receiver's, thousands of lines a second)."""
         self.root, self.limits, self.clock = root, limits or Limits(), clock
+        self.buffer_bytes = buffer_bytes
         self._open: OrderedDict[Path, tuple[BinaryIO, int]] = OrderedDict()  # file, its size
         self.total = sum(_stat(k.path)[1] for k in files(root))
 
@@ -107,7 +114,7 @@ class Store:
             self._open.move_to_end(path)
             return self._open[path]
         path.parent.mkdir(parents=True, exist_ok=True)
-        out = path.open("ab", buffering=0)  # each line one write(2), O_APPEND
+        out = path.open("ab", buffering=self.buffer_bytes)  # O_APPEND
         self._open[path] = (out, os.fstat(out.fileno()).st_size)
         while len(self._open) > self.limits.open_files:
             self._open.popitem(last=False)[1][0].close()
@@ -140,6 +147,11 @@ class Store:
             if not any(path.parent.iterdir()):
                 path.parent.rmdir()
         return removed
+
+    def flush(self) -> None:
+        """Every open file's buffered lines to disk (where a reader sees them)."""
+        for out, _ in self._open.values():
+            out.flush()
 
     def close(self) -> None:
         for path in list(self._open):
