@@ -195,7 +195,7 @@ class FakeCarbon:
 
 
 class FakeSyslog:
-    """A UDP syslog receiver: every datagram, kept."""
+    """A UDP syslog receiver: every message kept (a datagram may hold several, one a line)."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -210,7 +210,8 @@ class FakeSyslog:
     def _read(self) -> None:
         while True:
             try:
-                self.messages.append(self.sock.recv(65536).decode(errors="replace"))
+                data = self.sock.recv(65536).decode(errors="replace")
+                self.messages.extend(m for m in data.split("\n") if m)  # batches: one a line
             except OSError:
                 return
 

@@ -556,10 +556,38 @@ def test_a_request_line_is_counted_and_forwarded_to_the_log_store() -> None:
         )
         m._one(b"cdlab-edge app aaa 200 4 -- 0 GET /ok\n", out)
         m._one(b"[WARNING] something else\n", out)
+        out.flush(("127.0.0.1", store.getsockname()[1]))  # a batch goes at least every 50 ms
         got = store.recv(4096).decode()
         assert got.endswith(" prod app/aaa/proxy - - - cdlab-edge app aaa 200 4 -- 0 GET /ok")
         assert m.status()["requests"] == 1 and m.status()["unparsed"] == 1
         assert [s.counts["2xx"] for s in m.window.seconds.values()] == [1]
+    finally:
+        store.close()
+        out.sock.close()
+
+
+def test_request_lines_go_to_the_log_store_in_batches_one_a_line() -> None:
+    """Thousands of lines a second: a datagram per batch (at most BATCH_BYTES, at least every
+    BATCH_S), each line whole; nothing is sent while the store has no address."""
+    store = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    store.bind(("127.0.0.1", 0))
+    store.settimeout(5)
+    to = ("127.0.0.1", store.getsockname()[1])
+    out = metrics._Forward()
+    try:
+        lines = [f"line {i} ".encode() + b"x" * 300 for i in range(200)]
+        for line in lines:
+            out.send(line, to)
+        out.flush(to)
+        got: list[bytes] = []
+        while len(got) < len(lines):
+            datagram = store.recv(65536)
+            assert len(datagram) <= metrics._Forward.BATCH_BYTES
+            got += datagram.split(b"\n")
+        assert got == lines
+        out.send(b"lost", to)
+        out.flush(None)  # no address: the batch goes nowhere, and is not kept
+        assert out.batch == []
     finally:
         store.close()
         out.sock.close()

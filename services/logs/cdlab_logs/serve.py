@@ -85,6 +85,13 @@ class Receiver:
             self.failure = failure
 
     def handle(self, data: bytes, peer: str) -> None:
+        """One datagram: a message (Docker's, ended by a newline), or several, one a line (the
+        proxy's request lines, sent in batches)."""
+        for part in data.split(b"\n"):
+            if part.strip():
+                self._handle_one(part, peer)
+
+    def _handle_one(self, data: bytes, peer: str) -> None:
         message = syslog.parse(data)
         try:
             self.store.add(message.tag, message.host or peer, message.line)

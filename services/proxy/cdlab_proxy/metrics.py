@@ -64,19 +64,42 @@ def syslog_line(line: str, req: edge.Request, host: str, now: float) -> bytes:
 
 
 class _Forward:
-    """A UDP socket connected to the log store's current address (a connected send is the
-    cheaper one, thousands of times a second); an error costs that line only."""
+    """Request lines on their way to the log store: batched, one line each, into datagrams of
+    up to ``BATCH_BYTES`` sent at least every ``BATCH_S`` (the store splits them), over a UDP
+    socket connected to the store's current address. An error costs that batch only."""
+
+    BATCH_BYTES = 32_000
+    BATCH_S = 0.05
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.to: tuple[str, int] | None = None
+        self.lock = threading.Lock()
+        self.batch: list[bytes] = []
+        self.size, self.since = 0, time.monotonic()
 
     def send(self, data: bytes, to: tuple[str, int]) -> None:
+        with self.lock:
+            if self.size + len(data) + 1 > self.BATCH_BYTES:
+                self._flush(to)
+            self.batch.append(data)
+            self.size += len(data) + 1
+            if time.monotonic() - self.since >= self.BATCH_S:
+                self._flush(to)
+
+    def flush(self, to: tuple[str, int] | None) -> None:
+        with self.lock:
+            self._flush(to)
+
+    def _flush(self, to: tuple[str, int] | None) -> None:
+        batch, self.batch, self.size, self.since = self.batch, [], 0, time.monotonic()
+        if not batch or to is None:
+            return
         try:
             if to != self.to:
                 self.sock.connect(to)
                 self.to = to
-            self.sock.send(data)
+            self.sock.send(b"\n".join(batch))
         except OSError:  # the store away (ICMP refused), or its address changing
             self.to = None
 
@@ -102,6 +125,7 @@ class EdgeMetrics:
         self.received = self.unparsed = self.sent = 0
         self._conn: socket.socket | None = None
         self._said = ""
+        self.forward = _Forward()  # to the log store
 
     def start(self) -> None:
         """Listen for the HAProxy processes' rings (one connection each, newline-ended lines;
@@ -121,11 +145,10 @@ class EdgeMetrics:
             threading.Thread(target=self._receive, args=(conn,), daemon=True, name="ring").start()
 
     def _receive(self, conn: socket.socket) -> None:
-        out = _Forward()
-        with conn, out.sock, conn.makefile("rb") as lines:
+        with conn, conn.makefile("rb") as lines:
             for raw in lines:
                 try:
-                    self._one(raw, out)
+                    self._one(raw, self.forward)
                 except Exception as exc:  # a bad line never stops the counting
                     self._note(f"edge figures: a line not counted: {type(exc).__name__}: {exc}")
 
@@ -161,6 +184,7 @@ class EdgeMetrics:
         with self.lock:
             self.window.add_redispatched(redispatched, now)
             self.pending.extend(self.window.flush(now))
+        self.forward.flush(self.store.get())  # the last lines of a quiet moment
         self._send()
 
     def _redispatched(self, service: str, proc: Process) -> dict[str, int]:
