@@ -290,13 +290,23 @@ def test(c: Context, suite: str = "", workers: str = "auto") -> None:
     sys.exit(testing.run_pytest(argv))
 
 
-@task(help={"quick": "a few deploys per strategy at 300 req/s only (minutes, not an hour)"})
+@task(
+    help={
+        "quick": "a few deploys per strategy at 300 req/s only (minutes, not an hour)",
+        "edge-cost": "only what the edge's figures cost the proxy's throughput (about 8 minutes)",
+    }
+)
 @presents_errors
-def bench(c: Context, quick: bool = False) -> None:
+def bench(c: Context, quick: bool = False, edge_cost: bool = False) -> None:
     """Measure cdlab against the alternatives; writes bench/results/<stamp>-<commit>.json/.md."""
     from lab.proof import bench as lab_bench
 
     state = State(lab_config.load())
+    if edge_cost:
+        path = lab_bench.edge_cost(state, say=lambda text: print(text, flush=True))
+        print(path.read_text())
+        print(f"results: {path}")
+        return
     path = lab_bench.run(state, quick, say=lambda text: print(text, flush=True))
     print(lab_bench.table(json.loads(path.read_text())))
     print(f"results: {path} and {path.with_suffix('.md')}")

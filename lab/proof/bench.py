@@ -38,11 +38,14 @@ from lab.proof.measures import (
     rebuild,
     rollbacks,
 )
+from lab.proof.measures import (
+    edge_cost as measure_edge_cost,
+)
 from lab.proof.strategies import SWARM, chain, quiet, strategy_runs
 from lab.release import pipeline
 from lab.stack import project as stack
 
-__all__ = ["RESULTS", "run", "table", "write"]
+__all__ = ["RESULTS", "edge_cost", "run", "table", "write"]
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
@@ -168,3 +171,17 @@ def write(results: dict[str, Any]) -> Path:
     base.with_suffix(".md").write_text(page)
     benchpage.write(base.with_suffix(".html"), results, table(results))
     return base.with_suffix(".json")
+
+
+def edge_cost(lab: State, say: Callable[[str], None] = print) -> Path:
+    """What the edge's figures cost the proxy (``measures.edge_cost``), written to
+    ``bench/results/<stamp>-<commit>-edge-cost.json``."""
+    date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    commit = git.short(git.commit(lab.config.root))
+    say("what the edge's figures cost (proxy throughput, the request log off and on in turns)")
+    results = {"date": date, "commit": commit, **measure_edge_cost(lab, say=say)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = date.replace(":", "").replace("-", "").split("+")[0]
+    path = RESULTS / f"{stamp}-{commit}-edge-cost.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path

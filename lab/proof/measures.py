@@ -11,8 +11,11 @@ timing (benchmarks are not tests), only when the lab itself does. The parsers
 from __future__ import annotations
 
 import json
+import os
 import re
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lab.build import git
@@ -124,6 +127,7 @@ def rollbacks(lab: State) -> dict[str, Any]:
 
 
 WRK_CONNECTIONS, WRK_THREADS = 8, 2  # the same client both ways; 2 threads for the 2 cores
+WRK_DESCRIPTION = f"wrk (Debian), {WRK_THREADS} threads, {WRK_CONNECTIONS} connections"
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -174,9 +178,7 @@ def proxy_overhead(lab: State, seconds: float) -> dict[str, Any]:
     network."""
     live = release.current_routes(lab, "app").live or ""
     image = wrk_image(lab)
-    out: dict[str, Any] = {
-        "client": f"wrk (Debian), {WRK_THREADS} threads, {WRK_CONNECTIONS} connections"
-    }
+    out: dict[str, Any] = {"client": WRK_DESCRIPTION}
     with engines.connect(lab, lab.config.host("prod"), timeout=300) as client:
         for label, host in (("proxy", "proxy"), ("direct", f"app-{live}")):
             command = (
@@ -216,3 +218,47 @@ def lab_up_figures(lab: State) -> dict[str, Any]:
         "cold_s_last_recorded": cold,
         "destroy_s_last_recorded": last_destroy,
     }
+
+
+def edge_cost(
+    lab: State, rounds: int = 4, seconds: float = 15, say: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """What the edge's figures cost the proxy: ``proxy_overhead`` with the proxy's request log
+    off (``CDLAB_PROXY_EDGE=off``, the stack applied again) and on, in turns, ``rounds`` times
+    each (one pair of runs is within the machine's noise); the stack is left with it on."""
+    from lab.stack import converge
+
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    try:
+        for i in range(rounds):
+            for mode in ("off", "on"):
+                os.environ["CDLAB_PROXY_EDGE"] = mode
+                converge.converge(lab, Progress(out=None))
+                time.sleep(3)  # the proxy's processes started, its slots up
+                got = proxy_overhead(lab, seconds)
+                runs[mode].append(got)
+                say(
+                    f"    round {i + 1}/{rounds}, edge figures {mode}: proxy "
+                    f"{got.get('proxy', {}).get('rps')} req/s, direct "
+                    f"{got.get('direct', {}).get('rps')} req/s"
+                )
+    finally:
+        os.environ.pop("CDLAB_PROXY_EDGE", None)
+        converge.converge(lab, Progress(out=None))
+    out: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "client": WRK_DESCRIPTION}
+    for mode, rs in runs.items():
+        proxy = [r["proxy"]["rps"] for r in rs if "rps" in r.get("proxy", {})]
+        direct = [r["direct"]["rps"] for r in rs if "rps" in r.get("direct", {})]
+        out[mode] = {
+            "proxy_rps": proxy,
+            "direct_rps": direct,
+            "median_proxy_rps": statistics.median(proxy) if proxy else None,
+            "median_direct_rps": statistics.median(direct) if direct else None,
+            "ratios": [r.get("throughput_ratio") for r in rs],
+        }
+    on, off = out["on"], out["off"]
+    if on["median_proxy_rps"] and off["median_proxy_rps"]:
+        out["proxy_rps_change"] = round(on["median_proxy_rps"] / off["median_proxy_rps"] - 1, 3)
+        out["ratio_on"] = round(on["median_proxy_rps"] / on["median_direct_rps"], 3)
+        out["ratio_off"] = round(off["median_proxy_rps"] / off["median_direct_rps"], 3)
+    return out
