@@ -122,10 +122,15 @@ def _up(
             from lab.ports.metrics import Graphite
             from lab.stack import dashboard
 
-            names = services.names(root)
+            names, graphite = services.names(root), Graphite()
+            wanted = dashboard.state(names)
             try:
-                url = Graphite().save_dashboard(dashboard.NAME, dashboard.state(names))
-                st.changed(f"{url} ({len(names)} services)")
+                url = f"{graphite.url}/dashboard/{dashboard.NAME}"
+                if graphite.dashboard(dashboard.NAME) == json.loads(json.dumps(wanted)):
+                    st.unchanged(f"{url} ({len(names)} services)")
+                else:
+                    url = graphite.save_dashboard(dashboard.NAME, wanted)
+                    st.changed(f"{url} ({len(names)} services)")
             except requests.RequestException as exc:  # the lab works without it
                 url = pipeline.graphite_url()
                 st.unchanged(f"not saved ({type(exc).__name__}: {exc}); graphite at {url}")

@@ -33,6 +33,13 @@ class Graphite:
             return False
         return resp.status_code == 200
 
+    def dashboard(self, name: str) -> dict[str, object] | None:
+        """A saved dashboard's state, or None when there is none by that name."""
+        resp = self.session.get(f"{self.url}/dashboard/load/{name}", timeout=self.timeout)
+        resp.raise_for_status()
+        state = resp.json().get("state")
+        return state if isinstance(state, dict) else None
+
     def save_dashboard(self, name: str, state: dict[str, object]) -> str:
         """Save (or replace) a dashboard; its URL. graphite-web answers ``{"success": true}``."""
         resp = self.session.post(

@@ -18,9 +18,9 @@ from lab.release.model import Candidate, StepVerdict
 
 BAKE_MISSES = 5  # reads of the engine or proxy failing in a row before the bake gives up
 # seconds the edge's figures of a second take to be readable: the proxy sends a second's figures
-# once it has ended (+1 s) and carbon answers them from its cache; a judge that read sooner would
-# judge the step's last seconds as if no request had been made
-SETTLE = 2.5
+# once it has ended and its late lines had 0.3 s (edge.GRACE), and carbon answers them from its
+# cache; a judge that read sooner would judge the step's last seconds as if no request was made
+SETTLE = 1.6
 CANARY_KEY = "/cdlab/canary/"  # + service: "promote" or "abort", written by hand
 
 

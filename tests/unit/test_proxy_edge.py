@@ -196,10 +196,20 @@ def test_window_flushes_each_second_once_after_its_grace() -> None:
     w.add(req("aaa"), 100.9)
     w.add(req("bbb"), 101.5)
     w.add(req("aaa"), 100.95)  # out of order within the window
-    assert w.flush(101.99) == []  # second 100 ended at 101: grace runs until 102
-    assert flushed(w.flush(102.0)) == {(100, "aaa"): 3}
-    assert w.flush(102.5) == []  # flushed once
-    assert flushed(w.flush(103.0)) == {(101, "bbb"): 1}
+    assert w.flush(100.99, grace=1.0) == []  # second 100 ended at 101: grace runs until 102
+    assert w.flush(101.99, grace=1.0) == []
+    assert flushed(w.flush(102.0, grace=1.0)) == {(100, "aaa"): 3}
+    assert w.flush(102.5, grace=1.0) == []  # flushed once
+    assert flushed(w.flush(103.0, grace=1.0)) == {(101, "bbb"): 1}
+    assert w.flush(200.0) == []
+
+
+def test_the_default_grace_sends_a_second_soon_after_it_ended() -> None:
+    """The judge reads a second 1.6 s after it began (verify.SETTLE): its figures must be out."""
+    w = edge.Window()
+    w.add(req("aaa"), 100.5)
+    assert w.flush(101.0 + edge.GRACE - 0.01) == []
+    assert flushed(w.flush(101.0 + edge.GRACE)) == {(100, "aaa"): 1}
     assert w.flush(200.0) == []
 
 

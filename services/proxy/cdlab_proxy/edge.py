@@ -34,6 +34,7 @@ MARK = "cdlab-edge"  # the first word of a request line (anything else on the so
 LOG_FORMAT = f"{MARK} %f %[var(txn.release)] %ST %Ta %ts %rc %HM %HPO"
 CLASSES = ("2xx", "3xx", "4xx", "5xx", "proxy", "aborted")
 PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
+GRACE = 0.3  # seconds a second's lines may still arrive after it ended (they come in ms)
 NO_RELEASE = "-"  # no release was chosen (no server up): counted under this name
 
 
@@ -143,7 +144,7 @@ class Window:
             if n > 0:
                 self.seconds[(max(int(now), self.open_from), service, release)].redispatched += n
 
-    def flush(self, now: float, grace: float = 1.0) -> list[str]:
+    def flush(self, now: float, grace: float = GRACE) -> list[str]:
         """Carbon lines of every second that ended at least ``grace`` seconds ago."""
         self.open_from = max(self.open_from, math.floor(now - 1 - grace) + 1)
         done = sorted(k for k in self.seconds if k[0] < self.open_from)
