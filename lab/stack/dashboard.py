@@ -43,7 +43,14 @@ def state(services: list[str]) -> dict[str, Any]:
     rows = []
     for service in services:
         for i, (title, targets) in enumerate(graphs(service)):
-            params = {**SPAN, "target": targets, "title": title, "width": WIDTH, "height": HEIGHT}
+            params = {
+                **SPAN,
+                "target": targets,
+                "title": title,
+                "width": WIDTH,
+                "height": HEIGHT,
+                "hideLegend": "false",  # which release is which line (graphite hides it when small)
+            }
             query = urlencode([("target", t) for t in targets])
             url = "/render?" + urlencode([*((k, v) for k, v in params.items() if k != "target")])
             rows.append([f"{service}-{i}", query, params, f"{url}&{query}"])
