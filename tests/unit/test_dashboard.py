@@ -25,7 +25,7 @@ def test_the_state_is_what_graphite_web_loads_and_renders() -> None:
     assert state["name"] == dashboard.NAME
     assert state["timeConfig"]["relativeStartQuantity"] == "15"
     assert state["refreshConfig"] == {"enabled": True, "interval": 10_000}
-    for graph_id, query, params, url in state["graphs"]:
+    for _id, query, params, url in state["graphs"]:
         assert parse_qs(query)["target"] == params["target"]
         rendered = parse_qs(urlsplit(url).query)
         assert urlsplit(url).path == "/render" and rendered["target"] == params["target"]
