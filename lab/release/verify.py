@@ -96,7 +96,8 @@ def judge_step(
                 c.service.name,
                 c.release,
             ) from exc
-        figures = step_figures(cand, was, int(until) - window, int(until))
+        # Graphite answers the points after ``from`` up to ``until``: seconds from+1 .. until
+        figures = step_figures(cand, was, int(until) - window + 1, int(until) + 1)
         if verdict.decision != "hold":
             return StepVerdict(verdict, figures=figures)
         holds += 1
@@ -110,7 +111,7 @@ def step_figures(
 ) -> dict[str, float]:
     """What a canary step's record keeps of the judge's reading: both releases' requests,
     errors and p95 at the edge, the candidate's observed share of the two, and the window
-    (epoch seconds) they cover."""
+    they cover: the seconds from ``since`` up to (not including) ``until``, epoch."""
     out = {
         "candidate_requests": cand.requests,
         "candidate_errors": cand.errors,

@@ -197,7 +197,8 @@ def test_a_canary_that_fails_under_real_traffic_is_aborted_by_the_judge(
     assert release.current_routes(lab, "app").live == a
     assert any(r == c and status == 500 for _, status, r in light_load), "C never served"
     (rec,) = [r for r in records.history(lab.runs, "app") if r.release == c][-1:]
-    assert split.problems(split.shares(rec.stages, on_the_clock(light_load), c, a)) == []
+    seen = on_the_clock(light_load)
+    assert split.problems(split.shares(rec.stages, seen, c, a)) == [], (rec.stages, seen)
     time.sleep(1)
     after = [(status, r) for t, status, r in light_load if t > aborted]
     assert after and set(after) == {(200, a)}, f"after the abort: {set(after)}"
