@@ -106,6 +106,14 @@ def edit_and_commit(clone: Path, changes: dict[str, Callable[[str], str]], messa
     return git.commit_all(clone, message, author="cdlab-tests")
 
 
+# an app commit's line that makes /version misbehave for real clients only (python-requests, as
+# the light load and the judge's load use), while its integration tests pass
+ON_VERSION_FOR_REAL_CLIENTS = (
+    '        if path == "/version" and environ.get("HTTP_USER_AGENT", "").startswith(\n'
+    '                "python-requests"):\n'
+)
+
+
 @pytest.fixture
 def light_load() -> Iterator[list[tuple[float, int, str]]]:
     """GET /version every 20 ms in a thread (bounded: at most 30 s); (time, status, release)."""

@@ -125,7 +125,7 @@ def _up(
             names, graphite = services.names(root), Graphite()
             wanted = dashboard.state(names)
             try:
-                url = f"{graphite.url}/dashboard/{dashboard.NAME}"
+                url = graphite.dashboard_url(dashboard.NAME)
                 if graphite.dashboard(dashboard.NAME) == json.loads(json.dumps(wanted)):
                     st.unchanged(f"{url} ({len(names)} services)")
                 else:

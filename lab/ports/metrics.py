@@ -9,6 +9,7 @@ import json
 import requests
 
 from lab.config import public_host
+from lab.ports import proxy
 from lab.release.judge import Sample
 
 GRAPHITE_PORT = 8082  # graphite-web, published by prod (compose/stack.yml, topology)
@@ -52,6 +53,9 @@ class Graphite:
             raise requests.RequestException(
                 f"graphite-web did not save dashboard {name}: {resp.text}"
             )
+        return self.dashboard_url(name)
+
+    def dashboard_url(self, name: str) -> str:
         return f"{self.url}/dashboard/{name}"
 
     def events(self, tag: str, since: str = "-1h") -> list[dict[str, object]]:
@@ -90,8 +94,6 @@ class Graphite:
         return Sample(total, errors + redispatched, sum(p95) / len(p95) if p95 else None)
 
 
-EDGE_PREFIX = "edge"  # the proxy's figures (services/proxy/cdlab_proxy/edge.py)
-
-
 def edge_path(service: str, release: str) -> str:
-    return f"{EDGE_PREFIX}.{service}.{release}"
+    """Where the proxy's figures of ``release`` are (``release`` may be a wildcard)."""
+    return f"{proxy.module('edge').PREFIX}.{service}.{release}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from lab.ports import metrics
+
 NAME = "cdlab"
 WIDTH, HEIGHT = 520, 260
 REFRESH_MS = 10_000
@@ -16,7 +18,7 @@ SPAN = {"from": "-15minutes", "until": "now"}
 
 def graphs(service: str) -> list[tuple[str, list[str]]]:
     """A service's graphs: (title, Graphite targets), one series per release."""
-    edge = f"edge.{service}.*"
+    edge = metrics.edge_path(service, "*")
     return [
         (
             f"{service}: requests/s per release (at the proxy)",

@@ -27,13 +27,33 @@ from lab.release import api as release
 from lab.release import judge, pipeline, records
 from lab.release.routes import host_name
 from lab.stack import dashboard, services
-from tests.conftest import commit_in_clone, edit_and_commit
+from tests.conftest import ON_VERSION_FOR_REAL_CLIENTS, commit_in_clone, edit_and_commit
 
 pytestmark = pytest.mark.xdist_group("prod")
 PYPI = "http://127.0.0.1:8002"
 SERVICE = "pypiserver"
 RATE = 300
 FAST = judge.Thresholds(min_requests=30)
+
+
+def canary(
+    state: State,
+    service: str,
+    ref: str,
+    steps: tuple[int, ...],
+    interval: float,
+    thresholds: judge.Thresholds,
+) -> records.Record:
+    return pipeline.deploy(
+        state,
+        Progress(out=None),
+        service,
+        ref,
+        "canary",
+        steps=steps,
+        interval=interval,
+        thresholds=thresholds,
+    )
 
 
 def last_record(lab: State, service: str, release_id: str) -> records.Record:
@@ -90,16 +110,7 @@ def test_a_third_party_service_deployed_rolled_back_and_canaried_under_load(
             pipeline.rollback(lab, Progress(out=None), SERVICE, to=a)
         canary_began = time.time()
         with pytest.raises(ReleaseError, match="aborted at 25%: error rate") as err:
-            pipeline.deploy(
-                state,
-                Progress(out=None),
-                SERVICE,
-                c,
-                "canary",
-                steps=(25, 100),
-                interval=4,
-                thresholds=FAST,
-            )
+            canary(state, SERVICE, c, (25, 100), 4, FAST)
         aborted = time.time()
         time.sleep(2)
     assert f"Every request is back on {a}" in str(err.value)
@@ -199,16 +210,8 @@ def test_a_weight_the_proxy_does_not_apply_is_caught_by_the_split_check(
         worker.start()
         try:
             with pytest.raises(ReleaseError, match="cannot judge"):  # it never served
-                pipeline.deploy(
-                    state,
-                    Progress(out=None),
-                    SERVICE,
-                    b,
-                    "canary",
-                    steps=(50, 100),
-                    interval=3,
-                    thresholds=judge.Thresholds(min_requests=5, max_holds=0),
-                )
+                never = judge.Thresholds(min_requests=5, max_holds=0)
+                canary(state, SERVICE, b, (50, 100), 3, never)
         finally:
             stop.set()
             worker.join(5)
@@ -233,9 +236,7 @@ def test_an_app_that_reports_healthy_figures_but_fails_at_the_proxy_is_aborted(
         "services/app/app/web.py",
         lambda text: text.replace(
             "        return [body]\n",
-            '        if path == "/version" and environ.get("HTTP_USER_AGENT", "").startswith(\n'
-            '                "python-requests"):\n'
-            "            import socket\n"
+            ON_VERSION_FOR_REAL_CLIENTS + "            import socket\n"
             '            environ["gunicorn.socket"].shutdown(socket.SHUT_RDWR)\n'
             "        return [body]\n",
             1,
@@ -244,16 +245,7 @@ def test_an_app_that_reports_healthy_figures_but_fails_at_the_proxy_is_aborted(
     )
     d = git.short(git.commit(broken))
     with pytest.raises(ReleaseError, match="aborted at 25%: error rate"):
-        pipeline.deploy(
-            lab.at(broken),
-            Progress(out=None),
-            "app",
-            "HEAD",
-            "canary",
-            steps=(25, 100),
-            interval=4,
-            thresholds=judge.Thresholds(min_requests=15),
-        )
+        canary(lab.at(broken), "app", "HEAD", (25, 100), 4, judge.Thresholds(min_requests=15))
     assert release.current_routes(lab, "app").live == a
     rec = last_record(lab, "app", d)
     fig = next(s for s in rec.stages if s["key"] == "canary-25")["figures"]

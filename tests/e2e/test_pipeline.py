@@ -20,7 +20,7 @@ from lab.progress import Progress
 from lab.proof import split
 from lab.release import api as release
 from lab.release import history, judge, lock, pipeline, records
-from tests.conftest import commit_in_clone, session
+from tests.conftest import ON_VERSION_FOR_REAL_CLIENTS, commit_in_clone, session
 
 pytestmark = pytest.mark.xdist_group("prod")
 APP = "http://127.0.0.1:8000"  # the app's frontend, published on the workstation
@@ -180,9 +180,8 @@ def test_a_canary_that_fails_under_real_traffic_is_aborted_by_the_judge(
         "services/app/app/web.py",
         lambda text: text.replace(
             '        if path == "/version":\n',
-            '        if path == "/version" and environ.get("HTTP_USER_AGENT", "").startswith(\n'
-            '                "python-requests"):\n'
-            '            return _json(500, {"error": "a bug only real clients hit"})\n'
+            ON_VERSION_FOR_REAL_CLIENTS
+            + '            return _json(500, {"error": "a bug only real clients hit"})\n'
             '        if path == "/version":\n',
             1,
         ),

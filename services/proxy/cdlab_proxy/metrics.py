@@ -121,7 +121,8 @@ class EdgeMetrics:
         self.window = edge.Window()
         self.lock = threading.Lock()
         self.pending: deque[str] = deque(maxlen=BACKLOG)
-        self.counters: dict[str, dict[tuple[str, str], int]] = {}
+        # by service: the pid of its process and its wredis counters at the last reading
+        self.counters: dict[str, tuple[int, dict[tuple[str, str], int]]] = {}
         self.received = self.unparsed = self.sent = 0
         self._conn: socket.socket | None = None
         self._said = ""
@@ -204,11 +205,9 @@ class EdgeMetrics:
                 releases[(backend, server)] = words[2]
         # every process is started by the supervisor after this one: its counters, from zero
         # at its start, count from there (its first second's redispatches included)
-        key = f"{service}:{proc.pid}"
-        before = self.counters.get(key, {})
-        self.counters = {k: v for k, v in self.counters.items() if not k.startswith(service + ":")}
-        self.counters[key] = now
-        return edge.stat_deltas(before, now, releases)
+        pid, before = self.counters.get(service, (proc.pid, {}))
+        self.counters[service] = (proc.pid, now)
+        return edge.stat_deltas(before if pid == proc.pid else {}, now, releases)
 
     def _send(self) -> None:
         if not self.pending:

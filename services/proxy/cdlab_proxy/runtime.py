@@ -7,7 +7,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 
-from . import router, slots
+from . import edge, router, slots
 from .haproxy import Process
 
 _NAMED = re.compile(r"^set server (\S+) fqdn (\S+)$")
@@ -44,12 +44,8 @@ def with_releases(
     already carries the right X-Release; entries of slots that keep their release are put
     right first (a process started from another's state, a map changed by hand). ``hosts``:
     backend -> host -> release."""
-    fix = [
-        f"set map {release_map} {b}/{s.name} {hosts[b][s.fqdn]}"
-        for b, ss in found.items()
-        for s in ss
-        if s.fqdn in hosts.get(b, {}) and present.get(f"{b}/{s.name}") != hosts[b][s.fqdn]
-    ]
+    entries = edge.release_keys(((b, s.name, s.fqdn) for b, ss in found.items() for s in ss), hosts)
+    fix = [f"set map {release_map} {k} {v}" for k, v in entries.items() if present.get(k) != v]
     out = []
     for cmd in pool:
         out.append(cmd)
