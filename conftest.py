@@ -60,3 +60,14 @@ def pytest_terminal_summary(
             f"({s['achieved_rate']} req/s), failed {s['failed']}, longest gap "
             f"{s['longest_gap_ms']} ms, p99 {s['p99_ms']} ms" + (f"; {what}" if what else "")
         )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A failure named the moment it happens, with its error's last line, not only in the
+    summary at the end: a run cut short (a timeout, a killed job) still says what failed."""
+    if not report.failed:
+        return
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = getattr(crash, "message", "") or report.longreprtext.strip()
+    reason = text.splitlines()[0][:300] if text else "(no message)"
+    print(f"\nFAILED {report.nodeid} ({report.when}): {reason}", flush=True)

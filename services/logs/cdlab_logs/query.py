@@ -148,28 +148,39 @@ def _time(doc: Doc) -> float:
 
 def _fresh(current: Path, cursors: dict[Path, _Cursor]) -> list[Doc]:
     """The whole lines written to ``current`` since the last look (a new file: all of it)."""
+    cursor = cursors.get(current)
     try:
         f = current.open("rb")
     except FileNotFoundError:
-        cursors.pop(current, None)  # removed to keep the store in bounds
-        return []
+        # renamed .log.1 and its successor not created yet, or removed to keep the store in
+        # bounds: the rest of a renamed file is read now, and its cursor kept (whatever comes
+        # next in a new file is read from its start)
+        rest = _rest_of_renamed(current, cursor) if cursor is not None else None
+        if rest is None:
+            cursors.pop(current, None)
+        return rest or []
     got: list[Doc] = []
     with f:
         st = os.fstat(f.fileno())
-        cursor = cursors.get(current)
         if cursor is not None and cursor.ino != st.st_ino:  # rotated: finish the old file first
-            old = current.with_name(current.name[: -len(CURRENT)] + OLD)
-            try:
-                with old.open("rb") as g:
-                    if os.fstat(g.fileno()).st_ino == cursor.ino:
-                        got += _records(g, cursor, os.fstat(g.fileno()).st_size, 0.0)
-            except FileNotFoundError:
-                pass
+            got += _rest_of_renamed(current, cursor) or []
             cursor = None
         if cursor is None or st.st_size < cursor.offset:
             cursor = cursors[current] = _Cursor(st.st_ino, 0)
         got += _records(f, cursor, st.st_size, 0.0)
     return got
+
+
+def _rest_of_renamed(current: Path, cursor: _Cursor) -> list[Doc] | None:
+    """The lines after ``cursor`` of the file it was reading, now renamed ``.log.1``; None when
+    that file is gone."""
+    old = current.with_name(current.name[: -len(CURRENT)] + OLD)
+    try:
+        with old.open("rb") as g:
+            st = os.fstat(g.fileno())
+            return list(_records(g, cursor, st.st_size, 0.0)) if st.st_ino == cursor.ino else None
+    except FileNotFoundError:
+        return None
 
 
 def run(
