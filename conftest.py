@@ -30,6 +30,10 @@ LOAD_REPORTS = Path(__file__).parent / "reports" / "load"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STARTED] = time.time()
+    _REPORTER.append(not hasattr(config, "workerinput"))  # xdist's workers report to it
+
+
+_REPORTER: list[bool] = []  # whether this process writes the run's output
 
 
 _STARTED = pytest.StashKey[float]()
@@ -65,7 +69,7 @@ def pytest_terminal_summary(
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """A failure named the moment it happens, with its error's last line, not only in the
     summary at the end: a run cut short (a timeout, a killed job) still says what failed."""
-    if not report.failed:
+    if not report.failed or not all(_REPORTER):
         return
     crash = getattr(report.longrepr, "reprcrash", None)
     text = getattr(crash, "message", "") or report.longreprtext.strip()

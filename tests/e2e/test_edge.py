@@ -108,6 +108,7 @@ def test_a_third_party_service_deployed_rolled_back_and_canaried_under_load(
         assert (rec.result, rec.release) == ("succeeded", b)
         with traffic.operation(f"rollback to {a}", target=a):
             pipeline.rollback(lab, Progress(out=None), SERVICE, to=a)
+        time.sleep(1)  # the rollback's target seen live under load before the canary starts
         canary_began = time.time()
         with pytest.raises(ReleaseError, match="aborted at 25%: error rate") as err:
             canary(state, SERVICE, c, (25, 100), 4, FAST)
