@@ -61,18 +61,19 @@ def test_parse_takes_haproxys_placeholders(
     assert (got.release, got.status, got.ms, got.path) == (release, status, ms, path)
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        "",
-        "[NOTICE]   (7915) : haproxy version is 2.6.12-1+deb12u4",
-        "other-mark app aaa 200 1 -- 0 GET /",
-        "cdlab-edge app aaa 200 1 -- 0",  # cut before the method
-        "cdlab-edge app aaa OK 1 -- 0 GET /",
-        "cdlab-edge app aaa 200 fast -- 0 GET /",
-        "cdlab-edge app aaa 200 1 -- many GET /",
-    ],
-)
+NOT_REQUESTS = [
+    "",
+    "[NOTICE]   (7915) : haproxy version is 2.6.12-1+deb12u4",
+    "other-mark app aaa 200 1 -- 0 GET /",
+    "cdlab-edge app aaa 200 1 -- 0",  # cut before the method
+    "cdlab-edge app aaa 200 1 -- 0 ",  # the same, a space after it
+    "cdlab-edge app aaa OK 1 -- 0 GET /",
+    "cdlab-edge app aaa 200 fast -- 0 GET /",
+    "cdlab-edge app aaa 200 1 -- many GET /",
+]
+
+
+@pytest.mark.parametrize("line", NOT_REQUESTS)
 def test_parse_ignores_anything_but_a_whole_request_line(line: str) -> None:
     assert edge.parse(line) is None
 
@@ -117,6 +118,32 @@ KINDS = [
 def test_kind_follows_the_termination_state(fields: str, kind: str) -> None:
     req = edge.parse(f"cdlab-edge app {fields}")
     assert req is not None and req.kind == kind
+
+
+# request lines the fast path leaves to ``parse``, or reads as it would
+ODD = [
+    "  cdlab-edge app aaa 200 1 -- 0 GET /lead",  # spaces before: stripped, counted
+    "cdlab-edge app aaa 200 1 -- 0 GET /trail \r",  # and after
+    "cdlab-edge app  200 1 -- 0 GET /no-release",  # an empty release: none
+    "cdlab-edge app aaa 200 -5 -- 0 GET /negative",  # no time: 0
+    "cdlab-edge app aaa 200 3 -- +2 GET /redispatched",
+    "cdlab-edge app aaa 200 3 -- 0 GET /a path with spaces",
+]
+
+
+def test_many_lines_count_as_each_parsed_and_added() -> None:
+    """``add_lines``, the supervisor's hot path, counts what ``parse`` and ``add`` count (each
+    line twice: the second time from what it remembers of the first)."""
+    lines = [f"cdlab-edge app {fields}" for fields, _ in KINDS] + ODD + NOT_REQUESTS
+    fast, slow = edge.Window(), edge.Window()
+    skipped = fast.add_lines(lines * 2, 100.5)
+    for line in lines * 2:
+        r = edge.parse(line)
+        if r is not None:
+            slow.add(r, 100.5)
+    assert skipped == NOT_REQUESTS * 2
+    assert fast.seconds == slow.seconds
+    assert fast.flush(200.0) == slow.flush(200.0)
 
 
 # -- a second's figures --------------------------------------------------------------------------
