@@ -5,6 +5,7 @@ syslog message each (the format it replaced, still read), by service and release
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from cdlab_logs import proxy
 from cdlab_logs.config import Limits, Settings
 from cdlab_logs.serve import Receiver
 from cdlab_logs.store import Store, files
+from cdlab_proxy import metrics
 
 T = 1796098683.123456
 
@@ -23,6 +25,10 @@ def batch(*lines: bytes, host: bytes = b"prod") -> bytes:
 def stored(root: Path) -> dict[str, bytes]:
     """Every file of the store under ``root``: its path from there, what it holds."""
     return {str(k.path.relative_to(root)): k.path.read_bytes() for k in files(root)}
+
+
+def test_the_supervisor_and_the_store_agree_on_the_header() -> None:
+    assert metrics.BATCH_HEADER == proxy.HEADER
 
 
 def test_a_batch_reads_as_its_host_and_its_lines_by_release_in_order() -> None:
@@ -75,6 +81,25 @@ def test_names_that_read_the_same_are_one_release_in_the_order_they_came() -> No
         ]
     }
     assert got.places == {("app", "\ufffd"): [0, 1, 2]}
+
+
+def test_the_supervisor_s_datagrams_read_back_as_the_lines_it_was_given() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as store:
+        store.bind(("127.0.0.1", 0))
+        store.settimeout(5)
+        out = metrics._Forward("prod")
+        lines = [f"cdlab-edge app r{i % 3} 200 {i} -- 0 GET /{i}".encode() for i in range(900)]
+        out.send(b"\n".join(lines), store.getsockname())
+        out.flush(store.getsockname())
+        out.sock.close()
+        got: dict[tuple[str, str], list[bytes]] = {}
+        while sum(map(len, got.values())) < len(lines):
+            received = proxy.parse(store.recv(65536))
+            assert received.host == "prod" and received.others == []
+            for key, found in received.lines.items():
+                got.setdefault(key, []).extend(found)
+    assert got == {(s, r): [x for x in lines if x.split()[2].decode() == r] for s, r in got}
+    assert sorted(got) == [("app", "r0"), ("app", "r1"), ("app", "r2")]
 
 
 # lines whose JSON needs escapes, or whose bytes are not all UTF-8: each as json.dumps does

@@ -34,7 +34,7 @@ MARK = "cdlab-edge"  # the first word of a request line (anything else on the so
 LOG_FORMAT = f"{MARK} %f %[var(txn.release)] %ST %Ta %ts %rc %HM %HPO"
 CLASSES = ("2xx", "3xx", "4xx", "5xx", "proxy", "aborted")
 PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
-GRACE = 0.3  # seconds a second's lines may still arrive after it ended (they come in ms)
+GRACE = 0.3  # seconds a second's lines may still arrive after it ended (read every 50 ms)
 NO_RELEASE = "-"  # no release was chosen (no server up): counted under this name
 
 
