@@ -195,11 +195,13 @@ class FakeCarbon:
 
 
 class FakeSyslog:
-    """A UDP syslog receiver: every message kept (a datagram may hold several, one a line)."""
+    """A UDP syslog receiver: every datagram kept, and every message (a datagram may hold
+    several, one a line)."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
+        self.datagrams: list[bytes] = []
         self.messages: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -210,7 +212,9 @@ class FakeSyslog:
     def _read(self) -> None:
         while True:
             try:
-                data = self.sock.recv(65536).decode(errors="replace")
+                datagram = self.sock.recv(65536)
+                self.datagrams.append(datagram)
+                data = datagram.decode(errors="replace")
                 self.messages.extend(m for m in data.split("\n") if m)  # batches: one a line
             except OSError:
                 return

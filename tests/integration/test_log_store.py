@@ -191,6 +191,23 @@ def test_a_hostile_tag_stays_in_the_store(store: Running) -> None:
     assert outside == []
 
 
+def test_the_proxy_s_batches_are_read_back_by_service_and_release(store: Running) -> None:
+    lines = [f"cdlab-edge shop {r} 200 {i} -- 0 GET /{i}" for i, r in enumerate("ab-ab")]
+    store.send(b"cdlab-edge-batch prod\n" + "\n".join(lines).encode())
+    # the format it replaced: one syslog message a line, still read
+    store.send(b"<134>1 2026-12-01T04:10:00.1Z prod shop/a/proxy - - - cdlab-edge shop a 200 5")
+    got = until(lambda: store.query("--service", "shop"), _count(6), "six lines of shop")
+    assert [line.split(" ", 3)[1:] for line in got] == [
+        ["prod", "proxy", f"{r} {line}"] for r, line in zip("ab-ab", lines, strict=True)
+    ] + [["prod", "proxy", "a cdlab-edge shop a 200 5"]]
+    docs = [
+        json.loads(line) for line in store.query("--service", "shop", "--release", "-", "--json")
+    ]
+    assert [(d["service"], d["release"], d["container"], d["line"]) for d in docs] == [
+        ("shop", "-", "proxy", lines[2])
+    ]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_follow_shows_new_lines_and_ends_cleanly_on_a_signal(
     store: Running, sig: signal.Signals

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cdlab_logs import proxy as logs_proxy
 
 from lab.ports.proxy import ProxyError, Runtime
 from tests.integration.fakes import FakeCarbon, FakeDns, FakeEtcd, FakeSyslog
@@ -327,9 +328,9 @@ def test_an_ab_rule_routes_matched_requests_and_survives_a_replacement(proxy: Pr
 
 def test_every_request_counts_at_the_edge_for_the_release_that_served_it(proxy: Proxy) -> None:
     """X-Release and X-Service from the proxy, whatever the release says; each request in
-    carbon once, by class, with its latency percentiles; each request line in the log store,
-    tagged with its service and release. A release that closes the connection is a proxy
-    error against it."""
+    carbon once, by class, with its latency percentiles; each request line sent on to the log
+    store, filed as the store reads it: by its service and release. A release that closes the
+    connection is a proxy error against it."""
     server = {"release": "edge-1", "host": "localhost", "weight": 100, "drain": False}
     proxy.etcd.put(ROUTES + "app", {"service": "app", "servers": [server]})
     before: list[tuple[int, str]] = []  # until edge-1 answers
@@ -345,8 +346,14 @@ def test_every_request_counts_at_the_edge_for_the_release_that_served_it(proxy: 
 
     wait_for(counted, "the requests counted in carbon", timeout=5)
     assert proxy.carbon.total("latency.p95", base) > 0
-    lines = [m for m in proxy.syslog.messages if " app/edge-1/proxy " in m and "GET /fail" in m]
-    assert len(lines) == 7 and " 500 " in lines[-1]
+    filed = [
+        line
+        for datagram in list(proxy.syslog.datagrams)
+        if logs_proxy.is_batch(datagram)
+        for line in logs_proxy.parse(datagram).lines.get(("app", "edge-1"), [])
+    ]
+    failed = [line for line in filed if b"GET /fail" in line]
+    assert len(failed) == 7 and b" 500 " in failed[-1]
     proxy.route("app")
 
 

@@ -134,3 +134,13 @@ def test_files_lists_only_the_store_s_own(tmp_path: Path) -> None:
     assert found == [("app", "r1", False), ("app", "r1", True), ("app", "x.log", False)]
     assert [k.release for k in files(tmp_path, "app")] == ["r1", "r1", "x.log"]
     assert list(files(tmp_path / "missing")) == []
+
+
+def test_a_file_s_order_is_its_time_order_when_the_clock_steps_back(tmp_path: Path) -> None:
+    steps = iter([100.0, 99.0, 99.0, 101.0])  # NTP stepped it back
+    store = Store(tmp_path, clock=steps.__next__)
+    for i in range(3):
+        store.add("app/r1/c", "prod", f"line {i}")
+    store.add_proxy_lines("app", "r1", "prod", [b"cdlab-edge app r1 200 1 -- 0 GET /"] * 2)
+    got = [d["t"] for d in lines(tmp_path / "app" / "r1.log")]
+    assert got == [100.0, 100.000001, 100.000002, 101.0, 101.000001]

@@ -61,18 +61,19 @@ def test_parse_takes_haproxys_placeholders(
     assert (got.release, got.status, got.ms, got.path) == (release, status, ms, path)
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        "",
-        "[NOTICE]   (7915) : haproxy version is 2.6.12-1+deb12u4",
-        "other-mark app aaa 200 1 -- 0 GET /",
-        "cdlab-edge app aaa 200 1 -- 0",  # cut before the method
-        "cdlab-edge app aaa OK 1 -- 0 GET /",
-        "cdlab-edge app aaa 200 fast -- 0 GET /",
-        "cdlab-edge app aaa 200 1 -- many GET /",
-    ],
-)
+NOT_REQUESTS = [
+    "",
+    "[NOTICE]   (7915) : haproxy version is 2.6.12-1+deb12u4",
+    "other-mark app aaa 200 1 -- 0 GET /",
+    "cdlab-edge app aaa 200 1 -- 0",  # cut before the method
+    "cdlab-edge app aaa 200 1 -- 0 ",  # the same, a space after it
+    "cdlab-edge app aaa OK 1 -- 0 GET /",
+    "cdlab-edge app aaa 200 fast -- 0 GET /",
+    "cdlab-edge app aaa 200 1 -- many GET /",
+]
+
+
+@pytest.mark.parametrize("line", NOT_REQUESTS)
 def test_parse_ignores_anything_but_a_whole_request_line(line: str) -> None:
     assert edge.parse(line) is None
 
@@ -117,6 +118,32 @@ KINDS = [
 def test_kind_follows_the_termination_state(fields: str, kind: str) -> None:
     req = edge.parse(f"cdlab-edge app {fields}")
     assert req is not None and req.kind == kind
+
+
+# request lines the fast path leaves to ``parse``, or reads as it would
+ODD = [
+    "  cdlab-edge app aaa 200 1 -- 0 GET /lead",  # spaces before: stripped, counted
+    "cdlab-edge app aaa 200 1 -- 0 GET /trail \r",  # and after
+    "cdlab-edge app  200 1 -- 0 GET /no-release",  # an empty release: none
+    "cdlab-edge app aaa 200 -5 -- 0 GET /negative",  # no time: 0
+    "cdlab-edge app aaa 200 3 -- +2 GET /redispatched",
+    "cdlab-edge app aaa 200 3 -- 0 GET /a path with spaces",
+]
+
+
+def test_many_lines_count_as_each_parsed_and_added() -> None:
+    """``add_lines``, the supervisor's hot path, counts what ``parse`` and ``add`` count (each
+    line twice: the second time from what it remembers of the first)."""
+    lines = [f"cdlab-edge app {fields}" for fields, _ in KINDS] + ODD + NOT_REQUESTS
+    fast, slow = edge.Window(), edge.Window()
+    skipped = fast.add_lines(lines * 2, 100.5)
+    for line in lines * 2:
+        r = edge.parse(line)
+        if r is not None:
+            slow.add(r, 100.5)
+    assert skipped == NOT_REQUESTS * 2
+    assert fast.seconds == slow.seconds
+    assert fast.flush(200.0) == slow.flush(200.0)
 
 
 # -- a second's figures --------------------------------------------------------------------------
@@ -408,28 +435,6 @@ def test_a_slot_named_for_no_routed_release_gets_no_entry() -> None:
 
 # -- out: the log store and carbon ---------------------------------------------------------------
 
-SYSLOG = re.compile(
-    r"<134>1 (?P<stamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) (?P<host>\S+) (?P<app>[!-~]{1,48}) "
-    r"- - - (?P<msg>.*)"
-)
-
-
-@pytest.mark.parametrize(
-    ("line", "tag"),
-    [
-        ("cdlab-edge app 3f9c2e1a0b1c 200 1 -- 0 GET /ok", "app/3f9c2e1a0b1c/proxy"),
-        ("cdlab-edge quotes - 503 0 SC 0 GET /q", "quotes/-/proxy"),
-    ],
-)
-def test_syslog_line_is_rfc5424_tagged_service_release_proxy(line: str, tag: str) -> None:
-    r = edge.parse(line)
-    assert r is not None
-    got = metrics.syslog_line(line, r, "prod", 1700000000.25)
-    m = SYSLOG.fullmatch(got.decode())
-    assert m, got
-    assert m["stamp"] == "2023-11-14T22:13:20.250000Z"
-    assert (m["host"], m["app"], m["msg"]) == ("prod", tag, line)
-
 
 @pytest.fixture
 def carbon() -> Iterator[FakeCarbon]:
@@ -549,55 +554,158 @@ def test_redispatches_are_read_from_each_process_and_counted_from_its_start(
     assert got == {(10, "aaa"): 2, (12, "aaa"): 1, (13, "aaa"): 1, (13, "bbb"): 4}
 
 
-def test_a_request_line_is_counted_and_forwarded_to_the_log_store() -> None:
-    store = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    store.bind(("127.0.0.1", 0))
-    store.settimeout(5)
-    out = metrics._Forward()
-    try:
-        m = metrics.EdgeMetrics(
-            "127.0.0.1:0",
-            "",
-            f"127.0.0.1:{store.getsockname()[1]}",
-            dict,
-            str,
-            print,
-            host="prod",
+class FakeRing:
+    """A ring's connection as ``EdgeMetrics`` reads it: these chunks, one a ``recv``, then
+    its end."""
+
+    def __init__(self, *chunks: bytes | OSError) -> None:
+        self.chunks = list(chunks)
+
+    def recv(self, size: int) -> bytes:
+        chunk = self.chunks.pop(0) if self.chunks else b""
+        if isinstance(chunk, OSError):
+            raise chunk
+        assert size >= len(chunk)
+        return chunk
+
+    def __enter__(self) -> FakeRing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@pytest.fixture
+def log_store() -> Iterator[socket.socket]:
+    """A UDP socket standing in for the log store."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        yield sock
+
+
+def forwarding(store: socket.socket, monkeypatch: pytest.MonkeyPatch) -> metrics.EdgeMetrics:
+    monkeypatch.setattr(metrics, "READ_EVERY", 0.0)
+    address = f"127.0.0.1:{store.getsockname()[1]}"
+    return metrics.EdgeMetrics("127.0.0.1:0", "", address, dict, str, print, host="prod")
+
+
+def received(m: metrics.EdgeMetrics, store: socket.socket) -> bytes:
+    """The datagram ``m`` sends the log store next (its batch sent now)."""
+    m.forward.flush(m.store.get())
+    return store.recv(65536)
+
+
+def twoxx(m: metrics.EdgeMetrics) -> dict[str, int]:
+    return {release: s.counts["2xx"] for (_, _, release), s in m.window.seconds.items()}
+
+
+def test_lines_cut_across_reads_are_counted_and_forwarded_whole(
+    log_store: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = forwarding(log_store, monkeypatch)
+    m._receive(
+        FakeRing(
+            b"cdlab-edge app aaa 200 4 -- 0 GET /o",
+            b"k\ncdlab-edge app bbb 200 2 -- 0 GET /x\ncdlab-edge app a",
+            b"aa 200 1 -- 0 GET /n\n",
+            b"cdlab-edge app bbb 200 1 -- 0 GET /last-without-its-newline",
         )
-        m._one(b"cdlab-edge app aaa 200 4 -- 0 GET /ok\n", out)
-        m._one(b"[WARNING] something else\n", out)
-        out.flush(("127.0.0.1", store.getsockname()[1]))  # a batch goes at least every 50 ms
-        got = store.recv(4096).decode()
-        assert got.endswith(" prod app/aaa/proxy - - - cdlab-edge app aaa 200 4 -- 0 GET /ok")
-        assert m.status()["requests"] == 1 and m.status()["unparsed"] == 1
-        assert [s.counts["2xx"] for s in m.window.seconds.values()] == [1]
-    finally:
-        store.close()
-        out.sock.close()
+    )
+    assert m.status()["requests"] == 4 and m.status()["unparsed"] == 0
+    assert twoxx(m) == {"aaa": 2, "bbb": 2}
+    assert received(m, log_store) == (
+        b"cdlab-edge-batch prod\n"
+        b"cdlab-edge app aaa 200 4 -- 0 GET /ok\n"
+        b"cdlab-edge app bbb 200 2 -- 0 GET /x\n"
+        b"cdlab-edge app aaa 200 1 -- 0 GET /n\n"
+        b"cdlab-edge app bbb 200 1 -- 0 GET /last-without-its-newline\n"
+    )
 
 
-def test_request_lines_go_to_the_log_store_in_batches_one_a_line() -> None:
+def test_a_bad_line_among_good_ones_is_neither_counted_nor_forwarded(
+    log_store: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = forwarding(log_store, monkeypatch)
+    m._receive(
+        FakeRing(
+            b"cdlab-edge app aaa 200 4 -- 0 GET /ok\n"
+            b"[WARNING] (7915) : something else\n"
+            b"cdlab-edge app aaa OK 4 -- 0 GET /bad-status\n"
+            b"cdlab-edge app bbb 200 \xff\xfe -- 0 GET /bad-time\n"
+            b"cdlab-edge app bbb 200 3 -- 0 GET /ok\n"
+        )
+    )
+    assert m.status()["requests"] == 2 and m.status()["unparsed"] == 3
+    assert twoxx(m) == {"aaa": 1, "bbb": 1}
+    assert received(m, log_store) == (
+        b"cdlab-edge-batch prod\n"
+        b"cdlab-edge app aaa 200 4 -- 0 GET /ok\n"
+        b"cdlab-edge app bbb 200 3 -- 0 GET /ok\n"
+    )
+
+
+def test_a_reset_connection_ends_after_the_lines_sent_before_it(
+    log_store: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HAProxy resets its ring's connection as its process ends: what it sent is read first."""
+    m = forwarding(log_store, monkeypatch)
+    line = b"cdlab-edge app aaa 200 4 -- 0 GET /ok"
+    m._receive(FakeRing(line + b"\n" + line[:10], ConnectionResetError(104, "reset by peer")))
+    assert m.status()["requests"] == 1 and m.status()["unparsed"] == 1  # and the cut one
+    assert received(m, log_store) == b"cdlab-edge-batch prod\n" + line + b"\n"
+
+
+def test_a_line_longer_than_any_request_line_is_dropped_and_the_next_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics, "READ_EVERY", 0.0)
+    m = metrics.EdgeMetrics("127.0.0.1:0", "", "", dict, str, print)
+    endless = [b"x" * (metrics.MAX_LINE // 2)] * 3
+    m._receive(FakeRing(*endless, b"\ncdlab-edge app aaa 200 4 -- 0 GET /ok\n"))
+    assert m.status()["requests"] == 1 and m.status()["unparsed"] == 2  # its start, its end
+    assert twoxx(m) == {"aaa": 1}
+
+
+def batches(store: socket.socket, lines: list[bytes]) -> list[bytes]:
+    """The datagrams that carried ``lines`` (each checked: a header, then whole lines)."""
+    got: list[bytes] = []
+    datagrams = []
+    while len(got) < len(lines):
+        datagram = store.recv(65536)
+        header, _, body = datagram.partition(b"\n")
+        assert header == b"cdlab-edge-batch prod" and body.endswith(b"\n")
+        got += body.splitlines()
+        datagrams.append(datagram)
+    assert got == lines
+    return datagrams
+
+
+def test_request_lines_go_to_the_log_store_in_batches_of_whole_lines(
+    log_store: socket.socket,
+) -> None:
     """Thousands of lines a second: a datagram per batch (at most BATCH_BYTES, at least every
-    BATCH_S), each line whole; nothing is sent while the store has no address."""
-    store = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    store.bind(("127.0.0.1", 0))
-    store.settimeout(5)
-    to = ("127.0.0.1", store.getsockname()[1])
-    out = metrics._Forward()
+    BATCH_S), each line whole, the lines of one read or of many; nothing is sent while the
+    store has no address."""
+    to = log_store.getsockname()
+    out = metrics._Forward("prod")
     try:
         lines = [f"line {i} ".encode() + b"x" * 300 for i in range(200)]
         for line in lines:
             out.send(line, to)
         out.flush(to)
-        got: list[bytes] = []
-        while len(got) < len(lines):
-            datagram = store.recv(65536)
-            assert len(datagram) <= metrics._Forward.BATCH_BYTES
-            got += datagram.split(b"\n")
-        assert got == lines
+        assert all(len(d) <= out.BATCH_BYTES for d in batches(log_store, lines))
+        out.send(b"\n".join(lines), to)  # one read's lines
+        out.flush(to)
+        assert all(len(d) <= out.BATCH_BYTES for d in batches(log_store, lines))
+        huge = b"y" * (out.BATCH_BYTES + 10)  # not HAProxy's (1 KiB at most): alone
+        out.send(b"\n".join([lines[0], huge, lines[1]]), to)
+        out.flush(to)
+        assert [len(d) for d in batches(log_store, [lines[0], huge, lines[1]])] == [
+            len(b"cdlab-edge-batch prod\n" + line + b"\n") for line in (lines[0], huge, lines[1])
+        ]
         out.send(b"lost", to)
         out.flush(None)  # no address: the batch goes nowhere, and is not kept
-        assert out.batch == []
+        assert out.batch == b""
     finally:
-        store.close()
         out.sock.close()

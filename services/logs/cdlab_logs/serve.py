@@ -1,4 +1,5 @@
-"""The receiver: syslog datagrams on UDP into the store, and the probe that ``check`` sends.
+"""The receiver: syslog datagrams on UDP into the store (Docker's, one message each; the
+proxy's request lines, in batches: ``proxy``), and the probe that ``check`` sends.
 
 A probe is a datagram ``cdlab-logs probe <nonce>`` (padded); the receiver answers from its
 own loop, so an answer means datagrams are being read and handled, not only that the port is
@@ -15,9 +16,11 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from . import syslog
+from . import proxy, syslog
 from .config import Settings
 from .store import Store
 
@@ -85,23 +88,38 @@ class Receiver:
             self.failure = failure
 
     def handle(self, data: bytes, peer: str) -> None:
-        """One datagram: a message (Docker's, ended by a newline), or several, one a line (the
-        proxy's request lines, sent in batches)."""
+        """One datagram: a batch of the proxy's request lines (``proxy``), a message (Docker's,
+        ended by a newline), or several, one a line (the proxy's, as it sent them before)."""
+        if proxy.is_batch(data):
+            self._handle_batch(data, peer)
+            return
         for part in data.split(b"\n"):
             if part.strip():
-                self._handle_one(part, peer)
+                message = syslog.parse(part)
+                add = partial(self.store.add, message.tag, message.host or peer, message.line)
+                self._stored(message.tag, 1, add)
 
-    def _handle_one(self, data: bytes, peer: str) -> None:
-        message = syslog.parse(data)
+    def _handle_batch(self, data: bytes, peer: str) -> None:
+        batch = proxy.parse(data)
+        host, first = batch.host or peer, self.store.times(batch.size)
+        for (service, release), lines in batch.lines.items():
+            times = [first + place for place in batch.places[(service, release)]]
+            add = partial(self.store.add_proxy_lines, service, release, host, lines, times)
+            self._stored(proxy.tag(service, release), len(lines), add)
+        for line in batch.others:  # not a request line: as an untagged message
+            self._stored("", 1, partial(self.store.add, "", host, line.decode(errors="replace")))
+
+    def _stored(self, tag: str, lines: int, add: Callable[[], object]) -> None:
+        """``add`` ``lines`` lines tagged ``tag``; a failure is said once, not once a line."""
         try:
-            self.store.add(message.tag, message.host or peer, message.line)
+            add()
         except (OSError, ValueError) as exc:
-            failure = f"could not store a line tagged {message.tag!r}: {exc}"
-            if failure != self.failure:  # said once, not once a line
+            failure = f"could not store a line tagged {tag!r}: {exc}"
+            if failure != self.failure:
                 log(failure)
             self.failure = failure
         else:
-            self.lines += 1
+            self.lines += lines
             self.failure = ""
 
     def health(self) -> str:

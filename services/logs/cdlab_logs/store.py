@@ -5,30 +5,36 @@
     <root>/_other/<safe name>.log      lines whose tag is not cdlab's (their "tag" kept)
 
 ``t`` is when the store received the line (one clock for every host, and a file's order is
-its time order, which lets a reader merge files without sorting them). Each line is one
-``write`` on a file opened for appending: a reader sees it at once, whole. A file over
-``Limits.file_bytes`` is renamed ``.log.1`` (replacing the previous one); over
-``Limits.total_bytes`` in all, the files written to longest ago are removed until 90 % of it
-is used. Nothing else removes a file: a release's lines outlive the release.
+its time order, which lets a reader merge files without sorting them): a microsecond after the
+line before it at least, so the proxy's lines of one datagram are a microsecond apart, in the
+order they came. Each line, and each release's part of a datagram of the proxy's lines,
+is one ``write`` on a file opened for appending: a reader sees it at once, whole. A file that
+a write would take over ``Limits.file_bytes`` is renamed ``.log.1`` first (replacing the
+previous one); over ``Limits.total_bytes`` in all, the files written to longest ago are removed
+until 90 % of it is used. Nothing else removes a file: a release's lines outlive the release.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from . import proxy
 from .config import Limits
 from .syslog import parse_tag, safe_name
 
 OTHER = "_other"
 CURRENT, OLD = ".log", ".log.1"
 TRIM_TO = 0.9  # of total_bytes, once over it: one trim makes room for many lines
+# a byte JSON writes otherwise (control characters, quote, backslash) or that may not be UTF-8
+_NOT_PLAIN = re.compile(rb"[^\x20\x21\x23-\x5b\x5d-\x7f]")
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,26 @@ def record(tag: str, host: str, line: str, t: float) -> tuple[str, str, dict[str
     return service, release, doc
 
 
+def proxy_records(
+    host: str, service: str, release: str, lines: Sequence[bytes], times_us: Sequence[int]
+) -> bytes:
+    """The JSON lines ``record`` makes of the proxy's request ``lines`` of ``service``'s
+    ``release``, tagged ``<service>/<release>/proxy`` (a tag of cdlab's), at ``times_us``
+    (microseconds) (pure): the same objects, built at once."""
+    doc = {"host": host, "container": proxy.CONTAINER, "service": service, "release": release}
+    rest = (", " + json.dumps(doc, ensure_ascii=False)[1:-1] + ', "line": ').encode()
+    if _NOT_PLAIN.search(b"".join(lines)) is None:  # each line is its JSON string's text
+        texts = [b'"' + line + b'"' for line in lines]
+    else:
+        texts = [json.dumps(x.decode(errors="replace"), ensure_ascii=False).encode() for x in lines]
+    return b"".join(
+        [
+            b'{"t": ' + repr(us / 1e6).encode() + rest + text + b"}\n"
+            for us, text in zip(times_us, texts, strict=True)
+        ]
+    )
+
+
 class Store:
     def __init__(
         self,
@@ -89,15 +115,64 @@ class Store:
         self.buffer_bytes = buffer_bytes
         self._open: OrderedDict[Path, tuple[BinaryIO, int]] = OrderedDict()  # file, its size
         self.total = sum(_stat(k.path)[1] for k in files(root))
+        self._last_us = 0  # the time given to the last line stored, in microseconds
 
-    def add(self, tag: str, host: str, line: str) -> Path:
-        """File ``line`` (sent by ``host`` with ``tag``); returns the file it went to."""
-        service, release, doc = record(tag, host, line, self.clock())
+    def times(self, lines: int) -> int:
+        """The time (microseconds) of the first of ``lines`` lines received now, the others
+        a microsecond apart, each later than every line before: a file's order stays its time
+        order when the clock steps back, or a datagram's lines run a little ahead of it."""
+        first = max(round(self.clock() * 1_000_000), self._last_us + 1)
+        self._last_us = first + lines - 1
+        return first
+
+    def add(self, tag: str, host: str, line: str, time_us: int | None = None) -> Path:
+        """File ``line`` (sent by ``host`` with ``tag``, received at ``time_us``, from
+        ``times``; None: now); returns the file it went to."""
+        us = self.times(1) if time_us is None else time_us
+        service, release, doc = record(tag, host, line, us / 1e6)
+        path = self._path(service, release)
+        self._write(path, (json.dumps(doc, ensure_ascii=False) + "\n").encode())
+        return path
+
+    def add_proxy_lines(
+        self,
+        service: str,
+        release: str,
+        host: str,
+        lines: Sequence[bytes],
+        times_us: Sequence[int] | None = None,
+    ) -> None:
+        """File the proxy's request ``lines`` of ``service``'s ``release`` (sent by ``host``)
+        received at ``times_us`` (from ``times``; None: now): what ``add`` files for each,
+        tagged ``<service>/<release>/proxy``, in one write."""
+        if times_us is None:
+            first = self.times(len(lines))
+            times_us = range(first, first + len(lines))
+        tag = proxy.tag(service, release)
+        found = parse_tag(tag)
+        if found is None or (found.service, found.release) != (service, release):
+            # not cdlab's names: under _other, kept with their tag
+            for line, us in zip(lines, times_us, strict=True):
+                self.add(tag, host, line.decode(errors="replace"), us)
+            return
+        path = self._path(service, release)
+        data = proxy_records(host, service, release, lines, times_us)
+        if len(data) > self.limits.file_bytes:  # more than a file holds: line by line
+            for one in data.splitlines(keepends=True):
+                self._write(path, one)
+        else:
+            self._write(path, data)
+
+    def _path(self, service: str, release: str) -> Path:
         folder = self.root / service
         path = folder / (release + CURRENT)
         if path.parent != folder or release in ("", ".", ".."):  # parse_tag/safe_name forbid it
             raise ValueError(f"refusing to write outside {folder}: {path}")
-        data = (json.dumps(doc, ensure_ascii=False) + "\n").encode()
+        return path
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Append ``data`` (whole lines) to ``path``, first renamed ``.log.1`` when ``data``
+        would take it over its bound; then keep the store within its total."""
         out, size = self._file(path)
         if size and size + len(data) > self.limits.file_bytes:
             self._rotate(path)
@@ -107,7 +182,6 @@ class Store:
         self.total += len(data)
         if self.total > self.limits.total_bytes:
             self.trim(keep=path)
-        return path
 
     def _file(self, path: Path) -> tuple[BinaryIO, int]:
         if path in self._open:

@@ -35,7 +35,7 @@ class Settings:
     # where the supervisor takes each HAProxy's request lines (TCP, from HAProxy's ring)
     edge_listen: str = "127.0.0.1:5140"
     carbon: str = "carbon:2003"  # edge figures go here ("": nowhere)
-    log_store: str = "logs:5514"  # request lines go here, as syslog ("": nowhere)
+    log_store: str = "logs:5514"  # request lines go here, in batches ("": nowhere)
     edge: bool = True  # log every request for the edge figures (off: only to measure their cost)
 
 

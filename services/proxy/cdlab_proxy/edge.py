@@ -1,8 +1,8 @@
 """Figures at the edge: every request a service's HAProxy answers, counted for the release that
 served it, every second, into carbon (pure parts; ``metrics`` does the I/O).
 
-Each HAProxy logs one line per request (``LOG_FORMAT``, to the supervisor's datagram socket):
-the service, the release that answered (from the slot map, see ``config``), the status, the
+Each HAProxy logs one line per request (``LOG_FORMAT``, to the supervisor, from its ring): the
+service, the release that answered (from the slot map, see ``config``), the status, the
 time it took and how it ended. Health checks are not requests and are not logged. A request the
 proxy could not get an answer for (connection refused or reset, an empty answer, a timeout)
 counts as a ``proxy`` error against the release it was sent to.
@@ -34,7 +34,7 @@ MARK = "cdlab-edge"  # the first word of a request line (anything else on the so
 LOG_FORMAT = f"{MARK} %f %[var(txn.release)] %ST %Ta %ts %rc %HM %HPO"
 CLASSES = ("2xx", "3xx", "4xx", "5xx", "proxy", "aborted")
 PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
-GRACE = 0.3  # seconds a second's lines may still arrive after it ended (they come in ms)
+GRACE = 0.3  # seconds a second's lines may still arrive after it ended (read every 50 ms)
 NO_RELEASE = "-"  # no release was chosen (no server up): counted under this name
 
 
@@ -52,32 +52,36 @@ class Request:
 
     @property
     def kind(self) -> str:
-        """The request's class, from its status and HAProxy's termination state (HAProxy 2.6,
-        configuration.txt 8.5: the first letter says who ended it, the second in which phase):
+        return classify(self.status, self.termination)
 
-        - ``aborted``: the client left before any answer (``CH``, ``CD`` with no status);
-        - ``proxy``: a release did not give a whole answer: refused, reset, closed or timed out
-          (``SC``/``sC``/``sQ`` 503, ``SH`` 502, ``sH`` 504; and ``SD``/``sD`` after its status:
-          the answer was cut short), gave one the proxy refused to pass on (``PH`` 502, ``PD``),
-          or none was reached (no status, any other 502/503/504 of the proxy's own);
-        - else by its status (1xx with 2xx): a release's own answer, its 502 included (``--``),
-          the proxy's local answers (``LR``: stats, redirects), a request the proxy refused on
-          its own rules (``PR`` 403 denied, ``PR`` 400 malformed: the client's doing, no
-          release involved, so 4xx and not ``proxy``), one the client never finished sending
-          (``CR`` 400, ``cR`` 408), an answer the client left during (``CD`` 200).
-        """
-        cause, phase = self.termination[:1], self.termination[1:2]
-        if self.status < 0:
-            return "aborted" if cause in ("C", "c") else "proxy"
-        if (
-            cause in ("S", "s")
-            or (cause == "P" and phase in ("D", "L"))
-            or (self.status in (502, 503, 504) and cause not in ("-", "L"))
-        ):
-            return "proxy"
-        if 100 <= self.status < 300:
-            return "2xx"
-        return f"{self.status // 100}xx" if 300 <= self.status < 600 else "proxy"
+
+def classify(status: int, termination: str) -> str:
+    """A request's class, from its status (-1: none) and HAProxy's termination state (HAProxy
+    2.6, configuration.txt 8.5: the first letter says who ended it, the second in which phase):
+
+    - ``aborted``: the client left before any answer (``CH``, ``CD`` with no status);
+    - ``proxy``: a release did not give a whole answer: refused, reset, closed or timed out
+      (``SC``/``sC``/``sQ`` 503, ``SH`` 502, ``sH`` 504; and ``SD``/``sD`` after its status:
+      the answer was cut short), gave one the proxy refused to pass on (``PH`` 502, ``PD``),
+      or none was reached (no status, any other 502/503/504 of the proxy's own);
+    - else by its status (1xx with 2xx): a release's own answer, its 502 included (``--``),
+      the proxy's local answers (``LR``: stats, redirects), a request the proxy refused on
+      its own rules (``PR`` 403 denied, ``PR`` 400 malformed: the client's doing, no
+      release involved, so 4xx and not ``proxy``), one the client never finished sending
+      (``CR`` 400, ``cR`` 408), an answer the client left during (``CD`` 200).
+    """
+    cause, phase = termination[:1], termination[1:2]
+    if status < 0:
+        return "aborted" if cause in ("C", "c") else "proxy"
+    if (
+        cause in ("S", "s")
+        or (cause == "P" and phase in ("D", "L"))
+        or (status in (502, 503, 504) and cause not in ("-", "L"))
+    ):
+        return "proxy"
+    if 100 <= status < 300:
+        return "2xx"
+    return f"{status // 100}xx" if 300 <= status < 600 else "proxy"
 
 
 def parse(line: str) -> Request | None:
@@ -100,6 +104,13 @@ def parse(line: str) -> Request | None:
         )
     except ValueError:
         return None
+
+
+def _outcome(status: str, termination: str, retries: str) -> tuple[str, int]:
+    """A request line's class and the retries it counts for the release that answered (none
+    when it was redispatched: see ``Second.add``); ``ValueError`` when they are not numbers."""
+    tries = int(retries.removeprefix("+"))
+    return classify(int(status), termination), 0 if retries.startswith("+") else tries
 
 
 def percentile(sorted_ms: list[int], p: float) -> int:
@@ -135,9 +146,49 @@ class Window:
     def __init__(self) -> None:
         self.seconds: dict[tuple[int, str, str], Second] = defaultdict(Second)
         self.open_from = 0  # every second before this one has been flushed
+        # (status, termination, retries) as logged -> (class, retries counted): a few dozen
+        self._outcomes: dict[tuple[str, str, str], tuple[str, int]] = {}
 
     def add(self, r: Request, now: float) -> None:
         self.seconds[(max(int(now), self.open_from), r.service, r.release)].add(r)
+
+    def add_lines(self, lines: Iterable[str], now: float) -> list[str]:
+        """Count every request line of ``lines`` at ``now``, as ``add(parse(line), now)`` does
+        (the proxy's thousands a second: one split and one lookup a line); returns the lines
+        that are not request lines, not counted."""
+        second = max(int(now), self.open_from)
+        seconds, outcomes = self.seconds, self._outcomes
+        skipped = []
+        for line in lines:
+            parts = line.split(" ", 7)
+            if len(parts) < 8 or parts[0] != MARK or line[-1].isspace():
+                # a cut line, HAProxy's own message, spaces around it: as ``parse`` reads it
+                r = parse(line)
+                if r is None:
+                    skipped.append(line)
+                else:
+                    self.add(r, now)
+                continue
+            _, service, release, status, ms, termination, retries, _ = parts
+            try:
+                outcome = outcomes.get((status, termination, retries))
+                if outcome is None:
+                    outcome = _outcome(status, termination, retries)
+                    if len(outcomes) < 4096:  # bounded, whatever comes
+                        outcomes[(status, termination, retries)] = outcome
+                took = int(ms)
+            except ValueError:
+                skipped.append(line)
+                continue
+            if not release or release == "-":
+                release = NO_RELEASE
+            kind, counted = outcome
+            s = seconds[(second, service, release)]
+            s.counts[kind] += 1
+            s.retries += counted
+            if kind != "aborted":
+                s.ms.append(took if took > 0 else 0)
+        return skipped
 
     def add_redispatched(self, counts: Mapping[tuple[str, str], int], now: float) -> None:
         for (service, release), n in counts.items():

@@ -1,9 +1,18 @@
 """The edge's I/O: the request lines of every HAProxy in, figures per release per second out to
 carbon, and each line on to the lab's log store (see ``edge`` for what is counted).
 
-Nothing here may slow a request down or stop the proxy: HAProxy writes its lines to a datagram
-socket and never waits; carbon or the log store being away only costs their copies (carbon's
-are kept a little while, up to ``BACKLOG`` lines, and sent when it is back).
+Nothing here may slow a request down or stop the proxy: HAProxy writes its lines into a ring
+that it sends on over TCP and never waits; carbon or the log store being away only costs their
+copies (carbon's are kept a little while, up to ``BACKLOG`` lines, and sent when it is back).
+
+Thousands of lines a second, on the proxy's cores: a ring's connection is read at most every
+``READ_EVERY`` (each wake-up costs more than a line), every line of a read counted at one
+clock reading under one lock, and passed on to the log store as it came, in batches::
+
+    cdlab-edge-batch <host>\\n       one UDP datagram of at most BATCH_BYTES: this header,
+    <request line>\\n                then HAProxy's lines (edge.LOG_FORMAT) whole, in order;
+    <request line>\\n                the store files each by its service and release (its
+    ...                             2nd and 3rd words), from <host> (cdlab_logs.proxy)
 """
 
 from __future__ import annotations
@@ -20,6 +29,10 @@ from .haproxy import Process
 
 BACKLOG = 200_000  # carbon lines kept while carbon is away (about 5 min of 20 releases)
 RESOLVE_EVERY = 10.0  # seconds a looked-up address of carbon or the log store is trusted
+READ_EVERY = 0.05  # seconds between two reads of a ring's connection (its lines wait there)
+READ_BYTES = 1 << 18  # at most this much a read
+MAX_LINE = 1 << 16  # bytes of a line without its end kept waiting for the rest (HAProxy: 1024)
+BATCH_HEADER = b"cdlab-edge-batch "  # the log store's cdlab_logs.proxy.HEADER
 Processes = Callable[[], Mapping[str, Process]]
 
 
@@ -48,43 +61,30 @@ class _Resolved:
         return self.addr
 
 
-_stamp: tuple[int, str] = (-1, "")  # the last second formatted (thousands of lines each)
-
-
-def syslog_line(line: str, req: edge.Request, host: str, now: float) -> bytes:
-    """A request line as an RFC 5424 message tagged ``<service>/<release>/proxy`` (local0.info),
-    the tag the log store files by."""
-    global _stamp
-    second = int(now)
-    if _stamp[0] != second:
-        _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    micros = min(999999, int((now - second) * 1_000_000))
-    tag = f"{req.service}/{req.release}/proxy"
-    return f"<134>1 {_stamp[1]}.{micros:06d}Z {host} {tag} - - - {line}".encode()
-
-
 class _Forward:
-    """Request lines on their way to the log store: batched, one line each, into datagrams of
-    up to ``BATCH_BYTES`` sent at least every ``BATCH_S`` (the store splits them), over a UDP
-    socket connected to the store's current address. An error costs that batch only."""
+    """Request lines on their way to the log store: batched into datagrams of up to
+    ``BATCH_BYTES`` (a header naming ``host``, then whole lines), sent at least every
+    ``BATCH_S``, over a UDP socket connected to the store's current address. An error costs
+    that batch only."""
 
     BATCH_BYTES = 32_000
-    BATCH_S = 0.05
+    BATCH_S = 0.1
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.to: tuple[str, int] | None = None
         self.lock = threading.Lock()
-        self.batch: list[bytes] = []
-        self.size, self.since = 0, time.monotonic()
+        self.header = BATCH_HEADER + host.encode() + b"\n"
+        self.batch = bytearray()  # whole lines, each ended by a newline
+        self.since = time.monotonic()
 
-    def send(self, data: bytes, to: tuple[str, int]) -> None:
+    def send(self, lines: bytes, to: tuple[str, int]) -> None:
+        """``lines``: one or more whole lines, each but the last ended by a newline."""
         with self.lock:
-            if self.size + len(data) + 1 > self.BATCH_BYTES:
-                self._flush(to)
-            self.batch.append(data)
-            self.size += len(data) + 1
-            if time.monotonic() - self.since >= self.BATCH_S:
+            self.batch += lines
+            self.batch += b"\n"
+            full = len(self.header) + len(self.batch) >= self.BATCH_BYTES
+            if full or time.monotonic() - self.since >= self.BATCH_S:
                 self._flush(to)
 
     def flush(self, to: tuple[str, int] | None) -> None:
@@ -92,16 +92,24 @@ class _Forward:
             self._flush(to)
 
     def _flush(self, to: tuple[str, int] | None) -> None:
-        batch, self.batch, self.size, self.since = self.batch, [], 0, time.monotonic()
+        batch, self.batch, self.since = self.batch, bytearray(), time.monotonic()
         if not batch or to is None:
             return
+        view, room, start = memoryview(batch), self.BATCH_BYTES - len(self.header), 0
         try:
             if to != self.to:
                 self.sock.connect(to)
                 self.to = to
-            self.sock.send(b"\n".join(batch))
+            while start < len(batch):
+                end = batch.rfind(b"\n", start, start + room) + 1  # the lines that fit
+                if end <= start:  # a line longer than that: alone, as long as it is
+                    end = batch.find(b"\n", start) + 1 or len(batch)
+                self.sock.sendmsg([self.header, view[start:end]])
+                start = end
         except OSError:  # the store away (ICMP refused), or its address changing
             self.to = None
+        finally:
+            view.release()
 
 
 class EdgeMetrics:
@@ -126,7 +134,7 @@ class EdgeMetrics:
         self.received = self.unparsed = self.sent = 0
         self._conn: socket.socket | None = None
         self._said = ""
-        self.forward = _Forward()  # to the log store
+        self.forward = _Forward(host)  # to the log store
 
     def start(self) -> None:
         """Listen for the HAProxy processes' rings (one connection each, newline-ended lines;
@@ -146,26 +154,54 @@ class EdgeMetrics:
             threading.Thread(target=self._receive, args=(conn,), daemon=True, name="ring").start()
 
     def _receive(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as lines:
-            for raw in lines:
+        tail = b""  # the start of a line whose end has not come yet
+        read = time.time()
+        with conn:
+            while True:
+                asked = time.time()
                 try:
-                    self._one(raw, self.forward)
-                except Exception as exc:  # a bad line never stops the counting
-                    self._note(f"edge figures: a line not counted: {type(exc).__name__}: {exc}")
+                    data = conn.recv(READ_BYTES)
+                except OSError:  # reset: a process ending (the lines it sent were read first)
+                    data = b""
+                # lines that were waiting came in since the last read: counted at the middle
+                # of that time (the second most of them came in), not READ_EVERY late
+                now = time.time()
+                at, read = now if now - asked > 0.001 else (read + asked) / 2, now
+                if not data:  # closed: a last line without its newline is a line still
+                    if tail:
+                        self._lines(tail, at)
+                    return
+                end = data.rfind(b"\n")
+                if end < 0:
+                    tail += data
+                    if len(tail) > MAX_LINE:  # not a line HAProxy sends: dropped
+                        with self.lock:
+                            self.unparsed += 1
+                        tail = b""
+                    continue
+                block, tail = tail + data[:end], data[end + 1 :]
+                self._lines(block, at)
+                if len(data) < READ_BYTES:  # all read: let the next lines gather
+                    time.sleep(READ_EVERY)
 
-    def _one(self, raw: bytes, out: _Forward) -> None:
-        now = time.time()
-        line = raw.decode(errors="replace").rstrip("\n")
-        req = edge.parse(line)
-        if req is None:
-            self.unparsed += 1
-            return
-        self.received += 1
-        with self.lock:
-            self.window.add(req, now)
-        store = self.store.get()
-        if store is not None:
-            out.send(syslog_line(line, req, self.host, now), store)
+    def _lines(self, block: bytes, now: float) -> None:
+        """Count the request lines of ``block`` (whole lines, newline-separated) at ``now``
+        and pass them on to the log store; anything else is only counted as unparsed."""
+        try:
+            lines = block.decode(errors="replace").split("\n")
+            with self.lock:
+                skipped = self.window.add_lines(lines, now)
+                self.received += len(lines) - len(skipped)
+                self.unparsed += len(skipped)
+            store = self.store.get()
+            if store is None or len(skipped) == len(lines):
+                return
+            if skipped:
+                unparsed = set(skipped)
+                block = "\n".join(line for line in lines if line not in unparsed).encode()
+            self.forward.send(block, store)
+        except Exception as exc:  # a defect: said, and the next lines are counted
+            self._note(f"edge figures: lines not counted: {type(exc).__name__}: {exc}")
 
     # -- out: every second --------------------------------------------------------------------
 
