@@ -224,14 +224,18 @@ def edge_cost(
     lab: State, rounds: int = 4, seconds: float = 15, say: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """What the edge's figures cost the proxy: ``proxy_overhead`` with the proxy's request log
-    off (``CDLAB_PROXY_EDGE=off``, the stack applied again) and on, in turns, ``rounds`` times
-    each (one pair of runs is within the machine's noise); the stack is left with it on."""
+    off (``CDLAB_PROXY_EDGE=off``, the stack applied again) and on, in turns (the order
+    alternating by round), ``rounds`` times each (one pair of runs is within the machine's
+    noise); the stack is left with it on."""
     from lab.stack import converge
 
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     try:
         for i in range(rounds):
-            for mode in ("off", "on"):
+            # off then on, then on then off: whatever favours a run's place in a round (a
+            # proxy just recreated, caches warming) is shared by both (4 rounds: on was
+            # ahead by 6-10 % in each of them when it always came second)
+            for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
                 os.environ["CDLAB_PROXY_EDGE"] = mode
                 converge.converge(lab, Progress(out=None))
                 time.sleep(3)  # the proxy's processes started, its slots up
