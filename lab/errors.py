@@ -27,6 +27,8 @@
     └── ReleaseError              a release run failed (``service``, ``release``, ``stage``)
         ├── CanaryAborted         the judge (or a person) aborted a canary (``weight``, ``reason``)
         ├── BakeFailed            the new release failed its bake window (``reason``)
+        ├── SchemaRefused         a migration a scratch copy showed would break the live
+        │                         release, refused before prod's database changed (``notes``)
         └── RunStopped            a run stopped by a signal or a lost lease (``signal``), after
                                   its undo: what was undone is in ``undone``
 
@@ -279,7 +281,19 @@ class ReleaseError(LabError):
 
     def __init__(self, message: str, service: str = "", release: str = "", stage: str = "") -> None:
         self.service, self.release, self.stage = service, release, stage
+        self.notes: dict[str, str] = {}  # named facts for the run's record (e.g. the schema)
         super().__init__(message)
+
+
+class SchemaRefused(ReleaseError):
+    """A migration that a scratch copy showed would break the release that must keep working
+    (the live one), refused before prod's database changed; ``notes``: the schema facts."""
+
+    def __init__(
+        self, message: str, service: str, release: str, notes: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, service, release, "schema-check")
+        self.notes = dict(notes or {})
 
 
 class CanaryAborted(ReleaseError):

@@ -35,6 +35,7 @@ class Stage:
     seconds: float
     detail: str = ""
     figures: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # named facts that are not numbers
 
     @property
     def name(self) -> str:  # the title, under the name older readers used
@@ -43,11 +44,12 @@ class Stage:
 
 @dataclass
 class StageHandle:
-    """Handed to the body of ``Progress.stage``: say what happened, and its figures."""
+    """Handed to the body of ``Progress.stage``: say what happened, its figures and notes."""
 
     status: str = "changed"
     detail: str = ""
     figures: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     def unchanged(self, detail: str = "") -> None:
         self.status, self.detail = "unchanged", detail
@@ -57,6 +59,9 @@ class StageHandle:
 
     def figure(self, name: str, value: float) -> None:
         self.figures[name] = round(value, 4)
+
+    def note(self, name: str, value: str) -> None:
+        self.notes[name] = value
 
 
 @dataclass
@@ -104,13 +109,23 @@ class Progress:
             took = time.monotonic() - start
             stop.set()
             status = "interrupted" if not isinstance(exc, Exception) else "failed"
-            self._end(Stage(key, title, status, took, "", dict(handle.figures)))
+            self._end(Stage(key, title, status, took, "", dict(handle.figures), dict(handle.notes)))
             self.say(f"    {status.upper()} after {took:.1f} s")
             raise
         finally:
             stop.set()
         took = time.monotonic() - start
-        self._end(Stage(key, title, handle.status, took, handle.detail, dict(handle.figures)))
+        self._end(
+            Stage(
+                key,
+                title,
+                handle.status,
+                took,
+                handle.detail,
+                dict(handle.figures),
+                dict(handle.notes),
+            )
+        )
         note = f" ({handle.detail})" if handle.detail else ""
         self.say(f"    {handle.status} in {took:.1f} s{note}")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.errors import CanaryAborted, ReleaseError
-from lab.release import judge, routes
+from lab.errors import CanaryAborted, ReleaseError, SchemaRefused
+from lab.release import judge, routes, schema
 from lab.release.model import Candidate, Result
 from lab.release.ports import ReleasePorts
 
@@ -46,6 +46,109 @@ class Hook:
 
     def run(self, ports: ReleasePorts) -> Result:
         return Result(ports.run_hook(self.candidate, self.which, self.command))
+
+
+@dataclass(frozen=True)
+class SchemaCheck:
+    """Before a migration touches prod's database: a scratch copy migrated by the candidate,
+    and the live release (the warm rollback target once the candidate is live) passing its
+    integration tests on it. ``force``: a failure is recorded and said, not a refusal."""
+
+    candidate: Candidate
+    live: Candidate | None
+    force: bool = False
+
+    def run(self, ports: ReleasePorts) -> Result:
+        c = self.candidate
+        now, needs = ports.schema_version(c), ports.schema_head(c)
+        notes = {"before": schema.shown(now), "needs": schema.shown(needs)}
+        move = f"{schema.shown(now)} -> {schema.shown(needs)}"
+        if now == needs:
+            return Result(
+                f"the database is at {schema.shown(now)}, as {c.release} needs", {}, False, notes
+            )
+        if self.live is None:
+            return Result(f"{move}; no live release to keep working", {}, False, notes)
+        live = self.live.release
+        try:
+            said = ports.schema_check(c, self.live)
+        except ReleaseError as exc:
+            why = (
+                f"the migration of {c.service.name} {c.release} ({move}) would break the live "
+                f"release {live}, the warm rollback target once {c.release} is live: on a "
+                f"scratch copy of the database, migrated, {exc}\nProd's database was not "
+                "touched. Way out: expand first (a migration the live release's code works "
+                "with: add columns or tables, never rename or drop what it reads or writes), "
+                "deploy that, then contract in a later release once no live or warm release "
+                "uses the old shape"
+            )
+            if not self.force:
+                raise SchemaRefused(why, c.service.name, c.release, notes) from exc
+            return Result(
+                f"FORCED past a failed scratch check: {why}", {}, True, {**notes, "forced": live}
+            )
+        notes.update(checked=live, checked_at=schema.shown(needs))
+        return Result(f"{live} passed on a scratch copy migrated {move}: {said}", {}, True, notes)
+
+
+@dataclass(frozen=True)
+class SchemaGate:
+    """A rollback goes on only to a release known to work with the database's version (judged
+    from the records before the plan: ``refusal`` says why not)."""
+
+    release: str
+    known: schema.Known
+    refusal: str
+
+    def run(self, ports: ReleasePorts) -> Result:
+        now = schema.shown(self.known.now)
+        notes = {"before": now, "left": now}
+        if self.release in self.known.needs:
+            notes["needs"] = schema.shown(self.known.needs[self.release])
+        if self.refusal:
+            err = ReleaseError(self.refusal, stage="schema")
+            err.notes = notes
+            raise err
+        return Result(f"{self.release} is known to work at {now}", {}, False, notes)
+
+
+@dataclass(frozen=True)
+class Migrate:
+    """Prod's database migrated to what the candidate needs (``[migrate] command`` in a one-off
+    container of its image): a failed migration changes nothing (transactional DDL)."""
+
+    candidate: Candidate
+
+    def run(self, ports: ReleasePorts) -> Result:
+        c = self.candidate
+        before = ports.schema_version(c)
+        needs = ports.schema_head(c)
+        if before == needs:
+            return Result(
+                f"at {schema.shown(before)} already", {}, False, {"left": schema.shown(before)}
+            )
+        try:
+            ports.migrate(c)
+        except ReleaseError as exc:
+            after = ports.schema_version(c)
+            err = ReleaseError(
+                f"the migration of {c.service.name} {c.release} ({schema.shown(before)} -> "
+                f"{schema.shown(needs)}) failed; the database is at {schema.shown(after)}"
+                + (" as before" if after == before else "")
+                + f", the live release serving. {exc}",
+                c.service.name,
+                c.release,
+                "migrate",
+            )
+            err.notes = {"needs": schema.shown(needs), "left": schema.shown(after)}
+            raise err from exc
+        after = ports.schema_version(c)
+        return Result(
+            f"{schema.shown(before)} -> {schema.shown(after)}",
+            {},
+            True,
+            {"left": schema.shown(after)},
+        )
 
 
 @dataclass(frozen=True)

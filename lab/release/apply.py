@@ -110,11 +110,15 @@ def _run(step: Step, ports: ReleasePorts, progress: Progress) -> str:
             except LabError as exc:  # the figures a failure was decided on stay in the record
                 for name, value in getattr(exc, "figures", {}).items():
                     st.figure(name, value)
+                for name, text in getattr(exc, "notes", {}).items():
+                    st.note(name, text)
                 raise
             details.append(result.detail)
             changed = changed or result.changed
             for name, value in result.figures.items():
                 st.figure(name, value)
+            for name, text in result.notes.items():
+                st.note(name, text)
             skip_to = skip_to or result.skip_to
         detail = "; ".join(d for d in details if d)
         st.changed(detail) if changed else st.unchanged(detail)

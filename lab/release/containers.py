@@ -167,10 +167,42 @@ def wait_healthy(client: Any, c: Candidate, timeout: float = 60.0) -> float:
     )
 
 
-def integration_tests(state: State, client: Any, c: Candidate, test_image: str | None) -> str:
+def wait_probe(container: Any, probe: str, timeout: float, what: str) -> float:
+    """Bounded wait until ``probe`` passes inside ``container`` (one not kept by a restart
+    policy); the last answer and its log are the evidence."""
+    import docker.errors
+
+    started = time.monotonic()
+    last = "not started"
+    while time.monotonic() - started < timeout:
+        container.reload()
+        st = container.attrs["State"]
+        if st.get("Status") in ("exited", "dead"):
+            last = f"container {st.get('Status')} (exit code {st.get('ExitCode')})"
+            break
+        try:
+            code, out = container.exec_run(["sh", "-c", probe], demux=False)
+        except docker.errors.APIError as exc:
+            code, out = -1, str(exc).encode()
+        if code == 0:
+            return time.monotonic() - started
+        last = f"health check exit {code}: {out.decode(errors='replace')[-200:]}"
+        time.sleep(0.1)
+    logs = container.logs(tail=15).decode(errors="replace")
+    raise ReleaseError(
+        f"'{what}' did not become healthy within {time.monotonic() - started:.0f} s; last "
+        f"health answer: {last}\nlast lines of its log:\n{tail(logs)}"
+    )
+
+
+def integration_tests(
+    state: State, client: Any, c: Candidate, test_image: str | None, host: str = ""
+) -> str:
     """Run the service's integration tests (its test image, or ``test_command`` in the release's
-    own image) against the candidate's own address on prod."""
-    env = {"BASE_URL": f"http://{c.host}:{c.service.port}", "EXPECT_RELEASE": c.release}
+    own image) against the candidate's own address on prod (or ``host``, another container of
+    the same release)."""
+    host = host or c.host
+    env = {"BASE_URL": f"http://{host}:{c.service.port}", "EXPECT_RELEASE": c.release}
     if test_image:
         code, output = one_off(
             client, test_image, None, env, "integration-tests", user=None, of=c.project
@@ -182,7 +214,7 @@ def integration_tests(state: State, client: Any, c: Candidate, test_image: str |
         )
     if code != 0:
         raise ReleaseError(
-            f"integration tests failed against {c.host} (exit {code}):\n{tail(output, 25)}"
+            f"integration tests failed against {host} (exit {code}):\n{tail(output, 25)}"
         )
     summary = [line for line in output.splitlines() if " passed" in line]
     return summary[-1].strip("= ") if summary else "passed"

@@ -47,6 +47,9 @@ class Facts:
     present: frozenset[str]  # releases of the service with any container on prod
     deployed: tuple[str, ...] = ()  # releases made live by succeeded runs, oldest first
     frontend_current: bool = True  # the proxy holds the candidate's frontend document already
+    # the live release as the registry has it (its integration-test image too), for the scratch
+    # check of a migration; None: no live release, or no [migrate]
+    live: Candidate | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Options:
     health_timeout: float | None = None  # default: the manifest's
     background_tests: bool = False  # the integration-test image is built while it starts
     retain: bool = True  # prune the registry after a deploy
+    force: bool = False  # a migration that fails its scratch check runs all the same
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class Result:
     detail: str = ""
     figures: dict[str, float] = field(default_factory=dict)
     changed: bool = True
+    notes: dict[str, str] = field(default_factory=dict)  # named facts for the record (schema)
     skip_to: str = ""  # a step key: the steps before it are skipped (a canary promoted by hand)
 
 

@@ -18,12 +18,24 @@ from lab.build import git
 from lab.build.builder import Built
 from lab.config import public_host
 from lab.errors import ConfigError, LabError, ReleaseError, RunStopped, Stop
+from lab.estate.images import REPOSITORY
 from lab.estate.state import State
 from lab.ports import frontends
 from lab.ports.lab import Lab
 from lab.ports.metrics import GRAPHITE_PORT
 from lab.progress import Progress
-from lab.release import apply, history, judge, lock, plan, records, routes, signals, verify
+from lab.release import (
+    apply,
+    history,
+    judge,
+    lock,
+    plan,
+    records,
+    routes,
+    schema,
+    signals,
+    verify,
+)
 from lab.release.model import Candidate, Facts, Options, Plan
 from lab.release.prelude import build as build  # the images a release needs (public)
 from lab.release.prelude import (
@@ -96,13 +108,16 @@ def deploy(
     thresholds: judge.Thresholds | None = None,
     match: str | None = None,
     bake: float | None = None,
+    force: bool = False,
 ) -> records.Record:
     """Build ``ref`` of ``service_name`` on cd (if needed), make sure the stack is up, and make
     it the live release: all at once (``bluegreen``) or by ``steps`` with a judge at each one
     (``canary``); with ``match`` (``header:NAME=VALUE`` or ``cookie:NAME=VALUE``) it only
     serves matching requests until ``promote`` or ``abort``. After the switch the new release
     is watched for ``bake`` seconds (default: the manifest's) and replaced by the previous one
-    if it fails. Raises after writing a failed or interrupted record."""
+    if it fails. A service with ``[migrate]`` has its database migrated before the candidate
+    starts, once a scratch copy showed the live release works on it (``force``: a failed check
+    is recorded, not a refusal). Raises after writing a failed or interrupted record."""
     lab = Lab.of(state)
     root = lab.config.root
     sha = git.commit(root, ref)
@@ -110,6 +125,7 @@ def deploy(
     opts = options(
         strategy, steps, interval, thresholds or service.thresholds, match, bake, service
     )
+    opts = dataclasses.replace(opts, force=force)
     kind = "match" if opts.match else "deploy"
     run = Run(lab, progress, kind, service.name, git.short(sha), "match" if match else strategy)
     background = ThreadPoolExecutor(1, thread_name_prefix="test-image")
@@ -157,6 +173,9 @@ def release_candidate(
         facts = read_facts(lab, service.name, service)
         refuse_while_matched(facts, service.name, opts.match is not None)
         run.previous = facts.routes.live
+        live = facts.routes.live
+        if service.migration is not None and live and live != c.release:
+            facts = dataclasses.replace(facts, live=with_tests(lab, service.name, live))
         history_of = functools.partial(history.deployed, lab, service.name)
         ports = ProdPorts(lab, service, run.progress.say, test_build, history_of)
         run.apply(plan.deploy(facts, c, opts), ports)
@@ -183,9 +202,9 @@ def rollback(
     lab = Lab.of(state)
     current = read_routes(lab, service_name)
     if not current.servers:
-        known = services.names(lab.config.root)
+        names = services.names(lab.config.root)
         raise ConfigError(
-            "--service", service_name, "a deployed service: one of " + ", ".join(known)
+            "--service", service_name, "a deployed service: one of " + ", ".join(names)
         )
     target = routes.rollback_target(current, history.deployed(lab, service_name), to)
     service = manifest_of(lab, service_name, target)
@@ -194,9 +213,11 @@ def rollback(
     what = f"rollback {service.name} to {target}"
     with run.recorded(), lock.held(lab.etcd, what, signals.lease_lost):
         facts = read_facts(lab, service.name)
+        known = schema.known(records.history(lab.runs, service.name, lab.etcd))
+        refusal = schema.rollback_refusal(known, service.name, target, current.live)
         c = from_registry(lab, service, target)
         run.image = c.image
-        run.apply(plan.rollback(facts, c), ProdPorts(lab, service, progress.say))
+        run.apply(plan.rollback(facts, c, known, refusal), ProdPorts(lab, service, progress.say))
     return run.record, run.record.timings.get("to_100_s", 0.0)
 
 
@@ -243,6 +264,16 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
             plan.promote(facts, c, Options(bake=service.bake, thresholds=service.thresholds)), ports
         )
     return f"{target} promoted: live for every request (was {current.live})"
+
+
+def with_tests(lab: Lab, name: str, release: str) -> Candidate:
+    """``release`` of ``name`` from the registry, with its integration-test image when the
+    registry still has it (its manifest's, at its commit)."""
+    service = manifest_of(lab, name, release)
+    c = from_registry(lab, service, release)
+    digest = lab.registry.digest(f"{REPOSITORY}/{name}-test", release)
+    test = f"{lab.config.registry_addr}/{REPOSITORY}/{name}-test@{digest}" if digest else None
+    return dataclasses.replace(c, test_image=test)
 
 
 def manifest_of(lab: Lab, name: str, release: str) -> services.Service:

@@ -5,18 +5,20 @@ undo is safe to run when its step did only part of its work). Steps marked ``aft
 run once the release is live and baked (an abort: once its release is off traffic): their
 failure, or a signal during them, is a warning, never an undo.
 
-    deploy:   pull, [clear], [frontend], [pre-hook], [free-slot], start, healthy, stage, [tests],
+    deploy:   pull, [clear], [frontend], [schema-check, migrate], [pre-hook], [free-slot], start,
+              healthy, stage, [tests],
               proxy-up, [canary-N...], switch, [drain], [bake], [post-hook], retire, [retain]
     match:    ... proxy-up, match                  (then promote or abort, by hand)
-    rollback: switch, [drain], retire              (warm target)
-              pull, [free-slot], start, healthy, stage, proxy-up, switch, [drain], retire
+    rollback: [schema], switch, [drain], retire     (warm target)
+              [schema], pull, [free-slot], start, healthy, stage, proxy-up, switch, [drain],
+              retire
     promote:  switch, [drain], [bake], [post-hook], retire, [retain]
     abort:    unmatch, remove
 """
 
 from __future__ import annotations
 
-from lab.release import routes
+from lab.release import routes, schema
 from lab.release.actions import (
     Bake,
     CanaryStep,
@@ -26,12 +28,15 @@ from lab.release.actions import (
     Hook,
     IntegrationTests,
     LiveAnswers,
+    Migrate,
     Pull,
     Remove,
     RemoveReleases,
     RestoreFrontend,
     Retain,
     Retire,
+    SchemaCheck,
+    SchemaGate,
     Start,
     Switch,
     Verify,
@@ -70,6 +75,8 @@ def deploy(facts: Facts, c: Candidate, o: Options) -> Plan:
                 (RestoreFrontend(name),),
             )
         )
+    if c.service.migration is not None and not o.match:
+        steps += _migrate(facts, c, o)
     if c.service.pre_deploy:
         steps.append(
             Step(
@@ -130,12 +137,24 @@ def deploy(facts: Facts, c: Candidate, o: Options) -> Plan:
     return Plan(kind, name, c.release, live, tuple(steps))
 
 
-def rollback(facts: Facts, c: Candidate) -> Plan:
+def rollback(
+    facts: Facts, c: Candidate, known: schema.Known | None = None, refusal: str = ""
+) -> Plan:
     """All traffic back on ``c`` (a release deployed before); started again from the registry,
-    by digest, when its containers are gone. No tests, hooks or bake: it served before."""
+    by digest, when its containers are gone. No tests, hooks or bake: it served before. With
+    what the records ``known`` of the schema, a first step says whether ``c`` works with the
+    database's version (``refusal``: why not, and the run stops there)."""
     current, name = facts.routes, c.service.name
     warm = c.release in facts.running and c.release in {s.release for s in current.servers}
     steps: list[Step] = []
+    if known is not None and known.now is not None:
+        steps.append(
+            Step(
+                "schema",
+                f"schema: {c.release} works with the database at {schema.shown(known.now)}",
+                (SchemaGate(c.release, known, refusal),),
+            )
+        )
     if not warm:
         steps.append(Step("pull", f"pull {c.release} onto prod", (_pull(c),)))
         steps += _start(facts, c, Options(), tests=False)
@@ -178,6 +197,22 @@ def abort(facts: Facts, service: str) -> Plan:
         ),
     )
     return Plan("abort", service, release, current.live, steps)
+
+
+def _migrate(facts: Facts, c: Candidate, o: Options) -> list[Step]:
+    """Prod's database migrated for ``c`` before it starts, once a scratch copy showed the live
+    release (the warm rollback target) still works on it. No undo: a migration that succeeded
+    was shown safe for the live release, one that failed changed nothing."""
+    live = facts.live if facts.live is not None and facts.live.release != c.release else None
+    who = f"{live.release} tested" if live else "nothing live to test"
+    return [
+        Step(
+            "schema-check",
+            f"scratch check: a copy of the database migrated by {c.release}, {who} on it",
+            (SchemaCheck(c, live, o.force),),
+        ),
+        Step("migrate", f"migrate the database for {c.release}", (Migrate(c),)),
+    ]
 
 
 def _pull(c: Candidate) -> Pull:

@@ -14,7 +14,7 @@ from lab.errors import LabError, ReleaseError
 from lab.estate.images import REPOSITORY
 from lab.ports import frontends
 from lab.ports.lab import Lab
-from lab.release import containers, judge, routes, verify
+from lab.release import containers, judge, routes, scratch, verify
 from lab.release.model import Candidate, Drained, Pruned, StepVerdict
 from lab.stack import project as stack
 from lab.stack import services
@@ -83,6 +83,32 @@ class ProdPorts:
         name = built.ref.rsplit("/", 1)[-1]
         self.say(f"    {name} {'built' if built.built else 'from the registry'}, on prod")
         return built.pinned
+
+    # the database's schema
+    def schema_version(self, c: Candidate) -> str:
+        return scratch.version(self.lab.state, self.engine, c)
+
+    def schema_head(self, c: Candidate) -> str:
+        return scratch.head(self.lab.state, self.engine, c)
+
+    def migrate(self, c: Candidate) -> str:
+        assert c.service.migration is not None
+        return scratch.run(self.lab.state, self.engine, c, c.service.migration.command)
+
+    def schema_check(self, c: Candidate, keeps_working: Candidate) -> str:
+        assert c.service.migration is not None
+        if keeps_working.test_image:
+            self.pull((keeps_working.image, keeps_working.test_image))
+        else:
+            self.pull((keeps_working.image,))
+        return scratch.check(
+            self.lab.state,
+            self.engine,
+            c,
+            c.service.migration.command,
+            keeps_working,
+            keeps_working.test_image,
+        )
 
     def integration_tests(self, c: Candidate, test_image: str | None) -> str:
         return containers.integration_tests(self.lab.state, self.engine, c, test_image)

@@ -33,6 +33,10 @@ class Record:
     undone: list[str] = field(default_factory=list)  # keys of the steps undone
     warnings: list[str] = field(default_factory=list)  # after the release was live
     logs: str = ""  # a failed run whose candidate ran: the command that shows its output
+    # the database schema (a service with [migrate]): what the release needs ("needs"), the
+    # version before the run and the one it left ("before", "left"), and which release a
+    # scratch copy at which version was checked with ("checked", "checked_at"); see schema.py
+    schema: dict[str, str] = field(default_factory=dict)
 
 
 def logs_command(service: str, release: str) -> str:
@@ -85,7 +89,13 @@ def make(
         timings(progress.stages),
         list(undone),
         list(warnings),
+        schema=notes(progress.stages),
     )
+
+
+def notes(stages: list[Stage]) -> dict[str, str]:
+    """Every stage's notes, a later stage's winning (pure)."""
+    return {name: text for stage in stages for name, text in stage.notes.items()}
 
 
 TIMED = ("start", "healthy", "tests", "switch", "drain", "bake", "retire")

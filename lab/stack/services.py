@@ -23,6 +23,14 @@ describes each field for an editor, and ``tests/unit/test_service_schema.py`` ke
     [hooks]                       # run in a container of the candidate image, on the stack network
     pre_deploy = "python3 -m quotes.migrate"   # before the candidate starts; failure stops the run
     post_deploy = "python3 -m quotes.warm"     # after the switch
+    [migrate]                     # schema migrations (needs database = true), each a shell
+                                  # command run in a one-off container of a release's image
+                                  # with its DATABASE_URL; a version is the first word of the
+                                  # last line a command prints ("": none yet)
+    command = "alembic upgrade head"         # migrate to what the image's code needs
+    current = "alembic current"              # print the database's version
+    head = "alembic heads"                   # print the version the image's code needs
+    downgrade = "alembic downgrade {version}"  # optional: back to {version} (--migrate-down)
     [canary]                      # the judge's thresholds (see lab.release.judge.Thresholds)
     max_error_rate = 0.01
     [load]                        # GET paths for the lab's load generator (absent: its mix)
@@ -77,6 +85,7 @@ _KNOWN = frozenset(
         "hooks",
         "canary",
         "load",
+        "migrate",
     }
 )
 # the keys of each table but [env] (whose keys are environment variables)
@@ -84,13 +93,26 @@ _TABLES = {
     "hooks": frozenset({"pre_deploy", "post_deploy"}),
     "canary": frozenset(f.name for f in dataclasses.fields(Thresholds)),
     "load": frozenset({"paths"}),
+    "migrate": frozenset({"command", "current", "head", "downgrade"}),
 }
+VERSION = "{version}"  # where [migrate] downgrade takes the version to go back to
 _COMMAND = "a shell command on one line (no line break or NUL)"
 _LOAD_FORM = (
     "a GET path: a URL path as for 'health', then optionally '?' and a query string of "
     "letters, digits, '-._~=&' and '%' with two hex digits; at most 200 characters, e.g. "
     "'/simple/?page=2'"
 )
+
+
+@dataclass(frozen=True)
+class Migration:
+    """How a service's schema moves (``[migrate]``): shell commands run in a one-off container
+    of a release's image on the stack network, with the database's address."""
+
+    command: str  # migrate to what the image's code needs; its failure changes nothing
+    current: str  # prints the database's version
+    head: str  # prints the version the image's code needs
+    downgrade: str = ""  # back to VERSION; "": none
 
 
 @dataclass(frozen=True)
@@ -113,6 +135,7 @@ class Service:
     max_connections: int = 0  # requests the proxy sends one release at a time; 0: no limit
     bake: float = 10.0  # seconds the new release is watched after the switch; 0: no bake
     load_paths: tuple[str, ...] = ()  # for the load generator; (): its default mix
+    migration: Migration | None = None  # [migrate]; None: the schema is not cdlab's business
 
     @property
     def probe(self) -> str:
@@ -225,6 +248,7 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
         max_connections,
         float(bake),
         _load_paths(doc, source),
+        _migration(doc, database, source),
     )
 
 
@@ -251,6 +275,37 @@ def _thresholds(doc: dict[str, Any], source: str) -> Thresholds:
         if kinds[key] == "int" and not isinstance(value, int):
             raise ConfigError(key, value, "a whole number >= 0", source)
     return Thresholds(**doc)
+
+
+def _migration(doc: dict[str, Any], database: bool, source: str) -> Migration | None:
+    if "migrate" not in doc:
+        return None
+    where = f"{source} [migrate]"
+    table = _table(doc, "migrate", source)
+    if not database:
+        raise ConfigError(
+            "migrate", table, "no [migrate] table, or database = true (it migrates that)", source
+        )
+    needed = {
+        "command": "the shell command that migrates, e.g. 'alembic upgrade head'",
+        "current": "a shell command printing the database's version, e.g. 'alembic current'",
+        "head": "a shell command printing the version the code needs, e.g. 'alembic heads'",
+    }
+    found = {}
+    for key, expected in needed.items():
+        found[key] = _text(table, key, f"{expected}; one line", where)
+        if not found[key]:
+            raise ConfigError(key, table.get(key), expected, where)
+    down = _text(table, "downgrade", _COMMAND, where)
+    if down and VERSION not in down:
+        raise ConfigError(
+            "downgrade",
+            down,
+            f"a shell command with {VERSION} where the version to go back to goes, e.g. "
+            f"'alembic downgrade {VERSION}'",
+            where,
+        )
+    return Migration(found["command"], found["current"], found["head"], down)
 
 
 def _load_paths(doc: dict[str, Any], source: str) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from lab.stack import services
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "services" / "service.schema.json").read_text())
-TABLES = ("env", "hooks", "canary", "load")
+TABLES = ("env", "hooks", "canary", "load", "migrate")
 MIN = {"name": "app", "port": 8000}
 
 
@@ -79,6 +79,7 @@ def test_the_defaults_are_the_parsers() -> None:
 
 
 TWENTY = [f"/p{i}" for i in range(20)]
+MIGRATE = {"command": "alembic upgrade head", "current": "alembic current", "head": "alembic heads"}
 # (a change to a minimal manifest, whether both take it); Python's re (which jsonschema uses)
 # lets '$' match before a final line break, so a trailing "\n" is left to the parser's tests
 SAMPLES: list[tuple[dict[str, Any], bool]] = [
@@ -149,6 +150,15 @@ SAMPLES: list[tuple[dict[str, Any], bool]] = [
     ({"canary": {"max_holds": -1}}, False),
     ({"canary": {"max_error_rate": True}}, False),
     ({"canary": {"nope": 1}}, False),
+    ({"database": True, "migrate": MIGRATE}, True),
+    ({"database": True, "migrate": {**MIGRATE, "downgrade": "alembic downgrade {version}"}}, True),
+    ({"database": True, "migrate": {**MIGRATE, "downgrade": "alembic downgrade -1"}}, False),
+    ({"database": True, "migrate": {**MIGRATE, "head": ""}}, False),
+    ({"database": True, "migrate": {**MIGRATE, "command": "a\nb"}}, False),
+    ({"database": True, "migrate": {"command": "x", "current": "y"}}, False),
+    ({"database": True, "migrate": {**MIGRATE, "comand": "x"}}, False),
+    ({"migrate": MIGRATE}, False),  # it migrates the database: there must be one
+    ({"database": False, "migrate": MIGRATE}, False),
     ({"load": {"paths": ["/", "/simple/"]}}, True),
     ({"load": {"paths": ["/api/users?limit=5&x=%2F"]}}, True),
     ({"load": {"paths": TWENTY}}, True),

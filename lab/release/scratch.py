@@ -1,0 +1,153 @@
+"""Schema work on prod's engine: a release's ``[migrate]`` commands in one-off containers, and
+the scratch check that comes before a migration touches prod's database.
+
+The scratch check: a copy of the database (same server, ``pg_dump`` into a new database) is
+migrated the way prod's would be, then the release that must keep working (the live one: it
+stays warm as the rollback target) is started on the copy, in a container of its own beside
+the releases (not in any pool), and its integration tests run against that container. The copy
+and the container are removed whatever happens, and any left by an interrupted run are removed
+before the next check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from lab.errors import ReleaseError, tail
+from lab.estate.state import State
+from lab.release import containers, schema
+from lab.release.model import Candidate
+from lab.stack import project as stack
+from lab.stack.services import VERSION
+
+DATABASE = "app"  # prod's database (compose/stack.yml, services/postgres)
+SCRATCH = "cdlab_scratch"  # the copy's name: one check at a time (under the deploy lock)
+ROLE = "schema-check"  # label cdlab.role of the scratch release's container
+
+
+def database_url(state: State, name: str = DATABASE) -> str:
+    return f"postgresql://app:{state.secret('db-password')}@db:5432/{name}"
+
+
+def run(state: State, client: Any, c: Candidate, command: str, database: str = DATABASE) -> str:
+    """``command`` (one of the manifest's ``[migrate]``) in a one-off container of ``c``'s
+    image against ``database``; its output. ``ReleaseError`` with its last lines on failure."""
+    env = {
+        **containers.environment(state, c.service),
+        "DATABASE_URL": database_url(state, database),
+        "SERVICE_NAME": c.service.name,
+        "RELEASE": c.release,
+        "IMAGE": c.image,
+    }
+    code, output = containers.one_off(client, c.image, command, env, "migrate", of=c.project)
+    if code != 0:
+        raise ReleaseError(
+            f"'{command}' of {c.project} failed on database {database} (exit {code}):\n"
+            f"{tail(output, 15)}",
+            c.service.name,
+            c.release,
+        )
+    return output
+
+
+def version(state: State, client: Any, c: Candidate, database: str = DATABASE) -> str:
+    """The database's version, as ``c``'s ``current`` command prints it."""
+    assert c.service.migration is not None
+    return schema.version(run(state, client, c, c.service.migration.current, database))
+
+
+def head(state: State, client: Any, c: Candidate) -> str:
+    """The version ``c``'s code needs, as its ``head`` command prints it."""
+    assert c.service.migration is not None
+    return schema.version(run(state, client, c, c.service.migration.head))
+
+
+def downgrade_command(c: Candidate, to: str) -> str:
+    assert c.service.migration is not None and c.service.migration.downgrade
+    return c.service.migration.downgrade.replace(VERSION, to)
+
+
+def _psql(client: Any, script: str) -> str:
+    """A shell script in prod's database container, as its superuser; its output."""
+    db = client.containers.get(f"{stack.PROJECT}_db_1")
+    code, out = db.exec_run(["sh", "-c", f"set -e; {script}"], user="postgres")
+    text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
+    if code != 0:
+        raise ReleaseError(f"prod's database container: '{script}' failed (exit {code}): {text}")
+    return text
+
+
+def _drop(client: Any) -> None:
+    _psql(client, f"dropdb -h /tmp -U postgres --if-exists --force {SCRATCH}")
+
+
+@contextlib.contextmanager
+def scratch_copy(client: Any) -> Iterator[str]:
+    """A copy of prod's database, dropped afterwards; its name."""
+    _drop(client)  # one an interrupted run left
+    _psql(
+        client,
+        f"createdb -h /tmp -U postgres -O app {SCRATCH} && "
+        f"pg_dump -h /tmp -U postgres {DATABASE} | "
+        f"psql -h /tmp -U postgres -q -v ON_ERROR_STOP=1 -d {SCRATCH} >/dev/null",
+    )
+    try:
+        yield SCRATCH
+    finally:
+        with contextlib.suppress(Exception):  # never hides why the check ended
+            _drop(client)
+
+
+def _name(c: Candidate) -> str:
+    return f"{c.project}-{ROLE}"
+
+
+def remove_leftovers(client: Any) -> None:
+    """Scratch releases an interrupted check left (by their label)."""
+    import docker.errors
+
+    for ctr in client.containers.list(all=True, filters={"label": f"cdlab.role={ROLE}"}):
+        with contextlib.suppress(docker.errors.NotFound):
+            ctr.remove(force=True)
+
+
+@contextlib.contextmanager
+def scratch_release(state: State, client: Any, c: Candidate, database: str) -> Iterator[str]:
+    """``c`` running on ``database`` in a container of its own (its host name), healthy;
+    removed afterwards. Hardened as a release is, but in no pool and never restarted."""
+    spec = containers.container_spec(state, c)
+    spec.update(
+        name=_name(c),
+        labels={"cdlab.role": ROLE, containers.ONE_OFF: c.project},
+        restart_policy={"Name": "no"},
+        environment={**spec["environment"], "DATABASE_URL": database_url(state, database)},
+    )
+    remove_leftovers(client)
+    ctr = client.containers.run(**spec)
+    try:
+        containers.wait_probe(ctr, c.service.probe, c.service.health_timeout, _name(c))
+        yield _name(c)
+    finally:
+        with contextlib.suppress(Exception):
+            ctr.remove(force=True)
+
+
+def check(
+    state: State,
+    client: Any,
+    migrator: Candidate,
+    command: str,
+    keeps_working: Candidate,
+    test_image: str | None,
+) -> str:
+    """A scratch copy migrated by ``command`` in ``migrator``'s image, then ``keeps_working``
+    started on it and its integration tests run against it; what they said. ``ReleaseError``
+    when the migration or the tests fail (prod's database untouched either way)."""
+    with scratch_copy(client) as copy:
+        run(state, client, migrator, command, copy)
+        at = version(state, client, migrator, copy)
+        with scratch_release(state, client, keeps_working, copy) as host:
+            said = containers.integration_tests(state, client, keeps_working, test_image, host=host)
+    return f"{said} (scratch copy at {schema.shown(at)})"
