@@ -56,6 +56,12 @@ class FakePorts:
     events: list[str] = field(default_factory=list)
     slept: list[float] = field(default_factory=list)
     step: str = ""  # the key of the step running (set by ``Tracking``)
+    # the database's schema: its version, what each release's code needs, the releases whose
+    # integration tests fail on a migrated scratch copy, whether the migration itself fails
+    schema: str = "0001"
+    heads: dict[str, str] = field(default_factory=dict)
+    breaks: set[str] = field(default_factory=set)
+    migration_fails: bool = False
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -121,6 +127,30 @@ class FakePorts:
 
     def integration_tests(self, c: Candidate, test_image: str | None) -> str:
         with self._call("integration_tests"):
+            return "3 passed"
+
+    def schema_version(self, c: Candidate) -> str:
+        with self._call("schema_version"):
+            return self.schema
+
+    def schema_head(self, c: Candidate) -> str:
+        with self._call("schema_head"):
+            return self.heads.get(c.release, self.schema)
+
+    def migrate(self, c: Candidate) -> str:
+        with self._call("migrate"):
+            if self.migration_fails:  # transactional: nothing changed
+                raise ReleaseError('syntax error at or near "TABEL"')
+            self.schema = self.heads.get(c.release, self.schema)
+            return "migrated"
+
+    def schema_check(self, c: Candidate, keeps_working: Candidate) -> str:
+        with self._call("schema_check"):
+            if keeps_working.release in self.breaks:
+                raise ReleaseError(
+                    "integration tests failed against app-x-schema-check (exit 1):\n"
+                    'E   psycopg2.errors.UndefinedColumn: column "name" does not exist'
+                )
             return "3 passed"
 
     def address(self, c: Candidate) -> str:
@@ -231,6 +261,8 @@ class FakePorts:
             verdicts=list(self.verdicts),
             calls=[],
             images=set(self.images),
+            heads=dict(self.heads),
+            breaks=set(self.breaks),
             events=[],
             slept=[],
         )

@@ -7,11 +7,16 @@ import dataclasses
 
 from lab.release import routes
 from lab.release.model import Candidate, Facts
-from lab.stack.services import Service
+from lab.stack.services import Migration, Service
 
 SERVICE = Service("app", "services/app", 8000, public_port=8001, health_timeout=45)
 HOOKED = dataclasses.replace(SERVICE, pre_deploy="migrate", post_deploy="warm")
 TESTED = dataclasses.replace(SERVICE, test_command="python3 -m app.selftest")
+MIGRATING = dataclasses.replace(
+    SERVICE,
+    database=True,
+    migration=Migration("alembic upgrade head", "alembic current", "alembic heads"),
+)
 
 A, B, C, D = "aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc", "dddddddddddd"
 MATCH = routes.Match("header", "X-Canary", "1", B)

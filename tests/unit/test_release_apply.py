@@ -27,6 +27,7 @@ from tests.unit.release_data import (
     LIVE_B_WARM_A,
     MATCH,
     MATCHED,
+    MIGRATING,
     NOTHING,
     A,
     B,
@@ -104,6 +105,14 @@ SCENARIOS = [
         "deploy-hooks-tests",
         plan.deploy(facts(LIVE_A), cand(B, HOOKED_TESTED), Options()),
         prod(LIVE_A, {A}),
+        R(srv(B, 100), srv(A, 0, drain=True)),
+    ),
+    Scenario(
+        "deploy-migrate",  # the schema moves before the start: a failure after it is no undo
+        plan.deploy(
+            dataclasses.replace(facts(LIVE_A), live=cand(A)), cand(B, MIGRATING), Options()
+        ),
+        dataclasses.replace(prod(LIVE_A, {A}), heads={B: "0002"}),
         R(srv(B, 100), srv(A, 0, drain=True)),
     ),
     Scenario(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab.release import actions, plan, routes
+from lab.release import actions, plan, routes, schema
 from lab.release.model import Action, Options, Plan, Step
 from tests.unit.release_data import (
     HOOKED,
@@ -17,6 +17,7 @@ from tests.unit.release_data import (
     LIVE_B_WARM_A,
     MATCH,
     MATCHED,
+    MIGRATING,
     NOTHING,
     TESTED,
     A,
@@ -151,6 +152,30 @@ CASES = [
         plan.rollback(facts(R(srv(B, 100))), cand(A, TESTED)),
         ("pull", *START, "switch", "drain", "retire"),
         ("start", "stage", "switch"),
+        ("retire",),
+    ),
+    Case(
+        "deploy: a service with [migrate], A live (scratch check, then the migration)",
+        plan.deploy(
+            dataclasses.replace(facts(LIVE_A), live=cand(A)), cand(B, MIGRATING), Options()
+        ),
+        ("pull", "schema-check", "migrate", *START, *LIVE_AFTER),
+        ("start", "stage", "switch"),
+    ),
+    Case(
+        "deploy: a service with [migrate], matched traffic only (no migration for a trial)",
+        plan.deploy(facts(LIVE_A), cand(B, MIGRATING), Options(match=MATCH)),
+        ("pull", *START, "match"),
+        ("start", "stage", "match"),
+        (),
+    ),
+    Case(
+        "rollback: the records know the schema (a gate first, nothing to undo)",
+        plan.rollback(
+            facts(LIVE_B_WARM_A), cand(A), schema.Known("0002", {A: "0002"}, frozenset())
+        ),
+        ("schema", "switch", "drain", "retire"),
+        ("switch",),
         ("retire",),
     ),
     Case(
@@ -406,3 +431,15 @@ def test_a_known_integration_test_image_is_pulled_with_the_candidate() -> None:
     assert step(plan.deploy(facts(LIVE_A), cand(B), Options()), "pull").do == (
         actions.Pull((cand(B).image,)),
     )
+
+
+def test_the_scratch_check_keeps_the_live_release_working_and_forced_says_so() -> None:
+    live = dataclasses.replace(facts(LIVE_A), live=cand(A))
+    check = step(plan.deploy(live, cand(B, MIGRATING), Options()), "schema-check").do[0]
+    assert check == actions.SchemaCheck(cand(B, MIGRATING), cand(A), False)
+    forced = plan.deploy(live, cand(B, MIGRATING), Options(force=True))
+    assert step(forced, "schema-check").do[0] == actions.SchemaCheck(
+        cand(B, MIGRATING), cand(A), True
+    )
+    first = plan.deploy(facts(NOTHING), cand(B, MIGRATING), Options())
+    assert step(first, "schema-check").do[0] == actions.SchemaCheck(cand(B, MIGRATING), None)
