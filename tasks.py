@@ -106,6 +106,8 @@ def shell(c: Context, host: str) -> None:
         "release, until invoke promote / invoke abort",
         "bake": "seconds the new release is watched after the switch before the previous one "
         "is let go (default: the manifest's bake, 10 s); 0 skips it",
+        "force": "run a migration whose scratch check failed (the live release may break: "
+        "for negative controls and emergencies)",
     }
 )
 @presents_errors
@@ -118,6 +120,7 @@ def deploy(
     interval: str = "30s",
     match: str | None = None,
     bake: str | None = None,
+    force: bool = False,
 ) -> None:
     """Deploy an existing commit: build on cd, test, start beside the live release, switch."""
     progress = Progress()
@@ -132,6 +135,7 @@ def deploy(
             judge.parse_interval(interval),
             match=match,
             bake=None if bake is None else judge.parse_interval(bake, "--bake", minimum=0),
+            force=force,
         )
     if record.kind == "match":
         progress.say(
@@ -182,14 +186,18 @@ def abort(c: Context, service: str = "app") -> None:
     help={
         "to": "the release to go back to (default: the previous one)",
         "service": "the service (default: app)",
+        "migrate-down": "when that release does not work with the database's schema: migrate "
+        "it down first ([migrate] downgrade), once a scratch copy shows that safe",
     }
 )
 @presents_errors
-def rollback(c: Context, to: str | None = None, service: str = "app") -> None:
+def rollback(
+    c: Context, to: str | None = None, service: str = "app", migrate_down: bool = False
+) -> None:
     """Put all traffic back on the previous release (started again from the registry if gone)."""
     progress = Progress()
     with the_lab() as lab:
-        record, seconds = pipeline.rollback(lab, progress, service, to)
+        record, seconds = pipeline.rollback(lab, progress, service, to, migrate_down)
     progress.say(
         f"rolled back {record.service} to {record.release}: 100% of responses from it "
         f"{seconds * 1000:.0f} ms after the switch"

@@ -92,6 +92,59 @@ class SchemaCheck:
 
 
 @dataclass(frozen=True)
+class SchemaDown:
+    """A rollback's way back down (``--migrate-down``): a scratch copy migrated down to
+    ``to`` by ``migrator`` (the live release: its image knows the way down), the rollback's
+    target and the live release (warm once the target is live) each passing its integration
+    tests on it; then prod's database migrated down the same way."""
+
+    migrator: Candidate
+    to: str
+    checks: tuple[Candidate, ...]
+
+    def run(self, ports: ReleasePorts) -> Result:
+        m = self.migrator
+        command = schema.downgrade_command(m, self.to)
+        now = ports.schema_version(m)
+        notes = {"before": schema.shown(now), "needs": schema.shown(self.to)}
+        if now == self.to:
+            return Result(f"the database is at {schema.shown(now)} already", {}, False, notes)
+        said = []
+        for c in self.checks:
+            try:
+                said.append(f"{c.release}: {ports.schema_check(m, c, command)}")
+            except ReleaseError as exc:
+                err = SchemaRefused(
+                    f"migrating {m.service.name} down ({schema.shown(now)} -> "
+                    f"{schema.shown(self.to)}, '{command}' of {m.release}) would break "
+                    f"{c.release}: on a scratch copy of the database, migrated down, {exc}\n"
+                    "Prod's database was not touched. Way out: deploy a release that works "
+                    f"with {schema.shown(now)} instead of rolling back to one that does not",
+                    m.service.name,
+                    m.release,
+                    notes,
+                )
+                raise err from exc
+        notes.update(checked=self.checks[0].release, checked_at=schema.shown(self.to))
+        try:
+            ports.migrate(m, command)
+        except ReleaseError as exc:
+            after = ports.schema_version(m)
+            err2 = ReleaseError(
+                f"'{command}' failed on prod's database, now at {schema.shown(after)}: {exc}",
+                m.service.name,
+                m.release,
+                "schema-down",
+            )
+            err2.notes = {**notes, "left": schema.shown(after)}
+            raise err2 from exc
+        after = ports.schema_version(m)
+        notes["left"] = schema.shown(after)
+        move = f"{schema.shown(now)} -> {schema.shown(after)}"
+        return Result(f"{move} after a scratch check ({'; '.join(said)})", {}, True, notes)
+
+
+@dataclass(frozen=True)
 class SchemaGate:
     """A rollback goes on only to a release known to work with the database's version (judged
     from the records before the plan: ``refusal`` says why not)."""

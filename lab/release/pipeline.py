@@ -25,6 +25,7 @@ from lab.ports.lab import Lab
 from lab.ports.metrics import GRAPHITE_PORT
 from lab.progress import Progress
 from lab.release import (
+    actions,
     apply,
     history,
     judge,
@@ -195,10 +196,16 @@ def deploy_built(
 
 
 def rollback(
-    state: State | Lab, progress: Progress, service_name: str = "app", to: str | None = None
+    state: State | Lab,
+    progress: Progress,
+    service_name: str = "app",
+    to: str | None = None,
+    migrate_down: bool = False,
 ) -> tuple[records.Record, float]:
     """All traffic back to the previous release (or ``to``); the seconds until 100 % of
-    responses came from it."""
+    responses came from it. A release the records do not show working with the database's
+    schema is refused, unless ``migrate_down``: the manifest's ``[migrate] downgrade`` then
+    takes the database back to what it needs, once a scratch copy showed it safe."""
     lab = Lab.of(state)
     current = read_routes(lab, service_name)
     if not current.servers:
@@ -215,9 +222,14 @@ def rollback(
         facts = read_facts(lab, service.name)
         known = schema.known(records.history(lab.runs, service.name, lab.etcd))
         refusal = schema.rollback_refusal(known, service.name, target, current.live)
+        down = None
+        if refusal and migrate_down:
+            down = way_down(lab, service.name, target, known, current.live)
+            refusal = ""
         c = from_registry(lab, service, target)
         run.image = c.image
-        run.apply(plan.rollback(facts, c, known, refusal), ProdPorts(lab, service, progress.say))
+        p = plan.rollback(facts, c, known, refusal, down)
+        run.apply(p, ProdPorts(lab, service, progress.say))
     return run.record, run.record.timings.get("to_100_s", 0.0)
 
 
@@ -264,6 +276,32 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
             plan.promote(facts, c, Options(bake=service.bake, thresholds=service.thresholds)), ports
         )
     return f"{target} promoted: live for every request (was {current.live})"
+
+
+def way_down(
+    lab: Lab, name: str, target: str, known: schema.Known, live: str | None
+) -> actions.SchemaDown:
+    """How ``--migrate-down`` takes the database back to what ``target`` needs: the live
+    release's ``[migrate] downgrade`` (its image has the migrations since), checked on a
+    scratch copy with ``target`` and then the live release (warm after the rollback)."""
+    needs = known.needs.get(target)
+    if needs is None:
+        raise ConfigError(
+            "--migrate-down",
+            target,
+            "a release whose records say which schema it needs (deployed with [migrate])",
+        )
+    if live is None:
+        raise ConfigError("--migrate-down", target, "a service with a live release to migrate down")
+    migrator = with_tests(lab, name, live)
+    if migrator.service.migration is None or not migrator.service.migration.downgrade:
+        raise ConfigError(
+            "--migrate-down",
+            target,
+            f"a live release ({live}) whose manifest has [migrate] downgrade, e.g. "
+            "'alembic downgrade {version}'",
+        )
+    return actions.SchemaDown(migrator, needs, (with_tests(lab, name, target), migrator))
 
 
 def with_tests(lab: Lab, name: str, release: str) -> Candidate:

@@ -9,9 +9,9 @@ failure, or a signal during them, is a warning, never an undo.
               healthy, stage, [tests],
               proxy-up, [canary-N...], switch, [drain], [bake], [post-hook], retire, [retain]
     match:    ... proxy-up, match                  (then promote or abort, by hand)
-    rollback: [schema], switch, [drain], retire     (warm target)
-              [schema], pull, [free-slot], start, healthy, stage, proxy-up, switch, [drain],
-              retire
+    rollback: [schema | schema-down], switch, [drain], retire     (warm target)
+              [schema | schema-down], pull, [free-slot], start, healthy, stage, proxy-up,
+              switch, [drain], retire
     promote:  switch, [drain], [bake], [post-hook], retire, [retain]
     abort:    unmatch, remove
 """
@@ -36,6 +36,7 @@ from lab.release.actions import (
     Retain,
     Retire,
     SchemaCheck,
+    SchemaDown,
     SchemaGate,
     Start,
     Switch,
@@ -138,16 +139,30 @@ def deploy(facts: Facts, c: Candidate, o: Options) -> Plan:
 
 
 def rollback(
-    facts: Facts, c: Candidate, known: schema.Known | None = None, refusal: str = ""
+    facts: Facts,
+    c: Candidate,
+    known: schema.Known | None = None,
+    refusal: str = "",
+    down: SchemaDown | None = None,
 ) -> Plan:
     """All traffic back on ``c`` (a release deployed before); started again from the registry,
     by digest, when its containers are gone. No tests, hooks or bake: it served before. With
     what the records ``known`` of the schema, a first step says whether ``c`` works with the
-    database's version (``refusal``: why not, and the run stops there)."""
+    database's version (``refusal``: why not, and the run stops there); or, with ``down``
+    (``--migrate-down``), the database is first migrated down to what ``c`` needs, once a
+    scratch copy showed it safe."""
     current, name = facts.routes, c.service.name
     warm = c.release in facts.running and c.release in {s.release for s in current.servers}
     steps: list[Step] = []
-    if known is not None and known.now is not None:
+    if down is not None:
+        steps.append(
+            Step(
+                "schema-down",
+                f"migrate the database down to {schema.shown(down.to)} (scratch check first)",
+                (down,),
+            )
+        )
+    elif known is not None and known.now is not None:
         steps.append(
             Step(
                 "schema",

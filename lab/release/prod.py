@@ -91,11 +91,12 @@ class ProdPorts:
     def schema_head(self, c: Candidate) -> str:
         return scratch.head(self.lab.state, self.engine, c)
 
-    def migrate(self, c: Candidate) -> str:
+    def migrate(self, c: Candidate, command: str = "") -> str:
         assert c.service.migration is not None
-        return scratch.run(self.lab.state, self.engine, c, c.service.migration.command)
+        command = command or c.service.migration.command
+        return scratch.run(self.lab.state, self.engine, c, command)
 
-    def schema_check(self, c: Candidate, keeps_working: Candidate) -> str:
+    def schema_check(self, c: Candidate, keeps_working: Candidate, command: str = "") -> str:
         assert c.service.migration is not None
         if keeps_working.test_image:
             self.pull((keeps_working.image, keeps_working.test_image))
@@ -105,7 +106,7 @@ class ProdPorts:
             self.lab.state,
             self.engine,
             c,
-            c.service.migration.command,
+            command or c.service.migration.command,
             keeps_working,
             keeps_working.test_image,
         )

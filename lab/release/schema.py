@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from lab.release.model import Candidate
 from lab.release.records import Record
+from lab.stack.services import VERSION
 
 NONE = "none"  # how a record writes "no version yet"
 
@@ -28,6 +30,12 @@ def version(output: str) -> str:
     """The first word of the last non-empty line of ``output``; "" when there is none."""
     lines = [line for line in output.splitlines() if line.strip()]
     return lines[-1].split()[0] if lines else ""
+
+
+def downgrade_command(c: Candidate, to: str) -> str:
+    """``c``'s ``[migrate] downgrade`` back to ``to``."""
+    assert c.service.migration is not None and c.service.migration.downgrade
+    return c.service.migration.downgrade.replace(VERSION, to)
 
 
 def shown(v: str | None) -> str:

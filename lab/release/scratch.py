@@ -20,7 +20,6 @@ from lab.estate.state import State
 from lab.release import containers, schema
 from lab.release.model import Candidate
 from lab.stack import project as stack
-from lab.stack.services import VERSION
 
 DATABASE = "app"  # prod's database (compose/stack.yml, services/postgres)
 SCRATCH = "cdlab_scratch"  # the copy's name: one check at a time (under the deploy lock)
@@ -62,11 +61,6 @@ def head(state: State, client: Any, c: Candidate) -> str:
     """The version ``c``'s code needs, as its ``head`` command prints it."""
     assert c.service.migration is not None
     return schema.version(run(state, client, c, c.service.migration.head))
-
-
-def downgrade_command(c: Candidate, to: str) -> str:
-    assert c.service.migration is not None and c.service.migration.downgrade
-    return c.service.migration.downgrade.replace(VERSION, to)
 
 
 def _psql(client: Any, script: str) -> str:

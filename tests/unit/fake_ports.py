@@ -137,14 +137,15 @@ class FakePorts:
         with self._call("schema_head"):
             return self.heads.get(c.release, self.schema)
 
-    def migrate(self, c: Candidate) -> str:
+    def migrate(self, c: Candidate, command: str = "") -> str:
         with self._call("migrate"):
             if self.migration_fails:  # transactional: nothing changed
                 raise ReleaseError('syntax error at or near "TABEL"')
-            self.schema = self.heads.get(c.release, self.schema)
+            down = command.rsplit(" ", 1)[-1] if command.startswith("down ") else None
+            self.schema = down or self.heads.get(c.release, self.schema)
             return "migrated"
 
-    def schema_check(self, c: Candidate, keeps_working: Candidate) -> str:
+    def schema_check(self, c: Candidate, keeps_working: Candidate, command: str = "") -> str:
         with self._call("schema_check"):
             if keeps_working.release in self.breaks:
                 raise ReleaseError(

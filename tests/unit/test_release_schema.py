@@ -9,8 +9,9 @@ import pytest
 
 from lab.errors import SchemaRefused
 from lab.progress import Progress
-from lab.release import apply, plan, records, schema
+from lab.release import actions, apply, plan, records, schema
 from lab.release.model import Options
+from lab.stack.services import Migration
 from tests.unit.fake_ports import FakePorts, Tracking
 from tests.unit.release_data import LIVE_A, LIVE_B_WARM_A, MIGRATING, A, B, C, R, cand, facts, srv
 
@@ -157,3 +158,34 @@ def test_a_refused_rollback_stops_before_anything_switches() -> None:
     allowed = plan.rollback(facts(LIVE_B_WARM_A), cand(A), k, "")
     assert apply.apply(allowed, ports, Tracking(out=None, ports=ports)).result == "succeeded"
     assert ports.routes["app"] == R(srv(A, 100), srv(B, 0, drain=True))
+
+
+DOWN_MANIFEST = dataclasses.replace(
+    MIGRATING, migration=Migration("up", "current", "heads", "down {version}")
+)
+
+
+def rolled_down(breaks: set[str]) -> tuple[apply.Outcome, FakePorts]:
+    live, target = cand(B, DOWN_MANIFEST), cand(A, DOWN_MANIFEST)
+    down = actions.SchemaDown(live, "0001", (target, live))
+    p = plan.rollback(facts(LIVE_B_WARM_A), target, schema.known(HISTORY[:2]), "", down)
+    ports = FakePorts(
+        routes={"app": LIVE_B_WARM_A}, containers={A: True, B: True}, schema="0002", breaks=breaks
+    )
+    return apply.apply(p, ports, Tracking(out=None, ports=ports)), ports
+
+
+def test_migrate_down_checks_both_releases_on_a_copy_then_migrates_and_rolls_back() -> None:
+    out, ports = rolled_down(set())
+    assert out.result == "succeeded" and ports.schema == "0001"
+    assert ports.names[:4] == ["schema_version", "schema_check", "schema_check", "migrate"]
+    assert ports.routes["app"] == R(srv(A, 100), srv(B, 0, drain=True))
+
+
+def test_migrate_down_that_would_break_the_warm_release_is_refused_untouched() -> None:
+    out, ports = rolled_down({B})
+    assert (out.result, out.stage) == ("failed", "schema-down")
+    assert f"would break {B}" in str(out.error) and "Prod's database was not touched" in str(
+        out.error
+    )
+    assert ports.schema == "0002" and ports.routes["app"] == LIVE_B_WARM_A
