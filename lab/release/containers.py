@@ -17,11 +17,17 @@ from lab.stack import project as stack
 from lab.stack.services import Service
 
 
+def database_url(state: State, name: str) -> str:
+    """Database ``name`` on prod's PostgreSQL, as the role every service uses."""
+    return f"postgresql://app:{state.secret('db-password')}@db:5432/{name}"
+
+
 def environment(state: State, service: Service) -> dict[str, str]:
-    """The manifest's environment, plus the database's address when it asks for one."""
+    """The manifest's environment, plus the address of the service's own database (named
+    after it) when it asks for one."""
     env = dict(service.env)
     if service.database:
-        env["DATABASE_URL"] = f"postgresql://app:{state.secret('db-password')}@db:5432/app"
+        env["DATABASE_URL"] = database_url(state, service.name)
     return env
 
 

@@ -40,6 +40,7 @@ class ProdPorts:
         self.lab, self.service, self.say, self.test_build = lab, service, say, test_build
         self.deployed = deployed or list  # read when retention needs it, after the switch
         self._published: dict[str, frontends.Published] = {}
+        self._databases: set[str] = set()  # known to exist
 
     @property
     def engine(self) -> Any:
@@ -50,6 +51,7 @@ class ProdPorts:
         return len(stack.pull(self.lab.state, "prod", list(images)))
 
     def start(self, c: Candidate) -> str:
+        self._database(c)
         containers.replace_container(self.lab.state, self.engine, c)
         return c.image.rsplit("/", 1)[-1][:40]
 
@@ -84,8 +86,16 @@ class ProdPorts:
         self.say(f"    {name} {'built' if built.built else 'from the registry'}, on prod")
         return built.pinned
 
+    def _database(self, c: Candidate) -> None:
+        """The service's own database exists (created, empty, on its first deploy)."""
+        if c.service.database and c.service.name not in self._databases:
+            if scratch.ensure_database(self.engine, c.service.name):
+                self.say(f"    database {c.service.name} created on prod's PostgreSQL")
+            self._databases.add(c.service.name)
+
     # the database's schema
     def schema_version(self, c: Candidate) -> str:
+        self._database(c)
         return scratch.version(self.lab.state, self.engine, c)
 
     def schema_head(self, c: Candidate) -> str:

@@ -21,21 +21,18 @@ from lab.release import containers, schema
 from lab.release.model import Candidate
 from lab.stack import project as stack
 
-DATABASE = "app"  # prod's database (compose/stack.yml, services/postgres)
 SCRATCH = "cdlab_scratch"  # the copy's name: one check at a time (under the deploy lock)
 ROLE = "schema-check"  # label cdlab.role of the scratch release's container
 
 
-def database_url(state: State, name: str = DATABASE) -> str:
-    return f"postgresql://app:{state.secret('db-password')}@db:5432/{name}"
-
-
-def run(state: State, client: Any, c: Candidate, command: str, database: str = DATABASE) -> str:
+def run(state: State, client: Any, c: Candidate, command: str, database: str = "") -> str:
     """``command`` (one of the manifest's ``[migrate]``) in a one-off container of ``c``'s
-    image against ``database``; its output. ``ReleaseError`` with its last lines on failure."""
+    image against ``database`` (default: the service's own); its output. ``ReleaseError``
+    with its last lines on failure."""
+    database = database or c.service.name
     env = {
         **containers.environment(state, c.service),
-        "DATABASE_URL": database_url(state, database),
+        "DATABASE_URL": containers.database_url(state, database),
         "SERVICE_NAME": c.service.name,
         "RELEASE": c.release,
         "IMAGE": c.image,
@@ -51,7 +48,7 @@ def run(state: State, client: Any, c: Candidate, command: str, database: str = D
     return output
 
 
-def version(state: State, client: Any, c: Candidate, database: str = DATABASE) -> str:
+def version(state: State, client: Any, c: Candidate, database: str = "") -> str:
     """The database's version, as ``c``'s ``current`` command prints it."""
     assert c.service.migration is not None
     return schema.version(run(state, client, c, c.service.migration.current, database))
@@ -73,18 +70,36 @@ def _psql(client: Any, script: str) -> str:
     return text
 
 
-def _drop(client: Any) -> None:
-    _psql(client, f"dropdb -h /tmp -U postgres --if-exists --force {SCRATCH}")
+def _drop(client: Any, name: str = SCRATCH) -> None:
+    _psql(client, f"dropdb -h /tmp -U postgres --if-exists --force {name}")
+
+
+def ensure_database(client: Any, name: str) -> bool:
+    """Database ``name`` (a service's own) on prod's PostgreSQL, owned by the services' role;
+    True when it was created now."""
+    found = _psql(
+        client,
+        f"psql -h /tmp -U postgres -tAc \"SELECT 1 FROM pg_database WHERE datname = '{name}'\"",
+    )
+    if found.strip() == "1":
+        return False
+    _psql(client, f"createdb -h /tmp -U postgres -O app {name}")
+    return True
+
+
+def drop_database(client: Any, name: str) -> None:
+    """Database ``name`` gone (a removed service's; its connections ended)."""
+    _drop(client, name)
 
 
 @contextlib.contextmanager
-def scratch_copy(client: Any) -> Iterator[str]:
-    """A copy of prod's database, dropped afterwards; its name."""
+def scratch_copy(client: Any, source: str) -> Iterator[str]:
+    """A copy of database ``source``, dropped afterwards; its name."""
     _drop(client)  # one an interrupted run left
     _psql(
         client,
         f"createdb -h /tmp -U postgres -O app {SCRATCH} && "
-        f"pg_dump -h /tmp -U postgres {DATABASE} | "
+        f"pg_dump -h /tmp -U postgres {source} | "
         f"psql -h /tmp -U postgres -q -v ON_ERROR_STOP=1 -d {SCRATCH} >/dev/null",
     )
     try:
@@ -116,7 +131,10 @@ def scratch_release(state: State, client: Any, c: Candidate, database: str) -> I
         name=_name(c),
         labels={"cdlab.role": ROLE, containers.ONE_OFF: c.project},
         restart_policy={"Name": "no"},
-        environment={**spec["environment"], "DATABASE_URL": database_url(state, database)},
+        environment={
+            **spec["environment"],
+            "DATABASE_URL": containers.database_url(state, database),
+        },
     )
     remove_leftovers(client)
     ctr = client.containers.run(**spec)
@@ -139,7 +157,7 @@ def check(
     """A scratch copy migrated by ``command`` in ``migrator``'s image, then ``keeps_working``
     started on it and its integration tests run against it; what they said. ``ReleaseError``
     when the migration or the tests fail (prod's database untouched either way)."""
-    with scratch_copy(client) as copy:
+    with scratch_copy(client, migrator.service.name) as copy:
         run(state, client, migrator, command, copy)
         at = version(state, client, migrator, copy)
         with scratch_release(state, client, keeps_working, copy) as host:
