@@ -1,4 +1,7 @@
-"""Users in PostgreSQL: a small repository with a per-process connection pool."""
+"""Users in PostgreSQL: a small repository with a per-process connection pool.
+
+The schema is the migrations' (``migrations/versions/``), applied by the pipeline before a
+release starts: the app neither creates nor changes a table."""
 
 from __future__ import annotations
 
@@ -6,16 +9,6 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    id BIGSERIAL PRIMARY KEY,
-    name TEXT NOT NULL,
-    email TEXT NOT NULL UNIQUE,
-    release TEXT NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
-"""
 
 
 @dataclass(frozen=True)
@@ -98,17 +91,9 @@ class PostgresStore:
                 # minconn = maxconn: psycopg2 closes a returned connection whenever the pool
                 # holds minconn already, so a smaller minconn means a new connection (a backend
                 # fork and a SCRAM handshake) for most requests under concurrency.
-                pool = ThreadedConnectionPool(
+                self._pool = ThreadedConnectionPool(
                     self.maxconn, self.maxconn, self.dsn, connect_timeout=2
                 )
-                conn = pool.getconn()
-                try:
-                    with conn, conn.cursor() as cur:
-                        cur.execute("SELECT pg_advisory_xact_lock(7411)")  # one DDL at a time
-                        cur.execute(SCHEMA)
-                finally:
-                    pool.putconn(conn)
-                self._pool = pool
             return self._pool
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
