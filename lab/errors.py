@@ -29,6 +29,7 @@
         ├── BakeFailed            the new release failed its bake window (``reason``)
         ├── SchemaRefused         a migration a scratch copy showed would break the live
         │                         release, refused before prod's database changed (``notes``)
+        ├── MigrationFailed       a migration failed, on a scratch copy or on prod's database
         └── RunStopped            a run stopped by a signal or a lost lease (``signal``), after
                                   its undo: what was undone is in ``undone``
 
@@ -283,6 +284,11 @@ class ReleaseError(LabError):
         self.service, self.release, self.stage = service, release, stage
         self.notes: dict[str, str] = {}  # named facts for the run's record (e.g. the schema)
         super().__init__(message)
+
+
+class MigrationFailed(ReleaseError):
+    """A migration failed: on a scratch copy of the database (prod's untouched), or on prod's
+    (transactional: its version as before)."""
 
 
 class SchemaRefused(ReleaseError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.errors import CanaryAborted, ReleaseError, SchemaRefused
+from lab.errors import CanaryAborted, MigrationFailed, ReleaseError, SchemaRefused
 from lab.release import judge, routes, schema
 from lab.release.model import Candidate, Result
 from lab.release.ports import ReleasePorts
@@ -72,6 +72,17 @@ class SchemaCheck:
         live = self.live.release
         try:
             said = ports.schema_check(c, self.live)
+        except MigrationFailed as exc:
+            err = MigrationFailed(
+                f"the migration of {c.service.name} {c.release} ({move}) fails on a scratch "
+                f"copy of the database: {exc}\nProd's database was not touched: still at "
+                f"{schema.shown(now)}, {live} serving. Fix the migration and deploy again",
+                c.service.name,
+                c.release,
+                "schema-check",
+            )
+            err.notes = notes
+            raise err from exc
         except ReleaseError as exc:
             why = (
                 f"the migration of {c.service.name} {c.release} ({move}) would break the live "
@@ -184,7 +195,7 @@ class Migrate:
             ports.migrate(c)
         except ReleaseError as exc:
             after = ports.schema_version(c)
-            err = ReleaseError(
+            err = MigrationFailed(
                 f"the migration of {c.service.name} {c.release} ({schema.shown(before)} -> "
                 f"{schema.shown(needs)}) failed; the database is at {schema.shown(after)}"
                 + (" as before" if after == before else "")

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from lab.errors import ReleaseError, tail
+from lab.errors import MigrationFailed, ReleaseError, tail
 from lab.estate.state import State
 from lab.release import containers, schema
 from lab.release.model import Candidate
@@ -155,10 +155,14 @@ def check(
     test_image: str | None,
 ) -> str:
     """A scratch copy migrated by ``command`` in ``migrator``'s image, then ``keeps_working``
-    started on it and its integration tests run against it; what they said. ``ReleaseError``
-    when the migration or the tests fail (prod's database untouched either way)."""
+    started on it and its integration tests run against it; what they said. ``MigrationFailed``
+    when the migration fails on the copy, ``ReleaseError`` when the tests do (prod's database
+    untouched either way)."""
     with scratch_copy(client, migrator.service.name) as copy:
-        run(state, client, migrator, command, copy)
+        try:
+            run(state, client, migrator, command, copy)
+        except ReleaseError as exc:
+            raise MigrationFailed(str(exc), migrator.service.name, migrator.release) from exc
         at = version(state, client, migrator, copy)
         with scratch_release(state, client, keeps_working, copy) as host:
             said = containers.integration_tests(state, client, keeps_working, test_image, host=host)

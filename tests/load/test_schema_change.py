@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from lab.build import git
-from lab.errors import ReleaseError, SchemaRefused
+from lab.errors import MigrationFailed, ReleaseError, SchemaRefused
 from lab.estate.state import State
 from lab.ports import engines, frontends
 from lab.progress import Progress
@@ -152,6 +152,9 @@ def columns(lab: State) -> set[str]:
 
 
 def version(lab: State) -> str:
+    """The database's version ("" before any migration ran)."""
+    if sql(lab, "SELECT to_regclass('alembic_version') IS NOT NULL") != "t":
+        return ""
     return sql(lab, "SELECT version_num FROM alembic_version")
 
 
@@ -166,15 +169,23 @@ def stages(rec: records.Record) -> dict[str, float]:
 def test_a_failing_migration_changes_nothing_and_the_record_names_its_stage(
     lab: State, chain: Chain
 ) -> None:
-    first = deploy(chain.state, chain.base)
-    assert first.result == "succeeded" and first.schema["left"] == version(lab)
-    before = version(lab)
-    with pytest.raises(ReleaseError, match="as before, the live release serving"):
+    """With nothing live (a new service) it fails on prod's database itself; with a release
+    live it fails on the scratch copy, before prod's database is touched."""
+    with pytest.raises(MigrationFailed, match="the database is at none as before"):
         deploy(chain.state, chain.broken)
     rec = records.history(lab.runs, NAME)[-1]
     assert (rec.release, rec.result, rec.failed_stage) == (chain.broken, "failed", "migrate")
-    assert "syntax error" in rec.error + json.dumps(rec.stages)
-    assert version(lab) == before and "nickname" not in columns(lab)  # transactional DDL
+    assert "TABEL" in str(rec.stages) + rec.error or "syntax error" in rec.error
+    assert version(lab) == "" and "nickname" not in columns(lab)  # transactional DDL
+    first = deploy(chain.state, chain.base)
+    assert first.result == "succeeded" and first.schema["left"] == version(lab) != ""
+    before = version(lab)
+    with pytest.raises(MigrationFailed, match="fails on a scratch copy of the database") as err:
+        deploy(chain.state, chain.broken)
+    assert 'syntax error at or near "TABEL"' in str(err.value)
+    rec = records.history(lab.runs, NAME)[-1]
+    assert (rec.release, rec.result, rec.failed_stage) == (chain.broken, "failed", "schema-check")
+    assert version(lab) == before and "nickname" not in columns(lab)
     assert release.current_routes(lab, NAME).live == chain.base
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from lab.errors import ReleaseError, Stop
+from lab.errors import MigrationFailed, ReleaseError, Stop
 from lab.progress import Progress, StageHandle
 from lab.release import judge, routes
 from lab.release.model import Candidate, Drained, Pruned, StepVerdict
@@ -147,6 +147,8 @@ class FakePorts:
 
     def schema_check(self, c: Candidate, keeps_working: Candidate, command: str = "") -> str:
         with self._call("schema_check"):
+            if self.migration_fails:
+                raise MigrationFailed('syntax error at or near "TABEL"')
             if keeps_working.release in self.breaks:
                 raise ReleaseError(
                     "integration tests failed against app-x-schema-check (exit 1):\n"

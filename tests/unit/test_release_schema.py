@@ -7,12 +7,12 @@ import dataclasses
 
 import pytest
 
-from lab.errors import SchemaRefused
+from lab.errors import MigrationFailed, SchemaRefused
 from lab.progress import Progress
 from lab.release import actions, apply, plan, records, schema
 from lab.release.model import Options
 from lab.stack.services import Migration
-from tests.unit.fake_ports import FakePorts, Tracking
+from tests.unit.fake_ports import FakePorts, Fault, Tracking
 from tests.unit.release_data import LIVE_A, LIVE_B_WARM_A, MIGRATING, A, B, C, R, cand, facts, srv
 
 
@@ -82,8 +82,21 @@ def test_forced_past_a_failed_check_the_migration_runs_and_the_record_says_so() 
     assert stage.notes["forced"] == A and "checked" not in stage.notes
 
 
+def test_a_migration_that_fails_on_the_scratch_copy_never_reaches_prod() -> None:
+    out, ports, _ = deploy(FakePorts(schema="0001", heads={B: "0002"}, migration_fails=True))
+    assert (out.result, out.stage) == ("failed", "schema-check")
+    assert isinstance(out.error, MigrationFailed)
+    text = str(out.error)
+    assert "fails on a scratch copy of the database" in text and "TABEL" in text
+    assert f"still at 0001, {A} serving. Fix the migration" in text
+    assert ports.schema == "0001" and "migrate" not in ports.names and "start" not in ports.names
+
+
 def test_a_failing_migration_leaves_the_version_and_the_live_release_as_they_were() -> None:
-    out, ports, progress = deploy(FakePorts(schema="0001", heads={B: "0002"}, migration_fails=True))
+    """Failing on prod only (a lock timeout, say): the scratch copy had passed."""
+    ports = FakePorts(schema="0001", heads={B: "0002"})
+    ports.faults = [Fault("migrate", MigrationFailed('syntax error at or near "TABEL"'))]
+    out, ports, progress = deploy(ports)
     assert (out.result, out.stage) == ("failed", "migrate")
     assert ports.schema == "0001" and ports.routes["app"] == LIVE_A and "start" not in ports.names
     text = str(out.error)

@@ -1,8 +1,9 @@
 """Alembic's environment: the revisions in ``versions/`` against ``DATABASE_URL``.
 
-Online (``alembic upgrade head``): each revision runs in its own transaction, its version stamp
-included, so a revision that fails leaves the schema and the version as they were (PostgreSQL's
-DDL is transactional). A revision that must commit in steps (a backfill in batches) does so
+Online (``alembic upgrade head``): every revision the upgrade runs, their version stamps
+included, in one transaction, so an upgrade that fails anywhere leaves the schema and the
+version as they were before it (PostgreSQL's DDL is transactional), however many revisions it
+spans. A revision that must commit in steps (a backfill in batches) does so
 explicitly in an ``autocommit_block``. Offline (``alembic upgrade head --sql``): the same
 revisions as SQL on stdout, nothing connected; ``DATABASE_URL`` then only names the dialect.
 """
@@ -35,7 +36,7 @@ def run_offline(url: str) -> None:
         url=url,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
-        transaction_per_migration=True,
+        transaction_per_migration=False,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -57,7 +58,7 @@ def run_online(url: str) -> None:
         raise SystemExit(f"could not connect to {redact(url)}: {error.orig}".rstrip()) from None
     try:
         with connection:
-            context.configure(connection=connection, transaction_per_migration=True)
+            context.configure(connection=connection, transaction_per_migration=False)
             with context.begin_transaction():
                 context.run_migrations()
     finally:
