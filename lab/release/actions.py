@@ -199,7 +199,7 @@ class Migrate:
                 f"the migration of {c.service.name} {c.release} ({schema.shown(before)} -> "
                 f"{schema.shown(needs)}) failed; the database is at {schema.shown(after)}"
                 + (" as before" if after == before else "")
-                + f", the live release serving. {exc}",
+                + f", nothing switched. {exc}",
                 c.service.name,
                 c.release,
                 "migrate",

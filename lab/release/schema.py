@@ -16,6 +16,7 @@ it at. A rollback to a release not known to work with the database's version is 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,6 +31,17 @@ def version(output: str) -> str:
     """The first word of the last non-empty line of ``output``; "" when there is none."""
     lines = [line for line in output.splitlines() if line.strip()]
     return lines[-1].split()[0] if lines else ""
+
+
+def cause(output: str) -> str:
+    """The line of a failed command's output that says why (a Python exception's last line, a
+    tool's FAILED or error line; else its last line), for a message's first line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    said = [line for line in lines if _CAUSE.search(line)]
+    return (said or lines or ["no output"])[-1][:300]
+
+
+_CAUSE = re.compile(r"^(FAILED\b|ERROR\b|[\w.]*(Error|Exception)\b)|\berror:")
 
 
 def downgrade_command(c: Candidate, to: str) -> str:

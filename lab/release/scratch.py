@@ -40,8 +40,8 @@ def run(state: State, client: Any, c: Candidate, command: str, database: str = "
     code, output = containers.one_off(client, c.image, command, env, "migrate", of=c.project)
     if code != 0:
         raise ReleaseError(
-            f"'{command}' of {c.project} failed on database {database} (exit {code}):\n"
-            f"{tail(output, 15)}",
+            f"'{command}' of {c.project} failed on database {database} (exit {code}): "
+            f"{schema.cause(output)}\n{tail(output, 15)}",
             c.service.name,
             c.release,
         )

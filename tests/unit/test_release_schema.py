@@ -100,7 +100,7 @@ def test_a_failing_migration_leaves_the_version_and_the_live_release_as_they_wer
     assert (out.result, out.stage) == ("failed", "migrate")
     assert ports.schema == "0001" and ports.routes["app"] == LIVE_A and "start" not in ports.names
     text = str(out.error)
-    assert "failed; the database is at 0001 as before, the live release serving" in text
+    assert "failed; the database is at 0001 as before, nothing switched" in text
     assert 'syntax error at or near "TABEL"' in text
     assert records.notes(progress.stages)["left"] == "0001"
 
@@ -202,3 +202,28 @@ def test_migrate_down_that_would_break_the_warm_release_is_refused_untouched() -
         out.error
     )
     assert ports.schema == "0002" and ports.routes["app"] == LIVE_B_WARM_A
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        (
+            "Traceback (most recent call last):\n  File x\nsqlalchemy.exc.ProgrammingError: "
+            '(psycopg2.errors.SyntaxError) syntax error at or near "TABEL"\nLINE 1: ALTER TABEL\n'
+            "[SQL: ALTER TABEL users]\n(Background on this error at: https://sqlalche.me/e/20/f405)",
+            "sqlalchemy.exc.ProgrammingError: (psycopg2.errors.SyntaxError) syntax error at or "
+            'near "TABEL"',
+        ),
+        (
+            "FAILED: Can't locate revision identified by '0003'\n",
+            "FAILED: Can't locate revision identified by '0003'",
+        ),
+        (
+            "could not connect to postgresql://app:***@db/x\n",
+            "could not connect to postgresql://app:***@db/x",
+        ),
+        ("", "no output"),
+    ],
+)
+def test_a_failed_commands_cause_is_the_line_that_says_why(output: str, expected: str) -> None:
+    assert schema.cause(output) == expected
