@@ -199,7 +199,7 @@ def test_expand_migrate_reads_contract_under_load_lose_nothing(lab: State, chain
         timings["expand"] = stages(rec)
         assert rec.schema["checked"] == chain.base, rec.schema
         with traffic.operation(f"rollback to {chain.base}", target=chain.base):
-            back, seconds = pipeline.rollback(lab, Progress(out=None), NAME)
+            back, seconds = pipeline.rollback(chain.state, Progress(out=None), NAME)
         assert back.release == chain.base and seconds <= 1.0
         with traffic.operation(f"deploy {chain.expand} again", target=chain.expand):
             deploy(chain.state, chain.expand)
@@ -257,5 +257,5 @@ def test_the_one_step_rename_is_refused_and_forced_breaks_what_it_said(
     assert rec.result == "succeeded" and rec.schema.get("forced") == chain.base
     assert s["failed"] > 0, "the forced rename broke nothing: the scratch check was wrong"
     with pytest.raises(ReleaseError, match=f"rollback of {NAME} to {chain.base} refused"):
-        pipeline.rollback(lab, Progress(out=None), NAME)
+        pipeline.rollback(chain.state, Progress(out=None), NAME)
     assert release.current_routes(lab, NAME).live == chain.rename
