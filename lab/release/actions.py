@@ -60,7 +60,7 @@ class SchemaCheck:
 
     def run(self, ports: ReleasePorts) -> Result:
         c = self.candidate
-        now, needs = ports.schema_version(c), ports.schema_head(c)
+        now, needs = ports.schema_state(c)
         notes = {"before": schema.shown(now), "needs": schema.shown(needs)}
         move = f"{schema.shown(now)} -> {schema.shown(needs)}"
         if now == needs:
@@ -185,8 +185,7 @@ class Migrate:
 
     def run(self, ports: ReleasePorts) -> Result:
         c = self.candidate
-        before = ports.schema_version(c)
-        needs = ports.schema_head(c)
+        before, needs = ports.schema_state(c)
         if before == needs:
             return Result(
                 f"at {schema.shown(before)} already", {}, False, {"left": schema.shown(before)}

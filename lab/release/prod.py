@@ -98,8 +98,9 @@ class ProdPorts:
         self._database(c)
         return scratch.version(self.lab.state, self.engine, c)
 
-    def schema_head(self, c: Candidate) -> str:
-        return scratch.head(self.lab.state, self.engine, c)
+    def schema_state(self, c: Candidate) -> tuple[str, str]:
+        self._database(c)
+        return scratch.state_of(self.lab.state, self.engine, c)
 
     def migrate(self, c: Candidate, command: str = "") -> str:
         assert c.service.migration is not None

@@ -133,9 +133,9 @@ class FakePorts:
         with self._call("schema_version"):
             return self.schema
 
-    def schema_head(self, c: Candidate) -> str:
-        with self._call("schema_head"):
-            return self.heads.get(c.release, self.schema)
+    def schema_state(self, c: Candidate) -> tuple[str, str]:
+        with self._call("schema_state"):
+            return self.schema, self.heads.get(c.release, self.schema)
 
     def migrate(self, c: Candidate, command: str = "") -> str:
         with self._call("migrate"):
