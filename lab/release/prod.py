@@ -41,6 +41,7 @@ class ProdPorts:
         self.deployed = deployed or list  # read when retention needs it, after the switch
         self._published: dict[str, frontends.Published] = {}
         self._databases: set[str] = set()  # known to exist
+        self._schema: dict[str, tuple[str, str]] = {}  # image -> (database's, image's version)
 
     @property
     def engine(self) -> Any:
@@ -99,11 +100,16 @@ class ProdPorts:
         return scratch.version(self.lab.state, self.engine, c)
 
     def schema_state(self, c: Candidate) -> tuple[str, str]:
-        self._database(c)
-        return scratch.state_of(self.lab.state, self.engine, c)
+        # read once a run until a migration changes it (the check and the migration both ask;
+        # each reading is a container: most of a second)
+        if c.image not in self._schema:
+            self._database(c)
+            self._schema[c.image] = scratch.state_of(self.lab.state, self.engine, c)
+        return self._schema[c.image]
 
     def migrate(self, c: Candidate, command: str = "") -> str:
         assert c.service.migration is not None
+        self._schema.clear()
         command = command or c.service.migration.command
         return scratch.run(self.lab.state, self.engine, c, command)
 

@@ -15,12 +15,13 @@ import requests
 
 from lab.build import git
 from lab.estate.state import State
-from lab.ports import engines, frontends
+from lab.ports import engines
 from lab.progress import Progress
 from lab.proof import load, loadreport
 from lab.release import api as release
 from lab.release import pipeline
 from lab.stack import project as stack
+from tests.conftest import remove_service
 
 pytestmark = pytest.mark.xdist_group("prod")
 RATE = 300
@@ -51,12 +52,7 @@ def branch_with_a_new_service(lab: State, tmp_path: Path) -> Iterator[State]:
     subprocess.run(["git", "-C", str(clone), "add", "-A"], check=True)
     git.commit_all(clone, f"add the {NAME} service", author="cdlab-tests")
     yield lab.at(clone)
-    etcd = release.route_store(lab)
-    etcd.delete(f"/cdlab/routes/{NAME}")
-    etcd.delete(frontends.prefix() + NAME)
-    with engines.connect(lab, lab.config.host("prod")) as prod:
-        for c in prod.containers.list(all=True, filters={"label": f"cdlab.service={NAME}"}):
-            c.remove(force=True)
+    remove_service(lab, NAME)
 
 
 def test_a_new_service_from_another_branch_drops_nothing_and_recreates_nothing(

@@ -24,13 +24,14 @@ import pytest
 from lab.build import git
 from lab.errors import MigrationFailed, ReleaseError, SchemaRefused
 from lab.estate.state import State
-from lab.ports import engines, frontends
+from lab.ports import engines
 from lab.progress import Progress
 from lab.proof import load, loadreport
 from lab.release import api as release
 from lab.release import pipeline, records, scratch
 from lab.stack import project as stack
 from lab.stack import services
+from tests import conftest
 
 pytestmark = pytest.mark.xdist_group("prod")
 NAME, PORT = "people", 8004
@@ -122,12 +123,9 @@ def downgrade() -> None:
 
 
 def remove_service(lab: State) -> None:
-    etcd = release.route_store(lab)
-    etcd.delete(f"/cdlab/routes/{NAME}")
-    etcd.delete(frontends.prefix() + NAME)
+    """people gone from prod, its database too."""
+    conftest.remove_service(lab, NAME)
     with engines.connect(lab, lab.config.host("prod")) as prod:
-        for c in prod.containers.list(all=True, filters={"label": f"cdlab.service={NAME}"}):
-            c.remove(force=True)
         scratch.drop_database(prod, NAME)
 
 
