@@ -5,6 +5,7 @@ ever points at the broken candidate, and its containers are gone."""
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 import uuid
@@ -55,6 +56,23 @@ def candidates_left(lab: State, release_id: str) -> list[str]:
 WEB = "services/app/app/web.py"
 WSGI = "services/app/app/wsgi.py"
 TOML = "services/app/service.toml"
+
+
+def top_level(line: str) -> Callable[[str], str]:
+    """A manifest edit adding ``line`` as a top-level key: before its first table (appended
+    after ``[migrate]`` it would be that table's, and refused as unknown there)."""
+
+    def edit(text: str) -> str:
+        first = re.search(r"^\[", text, re.M)
+        return (
+            text[: first.start()] + line + "\n" + text[first.start() :]
+            if first
+            else text + line + "\n"
+        )
+
+    return edit
+
+
 STORE = "services/app/app/store.py"
 
 CRASH_AS_A_RELEASE = (
@@ -102,7 +120,7 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
         {
             # (only where it runs as a release, IMAGE set: the unit tests import the module)
             WSGI: lambda t: t + CRASH_AS_A_RELEASE,
-            TOML: lambda t: t + "health_timeout = 10\n",
+            TOML: top_level("health_timeout = 10"),
         },
         "healthy",
         "exited with code",
@@ -113,7 +131,7 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
             WSGI: lambda t: (
                 'if "IMAGE" in __import__("os").environ:\n    __import__("time").sleep(60)\n' + t
             ),
-            TOML: lambda t: t + "health_timeout = 5\n",
+            TOML: top_level("health_timeout = 5"),
         },
         "healthy",
         "did not become healthy within 5 s",
