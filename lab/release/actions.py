@@ -71,7 +71,7 @@ class SchemaCheck:
             return Result(f"{move}; no live release to keep working", {}, False, notes)
         live = self.live.release
         try:
-            said = ports.schema_check(c, self.live)
+            said = ports.schema_check(c, (self.live,))
         except MigrationFailed as exc:
             err = MigrationFailed(
                 f"the migration of {c.service.name} {c.release} ({move}) fails on a scratch "
@@ -120,22 +120,20 @@ class SchemaDown:
         notes = {"before": schema.shown(now), "needs": schema.shown(self.to)}
         if now == self.to:
             return Result(f"the database is at {schema.shown(now)} already", {}, False, notes)
-        said = []
-        for c in self.checks:
-            try:
-                said.append(f"{c.release}: {ports.schema_check(m, c, command)}")
-            except ReleaseError as exc:
-                err = SchemaRefused(
-                    f"migrating {m.service.name} down ({schema.shown(now)} -> "
-                    f"{schema.shown(self.to)}, '{command}' of {m.release}) would break "
-                    f"{c.release}: on a scratch copy of the database, migrated down, {exc}\n"
-                    "Prod's database was not touched. Way out: deploy a release that works "
-                    f"with {schema.shown(now)} instead of rolling back to one that does not",
-                    m.service.name,
-                    m.release,
-                    notes,
-                )
-                raise err from exc
+        try:
+            said = ports.schema_check(m, self.checks, command)
+        except ReleaseError as exc:
+            err = SchemaRefused(
+                f"migrating {m.service.name} down ({schema.shown(now)} -> "
+                f"{schema.shown(self.to)}, '{command}' of {m.release}) would break "
+                f"{exc.release or 'a release'}: on a scratch copy of the database, migrated "
+                f"down, {exc}\nProd's database was not touched. Way out: deploy a release that "
+                f"works with {schema.shown(now)} instead of rolling back to one that does not",
+                m.service.name,
+                m.release,
+                notes,
+            )
+            raise err from exc
         notes.update(checked=self.checks[0].release, checked_at=schema.shown(self.to))
         try:
             ports.migrate(m, command)
@@ -152,7 +150,7 @@ class SchemaDown:
         after = ports.schema_version(m)
         notes["left"] = schema.shown(after)
         move = f"{schema.shown(now)} -> {schema.shown(after)}"
-        return Result(f"{move} after a scratch check ({'; '.join(said)})", {}, True, notes)
+        return Result(f"{move} after a scratch check ({said})", {}, True, notes)
 
 
 @dataclass(frozen=True)

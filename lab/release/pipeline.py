@@ -179,6 +179,9 @@ def release_candidate(
             facts = dataclasses.replace(facts, live=with_tests(lab, service.name, live))
         history_of = functools.partial(history.deployed, lab, service.name)
         ports = ProdPorts(lab, service, run.progress.say, test_build, history_of)
+        settled = settled_schema(lab, service, live, c.release)
+        if settled is not None:
+            ports.assume_schema(c, settled, settled)
         run.apply(plan.deploy(facts, c, opts), ports)
 
 
@@ -276,6 +279,30 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
             plan.promote(facts, c, Options(bake=service.bake, thresholds=service.thresholds)), ports
         )
     return f"{target} promoted: live for every request (was {current.live})"
+
+
+def settled_schema(
+    lab: Lab, service: services.Service, live: str | None, release: str
+) -> str | None:
+    """The database's version when git and the records settle what ``release`` needs without
+    a container: the records say the database is at what the live release needs, and no file
+    of the manifest's ``[migrate] files`` (nor the manifest) changed between the two commits.
+    None: not settled (the candidate's image is asked)."""
+    m = service.migration
+    if m is None or not m.files or live is None or live == release:
+        return None
+    known = schema.known(records.history(lab.runs, service.name, lab.etcd))
+    if known.now is None or known.needs.get(live) != known.now:
+        return None
+    root = lab.config.root
+    try:
+        changed = git.changed_paths(root, git.commit(root, live), git.commit(root, release))
+    except ConfigError:  # the live release's commit is not in this checkout
+        return None
+    watched = [f"{service.folder}/{f}".rstrip("/") for f in (*m.files, "service.toml")]
+    if changed is None or any(p == w or p.startswith(w + "/") for p in changed for w in watched):
+        return None
+    return known.now
 
 
 def way_down(

@@ -107,25 +107,29 @@ class ProdPorts:
             self._schema[c.image] = scratch.state_of(self.lab.state, self.engine, c)
         return self._schema[c.image]
 
+    def assume_schema(self, c: Candidate, now: str, needs: str) -> None:
+        """What ``schema_state`` answers for ``c`` when the pipeline knows it already (from git
+        and the records: ``pipeline.settled_schema``)."""
+        self._schema[c.image] = (now, needs)
+
     def migrate(self, c: Candidate, command: str = "") -> str:
         assert c.service.migration is not None
         self._schema.clear()
         command = command or c.service.migration.command
         return scratch.run(self.lab.state, self.engine, c, command)
 
-    def schema_check(self, c: Candidate, keeps_working: Candidate, command: str = "") -> str:
+    def schema_check(
+        self, c: Candidate, keep_working: tuple[Candidate, ...], command: str = ""
+    ) -> str:
         assert c.service.migration is not None
-        if keeps_working.test_image:
-            self.pull((keeps_working.image, keeps_working.test_image))
-        else:
-            self.pull((keeps_working.image,))
+        images = [i for k in keep_working for i in (k.image, k.test_image) if i]
+        self.pull(tuple(dict.fromkeys(images)))
         return scratch.check(
             self.lab.state,
             self.engine,
             c,
             command or c.service.migration.command,
-            keeps_working,
-            keeps_working.test_image,
+            keep_working,
         )
 
     def integration_tests(self, c: Candidate, test_image: str | None) -> str:

@@ -12,7 +12,7 @@ before the next check.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from lab.errors import MigrationFailed, ReleaseError, tail
@@ -158,19 +158,26 @@ def check(
     client: Any,
     migrator: Candidate,
     command: str,
-    keeps_working: Candidate,
-    test_image: str | None,
+    keep_working: Sequence[Candidate],
 ) -> str:
-    """A scratch copy migrated by ``command`` in ``migrator``'s image, then ``keeps_working``
-    started on it and its integration tests run against it; what they said. ``MigrationFailed``
-    when the migration fails on the copy, ``ReleaseError`` when the tests do (prod's database
-    untouched either way)."""
+    """A scratch copy migrated by ``command`` in ``migrator``'s image, then each release of
+    ``keep_working`` in turn started on it and its integration tests (its ``test_image``) run
+    against it; what they said. ``MigrationFailed`` when the migration fails on the copy,
+    ``ReleaseError`` naming the release when its tests do (prod's database untouched)."""
+    assert migrator.service.migration is not None
+    current = migrator.service.migration.current
     with scratch_copy(client, migrator.service.name) as copy:
-        try:
-            run(state, client, migrator, command, copy)
+        try:  # the migration and the version it leaves, in one container
+            out = run(state, client, migrator, f"{command} && echo {HEAD_MARK} && {current}", copy)
         except ReleaseError as exc:
             raise MigrationFailed(str(exc), migrator.service.name, migrator.release) from exc
-        at = version(state, client, migrator, copy)
-        with scratch_release(state, client, keeps_working, copy) as host:
-            said = containers.integration_tests(state, client, keeps_working, test_image, host=host)
-    return f"{said} (scratch copy at {schema.shown(at)})"
+        at = schema.shown(schema.version(out.partition(HEAD_MARK)[2]))
+        said = []
+        for c in keep_working:
+            with scratch_release(state, client, c, copy) as host:
+                try:
+                    tests = containers.integration_tests(state, client, c, c.test_image, host=host)
+                except ReleaseError as exc:
+                    raise ReleaseError(str(exc), c.service.name, c.release) from exc
+            said.append(f"{c.release}: {tests}" if len(keep_working) > 1 else tests)
+    return f"{'; '.join(said)} (scratch copy at {at})"

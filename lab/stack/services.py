@@ -31,6 +31,9 @@ describes each field for an editor, and ``tests/unit/test_service_schema.py`` ke
     current = "alembic current"              # print the database's version
     head = "alembic heads"                   # print the version the image's code needs
     downgrade = "alembic downgrade {version}"  # optional: back to {version} (--migrate-down)
+    files = ["migrations", "alembic.ini"]    # optional: what decides the version the code
+                                  # needs; a commit that changes none of them (nor the manifest)
+                                  # needs what the live release needs: no container asks
     [canary]                      # the judge's thresholds (see lab.release.judge.Thresholds)
     max_error_rate = 0.01
     [load]                        # GET paths for the lab's load generator (absent: its mix)
@@ -62,6 +65,7 @@ from lab.ports import proxy
 from lab.release.judge import Thresholds
 
 _ENV = re.compile(r"\A[A-Z_][A-Z0-9_]*\Z")
+_FILE = re.compile(r"\A[A-Za-z0-9_.-][A-Za-z0-9_./-]{0,199}\Z")  # a relative path
 _BREAK = re.compile(r"[\n\r\x00]")  # what no string of a manifest may hold
 _QUERY = r"(?:\?(?:[A-Za-z0-9._~=&-]|%[0-9A-Fa-f]{2})*)?"  # a load path's query string
 CONTROL_PORT = 8009  # published by prod too: the naive negative control's container (lab.controls)
@@ -93,7 +97,7 @@ _TABLES = {
     "hooks": frozenset({"pre_deploy", "post_deploy"}),
     "canary": frozenset(f.name for f in dataclasses.fields(Thresholds)),
     "load": frozenset({"paths"}),
-    "migrate": frozenset({"command", "current", "head", "downgrade"}),
+    "migrate": frozenset({"command", "current", "head", "downgrade", "files"}),
 }
 VERSION = "{version}"  # where [migrate] downgrade takes the version to go back to
 _COMMAND = "a shell command on one line (no line break or NUL)"
@@ -113,6 +117,7 @@ class Migration:
     current: str  # prints the database's version
     head: str  # prints the version the image's code needs
     downgrade: str = ""  # back to VERSION; "": none
+    files: tuple[str, ...] = ()  # paths in the service folder that decide ``head``'s answer
 
 
 @dataclass(frozen=True)
@@ -305,7 +310,17 @@ def _migration(doc: dict[str, Any], database: bool, source: str) -> Migration | 
             f"'alembic downgrade {VERSION}'",
             where,
         )
-    return Migration(found["command"], found["current"], found["head"], down)
+    files = table.get("files", [])
+    form = (
+        'a list of up to 20 paths in the service folder, e.g. ["migrations", "alembic.ini"]: '
+        "relative, no '..'"
+    )
+    if not isinstance(files, list) or len(files) > 20:
+        raise ConfigError("files", files, form, where)
+    for i, path in enumerate(files):
+        if not isinstance(path, str) or not _FILE.match(path) or ".." in path.split("/"):
+            raise ConfigError(f"files[{i}]", path, form, where)
+    return Migration(found["command"], found["current"], found["head"], down, tuple(files))
 
 
 def _load_paths(doc: dict[str, Any], source: str) -> tuple[str, ...]:

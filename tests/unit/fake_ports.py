@@ -145,15 +145,20 @@ class FakePorts:
             self.schema = down or self.heads.get(c.release, self.schema)
             return "migrated"
 
-    def schema_check(self, c: Candidate, keeps_working: Candidate, command: str = "") -> str:
+    def schema_check(
+        self, c: Candidate, keep_working: tuple[Candidate, ...], command: str = ""
+    ) -> str:
         with self._call("schema_check"):
             if self.migration_fails:
                 raise MigrationFailed('syntax error at or near "TABEL"')
-            if keeps_working.release in self.breaks:
-                raise ReleaseError(
-                    "integration tests failed against app-x-schema-check (exit 1):\n"
-                    'E   psycopg2.errors.UndefinedColumn: column "name" does not exist'
-                )
+            for k in keep_working:
+                if k.release in self.breaks:
+                    raise ReleaseError(
+                        f"integration tests failed against {k.project}-schema-check (exit 1):\n"
+                        'E   psycopg2.errors.UndefinedColumn: column "name" does not exist',
+                        k.service.name,
+                        k.release,
+                    )
             return "3 passed"
 
     def address(self, c: Candidate) -> str:

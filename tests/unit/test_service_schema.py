@@ -157,6 +157,12 @@ SAMPLES: list[tuple[dict[str, Any], bool]] = [
     ({"database": True, "migrate": {**MIGRATE, "command": "a\nb"}}, False),
     ({"database": True, "migrate": {"command": "x", "current": "y"}}, False),
     ({"database": True, "migrate": {**MIGRATE, "comand": "x"}}, False),
+    ({"database": True, "migrate": {**MIGRATE, "files": ["migrations", "alembic.ini"]}}, True),
+    ({"database": True, "migrate": {**MIGRATE, "files": []}}, True),
+    ({"database": True, "migrate": {**MIGRATE, "files": ["../secrets"]}}, False),
+    ({"database": True, "migrate": {**MIGRATE, "files": ["/etc"]}}, False),
+    ({"database": True, "migrate": {**MIGRATE, "files": "migrations"}}, False),
+    ({"database": True, "migrate": {**MIGRATE, "files": ["a b"]}}, False),
     ({"migrate": MIGRATE}, False),  # it migrates the database: there must be one
     ({"database": False, "migrate": MIGRATE}, False),
     ({"load": {"paths": ["/", "/simple/"]}}, True),
