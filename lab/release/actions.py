@@ -396,13 +396,20 @@ class CanaryStep:
 
 @dataclass(frozen=True)
 class Drain:
+    """Wait until the release's connections through the proxy reach 0 (it takes no new ones):
+    the previous release before it is kept warm, or (``undo``) a candidate that served before
+    it is removed, so no request in flight is cut off."""
+
     service: str
     release: str
+    undo: bool = False
 
     def run(self, ports: ReleasePorts) -> Result:
         drained = ports.wait_drained(self.service, routes.host_name(self.service, self.release))
         left, took = drained.left, drained.seconds
         detail = f"{left} connection(s) still open after {took:.1f} s" if left else "drained"
+        if self.undo:
+            return Result(f"{self.release} {detail}", {"undo_drain_s": took})
         return Result(f"{detail}; kept running for an instant rollback", {"drain_s": took})
 
 

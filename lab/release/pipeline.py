@@ -295,14 +295,20 @@ def settled_schema(
     if known.now is None or known.needs.get(live) != known.now:
         return None
     root = lab.config.root
-    try:
-        changed = git.changed_paths(root, git.commit(root, live), git.commit(root, release))
-    except ConfigError:  # the live release's commit is not in this checkout
-        return None
     watched = [f"{service.folder}/{f}".rstrip("/") for f in (*m.files, "service.toml")]
-    if changed is None or any(p == w or p.startswith(w + "/") for p in changed for w in watched):
-        return None
-    return known.now
+    # the live release first, then any other known to need that version, whose commit this
+    # checkout holds (a release deployed from another clone may not be here)
+    same = [live] + [r for r, v in reversed(known.needs.items()) if v == known.now and r != live]
+    for other in same[:5]:
+        try:
+            changed = git.changed_paths(root, git.commit(root, other), git.commit(root, release))
+        except ConfigError:
+            continue
+        if changed is not None and not any(
+            p == w or p.startswith(w + "/") for p in changed for w in watched
+        ):
+            return known.now
+    return None
 
 
 def way_down(

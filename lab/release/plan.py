@@ -131,7 +131,10 @@ def deploy(facts: Facts, c: Candidate, o: Options) -> Plan:
                     f"canary-{weight}",
                     f"canary {weight}%: judge after {o.interval:.0f} s",
                     (step,),
-                    (WriteRoutes(staged, f"every request back on {live}"),),
+                    (
+                        WriteRoutes(staged, f"every request back on {live}"),
+                        Drain(name, c.release, undo=True),
+                    ),
                 )
             )
     steps += _go_live(staged, c, o, live)
@@ -297,7 +300,8 @@ def _go_live(
     why = f"every request back on {live}" if live else f"{c.release} back at weight 0"
     back: tuple[Action, ...] = (WriteRoutes(staged, why),)
     if live and live != c.release:
-        back += (Verify(name, live),)
+        # the requests it took finish before its removal (the undo of start) cuts them off
+        back += (Verify(name, live), Drain(name, c.release, undo=True))
     steps = [
         Step("switch", f"switch: all traffic to {c.release}", (Switch(switched, c.release),), back)
     ]

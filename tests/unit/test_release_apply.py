@@ -284,10 +284,12 @@ def index_of(sid: str, name: str) -> int:
         (1, ("stage", "start"), ("switch",)),
         # the switch's undo: its check that the live release answers fails
         (2, ("stage", "start"), ("switch",)),
+        # the switch's undo: the wait for the candidate's requests in flight fails
+        (3, ("stage", "start"), ("switch",)),
         # the stage's undo
-        (3, ("switch", "start"), ("stage",)),
+        (4, ("switch", "start"), ("stage",)),
         # the start's undo (the candidate's removal)
-        (4, ("switch", "stage"), ("start",)),
+        (5, ("switch", "stage"), ("start",)),
     ],
 )
 def test_a_failing_undo_is_reported_and_the_other_undos_still_run(

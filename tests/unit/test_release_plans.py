@@ -284,9 +284,10 @@ def test_blue_green_routes_and_their_undos() -> None:
     switch = step(p, "switch")
     assert carried(switch.do) == [("Switch", R(srv(B, 100), srv(A, 0, drain=True)))]
     assert switch.do == (actions.Switch(R(srv(B, 100), srv(A, 0, drain=True)), B),)
-    # the undo: the staged routes, the live release at its weight, then checked to answer
+    # the undo: the staged routes, the live release at its weight, then checked to answer,
+    # and the candidate's requests in flight finished before the start's undo removes it
     assert carried(switch.undo) == [("WriteRoutes", staged)]
-    assert switch.undo[1:] == (actions.Verify("app", A),)
+    assert switch.undo[1:] == (actions.Verify("app", A), actions.Drain("app", B, undo=True))
 
 
 def test_a_warm_previous_release_leaves_the_pool_at_the_switch_and_comes_back_on_undo() -> None:
@@ -385,7 +386,10 @@ def test_rollback_warm_switches_back_and_its_undo_restores_the_routes() -> None:
     p = plan.rollback(facts(LIVE_B_WARM_A), cand(A))
     assert carried(step(p, "switch").do) == [("Switch", R(srv(A, 100), srv(B, 0, drain=True)))]
     assert carried(step(p, "switch").undo) == [("WriteRoutes", LIVE_B_WARM_A)]
-    assert step(p, "switch").undo[1:] == (actions.Verify("app", B),)
+    assert step(p, "switch").undo[1:] == (
+        actions.Verify("app", B),
+        actions.Drain("app", A, undo=True),
+    )
     assert step(p, "drain").do == (actions.Drain("app", B),)
 
 
@@ -404,7 +408,10 @@ def test_promote_drops_the_match_rule_and_its_undo_restores_it() -> None:
     switched = R(srv(B, 100), srv(A, 0, drain=True))
     assert carried(step(p, "switch").do) == [("Switch", switched)]
     assert carried(step(p, "switch").undo) == [("WriteRoutes", MATCHED)]
-    assert step(p, "switch").undo[1:] == (actions.Verify("app", A),)
+    assert step(p, "switch").undo[1:] == (
+        actions.Verify("app", A),
+        actions.Drain("app", B, undo=True),
+    )
 
 
 def test_abort_takes_the_rule_out_first_then_removes() -> None:
