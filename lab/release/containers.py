@@ -138,7 +138,6 @@ def stack_address(container: Any) -> str:
 def wait_healthy(client: Any, c: Candidate, timeout: float = 60.0) -> float:
     """Bounded wait until the release's own probe (the manifest's healthcheck) passes inside
     its container, run by cdlab every 0.1 s; the last answer is the evidence."""
-    import docker.errors
 
     deadline, last, started = time.monotonic() + timeout, "not started", time.monotonic()
     container, project, probe = None, c.project, c.service.probe
@@ -157,13 +156,9 @@ def wait_healthy(client: Any, c: Candidate, timeout: float = 60.0) -> float:
             if st.get("Status") in ("exited", "dead") or st.get("Restarting"):
                 last = f"container {st.get('Status')} (exit code {st.get('ExitCode')})"
             elif st.get("Status") == "running":
-                try:
-                    code, out = container.exec_run(["sh", "-c", probe], demux=False)
-                except docker.errors.APIError as exc:  # it stopped between reload and exec
-                    code, out = -1, str(exc).encode()
-                if code == 0:
+                last = _probe(container, probe)
+                if not last:
                     return time.monotonic() - started
-                last = f"health check exit {code}: {out.decode(errors='replace')[-200:]}"
         time.sleep(0.1)
     logs = container.logs(tail=15).decode(errors="replace") if container is not None else ""
     took = min(timeout, time.monotonic() - started)
@@ -173,11 +168,20 @@ def wait_healthy(client: Any, c: Candidate, timeout: float = 60.0) -> float:
     )
 
 
+def _probe(container: Any, probe: str) -> str:
+    """ "" when ``probe`` passes inside ``container``; else its answer, for the evidence."""
+    import docker.errors
+
+    try:
+        code, out = container.exec_run(["sh", "-c", probe], demux=False)
+    except docker.errors.APIError as exc:  # it stopped between a reload and the exec
+        code, out = -1, str(exc).encode()
+    return "" if code == 0 else f"health check exit {code}: {out.decode(errors='replace')[-200:]}"
+
+
 def wait_probe(container: Any, probe: str, timeout: float, what: str) -> float:
     """Bounded wait until ``probe`` passes inside ``container`` (one not kept by a restart
     policy); the last answer and its log are the evidence."""
-    import docker.errors
-
     started = time.monotonic()
     last = "not started"
     while time.monotonic() - started < timeout:
@@ -186,13 +190,9 @@ def wait_probe(container: Any, probe: str, timeout: float, what: str) -> float:
         if st.get("Status") in ("exited", "dead"):
             last = f"container {st.get('Status')} (exit code {st.get('ExitCode')})"
             break
-        try:
-            code, out = container.exec_run(["sh", "-c", probe], demux=False)
-        except docker.errors.APIError as exc:
-            code, out = -1, str(exc).encode()
-        if code == 0:
+        last = _probe(container, probe)
+        if not last:
             return time.monotonic() - started
-        last = f"health check exit {code}: {out.decode(errors='replace')[-200:]}"
         time.sleep(0.1)
     logs = container.logs(tail=15).decode(errors="replace")
     raise ReleaseError(
@@ -226,15 +226,20 @@ def integration_tests(
     return summary[-1].strip("= ") if summary else "passed"
 
 
-def hook(state: State, client: Any, c: Candidate, which: str, command: str) -> str:
-    """Run a manifest hook in a container of the candidate's image on the stack network."""
-    env = {
+def one_off_env(state: State, c: Candidate) -> dict[str, str]:
+    """What a one-off container of ``c``'s image (a hook, a migration) sees: the manifest's
+    environment, its database, and who it is."""
+    return {
         **environment(state, c.service),
         "SERVICE_NAME": c.service.name,
         "RELEASE": c.release,
         "IMAGE": c.image,
     }
-    code, output = one_off(client, c.image, command, env, which, of=c.project)
+
+
+def hook(state: State, client: Any, c: Candidate, which: str, command: str) -> str:
+    """Run a manifest hook in a container of the candidate's image on the stack network."""
+    code, output = one_off(client, c.image, command, one_off_env(state, c), which, of=c.project)
     if code != 0:
         raise ReleaseError(
             f"the {which} hook of {c.service.name} failed (exit {code}): {command}\n"

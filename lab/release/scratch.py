@@ -31,11 +31,8 @@ def run(state: State, client: Any, c: Candidate, command: str, database: str = "
     with its last lines on failure."""
     database = database or c.service.name
     env = {
-        **containers.environment(state, c.service),
+        **containers.one_off_env(state, c),
         "DATABASE_URL": containers.database_url(state, database),
-        "SERVICE_NAME": c.service.name,
-        "RELEASE": c.release,
-        "IMAGE": c.image,
     }
     code, output = containers.one_off(client, c.image, command, env, "migrate", of=c.project)
     if code != 0:
