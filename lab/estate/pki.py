@@ -3,6 +3,11 @@
 One CA per checkout, created at the first ``lab.up``. It signs the registry's server certificate,
 each engine host's server certificate (mutual TLS on port 2376) and one client certificate for
 the lab's own tooling. Keys are written 0600 inside the 0700 state dir.
+
+A second CA, the control plane's (``control_plan``), signs only what speaks to the route store
+(etcd) and the proxy's Runtime API: their server certificates, the proxy's client certificate
+and the operator's (the workstation and cd's runner). Engines do not trust it, so the proxy's
+key drives no engine, and the lab client's key alone opens no route store.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ class CertSpec:
 
     name: str  # file stem in the pki dir
     common_name: str
-    usage: str  # "server" or "client"
+    usage: str  # "server", "client" or "server+client"
     ips: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
 
@@ -72,6 +77,32 @@ def plan(config: LabConfig) -> tuple[CertSpec, ...]:
     return tuple(specs)
 
 
+def control_plan(config: LabConfig) -> tuple[CertSpec, ...]:
+    """The control plane's certificates (signed by its own CA): etcd's and the Runtime API's
+    server certificates, valid for prod's address and their names on the stack network; the
+    proxy supervisor's client certificate (etcd); the operator's (etcd and the Runtime API)."""
+    prod = config.host("prod").address
+    return (
+        # etcd's own JSON gateway dials etcd with this certificate: it is a client too
+        CertSpec(
+            "etcd",
+            f"{config.name}-etcd",
+            "server+client",
+            (prod, "127.0.0.1"),
+            ("etcd", "localhost"),
+        ),
+        CertSpec(
+            "runtime",
+            f"{config.name}-runtime",
+            "server",
+            (prod, "127.0.0.1"),
+            ("proxy", "proxy-control", "localhost"),
+        ),
+        CertSpec("proxy", f"{config.name}-proxy", "client"),
+        CertSpec("operator", f"{config.name}-operator", "client"),
+    )
+
+
 def needs_issue(spec: CertSpec, facts: CertFacts | None, ca_key_id: bytes, now: dt.datetime) -> str:
     """Why ``spec`` must be (re)issued, or "" when the certificate on disk still fits."""
     if facts is None:
@@ -90,8 +121,9 @@ def needs_issue(spec: CertSpec, facts: CertFacts | None, ca_key_id: bytes, now: 
 class Pki:
     """Files of the lab CA under ``<state>/pki``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, ca_name: str = "cdlab CA") -> None:
         self.dir = directory
+        self.ca_name = ca_name
 
     @property
     def ca_cert(self) -> Path:
@@ -133,7 +165,7 @@ class Pki:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name(
             [
-                x509.NameAttribute(NameOID.COMMON_NAME, "cdlab CA"),
+                x509.NameAttribute(NameOID.COMMON_NAME, self.ca_name),
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cdlab"),
             ]
         )
@@ -176,11 +208,11 @@ class Pki:
         now: dt.datetime,
     ) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        usage = (
-            ExtendedKeyUsageOID.SERVER_AUTH
-            if spec.usage == "server"
-            else ExtendedKeyUsageOID.CLIENT_AUTH
-        )
+        usages = {
+            "server": ExtendedKeyUsageOID.SERVER_AUTH,
+            "client": ExtendedKeyUsageOID.CLIENT_AUTH,
+        }
+        usage = [usages[u] for u in spec.usage.split("+")]
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spec.common_name)]))
@@ -190,7 +222,7 @@ class Pki:
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                 critical=False,

@@ -3,9 +3,12 @@
 Layout::
 
     .lab/pki/                 CA and every certificate (keys 0600)
+    .lab/pki-control/         the control plane's CA and certificates (etcd, Runtime API)
     .lab/registry-password    the registry user's password (0600)
     .lab/hosts/<host>/        the bundle mounted read-only at /etc/cdlab on that host:
-                              ca.pem, cert.pem, key.pem (+ htpasswd, registry.yml on registry)
+                              ca.pem, cert.pem, key.pem (+ htpasswd, registry.yml on registry;
+                              + control/etcd/ and control/proxy/ on prod: what the stack's
+                              etcd and proxy mount)
     .lab/logs/                vagrant.log, dockerd.log, build logs
     .lab/runs/                one JSON record per lab.up
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from lab.config import Host, LabConfig
 from lab.estate import pki
+from lab.estate.pki import Pki
 from lab.ports import registry
 
 
@@ -62,6 +66,15 @@ class State:
         creds = self.credentials() if authenticated else None
         return registry.RegistryClient(self.config.registry_addr, self.pki.ca_cert, creds)
 
+    @property
+    def control_pki(self) -> Pki:
+        return Pki(self.dir / "pki-control", "cdlab control plane CA")
+
+    def control_tls(self) -> tuple[Path, Path, Path]:
+        """(ca, cert, key) for the operator's clients of etcd and the proxy's Runtime API."""
+        p = self.control_pki
+        return p.ca_cert, p.cert("operator"), p.key("operator")
+
     def client_tls(self) -> tuple[Path, Path, Path]:
         """(ca, cert, key) for the lab's engine clients."""
         p = self.pki
@@ -88,6 +101,7 @@ class State:
                 d.mkdir(parents=True, mode=0o700)
             os.chmod(d, 0o700)
         changed += self.pki.ensure(pki.plan(self.config))
+        changed += [f"control {c}" for c in self.control_pki.ensure(pki.control_plan(self.config))]
         if not self.password_file.exists():
             write_secret(self.password_file, secrets.token_urlsafe(24) + "\n")
             changed.append("registry password")
@@ -105,8 +119,9 @@ class State:
 
     def runner_files(self) -> list[Path]:
         """What a pipeline run needs from this folder on another machine (the cd host's git
-        hook): the lab CA, the client certificate, the registry password, the database secret
-        and the base image's name. Never the CA key."""
+        hook): the lab CA, the client certificate, the control plane's CA and operator
+        certificate, the registry password, the database secret and the base image's name.
+        Never a CA key."""
         self.secret("db-password")
         ca, cert, key = self.client_tls()
         tls = [self.client_tls_dir / n for n in ("ca.pem", "cert.pem", "key.pem")]
@@ -115,13 +130,28 @@ class State:
             cert,
             key,
             *tls,
+            *self.control_tls(),
             self.password_file,
             self.dir / "secrets" / "db-password",
             self.dir / "base-image",
         ]
 
+    def installed_files(self) -> dict[str, Path]:
+        """cdlab's own code as cd installs it (path in the copy -> file of this checkout): the
+        ``lab`` package and the proxy's (``lab`` reads its parsers). A pushed commit is built
+        and deployed by this copy, never by the commit's own ``lab/``."""
+        root = self.config.root
+        found = [
+            *sorted((root / "lab").rglob("*.py")),
+            root / "lab" / "topology.json",
+            *sorted((root / "services" / "proxy" / "cdlab_proxy").glob("*.py")),
+        ]
+        return {str(p.relative_to(root)): p for p in found if "__pycache__" not in p.parts}
+
     def write_runner_bundle(self) -> list[str]:
-        """Copy ``runner_files`` into the builder host's bundle (``runner/``); what changed."""
+        """Copy ``runner_files`` into the builder host's bundle (``runner/``) and cdlab's code
+        into ``runner/cdlab/`` (the copy cd's git hook runs, stale files removed); what
+        changed."""
         target = self.bundle(self.config.builder) / "runner"
         changed = []
         for src in self.runner_files():
@@ -130,6 +160,18 @@ class State:
             if not dst.exists() or dst.read_bytes() != src.read_bytes():
                 write_secret(dst, src.read_bytes())
                 changed.append(str(src.relative_to(self.dir)))
+        code = target / "cdlab"
+        wanted = self.installed_files()
+        for name, src in wanted.items():
+            dst = code / name
+            dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not dst.exists() or dst.read_bytes() != src.read_bytes():
+                write_secret(dst, src.read_bytes())
+                changed.append(f"cdlab/{name}")
+        for old in [p for p in code.rglob("*") if p.is_file()]:
+            if str(old.relative_to(code)) not in wanted:
+                old.unlink()
+                changed.append(f"cdlab/{old.relative_to(code)} (removed)")
         return changed
 
     def _bundle(self, host: Host, creds: registry.Credentials) -> list[str]:
@@ -153,14 +195,45 @@ class State:
             if not path.exists() or path.read_bytes() != data:
                 write_secret(path, data)
                 changed.append(name)
+        if host.name == "prod":
+            changed += self._control_bundle(d / "control")
+        return changed
+
+    def _control_bundle(self, d: Path) -> list[str]:
+        """What prod's etcd and proxy containers mount (``control/etcd``, ``control/proxy``).
+        Readable by any user (etcd runs as its own user in its container): the bundle's own
+        folder (0700) keeps them from this machine's other users, and on prod only the
+        containers that mount them see them."""
+        p = self.control_pki
+        files = {
+            "etcd/ca.pem": p.ca_cert,
+            "etcd/cert.pem": p.cert("etcd"),
+            "etcd/key.pem": p.key("etcd"),
+            "proxy/ca.pem": p.ca_cert,
+            "proxy/cert.pem": p.cert("proxy"),
+            "proxy/key.pem": p.key("proxy"),
+            "proxy/runtime-cert.pem": p.cert("runtime"),
+            "proxy/runtime-key.pem": p.key("runtime"),
+        }
+        changed = []
+        for name, src in files.items():
+            path = d / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for folder in (d, path.parent):
+                os.chmod(folder, 0o755)
+            data = src.read_bytes()
+            if not path.exists() or path.read_bytes() != data:
+                write_secret(path, data, mode=0o644)
+                changed.append(f"control/{name}")
         return changed
 
 
-def write_secret(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600."""
+def write_secret(path: Path, data: str | bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically with ``mode`` (0600 unless said)."""
     raw = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as fh:
         fh.write(raw)
     os.replace(tmp, path)

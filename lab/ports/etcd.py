@@ -1,9 +1,11 @@
-"""The one client for the route store (etcd v3 JSON gateway on prod)."""
+"""The one client for the route store (etcd v3 JSON gateway on prod, mutual TLS: etcd accepts
+only clients with a certificate of the control plane's CA, see ``lab.estate.pki``)."""
 
 from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -16,11 +18,23 @@ def _b64(text: str) -> str:
 
 
 class Etcd:
-    def __init__(self, host: str, port: int = 2379, timeout: float = 5.0) -> None:
-        self.url = f"http://{host}:{port}"
+    def __init__(
+        self,
+        host: str,
+        port: int = 2379,
+        timeout: float = 5.0,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        """``tls``: (CA, certificate, key) for HTTPS with a client certificate; None speaks
+        plain HTTP (only a test's own etcd)."""
+        self.url = f"{'https' if tls else 'http'}://{host}:{port}"
         self.timeout = timeout
         self.session = requests.Session()
         self.session.trust_env = False  # lab traffic never goes through a proxy
+        if tls:
+            ca, cert, key = tls
+            self.session.verify = str(ca)
+            self.session.cert = (str(cert), str(key))
 
     def _post(self, action: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

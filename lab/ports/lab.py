@@ -57,12 +57,12 @@ class Lab:
     @cached_property
     def etcd(self) -> Etcd:
         """The route store on prod (routes, frontends, locks, the shared run history)."""
-        return Etcd(self.prod_address)
+        return Etcd(self.prod_address, tls=self.state.control_tls())
 
     @cached_property
     def runtime(self) -> Runtime:
         """The proxy's Runtime API on prod."""
-        return Runtime(self.prod_address)
+        return Runtime(self.prod_address, tls=self.state.control_tls())
 
     @cached_property
     def graphite(self) -> Graphite:

@@ -4,7 +4,9 @@ Deploys never talk to HAProxy to *change* anything: they write documents to etcd
 frontend and its routes) and the proxy's supervisor applies them. This client only reads (server
 states, active connections, which services' processes run), using the supervisor's own parsers
 so both sides agree on the format. Port 9999 is the supervisor's router in front of one HAProxy
-per service (``services/proxy/cdlab_proxy``).
+per service (``services/proxy/cdlab_proxy``), over mutual TLS: it answers only a client with a
+certificate of the control plane's CA (the operator's; releases have none and cannot even reach
+the port: it listens on the stack's control network only).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -58,12 +61,30 @@ class Drained:
 
 
 class Runtime:
-    def __init__(self, address: str, port: int = RUNTIME_PORT, timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        port: int = RUNTIME_PORT,
+        timeout: float = 3.0,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        """``tls``: (CA, certificate, key) for mutual TLS; None speaks plain TCP (only a test's
+        own proxy)."""
         self.address, self.port, self.timeout = address, port, timeout
+        self.context: ssl.SSLContext | None = None
+        if tls:
+            ca, cert, key = tls
+            self.context = ssl.create_default_context(cafile=str(ca))
+            self.context.load_cert_chain(str(cert), str(key))
 
     def send(self, command: str) -> str:
         try:
-            with socket.create_connection((self.address, self.port), self.timeout) as sock:
+            with socket.create_connection((self.address, self.port), self.timeout) as raw:
+                sock = (
+                    self.context.wrap_socket(raw, server_hostname=self.address)
+                    if self.context
+                    else raw
+                )
                 sock.sendall(command.encode() + b"\n")
                 chunks = []
                 while chunk := sock.recv(65536):

@@ -140,8 +140,9 @@ backend live
 
 def _run_haproxy(client: Any, name: str, cfg: str, network: str, port: int, role: str) -> None:
     """A control's own HAProxy (the image of cdlab's proxy, master-worker, configuration
-    ``cfg``) on ``network``, its frontend ``port`` published on ``CONTROL_PORT``."""
-    client.containers.run(
+    ``cfg``) on ``network``, its frontend ``port`` published on ``CONTROL_PORT``; on the stack's
+    control network, it joins the apps network too (the releases it sends to are there)."""
+    container = client.containers.run(
         client.containers.get(f"{stack.PROJECT}_proxy_1").image.id,
         ["sh", "-c", f"{WRITE_CFG} && exec haproxy -W -db -f /tmp/haproxy.cfg"],
         name=name,
@@ -151,6 +152,8 @@ def _run_haproxy(client: Any, name: str, cfg: str, network: str, port: int, role
         ports={f"{port}/tcp": services.CONTROL_PORT},
         labels={"cdlab.role": role},
     )
+    if network == stack.NETWORK:
+        client.networks.get(stack.APPS_NETWORK).connect(container)
 
 
 def reload(state: State, candidate: release.Candidate, progress: Progress) -> float:

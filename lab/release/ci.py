@@ -1,5 +1,8 @@
-"""The cd host's side of a push: ``python3 -m lab.release.ci OLD NEW``, run by the repository's
-post-receive hook from a checkout of NEW (``lab/estate/hostimage/cdlab-post-receive``).
+"""The cd host's side of a push: ``python3 -P -m lab.release.ci OLD NEW``, run by the
+repository's post-receive hook with ``CDLAB_CHECKOUT`` naming a checkout of NEW
+(``lab/estate/hostimage/cdlab-post-receive``). This module comes from cd's installed copy of
+cdlab (``runner/cdlab`` in cd's bundle, written by ``lab.up``), never from the pushed commit:
+a commit's own ``lab/`` never runs with the runner's credentials.
 
 Every service whose folder changed between OLD and NEW is deployed (all of them on a first
 push); the output goes back to the pusher as it is written. Exit 0 when every deploy succeeded.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from lab import config
 from lab.build import git
@@ -32,7 +36,8 @@ def main(argv: list[str]) -> int:
         print("usage: python3 -m lab.release.ci OLD_SHA NEW_SHA", file=sys.stderr)
         return 2
     old, new = argv
-    state = State(config.load())
+    checkout = os.environ.get("CDLAB_CHECKOUT")
+    state = State(config.load(Path(checkout) if checkout else None))
     # prod's published ports (proxy, graphite-web) from here are on prod's lab address
     os.environ.setdefault("CDLAB_PUBLIC_HOST", state.config.host("prod").address)
     for folder in (state.logs, state.runs):  # build logs and flight records stay on cd

@@ -51,7 +51,7 @@ SECOND = 1_000_000_000  # the engine's healthcheck durations are in nanoseconds
 def container_spec(state: State, c: Candidate) -> dict[str, Any]:
     """How a release runs on prod, as the SDK's ``containers.run`` arguments (pure apart from
     reading the lab's secrets). One container per release, named ``<service>-<release>`` on the
-    stack network (the proxy finds it by that name), so releases run side by side:
+    apps network (the proxy finds it by that name), so releases run side by side:
 
     - immutable: the image pinned by digest, a read-only root, a tmpfs for /tmp;
     - non-root (uid 10001), every capability dropped, ``no-new-privileges``;
@@ -84,7 +84,7 @@ def container_spec(state: State, c: Candidate) -> dict[str, Any]:
             "retries": 3,
             "start_period": 60 * SECOND,
         },
-        "network": stack.NETWORK,
+        "network": stack.APPS_NETWORK,
         "log_config": log_config(state, c),
     }
 
@@ -130,9 +130,9 @@ def replace_container(state: State, client: Any, candidate: Candidate) -> Any:
 
 
 def stack_address(container: Any) -> str:
-    """A container's address on the stack network."""
+    """A container's address on the apps network."""
     container.reload()
-    return str(container.attrs["NetworkSettings"]["Networks"][stack.NETWORK]["IPAddress"])
+    return str(container.attrs["NetworkSettings"]["Networks"][stack.APPS_NETWORK]["IPAddress"])
 
 
 def wait_healthy(client: Any, c: Candidate, timeout: float = 60.0) -> float:
@@ -238,7 +238,7 @@ def one_off_env(state: State, c: Candidate) -> dict[str, str]:
 
 
 def hook(state: State, client: Any, c: Candidate, which: str, command: str) -> str:
-    """Run a manifest hook in a container of the candidate's image on the stack network."""
+    """Run a manifest hook in a container of the candidate's image on the apps network."""
     code, output = one_off(client, c.image, command, one_off_env(state, c), which, of=c.project)
     if code != 0:
         raise ReleaseError(
@@ -273,12 +273,12 @@ def one_off(
     user: str | None = "10001:10001",  # the release's own user (container_spec)
     of: str = "",  # <service>-<release> it works for: removed with that release's containers
 ) -> tuple[int, str]:
-    """Run a container to completion on the stack network; (exit code, output). Bounded."""
+    """Run a container to completion on the apps network; (exit code, output). Bounded."""
     container = client.containers.run(
         image,
         ["sh", "-c", command] if command else None,
         environment=env,
-        network=stack.NETWORK,
+        network=stack.APPS_NETWORK,
         detach=True,
         user=user,
         labels={"cdlab.role": role, **({ONE_OFF: of} if of else {})},

@@ -16,6 +16,7 @@ from lab.errors import EtcdError
 from lab.estate.state import State
 from lab.ports import frontends
 from lab.ports.etcd import Etcd
+from lab.ports.lab import Lab
 from lab.progress import Progress
 from lab.stack import changes, project, services
 
@@ -60,7 +61,7 @@ def converge(
     if dry_run:
         return todo
     found = committed(root, sha)
-    etcd = Etcd(state.config.host("prod").address)
+    etcd = Lab(state).etcd
     # frontends first while etcd runs (its data is on a volume: they outlive a recreate), so a
     # proxy about to start finds them all
     early = any(f.service == "etcd" and f.running for f in containers)

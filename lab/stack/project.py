@@ -21,7 +21,10 @@ from lab.progress import Progress
 from lab.stack import changes, compose, services
 
 PROJECT = "cdlab-stack"
-NETWORK = "cdlab"  # the stack network every release joins (compose/stack.yml)
+NETWORK = "cdlab"  # the stack's control network (compose/stack.yml): no release joins it
+# the network of every release, hook, migration and test container: internal (no route out of
+# prod), shared only with the proxy, the database and carbon (compose/stack.yml)
+APPS_NETWORK = "cdlab-apps"
 INFRA = {  # image name -> (folder, compose variable)
     "etcd": ("services/etcd", "ETCD_IMAGE"),
     "postgres": ("services/postgres", "POSTGRES_IMAGE"),

@@ -20,7 +20,7 @@ describes each field for an editor, and ``tests/unit/test_service_schema.py`` ke
     max_connections = 0           # requests the proxy sends one release at a time (0: no limit)
     [env]                         # extra environment of every container
     GREETING = "hello"
-    [hooks]                       # run in a container of the candidate image, on the stack network
+    [hooks]                       # run in a container of the candidate image, on the apps network
     pre_deploy = "python3 -m quotes.migrate"   # before the candidate starts; failure stops the run
     post_deploy = "python3 -m quotes.warm"     # after the switch
     [migrate]                     # schema migrations (needs database = true), each a shell
@@ -111,7 +111,7 @@ _LOAD_FORM = (
 @dataclass(frozen=True)
 class Migration:
     """How a service's schema moves (``[migrate]``): shell commands run in a one-off container
-    of a release's image on the stack network, with the database's address."""
+    of a release's image on the apps network, with the database's address."""
 
     command: str  # migrate to what the image's code needs; its failure changes nothing
     current: str  # prints the database's version

@@ -157,7 +157,11 @@ def test_a_release_runs_immutable_unprivileged_and_named_after_itself(tmp_path: 
     app = services.load(root, "app")
     image = "10.100.200.200:5000/cdlab/app@sha256:" + "a" * 64
     spec = containers.container_spec(state, release.Candidate(app, "3f9c2e1a0b1c", image, None))
-    assert (spec["name"], spec["image"], spec["network"]) == ("app-3f9c2e1a0b1c", image, "cdlab")
+    assert (spec["name"], spec["image"], spec["network"]) == (
+        "app-3f9c2e1a0b1c",
+        image,
+        "cdlab-apps",
+    )
     assert spec["read_only"] and spec["tmpfs"] == {"/tmp": "size=16m"}
     assert spec["user"] == "10001:10001" and spec["cap_drop"] == ["ALL"]
     assert spec["security_opt"] == ["no-new-privileges:true"]

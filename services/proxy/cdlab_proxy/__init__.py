@@ -10,8 +10,10 @@ other; a killed and restarted proxy comes back with every frontend, release and 
 
 Port 9999 is the Runtime API for all of them (``router``: a command goes to the process owning
 the backend it names; a ``show`` naming none is answered by all, merged); port 8404 answers
-``/healthz``. Standard library only: the lab's side imports ``document`` and the parsers.
+``/healthz``. On prod, etcd and the Runtime API speak mutual TLS with the control plane's
+certificates (``tls``), and the router listens on the stack's control network only. Standard
+library only: the lab's side imports ``document`` and the parsers.
 
-    modules: document, slots, config, fleet, router, haproxy, runtime, etcd, supervisor, serve,
-    __main__
+    modules: document, slots, config, fleet, router, haproxy, runtime, etcd, tls, supervisor,
+    serve, __main__
 """

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import config, document
+from . import config, document, tls
 from .etcd import Etcd
 from .metrics import EdgeMetrics
 from .serve import start
@@ -39,7 +39,7 @@ def main() -> int:
     # a restarted container still has the files of the processes of its previous run
     shutil.rmtree(settings.run_dir, ignore_errors=True)
     os.makedirs(settings.run_dir, exist_ok=True)
-    etcd = Etcd(settings.etcd_host, settings.etcd_port)
+    etcd = Etcd(settings.etcd_host, settings.etcd_port, context=tls.client(settings.tls_dir))
     sup = Supervisor(settings, etcd)
     # listening for the request lines before the first HAProxy sends one
     EdgeMetrics(
@@ -51,7 +51,14 @@ def main() -> int:
         log,
         host=os.environ.get("CDLAB_HOST", "prod"),
     ).start()
-    start(sup, settings.listen, settings.runtime_port, settings.web_port)
+    start(
+        sup,
+        settings.listen,
+        settings.runtime_port,
+        settings.web_port,
+        settings.runtime_listen,
+        tls.server(settings.tls_dir),
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda s, f: stop.set())
@@ -74,7 +81,8 @@ def main() -> int:
     for name, step in (("frontends", frontends), ("routes", routes), ("resync", resync)):
         threading.Thread(target=_forever, args=(name, step), daemon=True, name=name).start()
     log(
-        f"Runtime API on {settings.listen}:{settings.runtime_port}, health on "
+        f"Runtime API on {settings.runtime_listen or settings.listen}:{settings.runtime_port}"
+        f" ({'mutual TLS' if settings.tls_dir else 'plain'}), health on "
         f"{settings.listen}:{settings.web_port}, etcd at {settings.etcd_host}:{settings.etcd_port}"
     )
     while not stop.wait(1):

@@ -27,7 +27,11 @@ class Settings:
     nameserver: str = "127.0.0.11:53"  # Docker's DNS on the stack network
     runtime_port: int = 9999  # the Runtime API router
     web_port: int = 8404  # /healthz and /stats
-    listen: str = "0.0.0.0"  # the address of the router and the web port
+    listen: str = "0.0.0.0"  # the address of the web port (and of the router unless below)
+    # the router's address: on prod a name only the stack's control network gives the proxy, so
+    # releases (on the apps network) cannot reach the Runtime API at all ("": ``listen``)
+    runtime_listen: str = ""
+    tls_dir: str = ""  # the control plane's certificates (``tls``); "": plain (tests)
     etcd_host: str = "etcd"
     etcd_port: int = 2379
     haproxy: str = "haproxy"
@@ -50,6 +54,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         runtime_port=int(env.get("CDLAB_PROXY_RUNTIME_PORT", d.runtime_port)),
         web_port=int(env.get("CDLAB_PROXY_WEB_PORT", d.web_port)),
         listen=env.get("CDLAB_PROXY_LISTEN", d.listen),
+        runtime_listen=env.get("CDLAB_PROXY_RUNTIME_LISTEN", d.runtime_listen),
+        tls_dir=env.get("CDLAB_PROXY_TLS_DIR", d.tls_dir),
         etcd_host=env.get("ETCD_HOST", d.etcd_host),
         etcd_port=int(env.get("ETCD_PORT", d.etcd_port)),
         haproxy=env.get("CDLAB_PROXY_HAPROXY", d.haproxy),

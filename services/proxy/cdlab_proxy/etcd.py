@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -18,11 +19,21 @@ def _end(prefix: str) -> str:
 
 
 class Etcd:
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(
+        self, host: str, port: int, timeout: float = 5.0, context: ssl.SSLContext | None = None
+    ) -> None:
+        """``context``: HTTPS with that client context (``tls.client``); None: plain HTTP."""
+        self.host, self.port, self.timeout, self.context = host, port, timeout, context
+
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        if self.context:
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=self.context
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = self._connection(self.timeout)
         try:
             conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
             resp = conn.getresponse()
@@ -47,7 +58,7 @@ class Etcd:
         """Block, calling ``on_event(keys)`` for every change under ``prefix`` (``keys``: the
         keys it changed; None when the message could not be read); return when etcd ends the
         stream, raise ``OSError`` when it breaks."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=None)
+        conn = self._connection(None)
         try:
             body = {"create_request": {"key": _b64(prefix), "range_end": _b64(_end(prefix))}}
             conn.request(

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import http.server
 import socketserver
+import ssl
+import sys
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Answers(Protocol):
@@ -23,14 +25,29 @@ class _Router(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], supervisor: Answers) -> None:
+    def __init__(
+        self, address: tuple[str, int], supervisor: Answers, context: ssl.SSLContext | None
+    ) -> None:
         self.supervisor = supervisor
+        self.context = context
         super().__init__(address, _Command)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, not a traceback: a client without the right certificate is refused."""
+        kind, exc, _ = sys.exc_info()
+        name = kind.__name__ if kind else "error"
+        print(f"cdlab-proxy: Runtime API: refused {client_address[0]}: {name}: {exc}", flush=True)
 
 
 class _Command(socketserver.StreamRequestHandler):
     timeout = 10
     server: _Router
+
+    def setup(self) -> None:
+        if self.server.context:  # the handshake in this connection's thread, bounded by timeout
+            self.request.settimeout(self.timeout)
+            self.request = self.server.context.wrap_socket(self.request, server_side=True)
+        super().setup()
 
     def handle(self) -> None:
         line = self.rfile.readline(MAX_LINE).decode(errors="replace")
@@ -74,11 +91,17 @@ class _Page(http.server.BaseHTTPRequestHandler):
 
 
 def start(
-    supervisor: Answers, listen: str, runtime_port: int, web_port: int
+    supervisor: Answers,
+    listen: str,
+    runtime_port: int,
+    web_port: int,
+    runtime_listen: str = "",
+    context: ssl.SSLContext | None = None,
 ) -> list[socketserver.BaseServer]:
-    """Both servers, each in a thread; returns them (``shutdown()`` stops one)."""
+    """Both servers, each in a thread; returns them (``shutdown()`` stops one). The router
+    listens on ``runtime_listen`` (default ``listen``), over TLS when ``context`` is given."""
     servers: list[socketserver.BaseServer] = [
-        _Router((listen, runtime_port), supervisor),
+        _Router((runtime_listen or listen, runtime_port), supervisor, context),
         _Web((listen, web_port), supervisor),
     ]
     for srv in servers:
