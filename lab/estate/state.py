@@ -5,6 +5,8 @@ Layout::
     .lab/pki/                 CA and every certificate (keys 0600)
     .lab/pki-control/         the control plane's CA and certificates (etcd, Runtime API)
     .lab/registry-password    the registry user's password (0600)
+    .lab/ssh/                 git over SSH to cd: the pusher's key (dev and the workstation
+                              hold it) and cd's host key
     .lab/hosts/<host>/        the bundle mounted read-only at /etc/cdlab on that host:
                               ca.pem, cert.pem, key.pem (+ htpasswd, registry.yml on registry;
                               + control/etcd/ and control/proxy/ on prod: what the stack's
@@ -24,6 +26,7 @@ from pathlib import Path
 from lab.config import Host, LabConfig
 from lab.estate import pki
 from lab.estate.pki import Pki
+from lab.estate.sshkeys import Keys
 from lab.ports import registry
 
 
@@ -67,6 +70,10 @@ class State:
         return registry.RegistryClient(self.config.registry_addr, self.pki.ca_cert, creds)
 
     @property
+    def ssh(self) -> Keys:
+        return Keys(self.dir / "ssh")
+
+    @property
     def control_pki(self) -> Pki:
         return Pki(self.dir / "pki-control", "cdlab control plane CA")
 
@@ -102,6 +109,7 @@ class State:
             os.chmod(d, 0o700)
         changed += self.pki.ensure(pki.plan(self.config))
         changed += [f"control {c}" for c in self.control_pki.ensure(pki.control_plan(self.config))]
+        changed += self.ssh.ensure()
         if not self.password_file.exists():
             write_secret(self.password_file, secrets.token_urlsafe(24) + "\n")
             changed.append("registry password")
@@ -197,6 +205,31 @@ class State:
                 changed.append(name)
         if host.name == "prod":
             changed += self._control_bundle(d / "control")
+        changed += self._ssh_bundle(host, d / "ssh")
+        return changed
+
+    def _ssh_bundle(self, host: Host, d: Path) -> list[str]:
+        """cd: its host key and the pusher's authorized key (git-shell only); dev: the
+        pusher's key and cd's host key to pin."""
+        keys, cd = self.ssh, self.config.builder
+        files: dict[str, bytes] = {}
+        if host.name == cd.name:
+            files = {
+                "host_key": keys.host.read_bytes(),
+                "authorized_keys": keys.authorized_keys().encode(),
+            }
+        elif host.name == "dev":
+            files = {
+                "pusher": keys.pusher.read_bytes(),
+                "known_hosts": keys.known_hosts((cd.address, cd.name)).encode(),
+            }
+        changed = []
+        for name, data in files.items():
+            path = d / name
+            path.parent.mkdir(exist_ok=True, mode=0o700)
+            if not path.exists() or path.read_bytes() != data:
+                write_secret(path, data)
+                changed.append(f"ssh/{name}")
         return changed
 
     def _control_bundle(self, d: Path) -> list[str]:

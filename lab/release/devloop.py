@@ -13,11 +13,12 @@ from lab.errors import PushError as PushError  # its home before lab.errors held
 from lab.ports import shell
 
 CLONE = "/var/lib/cdlab/dev-clone"  # on dev's cdlab volume (kept across host recreation)
-GIT_PORT = 9418
+REPOSITORY = "/var/lib/cdlab/git/cdlab.git"  # on cd
 
 
 def remote_url(config: LabConfig) -> str:
-    return f"git://{config.builder.address}:{GIT_PORT}/cdlab.git"
+    """cd's repository, by git over SSH (the pusher's key: dev's bundle, the workstation)."""
+    return f"ssh://root@{config.builder.address}{REPOSITORY}"
 
 
 def setup_script(config: LabConfig) -> str:
@@ -101,7 +102,7 @@ def push(config: LabConfig, message: str) -> str:
             f"deploy {head} by a push to cd",
             "the cd host's hook said nothing",
             release=head,
-            hint=f"check that the git daemon is running on cd (port {GIT_PORT}).",
+            hint="check that sshd is running on cd (port 22): 'invoke lab.status'.",
         )
     if not verdicts[-1].split("cdlab-result:", 1)[1].strip().startswith("succeeded"):
         raise PushError(
