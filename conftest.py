@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +77,50 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     text = getattr(crash, "message", "") or report.longreprtext.strip()
     reason = text.splitlines()[0][:300] if text else "(no message)"
     print(f"\nFAILED {report.nodeid} ({report.when}): {reason}", flush=True)
+
+
+_BEFORE = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The live release of each service, when the lab is up (read by the process that writes
+    the run's output only), to put back at the end."""
+    if hasattr(session.config, "workerinput"):
+        return
+    lab = _lab_if_up()
+    if lab is not None:
+        from lab.proof import restore
+
+        session.config.stash[_BEFORE] = restore.live_releases(lab)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Each service's live release back to what it was before the run (a test's commit never
+    stays live: after the test command the lab serves the checkout's commit again)."""
+    before = session.config.stash.get(_BEFORE, None)
+    if hasattr(session.config, "workerinput") or not before:
+        return
+    lab = _lab_if_up()
+    if lab is not None:
+        from lab.proof import restore
+
+        restore.put_back(lab, before, lambda line: print(f"\ncdlab: {line}", flush=True))
+
+
+def _lab_if_up() -> Any:
+    """The running lab (``Lab``), or None when there is none to read."""
+    from lab import config
+    from lab.errors import LabError
+    from lab.estate.state import State
+    from lab.ports.lab import Lab
+
+    try:
+        state = State(config.load())
+        if not state.password_file.exists():
+            return None
+        socket.create_connection((state.config.host("prod").address, 2379), 1).close()
+        lab = Lab(state)
+        lab.etcd.get("/cdlab/routes/")
+    except (LabError, OSError):
+        return None
+    return lab

@@ -86,6 +86,9 @@ def test_the_dev_clone_pushes_to_cd(lab: State) -> None:
     assert out == devloop.remote_url(lab.config)
 
 
+OWN_LAB_RAN = "the pushed commit's own lab/ ran on cd"
+
+
 def test_a_commit_pushed_from_dev_is_live_without_another_command(lab: State) -> None:
     dev = lab.config.container_name(lab.config.host("dev"))
     # the dev clone at this checkout's commit (earlier runs of this test left commits in it)
@@ -105,6 +108,11 @@ def test_a_commit_pushed_from_dev_is_live_without_another_command(lab: State) ->
         ],
         check=True,
     )
+    # the commit's own lab/ must never run on cd (cd runs its installed copy): this one would
+    # fail the run at once
+    on_dev(
+        lab, f"sed -i '1i raise SystemExit(\"{OWN_LAB_RAN}\")' {devloop.CLONE}/lab/release/ci.py"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "dev.push", "--message", stamp],
         cwd=lab.config.root,
@@ -121,7 +129,7 @@ def test_a_commit_pushed_from_dev_is_live_without_another_command(lab: State) ->
     ).stdout.strip()
     # the deploy's stages came back to the pusher through git ("remote: ...")
     assert re.search(r"remote: ==> \[\d+/\d+\] switch: all traffic to", result.stdout)
-    assert "cdlab-result: succeeded" in result.stdout
+    assert "cdlab-result: succeeded" in result.stdout and OWN_LAB_RAN not in result.stdout
     assert served("http://127.0.0.1:8000").headers["X-Release"] == head
     assert stamp in served("http://127.0.0.1:8000", "/").text
     # the run is in the shared history, with who triggered it, and in a record on cd

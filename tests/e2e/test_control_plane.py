@@ -23,6 +23,7 @@ from lab.estate.state import State
 from lab.ports import engines
 from lab.ports.lab import Lab
 from lab.release import api as release
+from lab.release import devloop
 
 pytestmark = pytest.mark.xdist_group("prod")  # it execs into the live release: none replaces it
 
@@ -178,3 +179,27 @@ def test_cd_runner_reaches_etcd_with_its_own_copy_of_the_certificate(lab: State)
         text=True,
     )
     assert anonymous.returncode != 0, anonymous.stdout
+
+
+def _on_dev(lab: State, script: str) -> subprocess.CompletedProcess[str]:
+    dev = lab.config.container_name(lab.config.host("dev"))
+    return subprocess.run(
+        ["docker", "exec", dev, "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_only_the_pushers_key_reaches_cds_repository_and_only_for_git(lab: State) -> None:
+    cd = lab.config.builder.address
+    url = devloop.remote_url(lab.config)
+    with_key = _on_dev(lab, f"git ls-remote {url}")
+    assert with_key.returncode == 0, with_key.stderr
+    no_key = _on_dev(
+        lab,
+        "GIT_SSH_COMMAND='ssh -F /dev/null -o IdentitiesOnly=yes -i /dev/null -o BatchMode=yes "
+        f"-o UserKnownHostsFile=/root/.ssh/known_hosts' git ls-remote {url}",
+    )
+    assert no_key.returncode != 0 and "Permission denied" in no_key.stderr, no_key.stderr
+    shell = _on_dev(lab, f"ssh root@{cd} id")
+    assert shell.returncode != 0 and "uid=" not in shell.stdout, shell.stdout + shell.stderr
+    daemon = _on_dev(lab, f"timeout 10 git ls-remote git://{cd}:9418/cdlab.git")
+    assert daemon.returncode != 0, daemon.stdout  # no anonymous git daemon any more
