@@ -86,7 +86,7 @@ def test_the_dev_clone_pushes_to_cd(lab: State) -> None:
     assert out == devloop.remote_url(lab.config)
 
 
-OWN_LAB_RAN = "the pushed commit's own lab/ ran on cd"
+OWN_LAB_RAN = "the pushed commit: its own lab/ ran on cd"
 
 
 def test_a_commit_pushed_from_dev_is_live_without_another_command(lab: State) -> None:
