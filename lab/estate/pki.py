@@ -81,7 +81,8 @@ def control_plan(config: LabConfig) -> tuple[CertSpec, ...]:
     """The control plane's certificates (signed by its own CA): etcd's and the Runtime API's
     server certificates, valid for prod's address and their names on the stack network; the
     proxy supervisor's client certificate (etcd); the operator's (etcd and the Runtime API)."""
-    prod = config.host("prod").address
+    # a lab without prod (no stack) still gets them, for 127.0.0.1 only
+    ips = (*(h.address for h in config.hosts if h.name == "prod"), "127.0.0.1")
     return (
         # etcd's own JSON gateway dials etcd with this certificate: it is a client too
         CertSpec(
@@ -95,7 +96,7 @@ def control_plan(config: LabConfig) -> tuple[CertSpec, ...]:
             "runtime",
             f"{config.name}-runtime",
             "server",
-            (prod, "127.0.0.1"),
+            ips,
             ("proxy", "proxy-control", "localhost"),
         ),
         CertSpec("proxy", f"{config.name}-proxy", "client"),
