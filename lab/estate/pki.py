@@ -89,7 +89,7 @@ def control_plan(config: LabConfig) -> tuple[CertSpec, ...]:
             "etcd",
             f"{config.name}-etcd",
             "server+client",
-            (prod, "127.0.0.1"),
+            ips,
             ("etcd", "localhost"),
         ),
         CertSpec(
