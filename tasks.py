@@ -267,6 +267,19 @@ def lock_release(c: Context) -> None:
     )
 
 
+@task(name="status")
+@presents_errors
+def lock_status(c: Context) -> None:
+    """Who holds the deploy lock, if anyone."""
+    with the_lab() as lab:
+        holder = pipeline.lock_holder(lab)
+    print(
+        f"held by {holder.who} (pid {holder.pid}) since {holder.since}: {holder.what}"
+        if holder
+        else "the deploy lock is free"
+    )
+
+
 @task(
     name="apply",
     help={
@@ -330,7 +343,7 @@ def lint(c: Context) -> None:
 
 
 lab_ns = Collection("lab", up, status, down, destroy, shell)
-lock_ns = Collection("lock", lock_release)
+lock_ns = Collection("lock", lock_release, lock_status)
 dev_ns = Collection("dev", dev_push)
 stack_ns = Collection("stack", stack_apply)
 ns = Collection(

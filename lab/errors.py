@@ -22,6 +22,8 @@
     │                             ``log``)
     ├── LockHeld                  another deploy holds the deploy lock (``holder``, ``raw``,
     │                             ``ttl``)
+    ├── FencedOut                 a run's write refused: the lock it took is no longer its own
+    │                             (``action``, ``key``, ``lock_key``, ``revision``, ``found``)
     ├── PushError                 ``invoke dev.push`` failed (``action``, ``returncode``,
     │                             ``release``, ``output``)
     └── ReleaseError              a release run failed (``service``, ``release``, ``stage``)
@@ -44,6 +46,7 @@ the evidence, and the next step when one is known.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -253,6 +256,43 @@ class LockHeld(LabError):
             f"finish; a crashed run's lock expires within {ttl} s, or run "
             "'invoke lock.release' if you are sure no deploy is running."
         )
+
+
+class FencedOut(LabError):
+    """A run's ``action`` on ``key`` refused by its fence: the lock ``lock_key`` no longer holds
+    what this run created at ``revision`` (its lease expired, 'invoke lock.release' removed it,
+    or another run took it since: ``found``, the lock's value now, None when it is gone).
+    Nothing was written."""
+
+    def __init__(
+        self, action: str, key: str, lock_key: str, revision: int, found: bytes | None
+    ) -> None:
+        self.action, self.key, self.lock_key = action, key, lock_key
+        self.revision, self.found = revision, found
+        if found is None:
+            now = (
+                "the lock is gone: its lease expired (no renewal reached etcd in time) or "
+                "'invoke lock.release' removed it"
+            )
+        else:
+            now = f"another run holds it now: {_holder_text(found)}"
+        super().__init__(
+            f"could not {action}: this run no longer holds the lock it took ({lock_key}, "
+            f"created at revision {revision}); {now}. The write was refused: nothing was "
+            f"written to {key}.\nNext step: 'invoke lock.status' shows who holds the lock and "
+            "'invoke releases' what is live; once the lock is free, run the deploy or rollback "
+            "again (it clears what this run left)."
+        )
+
+
+def _holder_text(raw: bytes) -> str:
+    """A lock's stored holder (``lab.release.lock.Holder`` as JSON) for a message; the raw
+    value when it is not one."""
+    try:
+        doc = json.loads(raw)
+        return f"{doc['who']} (pid {doc['pid']}) since {doc['since']}: {doc['what']}"
+    except (ValueError, KeyError, TypeError):
+        return raw.decode(errors="replace")[:200]
 
 
 class PushError(LabError):

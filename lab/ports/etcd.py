@@ -1,20 +1,47 @@
 """The one client for the route store (etcd v3 JSON gateway on prod, mutual TLS: etcd accepts
-only clients with a certificate of the control plane's CA, see ``lab.estate.pki``)."""
+only clients with a certificate of the control plane's CA, see ``lab.estate.pki``).
+
+A write may carry a ``Fence``: then it is one transaction that writes only while a lock key
+still holds what its holder created (the key's create revision, which etcd keeps until the key
+is deleted); otherwise nothing is written and ``FencedOut`` says who holds the lock now.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import BaseAdapter
 
 from lab.errors import EtcdError as EtcdError  # its home before lab.errors held every error
+from lab.errors import FencedOut
 
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A write's guard: the lock ``key`` still holds what its holder created at ``revision``
+    (the key's create revision: a key deleted and created again, by anyone, has a new one; a
+    missing key has none)."""
+
+    key: str
+    revision: int
+
+    def compare(self) -> dict[str, str]:
+        """The transaction's compare (etcd v3 JSON gateway): the key's create revision is ours."""
+        return {
+            "key": _b64(self.key),
+            "target": "CREATE",
+            "result": "EQUAL",
+            "create_revision": str(self.revision),
+        }
 
 
 class Etcd:
@@ -24,13 +51,17 @@ class Etcd:
         port: int = 2379,
         timeout: float = 5.0,
         tls: tuple[Path, Path, Path] | None = None,
+        transport: BaseAdapter | None = None,
     ) -> None:
         """``tls``: (CA, certificate, key) for HTTPS with a client certificate; None speaks
-        plain HTTP (only a test's own etcd)."""
+        plain HTTP (only a test's own etcd). ``transport``: what answers the requests instead
+        of the network (a test's gateway in memory)."""
         self.url = f"{'https' if tls else 'http'}://{host}:{port}"
         self.timeout = timeout
         self.session = requests.Session()
         self.session.trust_env = False  # lab traffic never goes through a proxy
+        if transport is not None:
+            self.session.mount(self.url, transport)
         if tls:
             ca, cert, key = tls
             self.session.verify = str(ca)
@@ -57,22 +88,49 @@ class Etcd:
         kvs = self._post(f"read {prefix}*", "/v3/kv/range", body).get("kvs") or []
         return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]) for kv in kvs}
 
-    def put(self, key: str, value: bytes) -> None:
-        self._post(
-            f"write {key}",
-            "/v3/kv/put",
-            {"key": _b64(key), "value": base64.b64encode(value).decode()},
-        )
+    def lease(self, key: str) -> str | None:
+        """The id of the lease ``key`` is bound to (None: no such key, or bound to none)."""
+        kvs = self._post(f"read {key}", "/v3/kv/range", {"key": _b64(key)}).get("kvs") or []
+        lease = str(kvs[0].get("lease", "0")) if kvs else "0"
+        return None if lease == "0" else lease
+
+    def put(self, key: str, value: bytes, fence: Fence | None = None) -> None:
+        """Write ``key``; with ``fence``, only while it holds (else ``FencedOut``)."""
+        body = {"key": _b64(key), "value": base64.b64encode(value).decode()}
+        if fence is None:
+            self._post(f"write {key}", "/v3/kv/put", body)
+        else:
+            self._fenced(f"write {key}", key, {"request_put": body}, fence)
 
     def get_json(self, key: str) -> Any:
         raw = self.get(key)
         return json.loads(raw) if raw else None
 
-    def put_json(self, key: str, doc: Any) -> None:
-        self.put(key, json.dumps(doc, sort_keys=True).encode())
+    def put_json(self, key: str, doc: Any, fence: Fence | None = None) -> None:
+        self.put(key, json.dumps(doc, sort_keys=True).encode(), fence)
 
-    def delete(self, key: str) -> None:
-        self._post(f"delete {key}", "/v3/kv/deleterange", {"key": _b64(key)})
+    def delete(self, key: str, fence: Fence | None = None) -> None:
+        """Delete ``key``; with ``fence``, only while it holds (else ``FencedOut``)."""
+        if fence is None:
+            self._post(f"delete {key}", "/v3/kv/deleterange", {"key": _b64(key)})
+        else:
+            self._fenced(f"delete {key}", key, {"request_delete_range": {"key": _b64(key)}}, fence)
+
+    def _fenced(self, action: str, key: str, op: dict[str, Any], fence: Fence) -> None:
+        """``op`` in one transaction with ``fence``'s compare; ``FencedOut`` (with what the
+        lock key holds now) when it does not hold: then nothing was written."""
+        doc = self._post(
+            f"{action} (fenced by {fence.key})",
+            "/v3/kv/txn",
+            {
+                "compare": [fence.compare()],
+                "success": [op],
+                "failure": [{"request_range": {"key": _b64(fence.key)}}],
+            },
+        )
+        if doc.get("succeeded"):
+            return
+        raise FencedOut(action, key, fence.key, fence.revision, _found(doc))
 
     def grant(self, ttl: int) -> str:
         """A new lease of ``ttl`` seconds; its id."""
@@ -86,9 +144,10 @@ class Etcd:
     def revoke(self, lease: str) -> None:
         self._post("revoke a lease", "/v3/lease/revoke", {"ID": lease})
 
-    def create(self, key: str, value: bytes, lease: str) -> bytes | None:
-        """Put ``key`` only if it does not exist (bound to ``lease``). None on success, else the
-        value that is already there (one transaction: two callers can never both win)."""
+    def create(self, key: str, value: bytes, lease: str) -> Fence | bytes:
+        """Put ``key`` only if it does not exist (bound to ``lease``): on success the fence of
+        what was created (the transaction's revision, which is the key's create revision),
+        else the value already there (one transaction: two callers can never both win)."""
         doc = self._post(
             f"create {key}",
             "/v3/kv/txn",
@@ -114,9 +173,8 @@ class Etcd:
             },
         )
         if doc.get("succeeded"):
-            return None
-        kvs = doc["responses"][0]["response_range"].get("kvs") or [{"value": ""}]
-        return base64.b64decode(kvs[0].get("value", ""))
+            return Fence(key, int(doc["header"]["revision"]))
+        return _found(doc) or b""
 
     def healthy(self) -> bool:
         try:
@@ -124,3 +182,10 @@ class Etcd:
         except (requests.RequestException, ValueError):
             return False
         return bool(doc.get("health") == "true")
+
+
+def _found(doc: dict[str, Any]) -> bytes | None:
+    """The value a transaction's failure branch read (its one range), None when no key."""
+    responses = doc.get("responses") or [{}]
+    kvs = (responses[0].get("response_range") or {}).get("kvs") or []
+    return base64.b64decode(kvs[0].get("value", "")) if kvs else None

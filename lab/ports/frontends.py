@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lab.errors import ConfigError
-from lab.ports.etcd import Etcd
+from lab.ports.etcd import Etcd, Fence
 from lab.ports.proxy import module
 
 if TYPE_CHECKING:
@@ -67,10 +67,10 @@ def conflict(docs: dict[str, Any], name: str, public_port: int) -> str | None:
     return None
 
 
-def publish(etcd: Etcd, service: Service) -> Published:
-    """Write ``service``'s frontend document unless the store holds it already. Refused
-    (``ConfigError``) when another service's document claims the same public port: the proxy
-    would refuse it too."""
+def publish(etcd: Etcd, service: Service, fence: Fence | None = None) -> Published:
+    """Write ``service``'s frontend document unless the store holds it already (with ``fence``:
+    a run's write, ``FencedOut`` once its lock is lost). Refused (``ConfigError``) when another
+    service's document claims the same public port: the proxy would refuse it too."""
     body = frontend_doc(service)
     found = {k: _json(v) for k, v in etcd.get_prefix(prefix()).items()}
     key = prefix() + service.name
@@ -87,20 +87,20 @@ def publish(etcd: Etcd, service: Service) -> Published:
             "8000-8008, or remove that service's frontend if it is gone",
             f"{service.folder}/service.toml",
         )
-    etcd.put_json(key, body)
+    etcd.put_json(key, body, fence)
     return Published(service.name, previous if isinstance(previous, dict) else None, True)
 
 
-def undo(etcd: Etcd, published: Published) -> None:
+def undo(etcd: Etcd, published: Published, fence: Fence | None = None) -> None:
     """Put back what ``publish`` replaced: the previous document, or none (the proxy then
-    stops the process it started for a new service)."""
+    stops the process it started for a new service); ``fence`` as for ``publish``."""
     if not published.written:
         return
     key = prefix() + published.service
     if published.previous is None:
-        etcd.delete(key)
+        etcd.delete(key, fence)
     else:
-        etcd.put_json(key, published.previous)
+        etcd.put_json(key, published.previous, fence)
 
 
 def publish_all(etcd: Etcd, services: Iterable[Service]) -> list[Published]:

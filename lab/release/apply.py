@@ -6,13 +6,18 @@ included, runs in reverse order while further signals are held back, and the out
 stopped it, where, and what was undone. Steps after the commit point (``after_commit``) only
 warn: a failure there, or a signal (which ends the run, the release live), is a warning.
 ``apply`` never raises; the caller records the outcome, then raises ``outcome.error``.
+
+A run that lost the deploy lock has its route writes refused (``FencedOut``), its undo's
+included: the undo stops at the first one refused. What is left is as consistent as the routes
+that send traffic to it (nothing they route to is removed), and it is the lock's next holder's
+to read as facts: the next deploy or rollback clears it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.errors import LabError, ReleaseError, RunStopped, Stop
+from lab.errors import FencedOut, LabError, ReleaseError, RunStopped, Stop
 from lab.progress import Progress
 from lab.release import failpoints, records, signals
 from lab.release.model import Plan, Step
@@ -128,17 +133,25 @@ def _run(step: Step, ports: ReleasePorts, progress: Progress) -> str:
 def _undo(
     steps: list[Step], ports: ReleasePorts, progress: Progress
 ) -> tuple[list[str], list[str]]:
-    """Undo ``steps`` in reverse order; further signals wait until it is done."""
+    """Undo ``steps`` in reverse order; further signals wait until it is done. A failed undo
+    does not stop the others, except a write refused by the run's fence: the routes keep
+    what this run wrote, so nothing they may send traffic to is removed after it."""
     undone: list[str] = []
     errors: list[str] = []
+    todo = [s for s in reversed(steps) if s.undo and not s.after_commit]
     with signals.deferred(progress.say):
-        for step in reversed(steps):
-            if not step.undo or step.after_commit:
-                continue
+        for i, step in enumerate(todo):
             try:
                 with progress.stage(f"undo: {step.title}", f"undo-{step.key}") as st:
                     st.changed("; ".join(a.run(ports).detail for a in step.undo))
                 undone.append(step.key)
+            except FencedOut as exc:
+                left = ", ".join(s.key for s in todo[i:])
+                errors.append(
+                    f"{step.key}: {exc}".splitlines()[0]
+                    + f" The undo stopped there; not undone: {left}."
+                )
+                break
             except Exception as exc:  # an undo that fails must not stop the others
                 errors.append(f"{step.key}: {exc}".splitlines()[0])
     return undone, errors
@@ -158,7 +171,7 @@ def _as_release_error(
 ) -> LabError:
     """The error a failed run raises: a ``LabError`` as it is (with where it stopped), anything
     else wrapped with its type; and what the undo did."""
-    what = ", ".join(undone) if undone else "nothing to undo"
+    what = ", ".join(undone) if undone else ("nothing" if errors else "nothing to undo")
     serving = f" Every request is back on {plan.previous}." if plan.previous and undone else ""
     tail = f"\nUndone: {what}.{serving}{_undo_note(errors)}"
     if "start" in undone:  # the candidate ran: what it said is in the log store

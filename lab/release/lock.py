@@ -2,11 +2,16 @@
 
 The holder renews the lease while it works; a run that crashes stops renewing, and the lock
 expires with the lease (``TTL`` seconds). ``invoke lock.release`` removes it by hand.
+
+The holder's ``fence`` (the lock key's create revision: renewals keep it, a lock deleted and
+taken again has another) guards the run's writes to the route store: a run whose lock is gone
+or taken by another cannot write routes, whether or not it noticed the loss.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import getpass
 import json
@@ -16,12 +21,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lab.errors import LabError
 from lab.errors import LockHeld as LockHeld  # its home before lab.errors held every error
-from lab.ports.etcd import Etcd
+from lab.ports.etcd import Etcd, Fence
 from lab.release import signals
 
 KEY = "/cdlab/locks/deploy"
@@ -34,11 +39,18 @@ class Holder:
     pid: int
     since: str  # ISO time
     what: str  # e.g. "deploy app 3f9c2e1a0b1c"
+    # while this process holds the lock: what guards its writes (None when read from the store)
+    fence: Fence | None = field(default=None, compare=False)
 
     @classmethod
     def me(cls, what: str) -> Holder:
         who = f"{getpass.getuser()}@{socket.gethostname()}"
         return cls(who, os.getpid(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), what)
+
+    def to_json(self) -> bytes:
+        """The lock's stored value (what ``parse_holder`` reads)."""
+        doc = {"who": self.who, "pid": self.pid, "since": self.since, "what": self.what}
+        return json.dumps(doc).encode()
 
 
 def parse_holder(raw: bytes) -> Holder | None:
@@ -52,18 +64,20 @@ def parse_holder(raw: bytes) -> Holder | None:
 @contextmanager
 def held(etcd: Etcd, what: str, on_lost: Callable[[], None] | None = None) -> Iterator[Holder]:
     """Hold the deploy lock for the ``with`` body, renewing its lease; ``LockHeld`` if taken.
-    ``on_lost`` is called (once, from the renewing thread) when the lease is gone: etcd says
-    it expired, or no renewal succeeded for ``TTL`` seconds."""
+    The holder yielded carries the lock's ``fence`` for the run's route writes. ``on_lost`` is
+    called (once, from the renewing thread) when the lease is gone: etcd says it expired, or
+    no renewal succeeded for ``TTL`` seconds."""
     me = Holder.me(what)
     lease = etcd.grant(TTL)
     try:
-        existing = etcd.create(KEY, json.dumps(me.__dict__).encode(), lease)
+        created = etcd.create(KEY, me.to_json(), lease)
     except BaseException:  # a signal or an error mid-request: the key may exist; let it go
         _revoke(etcd, lease)
         raise
-    if existing is not None:
+    if not isinstance(created, Fence):
         _revoke(etcd, lease)
-        raise LockHeld(parse_holder(existing), existing, TTL)
+        raise LockHeld(parse_holder(created), created, TTL)
+    me = dataclasses.replace(me, fence=created)
     stop = threading.Event()
 
     def renew() -> None:

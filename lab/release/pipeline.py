@@ -168,7 +168,7 @@ def release_candidate(
     lab, service = run.lab, c.service
     what = f"{run.kind} {service.name} {c.release}"
     what += " (canary)" if opts.strategy == "canary" else ""
-    with lock.held(lab.etcd, what, signals.lease_lost):
+    with lock.held(lab.etcd, what, signals.lease_lost) as holder:
         if opts.strategy == "canary":  # a command left for an earlier canary is not for this one
             lab.etcd.delete(verify.CANARY_KEY + service.name)
         facts = read_facts(lab, service.name, service)
@@ -178,7 +178,7 @@ def release_candidate(
         if service.migration is not None and live and live != c.release:
             facts = dataclasses.replace(facts, live=with_tests(lab, service.name, live))
         history_of = functools.partial(history.deployed, lab, service.name)
-        ports = ProdPorts(lab, service, run.progress.say, test_build, history_of)
+        ports = ProdPorts(lab, service, run.progress.say, test_build, history_of, holder.fence)
         settled = settled_schema(lab, service, live, c.release)
         if settled is not None:
             ports.assume_schema(c, settled, settled)
@@ -221,7 +221,7 @@ def rollback(
     run = Run(lab, progress, "rollback", service.name, target, "bluegreen")
     run.previous = current.live
     what = f"rollback {service.name} to {target}"
-    with run.recorded(), lock.held(lab.etcd, what, signals.lease_lost):
+    with run.recorded(), lock.held(lab.etcd, what, signals.lease_lost) as holder:
         facts = read_facts(lab, service.name)
         known = schema.known(records.history(lab.runs, service.name, lab.etcd))
         refusal = schema.rollback_refusal(known, service.name, target, current.live)
@@ -232,7 +232,7 @@ def rollback(
         c = from_registry(lab, service, target)
         run.image = c.image
         p = plan.rollback(facts, c, known, refusal, down)
-        run.apply(p, ProdPorts(lab, service, progress.say))
+        run.apply(p, ProdPorts(lab, service, progress.say, fence=holder.fence))
     return run.record, run.record.timings.get("to_100_s", 0.0)
 
 
@@ -260,7 +260,7 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
     )
     run.previous = current.live
     what = f"{command} {service.name} {target}"
-    with run.recorded(), lock.held(lab.etcd, what, signals.lease_lost):
+    with run.recorded(), lock.held(lab.etcd, what, signals.lease_lost) as holder:
         facts = read_facts(lab, service.name)
         if facts.routes.match is None or facts.routes.match.release != target:
             raise ReleaseError(f"{service.name}: {target} left matched traffic meanwhile")
@@ -269,6 +269,7 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
             service,
             progress.say,
             deployed=functools.partial(history.deployed, lab, service.name),
+            fence=holder.fence,
         )
         if command == "abort":
             run.apply(plan.abort(facts, service.name), ports)
@@ -495,3 +496,8 @@ class Run:
 def release_lock(state: State | Lab) -> lock.Holder | None:
     """Remove the deploy lock whoever holds it (``invoke lock.release``); who held it."""
     return lock.release(Lab.of(state).etcd)
+
+
+def lock_holder(state: State | Lab) -> lock.Holder | None:
+    """Who holds the deploy lock (``invoke lock.status``); None when it is free."""
+    return lock.current(Lab.of(state).etcd)

@@ -13,6 +13,7 @@ from lab.build.builder import Built
 from lab.errors import LabError, ReleaseError
 from lab.estate.images import REPOSITORY
 from lab.ports import frontends
+from lab.ports.etcd import Fence
 from lab.ports.lab import Lab
 from lab.release import containers, judge, routes, scratch, verify
 from lab.release.model import Candidate, Drained, Pruned, StepVerdict
@@ -27,7 +28,9 @@ def read_routes(lab: Lab, service: str) -> routes.Routes:
 class ProdPorts:
     """See ``ports.ReleasePorts``, for one run on ``service`` (its manifest at the deployed
     commit). ``test_build``: the integration-test image while it is built and pulled in the
-    background; ``deployed``: the service's releases made live before (for retention)."""
+    background; ``deployed``: the service's releases made live before (for retention);
+    ``fence``: the deploy lock's, when the run holds it: every write of routes and frontends
+    is then refused (``FencedOut``) once the lock is no longer the run's."""
 
     def __init__(
         self,
@@ -36,8 +39,10 @@ class ProdPorts:
         say: Callable[[str], None],
         test_build: Future[Built] | None = None,
         deployed: Callable[[], list[str]] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.lab, self.service, self.say, self.test_build = lab, service, say, test_build
+        self.fence = fence
         self.deployed = deployed or list  # read when retention needs it, after the switch
         self._published: dict[str, frontends.Published] = {}
         self._databases: set[str] = set()  # known to exist
@@ -153,7 +158,7 @@ class ProdPorts:
         return read_routes(self.lab, service)
 
     def write_routes(self, new: routes.Routes) -> None:
-        self.lab.etcd.put_json(new.key, new.to_doc())
+        self.lab.etcd.put_json(new.key, new.to_doc(), self.fence)
 
     def answers_probe(self, c: Candidate, release: str) -> str:
         """Run ``c``'s health probe (its manifest's path and port) inside ``release``'s
@@ -175,7 +180,7 @@ class ProdPorts:
         self._published[c.service.name] = frontends.Published(
             c.service.name, stored if isinstance(stored, dict) else None, True
         )
-        published = frontends.publish(self.lab.etcd, c.service)
+        published = frontends.publish(self.lab.etcd, c.service, self.fence)
         if not published.written:
             self._published.pop(c.service.name)
         self.lab.runtime.wait_frontend(frontends.frontend_doc(c.service))
@@ -185,7 +190,7 @@ class ProdPorts:
         published = self._published.pop(service, None)
         if published is None:
             return
-        frontends.undo(self.lab.etcd, published)
+        frontends.undo(self.lab.etcd, published, self.fence)
         if published.previous is not None:  # the proxy back on it before the undo goes on
             with contextlib.suppress(LabError):  # best effort: the document is what counts
                 self.lab.runtime.wait_frontend(published.previous, timeout=10)

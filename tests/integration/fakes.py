@@ -1,6 +1,8 @@
-"""Stand-ins the proxy's supervisor talks to, for a real run without the lab: etcd's v3 JSON
-gateway (range, put, deleterange, watch) and a DNS server that answers every name with
-127.0.0.1. Standard library only; each binds 127.0.0.1 on a port the system picks."""
+"""Stand-ins the lab talks to, for a real run without the lab: etcd's v3 JSON gateway
+(``EtcdStore``: key-value with revisions, transactions, leases; served over HTTP by ``FakeEtcd``,
+with watch, or in memory by ``StoreTransport``) and a DNS server that answers every name with
+127.0.0.1. Standard library only (and requests, for ``StoreTransport``); each server binds
+127.0.0.1 on a port the system picks."""
 
 from __future__ import annotations
 
@@ -11,38 +13,289 @@ import json
 import socket
 import struct
 import threading
+from dataclasses import dataclass
 from typing import Any
+
+import requests
+from requests.adapters import BaseAdapter
+
+from lab.ports.etcd import Etcd
 
 
 def _b64(text: bytes) -> str:
     return base64.b64encode(text).decode()
 
 
+@dataclass
+class _Kv:
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+class EtcdStore:
+    """etcd's key-value store as its v3 JSON gateway answers it, in memory: the store's
+    revision grows by one with every request that changes something (a transaction too, once);
+    a key keeps its create revision until it is deleted; a lease's revocation or expiry
+    deletes its keys. Transactions compare CREATE, MOD, VERSION or VALUE (EQUAL, NOT_EQUAL,
+    GREATER, LESS; a missing key has revisions and version 0) and run put, range and
+    delete_range. Numbers of 64 bits are strings, as the gateway writes them; ``succeeded``
+    is left out when false, as the gateway does."""
+
+    def __init__(self) -> None:
+        self.kvs: dict[bytes, _Kv] = {}
+        self.revision = 1  # a new etcd's
+        self.leases: dict[int, int] = {}  # id -> TTL
+        self.changed = threading.Condition()
+        self.asked: list[str] = []  # the path of every request, in order
+        self._next_lease = 7587
+
+    # what a test does to the store directly
+    @property
+    def data(self) -> dict[bytes, bytes]:
+        with self.changed:
+            return {k: kv.value for k, kv in self.kvs.items()}
+
+    def put(self, key: str, value: Any) -> None:
+        """``value`` as JSON at ``key``."""
+        with self.changed:
+            self._put(key.encode(), json.dumps(value).encode(), 0)
+            self._wrote()
+
+    def delete(self, key: str) -> None:
+        with self.changed:
+            if self._delete(key.encode(), None):
+                self._wrote()
+
+    def expire(self, lease: str | int) -> None:
+        """``lease`` expires (its keys go), as when no renewal came for its TTL."""
+        with self.changed:
+            self._revoke(int(lease))
+
+    def create_revision(self, key: str) -> int:
+        with self.changed:
+            kv = self.kvs.get(key.encode())
+            return kv.create_revision if kv else 0
+
+    # the gateway
+    def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """What the gateway answers a POST of ``body`` to ``path``: (HTTP status, document)."""
+        with self.changed:
+            self.asked.append(path)
+            before = self.revision
+            status, doc = self._answer(path, body)
+            if self.revision != before:
+                self.changed.notify_all()
+            return status, doc
+
+    def _answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        ops = {
+            "/v3/kv/range": ("request_range", "response_range"),
+            "/v3/kv/put": ("request_put", "response_put"),
+            "/v3/kv/deleterange": ("request_delete_range", "response_delete_range"),
+        }
+        if path in ops:
+            request, _ = ops[path]
+            if request == "request_put" and not self._lease_ok(body):
+                return 404, _error("etcdserver: requested lease not found", 5)
+            doc = self._op({request: body})
+            wrote = request != "request_range" and doc.pop("_wrote", False)
+            if wrote:
+                self._wrote()
+            return 200, {"header": self._header(), **next(iter(doc.values()))}
+        if path == "/v3/kv/txn":
+            return self._txn(body)
+        if path == "/v3/lease/grant":
+            lease, self._next_lease = self._next_lease, self._next_lease + 1
+            ttl = max(int(float(body["TTL"])), 2)  # etcd's least TTL (a test's own may be less)
+            self.leases[lease] = ttl
+            return 200, {"header": self._header(), "ID": str(lease), "TTL": str(ttl)}
+        if path == "/v3/lease/keepalive":
+            lease = int(body["ID"])
+            result: dict[str, Any] = {"header": self._header(), "ID": str(lease)}
+            if lease in self.leases:
+                result["TTL"] = str(self.leases[lease])
+            return 200, {"result": result}
+        if path == "/v3/lease/revoke":
+            if int(body["ID"]) not in self.leases:
+                return 404, _error("etcdserver: requested lease not found", 5)
+            self._revoke(int(body["ID"]))
+            return 200, {"header": self._header()}
+        return 404, {}
+
+    def _txn(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        ok = all(self._holds(c) for c in body.get("compare", []))
+        branch = body.get("success" if ok else "failure", [])
+        if not all(self._lease_ok(op["request_put"]) for op in branch if "request_put" in op):
+            return 404, _error("etcdserver: requested lease not found", 5)
+        answers = [self._op(op) for op in branch]
+        if any(a.pop("_wrote", False) for a in answers):
+            self._wrote()  # one revision for the whole transaction
+        for a in answers:
+            next(iter(a.values()))["header"] = self._header()
+        doc: dict[str, Any] = {"header": self._header(), "responses": answers}
+        if ok:
+            doc["succeeded"] = True
+        return 200, doc
+
+    def _holds(self, c: dict[str, Any]) -> bool:
+        kv = self.kvs.get(base64.b64decode(c["key"]))
+        target = c.get("target", "VERSION")
+        have: Any
+        want: Any
+        if target == "VALUE":
+            if kv is None:
+                return False
+            have, want = kv.value, base64.b64decode(c.get("value", ""))
+        else:
+            field = {"CREATE": "create_revision", "MOD": "mod_revision", "VERSION": "version"}
+            have = getattr(kv, field[target]) if kv else 0
+            want = int(c.get(field[target], "0"))
+        return {
+            "EQUAL": have == want,
+            "NOT_EQUAL": have != want,
+            "GREATER": have > want,
+            "LESS": have < want,
+        }[c.get("result", "EQUAL")]
+
+    def _op(self, op: dict[str, Any]) -> dict[str, Any]:
+        """One request of a transaction: its response (``_wrote``: it changed the store; the
+        revision is the caller's to move, once)."""
+        rev = self.revision + 1  # the revision a write of this request takes
+        if "request_put" in op:
+            req = op["request_put"]
+            self._put(
+                base64.b64decode(req["key"]),
+                base64.b64decode(req.get("value", "")),
+                int(req.get("lease", "0")),
+                rev,
+            )
+            return {"response_put": {}, "_wrote": True}
+        if "request_delete_range" in op:
+            req = op["request_delete_range"]
+            deleted = self._delete(base64.b64decode(req["key"]), req.get("range_end"))
+            answer: dict[str, Any] = {"deleted": str(deleted)} if deleted else {}
+            return {"response_delete_range": answer, "_wrote": deleted > 0}
+        req = op["request_range"]
+        key = base64.b64decode(req["key"])
+        end = base64.b64decode(req["range_end"]) if req.get("range_end") else None
+        kvs = [
+            _kv_doc(k, kv)
+            for k, kv in sorted(self.kvs.items())
+            if (k == key if end is None else key <= k < end)
+        ]
+        return {"response_range": {"kvs": kvs, "count": str(len(kvs))} if kvs else {}}
+
+    def _put(self, key: bytes, value: bytes, lease: int, rev: int | None = None) -> None:
+        rev = rev if rev is not None else self.revision + 1
+        old = self.kvs.get(key)
+        if old is None:
+            self.kvs[key] = _Kv(value, rev, rev, 1, lease)
+        else:
+            self.kvs[key] = _Kv(value, old.create_revision, rev, old.version + 1, lease)
+
+    def _delete(self, key: bytes, range_end: str | None) -> int:
+        end = base64.b64decode(range_end) if range_end else None
+        gone = [k for k in self.kvs if (k == key if end is None else key <= k < end)]
+        for k in gone:
+            del self.kvs[k]
+        return len(gone)
+
+    def _revoke(self, lease: int) -> None:
+        self.leases.pop(lease, None)
+        gone = [k for k, kv in self.kvs.items() if kv.lease == lease]
+        for k in gone:
+            del self.kvs[k]
+        if gone:
+            self._wrote()
+
+    def _lease_ok(self, put: dict[str, Any]) -> bool:
+        lease = int(put.get("lease", "0"))
+        return lease == 0 or lease in self.leases
+
+    def _wrote(self) -> None:
+        self.revision += 1
+        self.changed.notify_all()
+
+    def _header(self) -> dict[str, str]:
+        return {"cluster_id": "14841639068965178418", "revision": str(self.revision)}
+
+
+def _kv_doc(key: bytes, kv: _Kv) -> dict[str, str]:
+    doc = {
+        "key": _b64(key),
+        "create_revision": str(kv.create_revision),
+        "mod_revision": str(kv.mod_revision),
+        "version": str(kv.version),
+        "value": _b64(kv.value),
+    }
+    if kv.lease:
+        doc["lease"] = str(kv.lease)
+    return doc
+
+
+def _error(message: str, code: int) -> dict[str, Any]:
+    return {"error": message, "message": message, "code": code}
+
+
+class StoreTransport(BaseAdapter):
+    """A requests transport that answers from an ``EtcdStore`` in this process (no socket):
+    ``Etcd(..., transport=StoreTransport(store))``."""
+
+    def __init__(self, store: EtcdStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        raw = request.body or b"{}"
+        body = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        path = "/" + str(request.url).split("/", 3)[3]
+        status, doc = self.store.answer(path, body)
+        resp = requests.Response()
+        resp.status_code, resp.url, resp.request = status, str(request.url), request
+        resp._content = json.dumps(doc).encode()
+        resp.headers["Content-Type"] = "application/json"
+        return resp
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def memory_etcd() -> tuple[Etcd, EtcdStore]:
+    """The lab's etcd client on a store in memory, and that store."""
+    store = EtcdStore()
+    return Etcd("etcd.test", transport=StoreTransport(store)), store
+
+
 class FakeEtcd(http.server.ThreadingHTTPServer):
+    """An ``EtcdStore`` served over HTTP on 127.0.0.1, with the gateway's watch."""
+
     daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Gateway)
-        self.data: dict[bytes, bytes] = {}
-        self.changed = threading.Condition()
-        self.revision = 0
+        self.store = EtcdStore()
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
     def port(self) -> int:
         return int(self.server_address[1])
 
+    @property
+    def changed(self) -> threading.Condition:
+        return self.store.changed
+
+    @property
+    def data(self) -> dict[bytes, bytes]:
+        return self.store.data
+
     def put(self, key: str, value: Any) -> None:
-        with self.changed:
-            self.data[key.encode()] = json.dumps(value).encode()
-            self.revision += 1
-            self.changed.notify_all()
+        self.store.put(key, value)
 
     def delete(self, key: str) -> None:
-        with self.changed:
-            self.data.pop(key.encode(), None)
-            self.revision += 1
-            self.changed.notify_all()
+        self.store.delete(key)
 
 
 class _Gateway(http.server.BaseHTTPRequestHandler):
@@ -53,21 +306,11 @@ class _Gateway(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        etcd = self.server
-        if self.path == "/v3/kv/range":
-            key = base64.b64decode(body["key"])
-            end = base64.b64decode(body.get("range_end", "")) or None
-            with etcd.changed:
-                kvs = [
-                    {"key": _b64(k), "value": _b64(v)}
-                    for k, v in sorted(etcd.data.items())
-                    if (k == key if end is None else key <= k < end)
-                ]
-            self._json({"kvs": kvs} if kvs else {})
-        elif self.path == "/v3/watch":
+        if self.path == "/v3/watch":
             self._watch(body["create_request"])
-        else:
-            self._json({}, 404)
+            return
+        status, doc = self.server.store.answer(self.path, body)
+        self._json(doc, status)
 
     def _json(self, doc: dict[str, Any], status: int = 200) -> None:
         data = json.dumps(doc).encode()
@@ -84,11 +327,11 @@ class _Gateway(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
         etcd = self.server
         with etcd.changed:
-            seen = dict(etcd.data)
+            seen = etcd.data
         while True:
             with etcd.changed:
                 etcd.changed.wait(1)
-                now = dict(etcd.data)
+                now = etcd.data
             keys = {k for k in set(seen) | set(now) if key <= k < end and seen.get(k) != now.get(k)}
             seen = now
             if keys:

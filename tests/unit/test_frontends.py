@@ -13,6 +13,7 @@ from cdlab_proxy.document import Frontend
 
 from lab.errors import ConfigError
 from lab.ports import frontends
+from lab.ports.etcd import Fence
 from lab.ports.proxy import ProxyError, Runtime
 from lab.stack import services
 
@@ -26,16 +27,19 @@ class Store:
     def __init__(self, **docs: Any) -> None:
         self.data = {f"/cdlab/frontends/{k}": json.dumps(v).encode() for k, v in docs.items()}
         self.writes = 0
+        self.fences: list[Fence | None] = []  # what guarded each write
 
     def get_prefix(self, prefix: str) -> dict[str, bytes]:
         return {k: v for k, v in self.data.items() if k.startswith(prefix)}
 
-    def put_json(self, key: str, doc: Any) -> None:
+    def put_json(self, key: str, doc: Any, fence: Fence | None = None) -> None:
         self.writes += 1
+        self.fences.append(fence)
         self.data[key] = json.dumps(doc).encode()
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, fence: Fence | None = None) -> None:
         self.writes += 1
+        self.fences.append(fence)
         self.data.pop(key, None)
 
     def doc(self, key: str) -> Any:
@@ -61,6 +65,14 @@ def test_a_changed_manifest_is_published_and_undone_to_the_previous_document() -
     assert (done.previous, done.written, store.doc(KEY)) == (before, True, DOC)
     frontends.undo(store, done)
     assert store.doc(KEY) == before
+
+
+@pytest.mark.parametrize("before", [None, {**DOC, "health": "/health"}])
+def test_a_runs_fence_guards_its_publish_and_its_undo(before: dict[str, Any] | None) -> None:
+    store = Store(**({"quotes": before} if before else {}))
+    fence = Fence("/cdlab/locks/deploy", 7)
+    frontends.undo(store, frontends.publish(store, QUOTES, fence), fence)
+    assert store.fences == [fence, fence] and store.doc(KEY) == before
 
 
 def test_an_unchanged_document_is_not_written_and_its_undo_does_nothing() -> None:

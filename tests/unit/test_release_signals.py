@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.errors import LabError, Stop
-from lab.ports.etcd import EtcdError
+from lab.ports.etcd import EtcdError, Fence
 from lab.release import lock, signals
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,11 +142,11 @@ class FakeEtcd:
     def grant(self, ttl: float) -> str:
         return "7587"
 
-    def create(self, key: str, value: bytes, lease: str) -> bytes | None:
+    def create(self, key: str, value: bytes, lease: str) -> Fence | bytes:
         if key in self.kv:
             return self.kv[key]
         self.kv[key] = value
-        return None
+        return Fence(key, 41)
 
     def keepalive(self, lease: str) -> int:
         self.renewals += 1
