@@ -9,10 +9,11 @@ nothing of the lab, so any wing may use it.
   only where the patterns below find it;
 - a URL's password (``postgresql://app:***@db:5432/app``): the user, host and path stay, they are
   the evidence;
-- the value of an entry whose name holds PASSWORD, PASSWD, PASSPHRASE, SECRET, TOKEN, KEY or
-  CREDENTIAL, in any case: ``NAME=value`` (an environment, a command line's ``--db-password=x``),
-  ``"name": "value"`` (JSON), and ``name: value`` for the first five (YAML, a log line; not KEY,
-  which "primary key: id" and its like use for other things);
+- the value of an entry whose name (``sensitive``) holds PASSWORD, PASSWD, PASSPHRASE, SECRET,
+  TOKEN or CREDENTIAL, or ends in KEY after something (API_KEY, not a bare "key"), in any case:
+  ``NAME=value`` (an environment, a command line's ``--db-password=x``), ``"name": "value"``
+  (JSON), and ``name: value`` but for a KEY (YAML, a log line; "primary key: id" and its like
+  use KEY for other things);
 - ``Authorization``, ``Proxy-Authorization`` and ``X-Registry-Auth`` headers' credentials (the
   scheme stays: ``Authorization: Basic ***``), and a ``Basic``/``Bearer`` token elsewhere;
 - a PEM or OpenSSH private key block, its armour kept (``-----BEGIN ... PRIVATE KEY-----``,
@@ -38,8 +39,11 @@ __all__ = ["MASK", "MIN_SECRET", "redact", "redact_doc", "sensitive"]
 MASK = "***"
 MIN_SECRET = 8  # known values shorter than this are masked only where a pattern finds them
 
-_WORDS = r"PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|KEY"
-_NAME = re.compile(rf"(?:{_WORDS})", re.IGNORECASE)
+# a KEY only after something (API_KEY, apikey, SECRET_KEY): a bare "key" is an identifier in
+# most documents (a stage's key, an etcd key), not a secret
+_NAME = re.compile(
+    r"PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|[A-Za-z0-9][_.-]?KEYS?\Z", re.IGNORECASE
+)
 # a value in text ends at a blank, a quote, a separator of pairs, or an escaped quote
 _VALUE = r"(?:[^\s\"'\\,;&<>]|\\(?![\"'n]))+"
 _PEM = re.compile(
@@ -89,7 +93,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _URL.sub(lambda m: f"{m['head']}{MASK}@", text)
     text = _PAIR.sub(_pair, text)
     text = _JSON.sub(
-        lambda m: f'{m["name"]}{m["sep"]}"{MASK}"' if sensitive(m["name"]) else m[0], text
+        lambda m: f'{m["name"]}{m["sep"]}"{MASK}"' if sensitive(m["name"][1:-1]) else m[0], text
     )
     return _COLON.sub(
         lambda m: f"{m['name']}{m['sep']}{MASK}" if _COLON_WORDS.search(m["name"]) else m[0],

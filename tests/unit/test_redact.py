@@ -108,7 +108,7 @@ SSH = (
             json.dumps({"data": PEM})[1:-1],
             f'"data": "-----BEGIN RSA PRIVATE KEY-----\\n{MASK}\\n-----END RSA PRIVATE KEY-----"',
         ),
-        (json.dumps({"key.pem": PEM})[1:-1], f'"key.pem": "{MASK}"'),  # by its name, whole
+        (json.dumps({"ssh_key": "AAAAC3Nza"})[1:-1], f'"ssh_key": "{MASK}"'),  # by its name
         (
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
@@ -169,6 +169,10 @@ def test_redacting_twice_is_redacting_once(text: str) -> None:
         ("GITHUB_TOKEN", True),
         ("API_KEY", True),
         ("SandboxKey", True),
+        ("apikey", True),
+        ("ssh-keys", True),
+        ("key", False),  # a stage's key, an etcd key: an identifier
+        ("KEY_ID", False),
         ("CREDENTIALS", True),
         ("DATABASE_URL", False),  # its password is masked as a URL's: host and name are kept
         ("SERVICE_NAME", False),
