@@ -145,8 +145,8 @@ EVIDENCE = Path(__file__).resolve().parent.parent / "reports" / "evidence"
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """A failed test that touched the lab keeps its evidence: prod's containers (inspect and the
-    last lines of each log) in ``reports/evidence/<test>/``; load tests' request files stay in
-    ``reports/load/``."""
+    last lines of each log, redacted of secrets) in ``reports/evidence/<test>/``; load tests'
+    request files stay in ``reports/load/``."""
     report = yield
     if report.failed and call.when == "call" and "lab" in getattr(item, "fixturenames", ()):
         try:
@@ -157,17 +157,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def keep_evidence(test_name: str) -> Path:
-    import json
+    """prod's containers (inspect and the last lines of each log) in
+    ``reports/evidence/<test>/``, redacted of the lab's secrets; the folder."""
+    from lab.proof import evidence
 
-    folder = EVIDENCE / "".join(c if c.isalnum() or c in "-_." else "_" for c in test_name)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = EVIDENCE / evidence.folder_name(test_name)
     state = State(config.load())
     with engines.connect(state, state.config.host("prod"), timeout=60) as prod:
-        for container in prod.containers.list(all=True):
-            (folder / f"{container.name}.inspect.json").write_text(
-                json.dumps(container.attrs, indent=2, default=str)
-            )
-            (folder / f"{container.name}.log").write_bytes(container.logs(tail=200))
+        evidence.keep(folder, prod.containers.list(all=True), state.secret_values())
     return folder
 
 
