@@ -148,12 +148,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     last lines of each log, redacted of secrets) in ``reports/evidence/<test>/``; load tests'
     request files stay in ``reports/load/``."""
     report = yield
-    if report.failed and call.when == "call" and "lab" in getattr(item, "fixturenames", ()):
+    touched = "lab" in getattr(item, "fixturenames", ())
+    if report.failed and call.when == "call" and touched:
         try:
             keep_evidence(item.name)
         except Exception as exc:  # evidence is best effort: never hide the test's own failure
             report.sections.append(("cdlab evidence", f"could not collect evidence: {exc}"))
+    if report.failed and touched:
+        redact_report(report, State(config.load()).secret_values())
     return report
+
+
+def redact_report(report: pytest.TestReport, secrets: tuple[str, ...]) -> None:
+    """A failed lab test's report (its traceback, its captured output) redacted of the lab's
+    secrets, as the terminal and ``reports/junit.xml`` show it: an assertion on a container's
+    environment would otherwise print the database's password. A traceback with nothing to
+    mask keeps its form."""
+    from lab.proof.redact import redact
+
+    text = report.longreprtext
+    if redact(text, secrets) != text:
+        report.longrepr = redact(text, secrets)
+    report.sections = [(title, redact(body, secrets)) for title, body in report.sections]
 
 
 def keep_evidence(test_name: str) -> Path:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from lab.proof import evidence
 from lab.proof.redact import MASK
 
@@ -62,3 +64,26 @@ def test_evidence_is_written_redacted_with_the_env_names_kept(tmp_path: Path) ->
 
 def test_a_test_name_becomes_a_folder_name() -> None:
     assert evidence.folder_name("test_x[app-1.5/a b]") == "test_x_app-1.5_a_b_"
+
+
+def test_a_failed_lab_tests_report_is_redacted_for_the_terminal_and_junit() -> None:
+    from tests.conftest import redact_report
+
+    said = f"assert env == {{'DATABASE_URL': 'postgresql://app:{DB}@db/app'}}"
+    report = pytest.TestReport(
+        "tests/e2e/test_x.py::test_env",
+        ("tests/e2e/test_x.py", 1, "test_env"),
+        {},
+        "failed",
+        said,
+        "call",
+        [("Captured stdout call", f"login {REG}\n")],
+    )
+    redact_report(report, (DB, REG))
+    assert (
+        report.longreprtext == f"assert env == {{'DATABASE_URL': 'postgresql://app:{MASK}@db/app'}}"
+    )
+    assert report.sections == [("Captured stdout call", f"login {MASK}\n")]
+    plain = pytest.TestReport("t", ("t", 1, "t"), {}, "failed", "assert 1 == 2", "call", [])
+    redact_report(plain, (DB,))
+    assert plain.longrepr == "assert 1 == 2"
