@@ -145,29 +145,42 @@ EVIDENCE = Path(__file__).resolve().parent.parent / "reports" / "evidence"
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """A failed test that touched the lab keeps its evidence: prod's containers (inspect and the
-    last lines of each log) in ``reports/evidence/<test>/``; load tests' request files stay in
-    ``reports/load/``."""
+    last lines of each log, redacted of secrets) in ``reports/evidence/<test>/``; load tests'
+    request files stay in ``reports/load/``."""
     report = yield
-    if report.failed and call.when == "call" and "lab" in getattr(item, "fixturenames", ()):
+    touched = "lab" in getattr(item, "fixturenames", ())
+    if report.failed and call.when == "call" and touched:
         try:
             keep_evidence(item.name)
         except Exception as exc:  # evidence is best effort: never hide the test's own failure
             report.sections.append(("cdlab evidence", f"could not collect evidence: {exc}"))
+    if report.failed and touched:
+        redact_report(report, State(config.load()).secret_values())
     return report
 
 
-def keep_evidence(test_name: str) -> Path:
-    import json
+def redact_report(report: pytest.TestReport, secrets: tuple[str, ...]) -> None:
+    """A failed lab test's report (its traceback, its captured output) redacted of the lab's
+    secrets, as the terminal and ``reports/junit.xml`` show it: an assertion on a container's
+    environment would otherwise print the database's password. A traceback with nothing to
+    mask keeps its form."""
+    from lab.proof.redact import redact
 
-    folder = EVIDENCE / "".join(c if c.isalnum() or c in "-_." else "_" for c in test_name)
-    folder.mkdir(parents=True, exist_ok=True)
+    text = report.longreprtext
+    if redact(text, secrets) != text:
+        report.longrepr = redact(text, secrets)
+    report.sections = [(title, redact(body, secrets)) for title, body in report.sections]
+
+
+def keep_evidence(test_name: str) -> Path:
+    """prod's containers (inspect and the last lines of each log) in
+    ``reports/evidence/<test>/``, redacted of the lab's secrets; the folder."""
+    from lab.proof import evidence
+
+    folder = EVIDENCE / evidence.folder_name(test_name)
     state = State(config.load())
     with engines.connect(state, state.config.host("prod"), timeout=60) as prod:
-        for container in prod.containers.list(all=True):
-            (folder / f"{container.name}.inspect.json").write_text(
-                json.dumps(container.attrs, indent=2, default=str)
-            )
-            (folder / f"{container.name}.log").write_bytes(container.logs(tail=200))
+        evidence.keep(folder, prod.containers.list(all=True), state.secret_values())
     return folder
 
 

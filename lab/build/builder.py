@@ -17,6 +17,7 @@ from lab.config import LabConfig
 from lab.errors import ImageBuildError, RegistryError
 from lab.estate import images
 from lab.estate.state import State
+from lab.proof.redact import redact
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,8 @@ class Builder:
                     errors.append(str(chunk["error"]))
         except docker.errors.APIError as exc:
             errors.append(str(exc))
-        log = trace.log()
+        secrets = self.state.secret_values()  # a build step may print what it was given
+        log, errors = redact(trace.log(), secrets), [redact(e, secrets) for e in errors]
         log_path.write_text(log + "".join(f"ERROR: {e}\n" for e in errors))
         if errors:
             raise ImageBuildError(

@@ -22,6 +22,7 @@ from typing import Any
 from lab.config import LABEL, LabConfig
 from lab.errors import ImageBuildError, PreflightError
 from lab.ports import shell
+from lab.proof.redact import redact
 
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "ca-certificates")
@@ -186,11 +187,12 @@ class Images:
         log = self.logs / "build-base.log"
         try:
             result = shell.run(mmdebstrap_argv(inputs, sources, ca_dir, tarball), check=False)
-            log.write_text(result.output)
+            output = redact(result.output)  # a proxy's credentials in an apt URL, say
+            log.write_text(output)
             if result.returncode != 0:
                 raise ImageBuildError(
                     ref.ref,
-                    result.output,
+                    output,
                     f"mmdebstrap exited {result.returncode} (full log: {log})",
                 )
             changes = [
@@ -230,9 +232,9 @@ class Images:
                 labels=labels(self.config, ref.kind, ref.content_hash),
             ):
                 if "stream" in chunk:
-                    lines.append(chunk["stream"].rstrip("\n"))
+                    lines.append(redact(chunk["stream"].rstrip("\n")))
                 if "error" in chunk:
-                    lines.append(chunk["error"])
+                    lines.append(redact(chunk["error"]))
                     log_path.write_text("\n".join(lines))
                     raise ImageBuildError(ref.ref, "\n".join(lines), f"full log: {log_path}")
         except docker.errors.APIError as exc:

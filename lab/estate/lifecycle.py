@@ -23,6 +23,7 @@ from lab.estate import hosts, images, network
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
+from lab.proof.redact import redact_doc
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,7 @@ def _record(state: State, action: str, started: dt.datetime, progress: Progress)
         "seconds": round(progress.total_seconds, 2),
         "stages": [asdict(s) for s in progress.stages],
     }
+    record = redact_doc(record, state.secret_values())  # a stage's detail may quote output
     (state.runs / f"{action}-{stamp}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

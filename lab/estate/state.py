@@ -100,6 +100,14 @@ class State:
             write_secret(path, secrets.token_urlsafe(24) + "\n")
         return path.read_text().strip()
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret value the lab generated (the registry password, each of ``secrets/``),
+        for what is written down to be redacted of them (``lab.proof.redact``). Reads only:
+        none is created, and an absent one is not listed."""
+        found = [self.password_file, *sorted((self.dir / "secrets").glob("*"))]
+        values = (p.read_text().strip() for p in found if p.is_file() and p.suffix != ".tmp")
+        return tuple(v for v in values if v)
+
     def ensure(self) -> list[str]:
         """Create or complete the state folder; return what changed (empty when nothing)."""
         changed: list[str] = []

@@ -62,6 +62,7 @@ def naive(state: State, candidate: release.Candidate, progress: Progress) -> flo
             network=stack.NETWORK,
             ports={f"{candidate.service.port}/tcp": services.CONTROL_PORT},
             labels={"cdlab.role": "naive-control"},
+            **release.hardening(candidate.service.limits),  # as a release runs: a fair control
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

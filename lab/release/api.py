@@ -11,7 +11,12 @@ from lab.ports.etcd import Etcd
 from lab.ports.lab import Lab
 from lab.progress import Progress
 from lab.release import apply, plan, prod, routes, verify
-from lab.release.containers import one_off, release_containers, release_environment
+from lab.release.containers import (
+    hardening,
+    one_off,
+    release_containers,
+    release_environment,
+)
 from lab.release.model import Candidate, Options, Pruned
 from lab.release.pipeline import deploy_built, read_facts
 from lab.release.prod import ProdPorts, from_registry, read_routes
@@ -29,6 +34,7 @@ __all__ = [
     "current_routes",
     "deploy_built",
     "from_registry",
+    "hardening",
     "one_off",
     "prune",
     "release_containers",

@@ -14,6 +14,7 @@ from lab.estate.state import State
 from lab.ports import logs
 from lab.release.model import Candidate
 from lab.stack import project as stack
+from lab.stack.limits import Limits
 from lab.stack.services import Service
 
 
@@ -46,6 +47,32 @@ def release_environment(state: State, c: Candidate) -> dict[str, str]:
 
 
 SECOND = 1_000_000_000  # the engine's healthcheck durations are in nanoseconds
+RELEASE_USER = "10001:10001"  # every service image has this user (services/*/Dockerfile)
+
+
+def hardening(limits: Limits, user: str | None = RELEASE_USER) -> dict[str, Any]:
+    """How every container cdlab starts for a service runs (a release, a hook, a migration,
+    its integration tests, a scratch release), as ``containers.run`` arguments (pure):
+
+    - a read-only root, with a tmpfs for /tmp;
+    - every capability dropped, ``no-new-privileges``; as ``user`` (None: the image's own
+      ``USER``, for an image that is not the service's, e.g. its integration tests');
+    - bounded by ``limits``: memory with no swap beyond it, pids, and CPUs when set.
+    """
+    spec: dict[str, Any] = {
+        "read_only": True,
+        "tmpfs": {"/tmp": "size=16m"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "mem_limit": limits.memory,
+        "memswap_limit": limits.memory,  # the same as mem_limit: no swap
+        "pids_limit": limits.pids,
+    }
+    if user is not None:
+        spec["user"] = user
+    if limits.cpus:
+        spec["nano_cpus"] = round(limits.cpus * 1e9)
+    return spec
 
 
 def container_spec(state: State, c: Candidate) -> dict[str, Any]:
@@ -54,7 +81,8 @@ def container_spec(state: State, c: Candidate) -> dict[str, Any]:
     apps network (the proxy finds it by that name), so releases run side by side:
 
     - immutable: the image pinned by digest, a read-only root, a tmpfs for /tmp;
-    - non-root (uid 10001), every capability dropped, ``no-new-privileges``;
+    - non-root (uid 10001), every capability dropped, ``no-new-privileges``, bounded by the
+      manifest's ``[limits]`` (``hardening``);
     - restarted by the engine (and by the host after a kill: ``cdlab.keepalive``);
     - Docker's own healthcheck is the slow, cheap one (every exec costs CPU): cdlab runs the
       same probe itself while a release starts, and the proxy checks releases every second.
@@ -71,11 +99,7 @@ def container_spec(state: State, c: Candidate) -> dict[str, Any]:
             "cdlab.release": c.release,
         },
         "restart_policy": {"Name": "always"},
-        "read_only": True,
-        "tmpfs": {"/tmp": "size=16m"},
-        "user": "10001:10001",
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
+        **hardening(c.service.limits),
         "stop_signal": "SIGTERM",  # cdlab stops a release (drained first) with a 25 s grace
         "healthcheck": {
             "test": ["CMD-SHELL", c.service.probe],
@@ -150,11 +174,11 @@ def wait_healthy(client: Any, c: Candidate, timeout: float = 60.0) -> float:
             restarts = container.attrs.get("RestartCount", 0)
             if restarts >= 3:  # a crash loop: waiting will not heal it
                 last = (
-                    f"crash loop: restarted {restarts} times (last exit code {st.get('ExitCode')})"
+                    f"crash loop: restarted {restarts} times (last {ended(st, c.service.limits)})"
                 )
                 break
             if st.get("Status") in ("exited", "dead") or st.get("Restarting"):
-                last = f"container {st.get('Status')} (exit code {st.get('ExitCode')})"
+                last = f"container {st.get('Status')} ({ended(st, c.service.limits)})"
             elif st.get("Status") == "running":
                 last = _probe(container, probe)
                 if not last:
@@ -165,6 +189,19 @@ def wait_healthy(client: Any, c: Candidate, timeout: float = 60.0) -> float:
     raise ReleaseError(
         f"release '{project}' did not become healthy within {took:.0f} s; "
         f"last health answer: {last}\nlast lines of its log:\n{tail(logs)}"
+    )
+
+
+def ended(st: dict[str, Any], limits: Limits) -> str:
+    """How a container that stopped ended, from its ``State`` (pure): its exit code, and when
+    the kernel killed it for want of memory, the limit and where to raise it."""
+    how = f"exit code {st.get('ExitCode')}"
+    if not st.get("OOMKilled"):
+        return how
+    size = f"{limits.memory // (1024 * 1024)}m"
+    return (
+        f"{how}: killed, out of memory (its limit: {size}, no swap); raise memory in the "
+        "[limits] table of its service.toml if it needs more"
     )
 
 
@@ -179,7 +216,9 @@ def _probe(container: Any, probe: str) -> str:
     return "" if code == 0 else f"health check exit {code}: {out.decode(errors='replace')[-200:]}"
 
 
-def wait_probe(container: Any, probe: str, timeout: float, what: str) -> float:
+def wait_probe(
+    container: Any, probe: str, timeout: float, what: str, limits: Limits | None = None
+) -> float:
     """Bounded wait until ``probe`` passes inside ``container`` (one not kept by a restart
     policy); the last answer and its log are the evidence."""
     started = time.monotonic()
@@ -188,7 +227,7 @@ def wait_probe(container: Any, probe: str, timeout: float, what: str) -> float:
         container.reload()
         st = container.attrs["State"]
         if st.get("Status") in ("exited", "dead"):
-            last = f"container {st.get('Status')} (exit code {st.get('ExitCode')})"
+            last = f"container {st.get('Status')} ({ended(st, limits or Limits())})"
             break
         last = _probe(container, probe)
         if not last:
@@ -211,12 +250,25 @@ def integration_tests(
     env = {"BASE_URL": f"http://{host}:{c.service.port}", "EXPECT_RELEASE": c.release}
     if test_image:
         code, output = one_off(
-            client, test_image, None, env, "integration-tests", user=None, of=c.project
+            client,
+            test_image,
+            None,
+            env,
+            "integration-tests",
+            user=None,
+            of=c.project,
+            limits=c.service.limits,
         )
     else:
         env.update(environment(state, c.service))
         code, output = one_off(
-            client, c.image, c.service.test_command, env, "integration-tests", of=c.project
+            client,
+            c.image,
+            c.service.test_command,
+            env,
+            "integration-tests",
+            of=c.project,
+            limits=c.service.limits,
         )
     if code != 0:
         raise ReleaseError(
@@ -239,7 +291,10 @@ def one_off_env(state: State, c: Candidate) -> dict[str, str]:
 
 def hook(state: State, client: Any, c: Candidate, which: str, command: str) -> str:
     """Run a manifest hook in a container of the candidate's image on the apps network."""
-    code, output = one_off(client, c.image, command, one_off_env(state, c), which, of=c.project)
+    env = one_off_env(state, c)
+    code, output = one_off(
+        client, c.image, command, env, which, of=c.project, limits=c.service.limits
+    )
     if code != 0:
         raise ReleaseError(
             f"the {which} hook of {c.service.name} failed (exit {code}): {command}\n"
@@ -264,31 +319,52 @@ def health_probe(port: int, path: str) -> str:
     return f'python3 -c "{code}"'
 
 
+def one_off_spec(
+    image: str,
+    command: str | None,
+    env: dict[str, str],
+    role: str,
+    user: str | None = RELEASE_USER,
+    of: str = "",
+    limits: Limits | None = None,
+) -> dict[str, Any]:
+    """How a one-off container runs, as ``containers.run`` arguments (pure): ``command`` in a
+    shell (None: the image's own entry point) on the apps network, hardened and bounded as a
+    release is (``hardening``: ``limits``, the defaults when None), never restarted."""
+    return {
+        "image": image,
+        "command": ["sh", "-c", command] if command else None,
+        "environment": env,
+        "network": stack.APPS_NETWORK,
+        "detach": True,
+        "labels": {"cdlab.role": role, **({ONE_OFF: of} if of else {})},
+        **hardening(limits or Limits(), user),
+    }
+
+
 def one_off(
     client: Any,
     image: str,
     command: str | None,
     env: dict[str, str],
     role: str,
-    user: str | None = "10001:10001",  # the release's own user (container_spec)
+    user: str | None = RELEASE_USER,  # None: the image's own USER
     of: str = "",  # <service>-<release> it works for: removed with that release's containers
+    limits: Limits | None = None,  # the service's [limits]; None: the defaults
 ) -> tuple[int, str]:
-    """Run a container to completion on the apps network; (exit code, output). Bounded."""
-    container = client.containers.run(
-        image,
-        ["sh", "-c", command] if command else None,
-        environment=env,
-        network=stack.APPS_NETWORK,
-        detach=True,
-        user=user,
-        labels={"cdlab.role": role, **({ONE_OFF: of} if of else {})},
-    )
+    """Run a container (``one_off_spec``) to completion; (exit code, output). Bounded in
+    time (300 s) and in what it may use (``limits``)."""
+    container = client.containers.run(**one_off_spec(image, command, env, role, user, of, limits))
     try:
         try:
             result = container.wait(timeout=300)
         except requests.RequestException:
             return 124, "timed out after 300 s\n" + container.logs().decode(errors="replace")
-        return int(result.get("StatusCode", 1)), container.logs().decode(errors="replace")
+        output = container.logs().decode(errors="replace")
+        container.reload()
+        if container.attrs["State"].get("OOMKilled"):
+            output += f"\ncdlab: {ended(container.attrs['State'], limits or Limits())}\n"
+        return int(result.get("StatusCode", 1)), output
     finally:
         container.remove(force=True)
 

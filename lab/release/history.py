@@ -16,7 +16,9 @@ MADE_LIVE = ("deploy", "rollback")  # record kinds after which a release served 
 
 
 def keep(lab: Lab, rec: records.Record) -> None:
-    """The record in ``.lab/runs/``, in the route store (shared history) and copied to cd."""
+    """The record, redacted of the lab's secrets, in ``.lab/runs/``, in the route store (shared
+    history) and copied to cd."""
+    rec = records.redacted(rec, lab.state.secret_values())
     path = records.write(lab.runs, rec)
     records.publish(lab.etcd, rec)
     records.copy_to_cd(lab.config, path)

@@ -7,11 +7,13 @@ import getpass
 import json
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lab.progress import Progress, Stage
+from lab.proof.redact import redact_doc
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,12 @@ def timings(stages: list[Stage]) -> dict[str, float]:
         for name, value in stage.figures.items():
             out[name] = round(value, 4)
     return out
+
+
+def redacted(record: Record, secrets: Iterable[str]) -> Record:
+    """``record`` with every secret masked (``lab.proof.redact``): its error, its stages'
+    details and notes may quote a command's output. Its keys and figures are unchanged."""
+    return Record(**redact_doc(asdict(record), secrets))
 
 
 def write(directory: Path, record: Record) -> Path:

@@ -34,7 +34,9 @@ def run(state: State, client: Any, c: Candidate, command: str, database: str = "
         **containers.one_off_env(state, c),
         "DATABASE_URL": containers.database_url(state, database),
     }
-    code, output = containers.one_off(client, c.image, command, env, "migrate", of=c.project)
+    code, output = containers.one_off(
+        client, c.image, command, env, "migrate", of=c.project, limits=c.service.limits
+    )
     if code != 0:
         raise ReleaseError(
             f"'{command}' of {c.project} failed on database {database} (exit {code}): "
@@ -143,7 +145,9 @@ def scratch_release(state: State, client: Any, c: Candidate, database: str) -> I
     remove_leftovers(client)
     ctr = client.containers.run(**spec)
     try:
-        containers.wait_probe(ctr, c.service.probe, c.service.health_timeout, _name(c))
+        containers.wait_probe(
+            ctr, c.service.probe, c.service.health_timeout, _name(c), c.service.limits
+        )
         yield _name(c)
     finally:
         with contextlib.suppress(Exception):

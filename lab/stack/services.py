@@ -38,6 +38,10 @@ describes each field for an editor, and ``tests/unit/test_service_schema.py`` ke
     max_error_rate = 0.01
     [load]                        # GET paths for the lab's load generator (absent: its mix)
     paths = ["/", "/simple/?page=2"]
+    [limits]                      # each of its containers' bounds (lab.stack.limits); absent:
+    memory = "256m"               # 256m of memory and no swap, 256 pids, no CPU cap
+    pids = 256
+    cpus = 1.5
 
 A URL path (``health``, each of ``[load] paths``) is ``cdlab_proxy.document.PATH``: '/', then
 letters, digits, ``-._~/!&()*+;=@`` and '%' with two hex digits; no space, tab, line break,
@@ -63,6 +67,8 @@ from lab.config import public_host
 from lab.errors import ConfigError, UnknownKey
 from lab.ports import proxy
 from lab.release.judge import Thresholds
+from lab.stack import limits as _limits
+from lab.stack.limits import Limits
 
 _ENV = re.compile(r"\A[A-Z_][A-Z0-9_]*\Z")
 _FILE = re.compile(r"\A[A-Za-z0-9_.-][A-Za-z0-9_./-]{0,199}\Z")  # a relative path
@@ -90,6 +96,7 @@ _KNOWN = frozenset(
         "canary",
         "load",
         "migrate",
+        "limits",
     }
 )
 # the keys of each table but [env] (whose keys are environment variables)
@@ -98,6 +105,7 @@ _TABLES = {
     "canary": frozenset(f.name for f in dataclasses.fields(Thresholds)),
     "load": frozenset({"paths"}),
     "migrate": frozenset({"command", "current", "head", "downgrade", "files"}),
+    "limits": _limits.KEYS,
 }
 VERSION = "{version}"  # where [migrate] downgrade takes the version to go back to
 _COMMAND = "a shell command on one line (no line break or NUL)"
@@ -141,6 +149,7 @@ class Service:
     bake: float = 10.0  # seconds the new release is watched after the switch; 0: no bake
     load_paths: tuple[str, ...] = ()  # for the load generator; (): its default mix
     migration: Migration | None = None  # [migrate]; None: the schema is not cdlab's business
+    limits: Limits = field(default_factory=Limits)  # [limits]: each of its containers' bounds
 
     @property
     def probe(self) -> str:
@@ -254,6 +263,7 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
         float(bake),
         _load_paths(doc, source),
         _migration(doc, database, source),
+        _limits.parse(doc.get("limits", {}), source),
     )
 
 

@@ -20,7 +20,7 @@ from lab.stack import services
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "services" / "service.schema.json").read_text())
-TABLES = ("env", "hooks", "canary", "load", "migrate")
+TABLES = ("env", "hooks", "canary", "load", "migrate", "limits")
 MIN = {"name": "app", "port": 8000}
 
 
@@ -76,6 +76,13 @@ def test_the_defaults_are_the_parsers() -> None:
     hooks = {k: p["default"] for k, p in props["hooks"]["properties"].items()}
     assert hooks == {"pre_deploy": svc.pre_deploy, "post_deploy": svc.post_deploy}
     assert (props["env"]["default"], svc.env, svc.load_paths) == ({}, (), ())
+    given = {k: p["default"] for k, p in props["limits"]["properties"].items() if "default" in p}
+    assert (
+        given == {"memory": "256m", "pids": 256}
+        and "default" not in props["limits"]["properties"]["cpus"]
+    )
+    assert services.parse({**MIN, "limits": given}, "services/app", {"Dockerfile"}, "x") == svc
+    assert svc.limits.cpus == 0.0  # no CPU cap: what an absent cpus means
 
 
 TWENTY = [f"/p{i}" for i in range(20)]
@@ -182,6 +189,34 @@ SAMPLES: list[tuple[dict[str, Any], bool]] = [
     ({"load": {"path": ["/"]}}, False),
     ({"load": "/"}, False),
     ({"helth": "/ready"}, False),
+    ({"limits": {}}, True),
+    ({"limits": {"memory": "16m", "pids": 1, "cpus": 0.25}}, True),
+    ({"limits": {"memory": "999999m", "pids": 32768, "cpus": 64}}, True),
+    ({"limits": {"memory": "1G"}}, True),
+    ({"limits": {"memory": "512M"}}, True),
+    ({"limits": {"memory": "999g"}}, True),
+    ({"limits": {"memory": "15m"}}, False),
+    ({"limits": {"memory": "1000g"}}, False),
+    ({"limits": {"memory": "0g"}}, False),
+    ({"limits": {"memory": "256"}}, False),
+    ({"limits": {"memory": "256mb"}}, False),
+    ({"limits": {"memory": "256k"}}, False),
+    ({"limits": {"memory": "0256m"}}, False),
+    ({"limits": {"memory": "1.5g"}}, False),
+    ({"limits": {"memory": 268435456}}, False),
+    ({"limits": {"memory": " 256m"}}, False),
+    ({"limits": {"pids": 0}}, False),
+    ({"limits": {"pids": 32769}}, False),
+    ({"limits": {"pids": 2.5}}, False),
+    ({"limits": {"pids": "256"}}, False),
+    ({"limits": {"cpus": 0}}, False),
+    ({"limits": {"cpus": -1}}, False),
+    ({"limits": {"cpus": 65}}, False),
+    ({"limits": {"cpus": "1"}}, False),
+    ({"limits": {"pids": True}}, False),
+    ({"limits": {"cpus": True}}, False),
+    ({"limits": {"memroy": "256m"}}, False),
+    ({"limits": "256m"}, False),
 ]
 
 

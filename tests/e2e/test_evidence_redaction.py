@@ -1,0 +1,113 @@
+"""What the suite writes down carries no secret of the lab: a failed test's evidence (each of
+prod's containers' inspect document and log tail), and every other file under ``reports/``
+(load reports, junit, earlier evidence). The database password is in the stack's database
+container and in every release's DATABASE_URL, so prod's inspect documents are where it would
+leak first; the evidence keeps the Env names, with the values masked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.estate.state import State
+from lab.ports import engines
+from lab.proof.redact import MASK
+from lab.release import api as release
+from lab.stack import project as stack
+from tests.conftest import EVIDENCE, keep_evidence
+
+pytestmark = pytest.mark.xdist_group("prod")  # reads prod's containers while none is replaced
+
+REPORTS = EVIDENCE.parent
+PROBE = "redaction-probe"
+
+
+def key_material(state_dir: Path) -> dict[str, str]:
+    """Each private key line under ``.lab/`` (the lab's CAs, its certificates' keys, the SSH
+    keys), by where it is: the base64 between a key's armour, lines of 16+ characters."""
+    found: dict[str, str] = {}
+    for path in sorted(state_dir.rglob("*")):
+        if not path.is_file() or path.stat().st_size > 64_000 or "cache" in path.parts:
+            continue
+        text = path.read_text(errors="replace")
+        if "PRIVATE KEY-----" not in text:
+            continue
+        body = text.split("PRIVATE KEY-----", 1)[1].split("-----END", 1)[0]
+        for n, line in enumerate(line.strip() for line in body.splitlines()):
+            if len(line) >= 16:
+                found[f"{path.relative_to(state_dir)} line {n}"] = line
+    return found
+
+
+@pytest.fixture(scope="module")
+def secrets(lab: State) -> dict[str, str]:
+    """The lab's secret values, by what they are (the names go in a failure message; the
+    values never do)."""
+    found = {
+        "the database password": lab.secret("db-password"),
+        "the registry password": lab.password_file.read_text().strip(),
+        **{f"private key {where}": line for where, line in key_material(lab.dir).items()},
+    }
+    assert len(found) > 2, "no private key found under .lab/: the lab is not what this expects"
+    return found
+
+
+@pytest.fixture(scope="module")
+def evidence(lab: State) -> Path:
+    """The evidence a failed lab test leaves, taken now (as the hook does on a failure)."""
+    folder = keep_evidence(PROBE)
+    assert folder == EVIDENCE / PROBE and any(folder.glob("*.inspect.json"))
+    return folder
+
+
+def leaks(root: Path, secrets: dict[str, str]) -> list[str]:
+    """Where under ``root`` a secret appears: '<file>: <what>' (never the value)."""
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        where = path.relative_to(root)
+        found += [f"{where}: {what}" for what, v in secrets.items() if v.encode() in data]
+    return found
+
+
+def test_no_file_under_reports_holds_a_secret(evidence: Path, secrets: dict[str, str]) -> None:
+    assert evidence.is_relative_to(REPORTS)
+    found = leaks(REPORTS, secrets)
+    assert found == [], (
+        "secrets written under reports/ (a file older than this branch's redaction may be "
+        "removed and the suite run again):\n  " + "\n  ".join(found)
+    )
+
+
+def inspect_doc(evidence: Path, container: str) -> dict[str, Any]:
+    return dict(json.loads((evidence / f"{container}.inspect.json").read_text()))
+
+
+def env_names(env: list[str]) -> list[str]:
+    return [entry.partition("=")[0] for entry in env]
+
+
+def test_the_evidence_keeps_the_env_names_with_the_secrets_masked(
+    lab: State, evidence: Path
+) -> None:
+    live = release.current_routes(lab, "app").live
+    assert live, "no live release of app"
+    db_name, app_name = f"{stack.PROJECT}_db_1", f"app-{live}"
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        raw = {name: prod.containers.get(name).attrs for name in (db_name, app_name)}
+    db_env = inspect_doc(evidence, db_name)["Config"]["Env"]
+    assert env_names(db_env) == env_names(raw[db_name]["Config"]["Env"])
+    assert f"POSTGRES_PASSWORD={MASK}" in db_env
+    app_env = inspect_doc(evidence, app_name)["Config"]["Env"]
+    assert env_names(app_env) == env_names(raw[app_name]["Config"]["Env"])
+    url = next(e for e in app_env if e.startswith("DATABASE_URL="))
+    assert url == f"DATABASE_URL=postgresql://app:{MASK}@db:5432/app"
+    # what is not secret is kept as it was: the evidence is still evidence
+    kept = [e for e in raw[app_name]["Config"]["Env"] if e.startswith(("RELEASE=", "IMAGE="))]
+    assert len(kept) == 2 and set(kept) <= set(app_env)
+    assert inspect_doc(evidence, app_name)["HostConfig"] == raw[app_name]["HostConfig"]
+    assert (evidence / f"{app_name}.log").exists()
