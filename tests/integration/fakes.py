@@ -1,6 +1,7 @@
 """Stand-ins the proxy's supervisor talks to, for a real run without the lab: etcd's v3 JSON
-gateway (range, put, deleterange, watch) and a DNS server that answers every name with
-127.0.0.1. Standard library only; each binds 127.0.0.1 on a port the system picks."""
+gateway (range, put, deleterange, a create-if-absent txn, watch; with etcd's revisions) and a
+DNS server that answers every name with 127.0.0.1. Standard library only; each binds 127.0.0.1
+on a port the system picks."""
 
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ def _b64(text: bytes) -> str:
 
 
 class FakeEtcd(http.server.ThreadingHTTPServer):
+    """Keys and values, and revisions as etcd keeps them: one counter for the store, raised by
+    every write; per key, the revision that created it (anew after a delete) and its last."""
+
     daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Gateway)
         self.data: dict[bytes, bytes] = {}
+        self.revisions: dict[bytes, tuple[int, int]] = {}  # key -> (create, mod) revision
         self.changed = threading.Condition()
         self.revision = 0
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -33,16 +38,36 @@ class FakeEtcd(http.server.ThreadingHTTPServer):
         return int(self.server_address[1])
 
     def put(self, key: str, value: Any) -> None:
+        """``value`` as JSON at ``key`` (a test's write)."""
+        self.put_raw(key.encode(), json.dumps(value).encode())
+
+    def put_raw(self, key: bytes, value: bytes) -> None:
         with self.changed:
-            self.data[key.encode()] = json.dumps(value).encode()
             self.revision += 1
+            created = self.revisions.get(key, (self.revision, 0))[0]
+            self.data[key] = value
+            self.revisions[key] = (created, self.revision)
             self.changed.notify_all()
 
     def delete(self, key: str) -> None:
+        self.delete_raw(key.encode())
+
+    def delete_raw(self, key: bytes) -> None:
         with self.changed:
-            self.data.pop(key.encode(), None)
+            self.data.pop(key, None)
+            self.revisions.pop(key, None)
             self.revision += 1
             self.changed.notify_all()
+
+    def kv(self, key: bytes) -> dict[str, str]:
+        """``key`` as the gateway shows it (int64 fields as strings)."""
+        created, modified = self.revisions[key]
+        return {
+            "key": _b64(key),
+            "value": _b64(self.data[key]),
+            "create_revision": str(created),
+            "mod_revision": str(modified),
+        }
 
 
 class _Gateway(http.server.BaseHTTPRequestHandler):
@@ -59,15 +84,42 @@ class _Gateway(http.server.BaseHTTPRequestHandler):
             end = base64.b64decode(body.get("range_end", "")) or None
             with etcd.changed:
                 kvs = [
-                    {"key": _b64(k), "value": _b64(v)}
-                    for k, v in sorted(etcd.data.items())
+                    etcd.kv(k)
+                    for k in sorted(etcd.data)
                     if (k == key if end is None else key <= k < end)
                 ]
-            self._json({"kvs": kvs} if kvs else {})
+                header = {"revision": str(etcd.revision)}
+            self._json({"header": header, "kvs": kvs} if kvs else {"header": header})
+        elif self.path == "/v3/kv/put":
+            etcd.put_raw(base64.b64decode(body["key"]), base64.b64decode(body.get("value", "")))
+            self._json({"header": {"revision": str(etcd.revision)}})
+        elif self.path == "/v3/kv/deleterange":
+            etcd.delete_raw(base64.b64decode(body["key"]))
+            self._json({"header": {"revision": str(etcd.revision)}})
+        elif self.path == "/v3/kv/txn":
+            self._create(body)
         elif self.path == "/v3/watch":
             self._watch(body["create_request"])
         else:
             self._json({}, 404)
+
+    def _create(self, body: dict[str, Any]) -> None:
+        """The one transaction cdlab sends: put a key if it does not exist (its
+        ``create_revision`` is 0), else read it."""
+        (compare,) = body["compare"]
+        assert (compare["target"], compare["create_revision"]) == ("CREATE", "0"), compare
+        key = base64.b64decode(compare["key"])
+        etcd = self.server
+        with etcd.changed:
+            exists = key in etcd.data
+            if not exists:
+                put = body["success"][0]["request_put"]
+                etcd.put_raw(key, base64.b64decode(put.get("value", "")))
+            kvs = [etcd.kv(key)] if exists else []
+        if exists:
+            self._json({"succeeded": False, "responses": [{"response_range": {"kvs": kvs}}]})
+        else:
+            self._json({"succeeded": True, "responses": [{"response_put": {}}]})
 
     def _json(self, doc: dict[str, Any], status: int = 200) -> None:
         data = json.dumps(doc).encode()
