@@ -64,7 +64,7 @@ def merge(lines: Iterable[str], run: str) -> list[Row]:
     return sorted(latest.values(), key=lambda r: r.t)
 
 
-HEAD = ("case", "injected", "failed requests", "outage", "writes lost", "what must hold", "test")
+HEAD = ("case", "injected", "failed requests", "outage", "writes lost", "what must hold", "result")
 
 
 def render(rows: Sequence[Row], when: str = "") -> str:

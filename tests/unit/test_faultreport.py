@@ -30,7 +30,7 @@ def test_a_page_has_one_row_per_case_with_its_figures() -> None:
     assert "2 cases, run 2026-11-23 10:00: 1 passed, 1 failed" in page
     table = [ln for ln in lines if ln.startswith("|")]
     assert table[0] == (
-        "| case | injected | failed requests | outage | writes lost | what must hold | test |"
+        "| case | injected | failed requests | outage | writes lost | what must hold | result |"
     )
     assert table[2] == (
         "| etcd stopped while serving | etcd stopped | 0 | 0.08 s | 0 | 0 failed, deploy refused "
