@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,10 @@ LOAD_REPORTS = Path(__file__).parent / "reports" / "load"
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STARTED] = time.time()
     _REPORTER.append(not hasattr(config, "workerinput"))  # xdist's workers report to it
+    if not hasattr(config, "workerinput"):  # the run's id, for its workers too (inherited)
+        from lab.proof import faultreport
+
+        os.environ[faultreport.RUN] = uuid.uuid4().hex[:12]
 
 
 _REPORTER: list[bool] = []  # whether this process writes the run's output
@@ -84,9 +90,16 @@ _BEFORE = pytest.StashKey[dict[str, str]]()
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """The live release of each service, when the lab is up (read by the process that writes
-    the run's output only), to put back at the end."""
+    the run's output only), to put back at the end; the fault matrix's lines of earlier runs
+    cleared when this run may run fault tests (a run of other suites leaves them: it may run
+    beside one that does)."""
     if hasattr(session.config, "workerinput"):
         return
+    from lab.proof import faultreport
+
+    here = session.config.invocation_params.dir
+    if faultreport.covers(session.config.args, here, Path(__file__).parent / "tests" / "fault"):
+        faultreport.JSONL.unlink(missing_ok=True)
     lab = _lab_if_up()
     if lab is not None:
         from lab.proof import restore
@@ -95,10 +108,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Each service's live release back to what it was before the run (a test's commit never
-    stays live: after the test command the lab serves the checkout's commit again)."""
+    """The fault matrix's page from the rows this run recorded (``reports/faults.md``); each
+    service's live release back to what it was before the run (a test's commit never stays
+    live: after the test command the lab serves the checkout's commit again)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    from lab.proof import faultreport
+
+    rows = faultreport.write_page(os.environ.get(faultreport.RUN, ""))
+    if rows:
+        print(f"\ncdlab: the fault matrix ({rows} cases) in {faultreport.PAGE}", flush=True)
     before = session.config.stash.get(_BEFORE, None)
-    if hasattr(session.config, "workerinput") or not before:
+    if not before:
         return
     lab = _lab_if_up()
     if lab is not None:

@@ -11,8 +11,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import requests
@@ -148,6 +149,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     last lines of each log, redacted of secrets) in ``reports/evidence/<test>/``; load tests'
     request files stay in ``reports/load/``."""
     report = yield
+    if call.when == "call":
+        item.stash[_CALL] = report
     touched = "lab" in getattr(item, "fixturenames", ())
     if report.failed and call.when == "call" and touched:
         try:
@@ -157,6 +160,50 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and touched:
         redact_report(report, State(config.load()).secret_values())
     return report
+
+
+_CALL = pytest.StashKey[pytest.TestReport]()  # a test's report of its call phase
+
+
+class FaultRow(Protocol):
+    def __call__(
+        self,
+        case: str,
+        injected: str,
+        failed: int | None,
+        outage_s: float | None,
+        lost: int | None,
+        verdict: str,
+    ) -> None: ...
+
+
+@pytest.fixture
+def fault_row(request: pytest.FixtureRequest) -> Iterator[FaultRow]:
+    """Records this test's row(s) of the fault matrix (``reports/faults.md``): call it with the
+    case, what was injected, failed requests, the outage (s), registrations lost (None: not
+    measured) and what must hold, once measured and before asserting. Each row is written at
+    the test's end with its outcome (passed, failed or skipped); the run's page is rendered at the
+    session's end (the root conftest)."""
+    from lab.proof import faultreport
+
+    rows: list[faultreport.Row] = []
+
+    def record(
+        case: str,
+        injected: str,
+        failed: int | None,
+        outage_s: float | None,
+        lost: int | None,
+        verdict: str,
+    ) -> None:
+        outage = None if outage_s is None else round(outage_s, 3)
+        rows.append(faultreport.Row(case, injected, failed, outage, lost, verdict))
+
+    yield record
+    call = request.node.stash.get(_CALL, None)
+    outcome = call.outcome if call is not None else "?"  # passed, failed or skipped
+    for row in rows:
+        faultreport.append(replace(row, outcome=outcome, test=request.node.nodeid))
 
 
 def redact_report(report: pytest.TestReport, secrets: tuple[str, ...]) -> None:

@@ -44,6 +44,34 @@ class Fence:
         }
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A key as etcd holds it: its value and two revisions of the store (a counter that every
+    write raises by one, the same for every client, whatever any clock says).
+    ``create_revision``: the write that created the key; ``mod_revision``: its last write."""
+
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+
+
+def _range_end(prefix: str) -> str:
+    """The first key after every key that starts with ``prefix`` (etcd's range end)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _entry(kv: dict[str, Any]) -> Entry:
+    """An ``Entry`` from a kv of the JSON gateway (int64 fields arrive as strings; a field
+    at zero is left out)."""
+    return Entry(
+        base64.b64decode(kv["key"]).decode(),
+        base64.b64decode(kv.get("value", "")),
+        int(kv.get("create_revision", 0)),
+        int(kv.get("mod_revision", 0)),
+    )
+
+
 class Etcd:
     def __init__(
         self,
@@ -83,10 +111,13 @@ class Etcd:
 
     def get_prefix(self, prefix: str) -> dict[str, bytes]:
         """Every key under ``prefix`` (key -> value)."""
-        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        body = {"key": _b64(prefix), "range_end": _b64(end)}
+        return {e.key: e.value for e in self.get_prefix_with_revisions(prefix)}
+
+    def get_prefix_with_revisions(self, prefix: str) -> list[Entry]:
+        """Every key under ``prefix`` with its revisions, in key order."""
+        body = {"key": _b64(prefix), "range_end": _b64(_range_end(prefix))}
         kvs = self._post(f"read {prefix}*", "/v3/kv/range", body).get("kvs") or []
-        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]) for kv in kvs}
+        return [_entry(kv) for kv in kvs]
 
     def lease(self, key: str) -> str | None:
         """The id of the lease ``key`` is bound to (None: no such key, or bound to none)."""
@@ -144,10 +175,14 @@ class Etcd:
     def revoke(self, lease: str) -> None:
         self._post("revoke a lease", "/v3/lease/revoke", {"ID": lease})
 
-    def create(self, key: str, value: bytes, lease: str) -> Fence | bytes:
-        """Put ``key`` only if it does not exist (bound to ``lease``): on success the fence of
-        what was created (the transaction's revision, which is the key's create revision),
-        else the value already there (one transaction: two callers can never both win)."""
+    def create(self, key: str, value: bytes, lease: str | None = None) -> Fence | bytes:
+        """Put ``key`` only if it does not exist (bound to ``lease`` when given): on success
+        the fence of what was created (the transaction's revision, which is the key's create
+        revision), else the value already there (one transaction: two callers can never both
+        win, and nothing is overwritten)."""
+        put: dict[str, Any] = {"key": _b64(key), "value": base64.b64encode(value).decode()}
+        if lease is not None:
+            put["lease"] = lease
         doc = self._post(
             f"create {key}",
             "/v3/kv/txn",
@@ -160,15 +195,7 @@ class Etcd:
                         "create_revision": "0",
                     }
                 ],
-                "success": [
-                    {
-                        "request_put": {
-                            "key": _b64(key),
-                            "lease": lease,
-                            "value": base64.b64encode(value).decode(),
-                        }
-                    }
-                ],
+                "success": [{"request_put": put}],
                 "failure": [{"request_range": {"key": _b64(key)}}],
             },
         )

@@ -48,10 +48,19 @@ def releases(state: State | Lab, service: str = "app") -> list[ReleaseRow]:
     on matched traffic comes first."""
     lab = Lab.of(state)
     current = read_routes(lab, service)
-    warm = routes.previous(current)
     in_registry = set(lab.registry.tags(f"{REPOSITORY}/{service}"))
-    rows: dict[str, ReleaseRow] = {}
-    for rec in records.history(lab.runs, service, lab.etcd):
+    return rows(records.history(lab.runs, service, lab.etcd), current, in_registry)
+
+
+def rows(
+    history: list[records.Record], current: routes.Routes, in_registry: set[str]
+) -> list[ReleaseRow]:
+    """The ``releases`` table (pure): newest first in the order of ``history`` (oldest first,
+    see ``records.history``), never by the runners' clocks; a live or warm release without a
+    record (made live before records existed) on top, then the matched release above all."""
+    warm = routes.previous(current)
+    made: dict[str, ReleaseRow] = {}  # the last run that made each release live, in order
+    for rec in history:
         if rec.result != "succeeded" or rec.kind not in MADE_LIVE:
             continue
         status = (
@@ -63,11 +72,15 @@ def releases(state: State | Lab, service: str = "app") -> list[ReleaseRow]:
             if rec.release in in_registry
             else "pruned"
         )
-        rows[rec.release] = ReleaseRow(rec.release, status, rec.started, rec.trigger)
-    for rel in filter(None, (current.live, warm)):  # deployed before records existed
-        if rel not in rows:
-            rows[rel] = ReleaseRow(rel, "live" if rel == current.live else "warm", "?", "?")
-    ordered = sorted(rows.values(), key=lambda r: r.last_made_live, reverse=True)
+        made.pop(rec.release, None)
+        made[rec.release] = ReleaseRow(rec.release, status, rec.started, rec.trigger)
+    ordered = list(reversed(made.values()))
+    unrecorded = [
+        ReleaseRow(rel, "live" if rel == current.live else "warm", "?", "?")
+        for rel in filter(None, (current.live, warm))
+        if rel not in made
+    ]
+    ordered = unrecorded + ordered
     if current.match:
         m = current.match
         ordered = [ReleaseRow(m.release, f"matched ({m.rule})", "-", "-")] + [

@@ -1,17 +1,31 @@
-"""Flight records: one JSON file per deploy or rollback in ``.lab/runs/``."""
+"""Flight records: one JSON file per deploy or rollback in ``.lab/runs/``, and a copy in the
+route store (etcd) that every runner shares.
+
+The order of a service's history (``history``) never comes from a clock: the runners (the
+workstation, cd's git hook) each stamp ``started`` with their own clock, and cd's may be off by
+minutes. Shared records are ordered by etcd's revision of their key (``create_revision``: the
+store's counter when the record was first written; it only grows, for every client alike). A
+record only on this machine (etcd was down when it was written, or it predates the shared
+history) has nothing but its time: it is merged in by ``started``, before the first shared
+record that started after it, without ever reordering the shared ones (``order``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
 import os
 import socket
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from lab.errors import ConfigError, LabError
+from lab.ports.etcd import Entry, Fence
 from lab.progress import Progress, Stage
 from lab.proof.redact import redact_doc
 
@@ -39,6 +53,17 @@ class Record:
     # version before the run and the one it left ("before", "left"), and which release a
     # scratch copy at which version was checked with ("checked", "checked_at"); see schema.py
     schema: dict[str, str] = field(default_factory=dict)
+    run: str = ""  # this run's unique id ("" in a record of a cdlab before run ids)
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """The same run wherever its record is kept (a local file, etcd, a copy on cd)."""
+        return (self.run,) if self.run else (self.started, self.kind, self.release)
+
+
+def new_run_id() -> str:
+    """A run's unique id: 12 hex digits of a random UUID (no clock in it)."""
+    return uuid.uuid4().hex[:12]
 
 
 def logs_command(service: str, release: str) -> str:
@@ -50,8 +75,21 @@ def trigger() -> str:
     return os.environ.get("CDLAB_TRIGGER") or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+CLOCK_OFFSET = "CDLAB_CLOCK_OFFSET_S"
+CLOCK_OFFSET_FORM = "a number of seconds to add to the clock, e.g. -600 or 600"
+
+
+def now(environ: Mapping[str, str] | None = None) -> dt.datetime:
+    """The runner's wall clock (UTC) for a record's ``started``, moved by
+    ``CDLAB_CLOCK_OFFSET_S`` seconds when that is set: how a test gives one runner a skewed
+    clock (every container shares the kernel's clock, and setting it needs privileges and
+    moves it for everyone). Nothing orders records by this time (see ``history``)."""
+    text = (os.environ if environ is None else environ).get(CLOCK_OFFSET, "").strip()
+    try:
+        offset = float(text) if text else 0.0
+    except ValueError:
+        raise ConfigError(CLOCK_OFFSET, text, CLOCK_OFFSET_FORM) from None
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset)
 
 
 def make(
@@ -92,6 +130,7 @@ def make(
         list(undone),
         list(warnings),
         schema=notes(progress.stages),
+        run=new_run_id(),
     )
 
 
@@ -122,58 +161,131 @@ def redacted(record: Record, secrets: Iterable[str]) -> Record:
 
 
 def write(directory: Path, record: Record) -> Path:
+    """The record as ``KIND-STAMP-RUN-SERVICE-RELEASE.json`` in ``directory``: the run id keeps
+    two runs apart even when their clocks gave them the same ``started`` (on cd, records from
+    the workstation sit beside cd's own)."""
     directory.mkdir(parents=True, exist_ok=True)
     stamp = record.started.replace(":", "").replace("-", "").split("+")[0]
-    path = directory / f"{record.kind}-{stamp}-{record.service}-{record.release}.json"
+    run = f"-{record.run}" if record.run else ""
+    path = directory / f"{record.kind}-{stamp}{run}-{record.service}-{record.release}.json"
     path.write_text(json.dumps(asdict(record), indent=2) + "\n")
     return path
 
 
-ETCD_PREFIX = "/cdlab/runs/"  # + service/started-kind: the history every runner shares
+ETCD_PREFIX = "/cdlab/runs/"  # + service/started-kind-run: the history every runner shares
 
 
-def publish(store: Any, record: Record) -> None:
+class Store(Protocol):
+    """What records need of the route store (``lab.ports.etcd.Etcd``)."""
+
+    def create(self, key: str, value: bytes, lease: str | None = None) -> Fence | bytes: ...
+
+    def get_prefix_with_revisions(self, prefix: str) -> list[Entry]: ...
+
+
+def key(record: Record) -> str:
+    """Where ``record`` is kept in the route store: unique to its run (its run id; a record
+    without one has its release in the key instead), never to its clock alone."""
+    tail = record.run or record.release
+    return f"{ETCD_PREFIX}{record.service}/{record.started}-{record.kind}-{tail}"
+
+
+def publish(store: Store, record: Record) -> None:
     """The record in the route store too, so runs from the workstation and from a push to cd
-    share one history (best effort: the local file is the record of last resort)."""
-    import contextlib
-
-    from lab.errors import LabError
-
-    key = f"{ETCD_PREFIX}{record.service}/{record.started}-{record.kind}"
+    share one history (best effort: the local file is the record of last resort). Created,
+    never overwritten: a key already there keeps its record and its revision."""
+    doc = json.dumps(asdict(record), sort_keys=True).encode()
     with contextlib.suppress(LabError):
-        store.put_json(key, asdict(record))
+        store.create(key(record), doc)
 
 
-def history(directory: Path, service: str, store: Any = None) -> list[Record]:
+@dataclass(frozen=True)
+class Shared:
+    """A record read from the route store, with the revision that created its key."""
+
+    revision: int
+    record: Record
+
+
+def order(shared: Iterable[Shared], local: Iterable[Record]) -> list[Record]:
+    """One history, oldest first, each run once (pure).
+
+    Shared records go by revision, whatever their ``started`` says. A local record that is
+    shared too (the same run) is dropped for the shared one. A local-only record goes by its
+    ``started``: before the first shared record that started after it (a merge of the two
+    lists, so neither one's own order changes). Its place is exact when the clocks agree, and
+    off by at most their skew otherwise; a shared record never moves.
+    """
+    by_revision: list[Record] = []
+    seen: set[tuple[str, ...]] = set()
+    for item in sorted(shared, key=lambda s: s.revision):
+        if item.record.identity not in seen:
+            seen.add(item.record.identity)
+            by_revision.append(item.record)
+    only_here: list[Record] = []
+    for rec in sorted(local, key=lambda r: _time(r.started)):
+        if rec.identity not in seen:
+            seen.add(rec.identity)
+            only_here.append(rec)
+    out: list[Record] = []
+    i = j = 0
+    while i < len(by_revision) and j < len(only_here):
+        if _time(only_here[j].started) < _time(by_revision[i].started):
+            out.append(only_here[j])
+            j += 1
+        else:
+            out.append(by_revision[i])
+            i += 1
+    return out + by_revision[i:] + only_here[j:]
+
+
+_NO_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _time(started: str) -> dt.datetime:
+    """``started`` as a time (a record with none readable sorts first)."""
+    try:
+        t = dt.datetime.fromisoformat(started)
+    except ValueError:
+        return _NO_TIME
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _record(doc: Any, service: str) -> Record | None:
+    """The record of ``service`` in ``doc``; None for another service's, or a document of
+    another version of cdlab (skipped, not fatal)."""
+    try:
+        rec = Record(**doc)
+    except TypeError:
+        return None
+    return rec if rec.service == service else None
+
+
+def history(directory: Path, service: str, store: Store | None = None) -> list[Record]:
     """Every record of ``service`` (local files, and the route store's when given), oldest
-    first, each run once."""
-    docs = []
+    first by the route store's revisions, each run once (see ``order``)."""
+    local = []
     for path in sorted(directory.glob(f"*-{service}-*.json")):
         try:
-            docs.append(json.loads(path.read_text()))
+            rec = _record(json.loads(path.read_text()), service)
         except ValueError:
             continue
+        if rec is not None:
+            local.append(rec)
+    shared = []
     if store is not None:
-        from lab.errors import LabError
-
         try:
-            shared = store.get_prefix(f"{ETCD_PREFIX}{service}/")
+            entries = store.get_prefix_with_revisions(f"{ETCD_PREFIX}{service}/")
         except LabError:
-            shared = {}
-        for raw in shared.values():
+            entries = []
+        for entry in entries:
             try:
-                docs.append(json.loads(raw))
+                rec = _record(json.loads(entry.value), service)
             except ValueError:
                 continue
-    out: dict[tuple[str, str, str], Record] = {}
-    for doc in docs:
-        try:
-            rec = Record(**doc)
-        except TypeError:
-            continue  # a record from another version of cdlab: skipped, not fatal
-        if rec.service == service:
-            out[(rec.started, rec.kind, rec.release)] = rec
-    return sorted(out.values(), key=lambda r: r.started)
+            if rec is not None:
+                shared.append(Shared(entry.create_revision, rec))
+    return order(shared, local)
 
 
 CD_RUNS = "/var/lib/cdlab/state/runs"  # where the cd host keeps records (its git hook too)

@@ -32,6 +32,7 @@ from lab.proof import load, loadreport
 from lab.release import api as release
 from lab.release import lock, pipeline
 from lab.stack import project as stack
+from tests.conftest import FaultRow
 from tests.fault.test_fault_matrix import (
     RATE,
     WEB,
@@ -80,7 +81,7 @@ def prod(lab: State) -> Iterator[Any]:
 
 
 def test_etcd_stopped_while_serving_loses_nothing_and_the_next_deploy_brings_it_back(
-    lab: State, prod: Any, tmp_path: Path
+    lab: State, prod: Any, tmp_path: Path, fault_row: FaultRow
 ) -> None:
     change, sha = _a_new_commit(lab, tmp_path / "clone")
     live = release.current_routes(lab, "app").live
@@ -105,16 +106,25 @@ def test_etcd_stopped_while_serving_loses_nothing_and_the_next_deploy_brings_it_
         time.sleep(2)
         traffic.mark("end")
     loadreport.write(traffic, load.REPORTS, {"fault": "etcd stopped while serving"})
+    lost = load.readback(traffic)
+    fault_row(
+        "etcd stopped while serving",
+        "etcd stopped for some 10 s under load; a deploy started meanwhile",
+        len(traffic.failed),
+        traffic.gap(),
+        len(lost),
+        "the proxy keeps its routes: 0 failed, 0 lost; the deploy starts etcd again and goes on",
+    )
     assert len(down) > RATE * 6, f"only {len(down)} requests while etcd was down"
     assert "container(s) (re)created or started" in stages.getvalue(), stages.getvalue()
     assert record.result == "succeeded" and release.current_routes(lab, "app").live == sha
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert traffic.release_problems(first=live) == []
-    assert load.readback(traffic) == []
+    assert lost == []
 
 
 def test_etcd_stopped_in_the_middle_of_a_deploy_is_undone_cleanly(
-    lab: State, prod: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lab: State, prod: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault_row: FaultRow
 ) -> None:
     change, sha = _a_new_commit(lab, tmp_path / "clone")
     live = release.current_routes(lab, "app").live
@@ -143,19 +153,29 @@ def test_etcd_stopped_in_the_middle_of_a_deploy_is_undone_cleanly(
         time.sleep(2)
         traffic.mark("end")
     loadreport.write(traffic, load.REPORTS, {"fault": "etcd stopped mid-deploy"})
+    lost = load.readback(traffic)
+    fault_row(
+        "etcd stopped mid-deploy",
+        "etcd stopped while a deploy's candidate runs, before its integration tests",
+        len(traffic.failed),
+        traffic.gap(),
+        len(lost),
+        "the deploy undone: no route to the candidate, the candidate removed, the lock freed; "
+        "0 failed, 0 lost",
+    )
     assert not worker.is_alive(), "the deploy did not end within 120 s of etcd stopping"
     assert errors and isinstance(errors[0], LabError), errors
     assert release.current_routes(lab, "app").live == live
     _wait("the candidate removed", lambda: candidates_left(lab, sha) == [], 30)
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert {r.release for r in traffic.requests if r.ok} == {live}
-    assert load.readback(traffic) == []
+    assert lost == []
     # the lock of the run that lost etcd goes with its lease (revoking it needed etcd)
     _wait("the deploy lock is free", lambda: _lock_free(lab), 60)
 
 
 def test_postgres_restarted_in_the_middle_of_a_deploy_keeps_every_registration(
-    lab: State, prod: Any, tmp_path: Path
+    lab: State, prod: Any, tmp_path: Path, fault_row: FaultRow
 ) -> None:
     change, sha = _a_new_commit(lab, tmp_path / "clone")
     live = release.current_routes(lab, "app").live
@@ -182,6 +202,15 @@ def test_postgres_restarted_in_the_middle_of_a_deploy_keeps_every_registration(
         load.REPORTS,
         {"fault": "postgres restarted mid-deploy", "lost": len(lost)},
     )
+    fault_row(
+        "postgres restarted mid-deploy",
+        "postgres restarted while a deploy's candidate runs",
+        len(traffic.failed),
+        traffic.gap(),
+        len(lost),
+        "failed requests counted (the database gone for seconds); every registration "
+        "answered 201 still there; the deploy done or undone; the service recovers",
+    )
     assert not worker.is_alive(), "the deploy did not end within 240 s"
     now = release.current_routes(lab, "app").live
     if errors:  # failed and undone: the release before it serves
@@ -202,7 +231,7 @@ def _healthy(container: Any) -> bool:
 
 
 def test_the_proxy_killed_during_the_switch(
-    lab: State, prod: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lab: State, prod: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault_row: FaultRow
 ) -> None:
     change, sha = _a_new_commit(lab, tmp_path / "clone")
     live = release.current_routes(lab, "app").live
@@ -227,6 +256,16 @@ def test_the_proxy_killed_during_the_switch(
         time.sleep(5)
         traffic.mark("end")
     loadreport.write(traffic, load.REPORTS, {"fault": "proxy killed during the switch"})
+    lost = load.readback(traffic)
+    outage = traffic.gap()
+    fault_row(
+        "the proxy killed during the switch",
+        "SIGKILL to the proxy's container as a deploy's switch starts",
+        len(traffic.failed),
+        outage,
+        len(lost),
+        "the deploy done or undone; the proxy serves what etcd says; outage < 10 s; 0 lost",
+    )
     assert not worker.is_alive(), "the deploy did not end within 180 s"
     now = release.current_routes(lab, "app").live
     if errors:
@@ -237,8 +276,7 @@ def test_the_proxy_killed_during_the_switch(
     # what the proxy serves is what etcd says: every request of the last seconds from ``now``
     tail = [r for r in traffic.requests if r.t > time.time() - 4]
     assert tail and all(r.ok and r.release == now for r in tail), traffic.summary()["errors"]
-    assert load.readback(traffic) == []
-    outage = traffic.gap()
+    assert lost == []
     assert outage < 10, f"the proxy answered again only after {outage:.1f} s"
 
 

@@ -24,6 +24,7 @@ from lab.release import api as release
 from lab.release import pipeline, records
 from lab.stack import project as stack
 from tests import conftest
+from tests.conftest import FaultRow
 
 pytestmark = pytest.mark.xdist_group("prod")
 RATE = 100
@@ -145,7 +146,9 @@ CASES: dict[str, tuple[dict[str, Callable[[str], str]], str, str]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_bad_candidate_never_reaches_users(lab: State, tmp_path: Path, case: str) -> None:
+def test_a_bad_candidate_never_reaches_users(
+    lab: State, tmp_path: Path, case: str, fault_row: FaultRow
+) -> None:
     changes, stage, words = CASES[case]
     broken = clone_with(lab, tmp_path / "clone", changes)
     sha = git.short(git.commit(broken.config.root))
@@ -158,6 +161,16 @@ def test_a_bad_candidate_never_reaches_users(lab: State, tmp_path: Path, case: s
         time.sleep(2)  # and the live release goes on serving
         traffic.mark("end")
     loadreport.write(traffic, load.REPORTS, {"fault": case})
+    lost = load.readback(traffic)
+    fault_row(
+        case,
+        f"a deploy of a commit where {case}",
+        len(traffic.failed),
+        traffic.gap(),
+        len(lost),
+        f"the deploy fails ({f'at {stage!r}' if stage else 'on the manifest'}), only the live "
+        "release answers, no candidate left; 0 failed, 0 lost",
+    )
     assert words in str(err.value)
     if stage:
         rec = [r for r in records.history(lab.runs, "app") if r.release == sha][-1]
@@ -170,10 +183,12 @@ def test_a_bad_candidate_never_reaches_users(lab: State, tmp_path: Path, case: s
     assert candidates_left(lab, sha) == []
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert {r.release for r in traffic.requests if r.ok} == {live}
-    assert load.readback(traffic) == []  # nothing registered under the fault was lost
+    assert lost == []  # nothing registered under the fault was lost
 
 
-def test_the_registry_down_during_a_push_fails_cleanly(lab: State, tmp_path: Path) -> None:
+def test_the_registry_down_during_a_push_fails_cleanly(
+    lab: State, tmp_path: Path, fault_row: FaultRow
+) -> None:
     broken = clone_with(lab, tmp_path / "clone", {WEB: lambda t: t.replace("<title>", "<title>r ")})
     live = release.current_routes(lab, "app").live
     registry = engines.local().containers.get(lab.config.container_name(lab.config.registry))
@@ -186,6 +201,14 @@ def test_the_registry_down_during_a_push_fails_cleanly(lab: State, tmp_path: Pat
             registry.start()
         traffic.mark("end")
     loadreport.write(traffic, load.REPORTS, {"fault": "registry down"})
+    fault_row(
+        "the registry down during a push",
+        "the registry host stopped before a deploy pushes its image",
+        len(traffic.failed),
+        traffic.gap(),
+        None,
+        "the deploy fails naming the registry, the live release kept; 0 failed",
+    )
     assert "registry" in str(err.value).lower()
     assert release.current_routes(lab, "app").live == live
     assert traffic.failed == []
@@ -194,7 +217,7 @@ def test_the_registry_down_during_a_push_fails_cleanly(lab: State, tmp_path: Pat
     lifecycle.wait_registry(lab, timeout=60)
 
 
-def test_two_deploys_at_once_one_is_refused(lab: State) -> None:
+def test_two_deploys_at_once_one_is_refused(lab: State, fault_row: FaultRow) -> None:
 
     from lab.release import lock
 
@@ -206,6 +229,14 @@ def test_two_deploys_at_once_one_is_refused(lab: State) -> None:
         )
         worker.start()
         worker.join(60)
+    fault_row(
+        "two deploys at once",
+        "a rollback while another run holds the deploy lock (no load)",
+        None,
+        None,
+        None,
+        "the second run is refused (LockHeld), naming the first",
+    )
     assert errors and isinstance(errors[0], lock.LockHeld)
     assert "the first of two" in str(errors[0])
 
@@ -217,7 +248,9 @@ def _capture(errors: list[BaseException], fn: Callable[[], object]) -> None:
         errors.append(exc)
 
 
-def test_prod_engine_restart_brings_the_stack_and_the_live_release_back(lab: State) -> None:
+def test_prod_engine_restart_brings_the_stack_and_the_live_release_back(
+    lab: State, fault_row: FaultRow
+) -> None:
     live = release.current_routes(lab, "app").live
     prod = engines.local().containers.get(lab.config.container_name(lab.config.host("prod")))
     with load.running(rate=RATE, name="fault-prod-restart") as traffic:
@@ -238,14 +271,25 @@ def test_prod_engine_restart_brings_the_stack_and_the_live_release_back(lab: Sta
     loadreport.write(
         traffic, load.REPORTS, {"fault": "prod engine restart", "back_after_s": round(back, 1)}
     )
+    lost = load.readback(traffic)
+    fault_row(
+        "prod's engine restarted",
+        "the prod host (its engine, the stack, the releases) restarted under load",
+        len(traffic.failed),
+        traffic.gap(),
+        len(lost),
+        "the stack and the live release come back within 150 s; 0 lost",
+    )
     assert release.current_routes(lab, "app").live == live
     tail = [r for r in traffic.requests if r.t > time.time() - 3]
     assert tail and all(r.ok and r.release == live for r in tail)
-    assert load.readback(traffic) == []  # every registration answered 201 survived the restart
+    assert lost == []  # every registration answered 201 survived the restart
     assert back < 150, f"prod served again only after {back:.0f} s"
 
 
-def test_the_proxy_killed_under_load_is_back_within_seconds(lab: State) -> None:
+def test_the_proxy_killed_under_load_is_back_within_seconds(
+    lab: State, fault_row: FaultRow
+) -> None:
     """Killed (SIGKILL) mid-load: a bounded, measured outage; the host's keeper restarts it and
     the routes come back from etcd."""
     live = release.current_routes(lab, "app").live
@@ -279,12 +323,22 @@ def test_the_proxy_killed_under_load_is_back_within_seconds(lab: State) -> None:
     recovered = min((r.t for r in after if r.ok and r.t > restarted), default=float("inf"))
     back = recovered - killed
     loadreport.write(traffic, load.REPORTS, {"fault": "proxy killed", "outage_s": round(back, 2)})
+    fault_row(
+        "the proxy killed",
+        "SIGKILL to the proxy's container under load",
+        len(traffic.failed),
+        traffic.gap(),
+        None,
+        "the host's keeper restarts it, routes from etcd: answering again within 10 s",
+    )
     assert back < 10, f"the proxy answered again only after {back:.1f} s"
     assert all(r.release == live for r in after if r.ok)
     assert all(r.ok for r in after if r.t > recovered)  # and stays up
 
 
-def test_cd_stopped_mid_deploy_leaves_prod_consistent(lab: State, tmp_path: Path) -> None:
+def test_cd_stopped_mid_deploy_leaves_prod_consistent(
+    lab: State, tmp_path: Path, fault_row: FaultRow
+) -> None:
     """The cd host (the builder) goes down during a deploy: the run fails, prod keeps serving its
     live release with no candidate left, and the next deploy (cd back) succeeds."""
 
@@ -317,11 +371,21 @@ def test_cd_stopped_mid_deploy_leaves_prod_consistent(lab: State, tmp_path: Path
         worker.join(300)
         traffic.mark("end")
     loadreport.write(traffic, load.REPORTS, {"fault": "cd stopped mid-deploy"})
+    lost = load.readback(traffic)
+    fault_row(
+        "cd stopped mid-deploy",
+        "the cd host (the builder) stopped during the app's build",
+        len(traffic.failed),
+        traffic.gap(),
+        len(lost),
+        "the deploy fails, the live release kept, no candidate left; 0 failed, 0 lost; the "
+        "next deploy succeeds",
+    )
     cd.start()
     engines.wait_ready(lab, lab.config.builder, timeout=120)
     assert errors and isinstance(errors[0], LabError), errors
     assert release.current_routes(lab, "app").live == live
     assert candidates_left(lab, sha) == []
-    assert traffic.failed == [] and load.readback(traffic) == []
+    assert traffic.failed == [] and lost == []
     rec = pipeline.deploy(change, Progress(out=None), "app", "HEAD")  # cd is back: it goes
     assert rec.result == "succeeded" and release.current_routes(lab, "app").live == sha

@@ -29,6 +29,7 @@ from lab.release import lock, pipeline, records
 from lab.stack import project as stack
 from lab.stack import services
 from tests import conftest
+from tests.conftest import FaultRow
 
 pytestmark = pytest.mark.xdist_group("prod")
 RATE = 300
@@ -133,7 +134,7 @@ POINTS = [
 
 
 def test_a_deploy_stopped_with_sigint_anywhere_leaves_prod_as_it_was(
-    lab: State, tmp_path: Path
+    lab: State, tmp_path: Path, fault_row: FaultRow
 ) -> None:
     live = release.current_routes(lab, "app").live
     clones = [new_commit(lab, tmp_path / f"c{i}", f"sigint{i}") for i in range(len(POINTS))]
@@ -156,6 +157,15 @@ def test_a_deploy_stopped_with_sigint_anywhere_leaves_prod_as_it_was(
         time.sleep(2)
         traffic.mark("end")
     loadreport.write(traffic, load.REPORTS, {"interruptions": len(POINTS)})
+    fault_row(
+        "a deploy stopped with SIGINT anywhere",
+        "SIGINT to a deploy " + ", ".join(what for what, *_ in POINTS) + " (300 req/s)",
+        len(traffic.failed),
+        traffic.gap(),
+        None,
+        "each run interrupted at its step and undone: routes and containers as before, the "
+        "lock free; 0 failed",
+    )
     s = traffic.summary()
     assert s["failed"] == 0, f"{s['failed']} failed requests: {s['errors']}"
     assert {r.release for r in traffic.requests if r.ok} <= {live, *(sha for _, sha in clones)}
@@ -163,7 +173,7 @@ def test_a_deploy_stopped_with_sigint_anywhere_leaves_prod_as_it_was(
 
 
 def test_graphite_gone_during_a_canary_step_fails_the_run_and_undoes_it(
-    lab: State, tmp_path: Path
+    lab: State, tmp_path: Path, fault_row: FaultRow
 ) -> None:
     live = release.current_routes(lab, "app").live
     clone, sha = new_commit(lab, tmp_path / "c", "nographite")
@@ -184,6 +194,14 @@ def test_graphite_gone_during_a_canary_step_fails_the_run_and_undoes_it(
         traffic.mark("end")
     stack.wait_healthy(lab, timeout=60)
     loadreport.write(traffic, load.REPORTS, {"fault": "graphite gone during a canary step"})
+    fault_row(
+        "Graphite gone during a canary step",
+        "graphite-web stopped at a canary's 50 % step (300 req/s)",
+        len(traffic.failed),
+        traffic.gap(),
+        None,
+        "the run fails at 'canary-50', naming Graphite, and is undone; 0 failed",
+    )
     assert code == 1, d.text
     assert "could not read the canary's metrics from Graphite" in d.text
     rec = last_record(lab, sha)
@@ -195,7 +213,7 @@ def test_graphite_gone_during_a_canary_step_fails_the_run_and_undoes_it(
 
 
 def test_a_release_killed_after_the_switch_is_replaced_by_the_previous_one(
-    lab: State, tmp_path: Path
+    lab: State, tmp_path: Path, fault_row: FaultRow
 ) -> None:
     live = release.current_routes(lab, "app").live
     clone, sha = new_commit(lab, tmp_path / "c", "killed")
@@ -214,12 +232,6 @@ def test_a_release_killed_after_the_switch_is_replaced_by_the_previous_one(
         code = d.end()
         time.sleep(2)
         traffic.mark("end")
-    assert code == 1, d.text
-    rec = last_record(lab, sha)
-    assert (rec.result, rec.failed_stage) == ("failed", "bake"), rec
-    assert "switch" in rec.undone and "start" in rec.undone, rec
-    stopped_as_it_was(lab, before, sha, d)
-    assert release.current_routes(lab, "app").live == live
     after = [r for r in traffic.requests if r.t >= killed]
     back = max((r.end for r in after if r.release == sha), default=killed) - killed
     failed = len(traffic.failed)
@@ -228,5 +240,20 @@ def test_a_release_killed_after_the_switch_is_replaced_by_the_previous_one(
         load.REPORTS,
         {"fault": "killed 3 s after the switch", "failed": failed, "back_s": round(back, 3)},
     )
+    fault_row(
+        "the new release killed after the switch",
+        "SIGKILL to the new release's container 3 s after the switch (300 req/s)",
+        failed,
+        traffic.gap(),
+        None,
+        "failed requests counted; the bake window fails the run and 100 % is back on the "
+        "previous release within 5 s",
+    )
+    assert code == 1, d.text
+    rec = last_record(lab, sha)
+    assert (rec.result, rec.failed_stage) == ("failed", "bake"), rec
+    assert "switch" in rec.undone and "start" in rec.undone, rec
+    stopped_as_it_was(lab, before, sha, d)
+    assert release.current_routes(lab, "app").live == live
     print(f"\nkilled after the switch: {failed} failed, 100 % back on {live} after {back:.2f} s")
     assert back < 5.0, f"100 % back on {live} only {back:.2f} s after the kill"

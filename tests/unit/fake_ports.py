@@ -1,18 +1,21 @@
 """``FakePorts``: the release engine's ports (``lab.release.ports.ReleasePorts``) in memory, with
 failures injected at a chosen call. A fake prod: containers by release (running or not), the
 route record of each service, the proxy's frontends, and a log of every call, tagged with the
-key of the step that made it (``Tracking`` progress tells it)."""
+key of the step that made it (``Tracking`` progress tells it). ``FakeEtcd``: the route store's
+key-value calls, with etcd's revisions."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from lab.errors import MigrationFailed, ReleaseError, Stop
+from lab.errors import EtcdError, MigrationFailed, ReleaseError, Stop
+from lab.ports.etcd import Entry
 from lab.progress import Progress, StageHandle
 from lab.release import judge, routes
 from lab.release.model import Candidate, Drained, Pruned, StepVerdict
@@ -296,3 +299,48 @@ class Tracking(Progress):
             if key == self.stop_at:
                 raise Stop("SIGTERM")
             yield handle
+
+
+@dataclass
+class FakeEtcd:
+    """The route store's key-value calls, in memory, keeping revisions as etcd does: one
+    counter for the whole store, raised by every put, create and delete; a key's
+    ``create_revision`` is the write that created it (a new one after a delete), its
+    ``mod_revision`` its last write. ``down`` makes every call fail as an unreachable etcd."""
+
+    kv: dict[str, Entry] = field(default_factory=dict)
+    revision: int = 0
+    down: bool = False
+
+    def _up(self, action: str) -> None:
+        if self.down:
+            raise EtcdError(action, "https://prod:2379", "connection refused")
+
+    def put(self, key: str, value: bytes) -> None:
+        self._up(f"write {key}")
+        self.revision += 1
+        old = self.kv.get(key)
+        created = old.create_revision if old else self.revision
+        self.kv[key] = Entry(key, value, created, self.revision)
+
+    def put_json(self, key: str, doc: object) -> None:
+        self.put(key, json.dumps(doc, sort_keys=True).encode())
+
+    def create(self, key: str, value: bytes, lease: str | None = None) -> bytes | None:
+        self._up(f"create {key}")
+        if key in self.kv:
+            return self.kv[key].value
+        self.put(key, value)
+        return None
+
+    def delete(self, key: str) -> None:
+        self._up(f"delete {key}")
+        self.revision += 1
+        self.kv.pop(key, None)
+
+    def get_prefix(self, prefix: str) -> dict[str, bytes]:
+        return {e.key: e.value for e in self.get_prefix_with_revisions(prefix)}
+
+    def get_prefix_with_revisions(self, prefix: str) -> list[Entry]:
+        self._up(f"read {prefix}*")
+        return [self.kv[k] for k in sorted(self.kv) if k.startswith(prefix)]

@@ -12,6 +12,7 @@ import pytest
 from lab.errors import ConfigError
 from lab.progress import Stage
 from lab.release import history, lock, records, routes
+from tests.unit.fake_ports import FakeEtcd
 
 S = routes.Server
 LIVE_B_WARM_A = routes.Routes("app", (S("b", "app-b", 100), S("a", "app-a", 0, drain=True)))
@@ -131,23 +132,8 @@ def test_record_make_marks_the_failed_stage() -> None:
     assert (rec.result, rec.failed_stage, rec.error) == ("failed", "healthy", "boom")
 
 
-class FakeStore:
-    """The route store's prefix read and JSON write, in memory."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def put_json(self, key: str, doc: object) -> None:
-        import json
-
-        self.data[key] = json.dumps(doc).encode()
-
-    def get_prefix(self, prefix: str) -> dict[str, bytes]:
-        return {k: v for k, v in self.data.items() if k.startswith(prefix)}
-
-
 def test_history_merges_local_and_shared_records_once(tmp_path: Path) -> None:
-    store = FakeStore()
+    store = FakeEtcd()
     local = _record("a", "2026-11-23T10:00:01+00:00")
     records.write(tmp_path, local)
     records.publish(store, local)  # the same run, in both places
