@@ -24,7 +24,7 @@ def test_revisions_come_back_per_key_in_key_order(gateway: FakeEtcd) -> None:
     client = Etcd("127.0.0.1", gateway.port)
     client.put("/p/b", b"1")
     client.put("/p/a", b"2")
-    client.put("/p/b", b"3")  # rewritten: created at 2, last written at 4 (a new store is at revision 1, as etcd)
+    client.put("/p/b", b"3")  # rewritten: created at 2, last written at 4 (a new store is at 1)
     client.put("/q/c", b"4")  # outside the prefix
     got = [
         (e.key, e.value, e.create_revision, e.mod_revision)
