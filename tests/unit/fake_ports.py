@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from lab.errors import EtcdError, MigrationFailed, ReleaseError, Stop
-from lab.ports.etcd import Entry
+from lab.ports.etcd import Entry, Fence
 from lab.progress import Progress, StageHandle
 from lab.release import judge, routes
 from lab.release.model import Candidate, Drained, Pruned, StepVerdict
@@ -326,12 +326,12 @@ class FakeEtcd:
     def put_json(self, key: str, doc: object) -> None:
         self.put(key, json.dumps(doc, sort_keys=True).encode())
 
-    def create(self, key: str, value: bytes, lease: str | None = None) -> bytes | None:
+    def create(self, key: str, value: bytes, lease: str | None = None) -> Fence | bytes:
         self._up(f"create {key}")
         if key in self.kv:
             return self.kv[key].value
         self.put(key, value)
-        return None
+        return Fence(key, self.revision)
 
     def delete(self, key: str) -> None:
         self._up(f"delete {key}")

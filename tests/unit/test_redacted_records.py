@@ -19,6 +19,7 @@ from lab.estate.state import State
 from lab.progress import Progress, Stage
 from lab.proof.redact import MASK
 from lab.release import history, records
+from tests.unit.fake_ports import FakeEtcd
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,14 +80,6 @@ def test_a_record_is_redacted_and_keeps_its_keys_and_figures(state: State) -> No
 
 
 @dataclasses.dataclass
-class FakeEtcd:
-    put: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def put_json(self, key: str, doc: Any) -> None:
-        self.put[key] = doc
-
-
-@dataclasses.dataclass
 class FakeLab:
     state: State
     etcd: FakeEtcd = dataclasses.field(default_factory=FakeEtcd)
@@ -111,8 +104,9 @@ def test_a_kept_record_is_redacted_everywhere_it_goes(
     (path,) = state.runs.glob("deploy-*.json")
     assert copied == [path]
     assert db not in path.read_text() and MASK in path.read_text()
-    (shared,) = lab.etcd.put.values()
-    assert db not in json.dumps(shared) and shared["stages"][0]["key"] == "integration-tests"
+    (shared,) = lab.etcd.get_prefix(records.ETCD_PREFIX).values()
+    assert db not in shared.decode()
+    assert json.loads(shared)["stages"][0]["key"] == "integration-tests"
 
 
 def test_a_lab_up_record_is_redacted(state: State) -> None:
