@@ -92,7 +92,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """The live release of each service, when the lab is up (read by the process that writes
     the run's output only), to put back at the end; the fault matrix's lines of earlier runs
     cleared when this run may run fault tests (a run of other suites leaves them: it may run
-    beside one that does)."""
+    beside one that does); with the lab up, the evidence of earlier runs' failed tests removed
+    (``reports/evidence``: a run's evidence is of its own failures)."""
     if hasattr(session.config, "workerinput"):
         return
     from lab.proof import faultreport
@@ -102,7 +103,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         faultreport.JSONL.unlink(missing_ok=True)
     lab = _lab_if_up()
     if lab is not None:
+        import shutil
+
         from lab.proof import restore
+
+        # evidence is of this run's failures only (an earlier version of cdlab did not redact)
+        shutil.rmtree(Path(__file__).parent / "reports" / "evidence", ignore_errors=True)
 
         session.config.stash[_BEFORE] = restore.live_releases(lab)
 

@@ -8,6 +8,9 @@ leak first; the evidence keeps the Env names, with the values masked.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,49 @@ def leaks(root: Path, secrets: dict[str, str]) -> list[str]:
         where = path.relative_to(root)
         found += [f"{where}: {what}" for what, v in secrets.items() if v.encode() in data]
     return found
+
+
+PYTEST = (sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", "-q")
+FAILING = """
+def test_fails_on_purpose(lab):
+    password = lab.secret("db-password")
+    print(f"DATABASE_URL=postgresql://app:{password}@db:5432/app")
+    assert password == "", f"the database password is {password}"
+"""
+
+
+@pytest.fixture(scope="module")
+def failed_on_purpose(lab: State, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A lab test that fails on purpose, printing the database password and naming it in its
+    assertion, run as the suite runs a test (the suite's hooks and ``lab`` fixture): its
+    evidence, its junit report and what pytest printed. Returns the printed output."""
+    folder = tmp_path_factory.mktemp("failing")
+    (folder / "test_on_purpose.py").write_text(FAILING)
+    root = Path(__file__).resolve().parents[2]
+    junit = REPORTS / "junit-on-purpose.xml"
+    done = subprocess.run(
+        [*PYTEST, "--rootdir", str(folder), "--junitxml", str(junit), str(folder)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "1 failed" in done.stdout, done.stdout[-2000:]
+    assert any((EVIDENCE / "test_fails_on_purpose").glob("*.inspect.json"))
+    assert junit.exists()
+    return done.stdout + done.stderr
+
+
+def test_a_test_failed_on_purpose_writes_and_prints_no_secret(
+    failed_on_purpose: str, secrets: dict[str, str]
+) -> None:
+    assert MASK in failed_on_purpose, failed_on_purpose[-2000:]
+    printed = [what for what, value in secrets.items() if value in failed_on_purpose]
+    assert printed == [], f"pytest printed {printed}"
+    found = leaks(REPORTS, secrets)
+    assert found == [], "secrets written under reports/:\n  " + "\n  ".join(found)
 
 
 def test_no_file_under_reports_holds_a_secret(evidence: Path, secrets: dict[str, str]) -> None:
