@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 import requests
@@ -165,16 +165,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 _CALL = pytest.StashKey[pytest.TestReport]()  # a test's report of its call phase
 
 
-class FaultRow(Protocol):
-    def __call__(
-        self,
-        case: str,
-        injected: str,
-        failed: int | None,
-        outage_s: float | None,
-        lost: int | None,
-        verdict: str,
-    ) -> None: ...
+# case, what was injected, failed requests, outage (s), registrations lost, what must hold
+FaultRow = Callable[[str, str, int | None, float | None, int | None, str], None]
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ counted.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,8 +35,8 @@ from tests.conftest import FaultRow
 from tests.fault.test_fault_matrix import (
     RATE,
     WEB,
+    Background,
     StageStarts,
-    _capture,
     candidates_left,
     clone_with,
 )
@@ -131,15 +130,9 @@ def test_etcd_stopped_in_the_middle_of_a_deploy_is_undone_cleanly(
     etcd = _stack_container(prod, "etcd")
     # the candidate started and healthy, the deploy waits before its tests: etcd goes then
     monkeypatch.setenv("CDLAB_FAILPOINTS", "tests=sleep:8")
-    errors: list[BaseException] = []
     testing = StageStarts("==> [")
     with load.running(rate=RATE, name="fault-etcd-down-mid-deploy") as traffic:
-        worker = threading.Thread(
-            target=lambda: _capture(
-                errors, lambda: pipeline.deploy(change, Progress(out=testing), "app", "HEAD")
-            )
-        )
-        worker.start()
+        worker = Background(lambda: pipeline.deploy(change, Progress(out=testing), "app", "HEAD"))
         _wait("the candidate runs", lambda: bool(candidates_left(lab, sha)), 180)
         time.sleep(2)
         traffic.mark("stop etcd")
@@ -164,7 +157,7 @@ def test_etcd_stopped_in_the_middle_of_a_deploy_is_undone_cleanly(
         "0 failed, 0 lost",
     )
     assert not worker.is_alive(), "the deploy did not end within 120 s of etcd stopping"
-    assert errors and isinstance(errors[0], LabError), errors
+    assert worker.errors and isinstance(worker.errors[0], LabError), worker.errors
     assert release.current_routes(lab, "app").live == live
     _wait("the candidate removed", lambda: candidates_left(lab, sha) == [], 30)
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
@@ -180,15 +173,9 @@ def test_postgres_restarted_in_the_middle_of_a_deploy_keeps_every_registration(
     change, sha = _a_new_commit(lab, tmp_path / "clone")
     live = release.current_routes(lab, "app").live
     db = _stack_container(prod, "db")
-    errors: list[BaseException] = []
-    records: list[Any] = []
-
-    def deploy() -> None:
-        records.append(pipeline.deploy(change, Progress(out=None), "app", "HEAD"))
 
     with load.running(rate=RATE, name="fault-postgres-restart") as traffic:
-        worker = threading.Thread(target=lambda: _capture(errors, deploy))
-        worker.start()
+        worker = Background(lambda: pipeline.deploy(change, Progress(out=None), "app", "HEAD"))
         _wait("the candidate runs", lambda: bool(candidates_left(lab, sha)), 180)
         traffic.mark("restart postgres")
         db.restart(timeout=10)
@@ -213,12 +200,12 @@ def test_postgres_restarted_in_the_middle_of_a_deploy_keeps_every_registration(
     )
     assert not worker.is_alive(), "the deploy did not end within 240 s"
     now = release.current_routes(lab, "app").live
-    if errors:  # failed and undone: the release before it serves
-        assert isinstance(errors[0], LabError), errors
+    if worker.errors:  # failed and undone: the release before it serves
+        assert isinstance(worker.errors[0], LabError), worker.errors
         assert now == live
         _wait("the candidate removed", lambda: candidates_left(lab, sha) == [], 30)
     else:
-        assert now == sha and records[0].result == "succeeded"
+        assert now == sha and worker.results[0].result == "succeeded"
     assert lost == [], f"{len(lost)} registrations answered 201 are gone"
     assert len(traffic.registered()) > 0, "no registration was acknowledged: is the load real?"
     tail = [r for r in traffic.requests if r.t > time.time() - 3]
@@ -239,15 +226,9 @@ def test_the_proxy_killed_during_the_switch(
     first_start = proxy.attrs["State"]["StartedAt"]
     monkeypatch.setenv("CDLAB_FAILPOINTS", "switch=sleep:3")
     switching = StageStarts("==> [")
-    errors: list[BaseException] = []
-    records: list[Any] = []
-
-    def deploy() -> None:
-        records.append(pipeline.deploy(change, Progress(out=switching), "app", "HEAD"))
 
     with load.running(rate=RATE, name="fault-proxy-killed-in-switch") as traffic:
-        worker = threading.Thread(target=lambda: _capture(errors, deploy))
-        worker.start()
+        worker = Background(lambda: pipeline.deploy(change, Progress(out=switching), "app", "HEAD"))
         _wait("the switch starts", lambda: "switch" in switching.getvalue(), 240)
         traffic.mark("kill the proxy")
         proxy.kill()
@@ -268,11 +249,11 @@ def test_the_proxy_killed_during_the_switch(
     )
     assert not worker.is_alive(), "the deploy did not end within 180 s"
     now = release.current_routes(lab, "app").live
-    if errors:
-        assert isinstance(errors[0], LabError), errors
+    if worker.errors:
+        assert isinstance(worker.errors[0], LabError), worker.errors
         assert now == live
     else:
-        assert now == sha and records[0].result == "succeeded"
+        assert now == sha and worker.results[0].result == "succeeded"
     # what the proxy serves is what etcd says: every request of the last seconds from ``now``
     tail = [r for r in traffic.requests if r.t > time.time() - 4]
     assert tail and all(r.ok and r.release == now for r in tail), traffic.summary()["errors"]

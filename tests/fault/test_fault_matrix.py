@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,12 +223,8 @@ def test_two_deploys_at_once_one_is_refused(lab: State, fault_row: FaultRow) -> 
     from lab.release import lock
 
     etcd = release.route_store(lab)
-    errors: list[BaseException] = []
     with lock.held(etcd, "deploy app (the first of two)"):
-        worker = threading.Thread(
-            target=lambda: _capture(errors, lambda: pipeline.rollback(lab, Progress(out=None)))
-        )
-        worker.start()
+        worker = Background(lambda: pipeline.rollback(lab, Progress(out=None)))
         worker.join(60)
     fault_row(
         "two deploys at once",
@@ -237,15 +234,31 @@ def test_two_deploys_at_once_one_is_refused(lab: State, fault_row: FaultRow) -> 
         None,
         "the second run is refused (LockHeld), naming the first",
     )
-    assert errors and isinstance(errors[0], lock.LockHeld)
-    assert "the first of two" in str(errors[0])
+    assert worker.errors and isinstance(worker.errors[0], lock.LockHeld)
+    assert "the first of two" in str(worker.errors[0])
 
 
-def _capture(errors: list[BaseException], fn: Callable[[], object]) -> None:
-    try:
-        fn()
-    except BaseException as exc:  # handed to the test's thread
-        errors.append(exc)
+class Background:
+    """``fn`` run on a thread of its own (a deploy while the test injects a fault): what it
+    returned (``results``) or raised (``errors``), handed to the test's thread."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.results: list[Any] = []
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        try:
+            self.results.append(fn())
+        except BaseException as exc:  # handed to the test's thread
+            self.errors.append(exc)
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
 
 
 def test_prod_engine_restart_brings_the_stack_and_the_live_release_back(
@@ -355,15 +368,9 @@ def test_cd_stopped_mid_deploy_leaves_prod_consistent(
     sha = git.short(git.commit(change.config.root))
     live = release.current_routes(lab, "app").live
     cd = engines.local().containers.get(lab.config.container_name(lab.config.builder))
-    errors: list[BaseException] = []
     building = StageStarts("==> image app:")
     with load.running(rate=RATE, name="fault-cd-stopped") as traffic:
-        worker = threading.Thread(
-            target=lambda: _capture(
-                errors, lambda: pipeline.deploy(change, Progress(out=building), "app", "HEAD")
-            )
-        )
-        worker.start()
+        worker = Background(lambda: pipeline.deploy(change, Progress(out=building), "app", "HEAD"))
         assert building.seen.wait(120), "the deploy never reached the app's build"
         time.sleep(1.0)  # into the build on cd
         traffic.mark("stop the cd host")
@@ -383,7 +390,7 @@ def test_cd_stopped_mid_deploy_leaves_prod_consistent(
     )
     cd.start()
     engines.wait_ready(lab, lab.config.builder, timeout=120)
-    assert errors and isinstance(errors[0], LabError), errors
+    assert worker.errors and isinstance(worker.errors[0], LabError), worker.errors
     assert release.current_routes(lab, "app").live == live
     assert candidates_left(lab, sha) == []
     assert traffic.failed == [] and lost == []

@@ -18,7 +18,6 @@ left, the lock is free.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from lab.proof import load, loadreport
 from lab.release import api as release
 from lab.release import lock, pipeline
 from tests.fault.test_control_plane_down import _a_new_commit, _lock_free, _wait
-from tests.fault.test_fault_matrix import RATE, StageStarts, _capture, candidates_left
+from tests.fault.test_fault_matrix import RATE, Background, StageStarts, candidates_left
 
 pytestmark = pytest.mark.xdist_group("prod")
 PAUSE = 10  # seconds the deploy waits as its switch begins: the lock changes hands meanwhile
@@ -47,14 +46,8 @@ def test_a_deploy_that_lost_its_lock_cannot_write_routes(
     live = before.live
     monkeypatch.setenv("CDLAB_FAILPOINTS", f"switch=sleep:{PAUSE}")
     switching = StageStarts("==> [")
-    errors: list[BaseException] = []
     with load.running(rate=RATE, name="fault-lease-lost") as traffic:
-        worker = threading.Thread(
-            target=lambda: _capture(
-                errors, lambda: pipeline.deploy(change, Progress(out=switching), "app", "HEAD")
-            )
-        )
-        worker.start()
+        worker = Background(lambda: pipeline.deploy(change, Progress(out=switching), "app", "HEAD"))
         _wait("the switch starts", lambda: SWITCH in switching.getvalue(), 300)
         lease = etcd.lease(lock.KEY)
         assert lease is not None, "the deploy holds no lock as its switch begins"
@@ -76,8 +69,8 @@ def test_a_deploy_that_lost_its_lock_cannot_write_routes(
         traffic.mark("end")
     loadreport.write(traffic, load.REPORTS, {"fault": "the deploy's lease lost before its switch"})
     assert not worker.is_alive(), f"the deploy did not end within {PAUSE + 120} s"
-    assert errors, "the deploy did not fail"
-    err = errors[0]
+    assert worker.errors, "the deploy did not fail"
+    err = worker.errors[0]
     assert isinstance(err, FencedOut), err
     text = str(err)
     assert err.key == before.key and f"nothing was written to {before.key}" in text
