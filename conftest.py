@@ -94,7 +94,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     cleared when this run may run fault tests (a run of other suites leaves them: it may run
     beside one that does); with the lab up, the evidence of earlier runs' failed tests removed
     (``reports/evidence``: a run's evidence is of its own failures)."""
-    if hasattr(session.config, "workerinput"):
+    if hasattr(session.config, "workerinput") or session.config.option.collectonly:
         return
     from lab.proof import faultreport
 
@@ -117,7 +117,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """The fault matrix's page from the rows this run recorded (``reports/faults.md``); each
     service's live release back to what it was before the run (a test's commit never stays
     live: after the test command the lab serves the checkout's commit again)."""
-    if hasattr(session.config, "workerinput"):
+    if hasattr(session.config, "workerinput") or session.config.option.collectonly:
         return
     from lab.proof import faultreport
 
