@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -465,14 +466,15 @@ def write(t: float, status: int, uid: int | None, email: str = "") -> load.Reque
     [
         ([req(1.0), write(2.0, 201, 7), write(3.0, 503, None)], []),
         ([req(1.0)], []),  # paths mode: no registration sent
+        ([write(1.0, 201, 7), replace(write(2.0, 201, None), verdict="body cut short")], []),
         (
             [write(1.0, 201, 7), write(2.0, 201, None)],
-            ["1 registrations answered 201 without an id to read back"],
+            ["1 registrations counted ok without an id to read back"],
         ),
         (
             [write(1.0, 201, None)],
             [
-                "1 registrations answered 201 without an id to read back",
+                "1 registrations counted ok without an id to read back",
                 "1 registrations sent and none answered 201 with an id: nothing to read back",
             ],
         ),
