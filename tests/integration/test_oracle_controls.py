@@ -171,7 +171,7 @@ def test_a_body_cut_after_a_good_status_line_is_a_failure(
     traffic = run(app, tmp_path, "truncate", lambda a: a.misbehaved["truncate"] >= 3)
     cut = [r for r in traffic.failed if r.verdict == "body cut short"]
     assert len(cut) > 0, failures(traffic)
-    assert {r.status for r in cut} == {200}  # what success() used to erase
+    assert {r.status for r in cut} <= {200, 201}  # after a good status line: what success() erased
     assert set(failures(traffic)) == {"body cut short"}, failures(traffic)
     assert traffic.totals is not None and traffic.totals.failures >= len(cut)
 
