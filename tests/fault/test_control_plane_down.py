@@ -105,6 +105,8 @@ def test_etcd_stopped_while_serving_loses_nothing_and_refuses_a_deploy(
     assert "etcd" in str(err.value), err.value
     assert refused_in < 30, f"the deploy took {refused_in:.0f} s to give up"
     assert release.current_routes(lab, "app").live == live
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert {r.release for r in traffic.requests if r.ok} == {live}
     assert load.readback(traffic) == []
@@ -144,6 +146,8 @@ def test_etcd_stopped_in_the_middle_of_a_deploy_is_undone_cleanly(
     assert errors and isinstance(errors[0], LabError), errors
     assert release.current_routes(lab, "app").live == live
     _wait("the candidate removed", lambda: candidates_left(lab, sha) == [], 30)
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert {r.release for r in traffic.requests if r.ok} == {live}
     assert load.readback(traffic) == []
@@ -187,6 +191,7 @@ def test_postgres_restarted_in_the_middle_of_a_deploy_keeps_every_registration(
         _wait("the candidate removed", lambda: candidates_left(lab, sha) == [], 30)
     else:
         assert now == sha and records[0].result == "succeeded"
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
     assert lost == [], f"{len(lost)} registrations answered 201 are gone"
     assert len(traffic.registered()) > 0, "no registration was acknowledged: is the load real?"
     tail = [r for r in traffic.requests if r.t > time.time() - 3]
