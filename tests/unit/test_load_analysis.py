@@ -145,6 +145,30 @@ def test_a_request_that_raised_fails_with_the_reason_its_error_gives(
     assert verdicts.from_error(kind, message, status) == verdict
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text either")
+
+
+@pytest.mark.parametrize(
+    ("context", "name", "ms", "start", "expected"),
+    [
+        ({"kind": "write", "user": "close"}, "write", 12.345, 100.5, ("write", "close", 100.5)),
+        (None, "read", "?", None, ("read", "", None)),  # nothing usable: still a line
+    ],
+)
+def test_a_request_whose_line_cannot_be_made_still_gets_a_failed_line(
+    context: object, name: str, ms: object, start: object, expected: tuple[str, str, float | None]
+) -> None:
+    made = verdicts.fallback_line(KeyError("id"), context, name, ms, start)
+    (r,) = load.parse(json.dumps(made) + "\n").requests
+    assert (r.kind, r.user) == expected[:2] and not r.ok
+    assert r.verdict == "listener error: KeyError: 'id'"
+    assert r.t == expected[2] if expected[2] is not None else r.t > 0
+    odd = verdicts.fallback_line(_Unprintable(), {}, "read", 1.0, 1.0)
+    assert odd["verdict"] == "listener error: _Unprintable"
+
+
 @pytest.mark.parametrize(
     ("body", "found"),
     [(REGISTERED, 7), (doc({"id": "7"}), None), (b"{", None), (doc([7]), None), (b"", None)],

@@ -92,24 +92,6 @@ def _line(
     return line
 
 
-def _fallback(
-    exc: BaseException, context: Any, name: Any, response_time: Any, start_time: Any
-) -> dict[str, Any]:
-    """A line for a request whose own line could not be made: still one line per request."""
-    ctx = context if isinstance(context, dict) else {}
-    number = (int, float)
-    return {
-        "t": round(start_time, 4) if isinstance(start_time, number) else round(time.time(), 4),
-        "ms": round(response_time, 2) if isinstance(response_time, number) else 0.0,
-        "kind": str(ctx.get("kind", name)),
-        "user": str(ctx.get("user", "")),
-        "status": 0,
-        "error": "",
-        "release": "",
-        "verdict": f"listener error: {type(exc).__name__}: {exc}"[:160],
-    }
-
-
 @events.request.add_listener  # type: ignore[untyped-decorator]
 def record(
     request_type: str,
@@ -125,7 +107,7 @@ def record(
         text = json.dumps(_line(response, context, exception, name, response_time, start_time))
     except Exception as exc:  # never drop a request: its line says what went wrong
         _seen["listener_errors"] += 1
-        text = json.dumps(_fallback(exc, context, name, response_time, start_time))
+        text = json.dumps(verdicts.fallback_line(exc, context, name, response_time, start_time))
     try:
         _out.write(text + "\n")
     except Exception:  # counted: the totals show the lines that never reached the file

@@ -20,6 +20,7 @@ end, a status locust refuses) fails with the reason its error gives.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import TypeGuard
 
@@ -77,6 +78,32 @@ def from_error(kind: str, message: str, status: int) -> str:
     if "reset" in text:
         return "connection reset"
     return f"{kind}: {message}"[:120]
+
+
+def fallback_line(
+    exc: BaseException, context: object, name: object, response_time: object, start_time: object
+) -> dict[str, object]:
+    """The line of a request whose own line could not be made (``exc`` raised making it):
+    still one line per request, failed with verdict "listener error: ..."."""
+    ctx = context if isinstance(context, dict) else {}
+    try:
+        why = f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose text fails too
+        why = type(exc).__name__
+    return {
+        "t": round(start_time, 4) if _number(start_time) else round(time.time(), 4),
+        "ms": round(response_time, 2) if _number(response_time) else 0.0,
+        "kind": str(ctx.get("kind", name)),
+        "user": str(ctx.get("user", "")),
+        "status": 0,
+        "error": "",
+        "release": "",
+        "verdict": f"listener error: {why}"[:160],
+    }
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _length_problem(headers: Mapping[str, str], body: bytes) -> str:
