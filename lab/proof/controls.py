@@ -4,6 +4,8 @@ load is real and the oracle sees downtime.
 
 - ``naive``: stop the container, then start the new one on the same port (published on
   127.0.0.1:``CONTROL_PORT``, no proxy in front), as the simplest deploy scripts do.
+- ``misbehaving`` (a positive control of the load oracle, not a way of switching): a release
+  on that port told by the demo app's test hook (CDLAB_MISBEHAVE) to answer wrongly.
 - ``reload``: a second HAProxy in front of the release (publishing ``CONTROL_PORT``), switched
   by rewriting its configuration and reloading it, at its best (master-worker, listening
   sockets handed over to the new worker), as configuration-driven setups (confd + a reload)
@@ -40,11 +42,27 @@ def naive(state: State, candidate: release.Candidate, progress: Progress) -> flo
     """Stop the container that serves ``CONTROL_PORT`` (published on 127.0.0.1, no proxy in
     front), then start ``candidate`` on the same port, as the simplest deploy scripts do;
     returns the seconds until it answered again. The first call only starts one."""
+    del progress  # nothing staged: that is the point
+    return _on_control_port(state, candidate, {}, "naive-control")
+
+
+def misbehaving(state: State, candidate: release.Candidate, misbehave: str) -> float:
+    """``candidate`` alone on ``CONTROL_PORT`` as ``naive`` runs it, told by the demo app's
+    test hook to answer wrongly on purpose (``CDLAB_MISBEHAVE=misbehave``, e.g. "conflict=5",
+    "truncate=1", "release=other"; "" for none: services/app/app/misbehave.py), in place of
+    whatever served that port; returns the seconds until it answered. The load oracle's
+    positive controls run it; ``remove_naive`` removes it."""
+    env = {"CDLAB_MISBEHAVE": misbehave} if misbehave else {}
+    return _on_control_port(state, candidate, env, "misbehaving-control")
+
+
+def _on_control_port(
+    state: State, candidate: release.Candidate, extra: dict[str, str], role: str
+) -> float:
     import docker.errors
 
-    del progress  # nothing staged: that is the point
     name = f"naive-{candidate.service.name}"
-    env = release.release_environment(state, candidate)
+    env = {**release.release_environment(state, candidate), **extra}
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
         stack.pull(state, "prod", [candidate.image])
         started = time.monotonic()
@@ -61,7 +79,7 @@ def naive(state: State, candidate: release.Candidate, progress: Progress) -> flo
             environment=env,
             network=stack.NETWORK,
             ports={f"{candidate.service.port}/tcp": services.CONTROL_PORT},
-            labels={"cdlab.role": "naive-control"},
+            labels={"cdlab.role": role},
             **release.hardening(candidate.service.limits),  # as a release runs: a fair control
         )
         deadline = time.monotonic() + 60
@@ -69,7 +87,7 @@ def naive(state: State, candidate: release.Candidate, progress: Progress) -> flo
             if container.exec_run(["sh", "-c", candidate.service.probe]).exit_code == 0:
                 return time.monotonic() - started
             time.sleep(0.2)
-    raise release.ReleaseError(f"the naive control's {candidate.release} never answered")
+    raise release.ReleaseError(f"the {role.replace('-', ' ')}'s {candidate.release} never answered")
 
 
 def remove_naive(state: State, service: str) -> None:

@@ -5,7 +5,14 @@ here: gevent patches whatever imports it), at a fixed rate, bounded in time and 
     with load.running(rate=300, name="zero-downtime") as traffic:
         with traffic.operation("deploy B", target="B"):
             deploy(...)
+    assert traffic.problems() == [] and traffic.rate_problem() is None
     assert traffic.failed == [] and traffic.release_problems(first="A") == []
+
+The oracle cannot miss a failure: a request is ok only when its line's verdict says the answer
+was exactly what the script expected (``loadgen/verdicts.py``); every line is read or counted
+as broken; locust's own count of requests (written at its end beside the lines) must equal the
+lines; a registration answered 201 must carry an id to read back. ``Traffic.problems()`` lists
+what breaks those promises, and tests assert it empty.
 
 The analysis functions are pure (they take the requests) and unit-tested on fixed series.
 """
@@ -32,7 +39,8 @@ from urllib.parse import urlsplit
 from lab.errors import LoadError as LoadError  # its home before lab.errors held every error
 
 LOCUSTFILE = Path(__file__).with_name("loadgen") / "locustfile.py"
-REPORTS = Path(__file__).resolve().parents[2] / "reports" / "load"
+ROOT = Path(__file__).resolve().parents[2]  # this checkout: the locustfile imports its lab
+REPORTS = ROOT / "reports" / "load"
 PER_USER_RATE = 2.0  # requests per second per simulated user (latency must not throttle the rate)
 _NO_PROXY = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 
@@ -49,25 +57,172 @@ class Request:
     email: str = ""
     id: int | None = None
     path: str = ""  # the GET path, when the load reads given paths (``running(paths=...)``)
+    verdict: str = ""  # "ok", or why the answer is not what the script expected
 
     @property
     def ok(self) -> bool:
-        """Answered, and not with a server error: a connection error, timeout or 5xx fails."""
-        return 0 < self.status < 500
+        """The answer was exactly what the script expected (its verdict is "ok"). A line
+        written before verdicts existed (none): a 2xx without an error."""
+        if self.verdict:
+            return self.verdict == "ok"
+        return 200 <= self.status < 300 and not self.error
 
     @property
     def end(self) -> float:
         return self.t + self.ms / 1000
 
 
-def parse(lines: list[str]) -> list[Request]:
-    out = []
-    for line in lines:
-        try:
-            out.append(Request(**json.loads(line)))
-        except (ValueError, TypeError):
-            continue  # a line cut by the process's end
-    return sorted(out, key=lambda r: r.t)
+@dataclass(frozen=True)
+class Lines:
+    """A file of request lines, read: every line is a request or counted as broken."""
+
+    requests: list[Request]  # sorted by start
+    count: int  # lines in all, broken ones included
+    broken: int  # lines that are not a request (a cut last line included)
+    cut_tail: bool  # the last line has no newline and is not a request (ended mid-write)
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "t": (int, float),
+    "ms": (int, float),
+    "kind": str,
+    "user": str,
+    "status": int,
+    "error": str,
+    "release": str,
+    "email": str,
+    "id": (int, type(None)),
+    "path": str,
+    "verdict": str,
+}
+
+
+def parse(text: str) -> Lines:
+    """The requests of a file's ``text``, sorted by start, and the count of lines that are not
+    one (not JSON, a missing or unknown field, a field of the wrong type)."""
+    raw = text.split("\n")
+    cut_tail = raw[-1] != ""  # no newline at the end: the last write did not finish
+    if not cut_tail:
+        raw.pop()
+    out, broken = [], 0
+    for line in raw:
+        found = _request(line)
+        if found is None:
+            broken += 1
+        else:
+            out.append(found)
+    cut_tail = cut_tail and bool(raw) and _request(raw[-1]) is None
+    return Lines(sorted(out, key=lambda r: r.t), len(raw), broken, cut_tail)
+
+
+def _request(line: str) -> Request | None:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or set(doc) - set(_TYPES):
+        return None
+    for key, value in doc.items():
+        if not isinstance(value, _TYPES[key]) or isinstance(value, bool):
+            return None
+    try:
+        return Request(**doc)
+    except TypeError:  # a required field missing
+        return None
+
+
+@dataclass(frozen=True)
+class Totals:
+    """locust's own counts at its end (the locustfile writes them beside the lines)."""
+
+    requests: int  # every request locust reported
+    failures: int  # those it reported failed
+    written: int  # lines the listener wrote
+    listener_errors: int  # lines made by the listener's fallback (it failed on the request)
+    lost_writes: int  # lines the listener could not write
+
+
+def totals_file(out: Path) -> Path:
+    return out.with_name(out.stem + ".totals.json")
+
+
+def read_totals(path: Path) -> Totals | None:
+    """The totals in ``path``; None when locust wrote none (it did not end by itself or by
+    SIGTERM) or they cannot be read."""
+    try:
+        doc = json.loads(path.read_text())
+        return Totals(**{k: int(doc[k]) for k in Totals.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def count_problems(lines: Lines, totals: Totals | None, file: Path) -> list[str]:
+    """What makes the lines of ``file`` short of locust's own account of the run: lines that
+    are not requests (one cut last line tolerated), no totals, counts that differ, lines made
+    by the listener's fallback, failures locust saw that the lines call ok."""
+    found = []
+    broken = lines.broken - (1 if lines.cut_tail else 0)
+    if broken:
+        found.append(
+            f"{broken} of the {lines.count} lines of {file} are not requests: the oracle cannot "
+            "judge them (see the file)"
+        )
+    if totals is None:
+        found.append(
+            f"locust wrote no totals ({totals_file(file)}): it did not end by itself or by "
+            "SIGTERM, so its count of requests cannot be checked against the lines"
+        )
+        return found
+    if totals.requests != lines.count:
+        found.append(
+            f"locust counted {totals.requests} requests, {file} holds {lines.count} lines "
+            f"(the listener wrote {totals.written}, could not write {totals.lost_writes})"
+        )
+    if totals.listener_errors:
+        found.append(
+            f"{totals.listener_errors} lines were made by the listener's fallback "
+            "(verdict 'listener error: ...'): fix the locustfile"
+        )
+    failed = sum(1 for r in lines.requests if not r.ok)
+    if totals.failures > failed:
+        found.append(
+            f"locust counted {totals.failures} failed requests, the lines only {failed}: "
+            "the oracle passed answers locust saw fail"
+        )
+    return found
+
+
+def registration_problems(requests: list[Request]) -> list[str]:
+    """Registrations the oracle would not read back: counted ok after a 201 without an id
+    (a failed one, a body cut short for one, is in ``Traffic.failed`` instead), or none
+    answered 201 with an id while registrations were sent (``readback`` would check nothing)."""
+    writes = [r for r in requests if r.kind == "write"]
+    no_id = [r for r in writes if r.status == 201 and r.id is None and r.ok]
+    found = []
+    if no_id:
+        found.append(f"{len(no_id)} registrations counted ok without an id to read back")
+    if writes and not any(r.status == 201 and r.id for r in writes):
+        found.append(_nothing_registered(len(writes)))
+    return found
+
+
+def _nothing_registered(writes: int) -> str:
+    return f"{writes} registrations sent and none answered 201 with an id: nothing to read back"
+
+
+def rate_problem(asked: float, sent: int, seconds: float, min_share: float = 0.8) -> str | None:
+    """A message when ``sent`` requests in ``seconds`` fall short of ``min_share`` of the
+    ``asked`` rate (the load was not what the test claims); None when they reach it."""
+    if seconds <= 0 or asked <= 0:
+        return None
+    achieved = sent / seconds
+    if achieved >= min_share * asked:
+        return None
+    return (
+        f"the load reached {achieved:.1f} req/s, {achieved / asked:.1%} of the {asked:g} "
+        f"asked (at least {min_share:.0%} needed): slow answers hold the users back, or the "
+        "generator could not keep up (see its .locust.log)"
+    )
 
 
 def longest_gap(requests: list[Request], start: float, end: float) -> float:
@@ -173,6 +328,8 @@ class Traffic:
     marks: list[tuple[float, str]] = field(default_factory=list)
     operations: list[Operation] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
+    lines: Lines | None = None  # the whole file, read when the run ended
+    totals: Totals | None = None  # locust's own counts at its end
 
     def mark(self, label: str) -> None:
         """Note a moment (deploy, switch, rollback) for the analysis and the report."""
@@ -190,7 +347,7 @@ class Traffic:
 
     def seen_so_far(self) -> list[Request]:
         """The requests written until now (the run goes on)."""
-        return parse(self.file.read_text().splitlines()) if self.file.exists() else []
+        return parse(_text(self.file)).requests
 
     @property
     def seconds(self) -> float:
@@ -204,6 +361,25 @@ class Traffic:
     def expected(self) -> float:
         return self.rate * self.seconds
 
+    @property
+    def broken(self) -> int:
+        """Lines of the run's file that are not requests (a cut last line included)."""
+        return self.lines.broken if self.lines else 0
+
+    def problems(self) -> list[str]:
+        """What keeps the oracle from vouching for this run (``count_problems``,
+        ``registration_problems``); tests assert it empty."""
+        if self.lines is None:
+            return [f"the lines of {self.file} were never read (the run has not ended)"]
+        return [
+            *count_problems(self.lines, self.totals, self.file),
+            *registration_problems(self.requests),
+        ]
+
+    def rate_problem(self, min_share: float = 0.8) -> str | None:
+        """``rate_problem`` of this run: None when it sent at least ``min_share`` of its rate."""
+        return rate_problem(self.rate, len(self.requests), self.seconds, min_share)
+
     def gap(self) -> float:
         return longest_gap(self.requests, self.started + 2.0, self.ended)
 
@@ -216,10 +392,13 @@ class Traffic:
         return percentile([r.ms for r in self.requests if r.ok and r.t < first], 99)
 
     def registered(self) -> dict[str, int]:
-        """email -> id of every registration answered 201."""
+        """email -> id of every registration answered 201 with an id."""
         return {
             r.email: r.id for r in self.requests if r.kind == "write" and r.status == 201 and r.id
         }
+
+    def writes(self) -> int:
+        return sum(1 for r in self.requests if r.kind == "write")
 
     def summary(self) -> dict[str, Any]:
         ok = [r for r in self.requests if r.ok]
@@ -231,6 +410,9 @@ class Traffic:
             "seconds": round(self.seconds, 1),
             "total": len(self.requests),
             "failed": len(self.failed),
+            "broken": self.broken,
+            "problems": self.problems(),
+            "rate_problem": self.rate_problem(),
             "expected": round(self.expected),
             "achieved_rate": round(len(self.requests) / self.seconds, 1) if self.seconds else 0,
             "longest_gap_ms": round(self.gap() * 1000, 1),
@@ -246,10 +428,18 @@ class Traffic:
             "by_kind": dict(by_kind),
             "by_user": dict(by_user),
             "marks": [[round(t - self.started, 3), label] for t, label in self.marks],
-            "errors": dict(
-                Counter(r.error.split(":")[0] or f"HTTP {r.status}" for r in self.failed)
-            ),
+            "errors": dict(Counter(_reason(r) for r in self.failed)),
         }
+
+
+def _reason(r: Request) -> str:
+    """Why a failed request failed, in a few words (its verdict, or for a line without one
+    its error's class or its status)."""
+    return r.verdict or r.error.split(":")[0] or f"HTTP {r.status}"
+
+
+def _text(file: Path) -> str:
+    return file.read_text(errors="replace") if file.exists() else ""
 
 
 def users_for(rate: float) -> int:
@@ -294,7 +484,8 @@ def environment(
     base: Mapping[str, str], out: Path, rate: float, max_requests: int, paths: Sequence[str] = ()
 ) -> dict[str, str]:
     """locust's environment: ``base`` without proxy settings, and the run's settings for the
-    locustfile; ``paths`` (GET paths read in turn instead of the demo app's mix) as
+    locustfile (``out``: its lines; their totals beside them; this checkout first on its
+    PYTHONPATH); ``paths`` (GET paths read in turn instead of the demo app's mix) as
     ``CDLAB_LOAD_PATHS``, comma-separated."""
     bad = [p for p in paths if not p.startswith("/") or "," in p or p != p.strip()]
     if bad:
@@ -305,8 +496,11 @@ def environment(
             "and no surrounding space.",
         )
     env = {k: v for k, v in base.items() if k not in _NO_PROXY and k != "CDLAB_LOAD_PATHS"}
+    path = [str(ROOT), *([base["PYTHONPATH"]] if base.get("PYTHONPATH") else [])]
     env.update(
+        PYTHONPATH=os.pathsep.join(path),  # this checkout's lab (the verdicts)
         CDLAB_LOAD_OUT=str(out),
+        CDLAB_LOAD_TOTALS=str(totals_file(out)),
         CDLAB_LOAD_RATE=str(rate),
         CDLAB_LOAD_USERS=str(users_for(rate)),
         CDLAB_LOAD_MAX=str(max_requests),
@@ -325,16 +519,21 @@ def running(
     max_seconds: float = 900,
     max_requests: int | None = None,
     paths: Sequence[str] = (),
+    folder: Path | None = None,
 ) -> Iterator[Traffic]:
     """Run load for the duration of the block (at most ``max_seconds`` and ``max_requests``,
-    default rate x seconds x 1.2); the ``Traffic`` holds every request afterwards. The load is
-    the demo app's mix of reads and registrations or, given ``paths``, GETs of those paths in
-    turn (any service: a manifest's ``[load] paths``)."""
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    out = REPORTS / f"{name}.jsonl"
+    default rate x seconds x 1.2); the ``Traffic`` holds every request afterwards, the file's
+    count of lines and locust's totals (``Traffic.problems``). The load is the demo app's mix
+    of reads and registrations or, given ``paths``, GETs of those paths in turn (any service:
+    a manifest's ``[load] paths``). Its files (``name``.jsonl, .totals.json, .locust.log) go
+    to ``folder``, by default ``REPORTS``."""
+    folder = folder or REPORTS
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{name}.jsonl"
     env = environment(os.environ, out, rate, max_requests or int(rate * max_seconds * 1.2), paths)
     out.unlink(missing_ok=True)
-    log = (REPORTS / f"{name}.locust.log").open("w")
+    totals_file(out).unlink(missing_ok=True)
+    log = (folder / f"{name}.locust.log").open("w")
     proc = subprocess.Popen(
         argv(url, rate, max_seconds),
         env=env,
@@ -345,14 +544,16 @@ def running(
     )
     traffic = Traffic(name, rate, out)
     try:
-        _wait_first(out, proc, REPORTS / f"{name}.locust.log")
+        _wait_first(out, proc, folder / f"{name}.locust.log")
         traffic.started = time.time()
         yield traffic
     finally:
         traffic.ended = time.time()
         _stop(proc)
         log.close()
-        seen = traffic.seen_so_far()
+        traffic.lines = parse(_text(out))
+        traffic.totals = read_totals(totals_file(out))
+        seen = traffic.lines.requests
         traffic.requests = [r for r in seen if traffic.started <= r.t <= traffic.ended]
 
 
@@ -397,7 +598,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def readback(traffic: Traffic, url: str = "http://127.0.0.1:8000", workers: int = 8) -> list[str]:
     """The registrations answered 201 during ``traffic`` that ``url`` cannot return now (each
-    by its id, with the same email): what was lost."""
+    by its id, with the same email): what was lost. When registrations were sent and none was
+    answered 201 with an id, there is nothing to read back: that is said as one more line,
+    so that ``readback(...) == []`` cannot pass on no evidence."""
     from concurrent.futures import ThreadPoolExecutor
 
     import requests
@@ -415,9 +618,14 @@ def readback(traffic: Traffic, url: str = "http://127.0.0.1:8000", workers: int 
         email, uid = item
         try:
             resp = session.get(f"{url}/api/users/{uid}", timeout=10)
-        except requests.RequestException:
+            doc = resp.json()
+        except (requests.RequestException, ValueError):
             return email
-        return None if resp.status_code == 200 and resp.json().get("email") == email else email
+        found = isinstance(doc, dict) and doc.get("email") == email
+        return None if resp.status_code == 200 and found else email
 
+    registered = traffic.registered()
+    if traffic.writes() and not registered:
+        return [_nothing_registered(traffic.writes())]
     with ThreadPoolExecutor(workers) as pool:
-        return [m for m in pool.map(missing, traffic.registered().items()) if m]
+        return [m for m in pool.map(missing, registered.items()) if m]

@@ -19,3 +19,11 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     warm = getattr(worker.wsgi, "warm", None)
     if warm is not None:
         warm()
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """A CDLAB_MISBEHAVE (a test hook, app/misbehave.py) that is not understood stops the
+    server before any worker starts, instead of failing each request."""
+    from app.misbehave import parse
+
+    parse(os.environ.get("CDLAB_MISBEHAVE", ""))

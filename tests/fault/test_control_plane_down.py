@@ -117,6 +117,8 @@ def test_etcd_stopped_while_serving_loses_nothing_and_the_next_deploy_brings_it_
     assert len(down) > RATE * 6, f"only {len(down)} requests while etcd was down"
     assert "container(s) (re)created or started" in stages.getvalue(), stages.getvalue()
     assert record.result == "succeeded" and release.current_routes(lab, "app").live == sha
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert traffic.release_problems(first=live) == []
     assert lost == []
@@ -160,6 +162,8 @@ def test_etcd_stopped_in_the_middle_of_a_deploy_is_undone_cleanly(
     assert worker.errors and isinstance(worker.errors[0], LabError), worker.errors
     assert release.current_routes(lab, "app").live == live
     _wait("the candidate removed", lambda: candidates_left(lab, sha) == [], 30)
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert {r.release for r in traffic.requests if r.ok} == {live}
     assert lost == []
@@ -206,6 +210,7 @@ def test_postgres_restarted_in_the_middle_of_a_deploy_keeps_every_registration(
         _wait("the candidate removed", lambda: candidates_left(lab, sha) == [], 30)
     else:
         assert now == sha and worker.results[0].result == "succeeded"
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
     assert lost == [], f"{len(lost)} registrations answered 201 are gone"
     assert len(traffic.registered()) > 0, "no registration was acknowledged: is the load real?"
     tail = [r for r in traffic.requests if r.t > time.time() - 3]

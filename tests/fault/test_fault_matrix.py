@@ -182,6 +182,8 @@ def test_a_bad_candidate_never_reaches_users(
         assert isinstance(err.value, ConfigError)
     assert release.current_routes(lab, "app").live == live
     assert candidates_left(lab, sha) == []
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert {r.release for r in traffic.requests if r.ok} == {live}
     assert lost == []  # nothing registered under the fault was lost
@@ -212,6 +214,8 @@ def test_the_registry_down_during_a_push_fails_cleanly(
     )
     assert "registry" in str(err.value).lower()
     assert release.current_routes(lab, "app").live == live
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert traffic.failed == []
     from lab.estate import lifecycle
 
@@ -296,6 +300,7 @@ def test_prod_engine_restart_brings_the_stack_and_the_live_release_back(
     assert release.current_routes(lab, "app").live == live
     tail = [r for r in traffic.requests if r.t > time.time() - 3]
     assert tail and all(r.ok and r.release == live for r in tail)
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
     assert lost == []  # every registration answered 201 survived the restart
     assert back < 150, f"prod served again only after {back:.0f} s"
 
@@ -393,6 +398,8 @@ def test_cd_stopped_mid_deploy_leaves_prod_consistent(
     assert worker.errors and isinstance(worker.errors[0], LabError), worker.errors
     assert release.current_routes(lab, "app").live == live
     assert candidates_left(lab, sha) == []
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert traffic.failed == [] and lost == []
     rec = pipeline.deploy(change, Progress(out=None), "app", "HEAD")  # cd is back: it goes
     assert rec.result == "succeeded" and release.current_routes(lab, "app").live == sha

@@ -167,6 +167,8 @@ def test_a_deploy_stopped_with_sigint_anywhere_leaves_prod_as_it_was(
         "lock free; 0 failed",
     )
     s = traffic.summary()
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert s["failed"] == 0, f"{s['failed']} failed requests: {s['errors']}"
     assert {r.release for r in traffic.requests if r.ok} <= {live, *(sha for _, sha in clones)}
     assert release.current_routes(lab, "app").live == live
@@ -208,6 +210,8 @@ def test_graphite_gone_during_a_canary_step_fails_the_run_and_undoes_it(
     assert (rec.result, rec.failed_stage) == ("failed", "canary-50"), rec
     assert rec.undone[:1] == ["canary-50"] and "start" in rec.undone
     stopped_as_it_was(lab, before, sha, d)
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert traffic.failed == [], traffic.summary()["errors"]
     assert release.current_routes(lab, "app").live == live
 

@@ -71,6 +71,8 @@ def test_a_new_service_from_another_branch_drops_nothing_and_recreates_nothing(
     answer = requests.get(f"http://127.0.0.1:{PORT}/ready", timeout=5)
     assert answer.status_code == 200 and answer.headers["X-Release"] == rec.release
     s = traffic.summary()
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert s["failed"] == 0, f"{s['failed']} requests to app failed: {s['errors']}"
     assert {r.release for r in traffic.requests if r.ok} == {app_live}
     assert started(lab) == before, "a stateful stack container was recreated or restarted"

@@ -2,7 +2,8 @@
 paths mode against a small HTTP server on a free 127.0.0.1 port.
 
 What a user relies on: given paths, the load GETs exactly those, in turn, from both kinds of
-user, and writes nothing; an answer of 500 counts as a failure, a 404 does not.
+user, and writes nothing; an answer of 500 or 404 counts as a failure (any path must answer
+200 with its whole body).
 """
 
 from __future__ import annotations
@@ -70,4 +71,6 @@ def test_paths_mode_reads_the_given_paths_in_turn(server: _Recorder) -> None:
     assert max(counts.values()) - min(counts.values()) <= load.users_for(40), counts
     assert {r.user for r in written} == {"keepalive", "close"}
     assert {r.kind for r in written} == {"read"}
-    assert all(r.ok == (r.path != "/broken/") for r in written)
+    assert all(r.ok == (r.path not in STATUS) for r in written)
+    assert {r.verdict for r in written if not r.ok} == {"status 500", "status 404"}
+    assert traffic.problems() == [], traffic.problems()

@@ -228,6 +228,8 @@ def test_expand_migrate_reads_contract_under_load_lose_nothing(lab: State, chain
     problems = traffic.release_problems(chain.base)
     loadreport.write(traffic, load.REPORTS, {"lost": len(lost), "release_problems": problems})
     TIMINGS.write_text(json.dumps(timings, indent=2) + "\n")
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert s["failed"] == 0, f"{s['failed']} failed requests: {s['errors']}"
     assert s["by_kind"].get("write", 0) > 0
     assert problems == [], problems[:5]

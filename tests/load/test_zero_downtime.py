@@ -107,6 +107,8 @@ def test_zero_downtime_under_load_through_deploys_and_rollbacks(
     )
 
     assert (deploys, rollbacks) == (DEPLOYS, ROLLBACKS)
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert s["failed"] == 0, f"{s['failed']} failed requests: {s['errors']}"
     assert s["total"] >= 0.9 * RATE * traffic.seconds, f"only {s['total']} requests"
     assert s["by_user"].get("keepalive", 0) > 0 and s["by_user"].get("close", 0) > 0

@@ -19,6 +19,7 @@ class Settings:
     carbon_host: str  # "" disables metrics
     carbon_port: int
     hostname: str
+    misbehave: str = ""  # TEST HOOK (app/misbehave.py): CDLAB_MISBEHAVE, "" when unset
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -31,6 +32,7 @@ class Settings:
             carbon_host=env.get("CARBON_HOST", ""),
             carbon_port=int(env.get("CARBON_PORT", "2003")),
             hostname=env.get("HOSTNAME") or socket.gethostname(),
+            misbehave=env.get("CDLAB_MISBEHAVE", ""),
         )
 
 

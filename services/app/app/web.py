@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from app import misbehave
 from app.metrics import Recorder
 from app.settings import Settings
 from app.store import DuplicateEmail, Store
@@ -62,6 +63,10 @@ class App:
     ) -> None:
         self.settings, self.store, self.recorder = settings, store, recorder
         self.log = log or (lambda line: print(line, file=sys.stdout, flush=True))
+        # TEST HOOK, off unless CDLAB_MISBEHAVE is set (app/misbehave.py)
+        self.misbehave = misbehave.parse(settings.misbehave)
+        self._conflicts = misbehave.Share(self.misbehave.conflict)
+        self._cuts = misbehave.Share(self.misbehave.truncate)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -81,7 +86,7 @@ class App:
             [
                 ("Content-Type", ctype),
                 ("Content-Length", str(len(body))),
-                ("X-Release", s.release),
+                ("X-Release", self.misbehave.release or s.release),
                 ("X-Request-Id", request_id),
             ],
         )
@@ -102,6 +107,8 @@ class App:
                 }
             )
         )
+        if path != "/health" and self._cuts():
+            return misbehave.cut(body)
         return [body]
 
     def route(self, method: str, path: str, environ: dict[str, Any]) -> Response:
@@ -112,6 +119,8 @@ class App:
             return _json(200, {"service": s.service, "release": s.release, "image": s.image})
         if path == "/api/users" and method == "POST":
             name, email = validate_user(self._body(environ))
+            if self._conflicts():
+                return _json(409, {"error": "a conflict on purpose (CDLAB_MISBEHAVE)"})
             try:
                 user = self.store.add(name, email, self.settings.release)
             except DuplicateEmail:
