@@ -110,7 +110,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         # evidence is of this run's failures only (an earlier version of cdlab did not redact)
         shutil.rmtree(Path(__file__).parent / "reports" / "evidence", ignore_errors=True)
 
-        session.config.stash[_BEFORE] = restore.live_releases(lab)
+        session.config.stash[_BEFORE] = restore.hold(lab)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -132,6 +132,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         from lab.proof import restore
 
         restore.put_back(lab, before, lambda line: print(f"\ncdlab: {line}", flush=True))
+        restore.let_go(lab)
 
 
 def _lab_if_up() -> Any:

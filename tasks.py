@@ -254,6 +254,20 @@ def releases(c: Context, service: str = "app") -> None:
         print(history.render_releases(history.releases(lab, service)))
 
 
+@task(
+    help={
+        "release": "the release (12 hex digits, as `invoke releases` lists it)",
+        "service": "the service (default: app)",
+        "remove": "lift the pin instead (retention may then prune the release)",
+    }
+)
+@presents_errors
+def pin(c: Context, release: str, service: str = "app", remove: bool = False) -> None:
+    """Keep a release in the registry whatever the manifest's retain says (a known-good one)."""
+    with the_lab() as lab:
+        print(history.pin(lab, service, release, remove))
+
+
 @task(name="release")
 @presents_errors
 def lock_release(c: Context) -> None:
@@ -357,6 +371,7 @@ ns = Collection(
     abort,
     rollback,
     releases,
+    pin,
     logs,
     test,
     lint,

@@ -1,12 +1,15 @@
 """The suite leaves the lab as it found it: each service's live release before the run is live
 again after it (a test's commit, deployed to prove something, never stays live).
 
-    before = restore.live_releases(lab)      # at the session's start
+    before = restore.hold(lab)               # at the session's start: live releases, pinned
     ...                                      # the tests deploy, roll back, abort
     restore.put_back(lab, before, say)       # at its end: a rollback to each one that moved
+    restore.let_go(lab)                      # then the suite's pins lifted
 
 Through the public calls a user's task makes (``pipeline.rollback --to``): the release comes
-back from the registry, however long ago it was live.
+back from the registry, however long ago it was live. Each release to put back is pinned for
+the run (``lab.release.pins``, owner ``suite``), so the many deploys of a run never prune it
+from the registry; a run stopped before its end leaves its pins, and the next run lifts them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from lab.errors import LabError
 from lab.ports.lab import Lab
 from lab.progress import Progress
 from lab.release import api as release
-from lab.release import pipeline
+from lab.release import pins, pipeline
 from lab.stack import services
 
 
@@ -29,6 +32,23 @@ def live_releases(lab: Lab) -> dict[str, str]:
         if live:
             out[name] = live
     return out
+
+
+def hold(lab: Lab) -> dict[str, str]:
+    """The live releases (``live_releases``), each pinned for the run; the pins of an earlier
+    run that did not reach its end lifted first."""
+    let_go(lab)
+    before = live_releases(lab)
+    for service, rel in before.items():
+        pins.pin(lab.etcd, service, rel, "suite")
+    return before
+
+
+def let_go(lab: Lab) -> None:
+    """Lift every pin the suite holds (a user's pins stay)."""
+    for key in lab.etcd.get_prefix(pins.PREFIX):
+        if key.endswith("/suite"):
+            lab.etcd.delete(key)
 
 
 def moved(before: Mapping[str, str], now: Mapping[str, str]) -> dict[str, tuple[str, str]]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lab import report
+from lab.errors import LabError
 from lab.estate.images import REPOSITORY
 from lab.estate.state import State
 from lab.ports.lab import Lab
-from lab.release import records, routes
+from lab.release import pins, records, routes
 from lab.release.prod import read_routes
 
 MADE_LIVE = ("deploy", "rollback")  # record kinds after which a release served everyone
@@ -49,15 +50,20 @@ def releases(state: State | Lab, service: str = "app") -> list[ReleaseRow]:
     lab = Lab.of(state)
     current = read_routes(lab, service)
     in_registry = set(lab.registry.tags(f"{REPOSITORY}/{service}"))
-    return rows(records.history(lab.runs, service, lab.etcd), current, in_registry)
+    pinned = pins.pinned(lab.etcd, service)
+    return rows(records.history(lab.runs, service, lab.etcd), current, in_registry, pinned)
 
 
 def rows(
-    history: list[records.Record], current: routes.Routes, in_registry: set[str]
+    history: list[records.Record],
+    current: routes.Routes,
+    in_registry: set[str],
+    pinned: set[str] | frozenset[str] = frozenset(),
 ) -> list[ReleaseRow]:
     """The ``releases`` table (pure): newest first in the order of ``history`` (oldest first,
     see ``records.history``), never by the runners' clocks; a live or warm release without a
-    record (made live before records existed) on top, then the matched release above all."""
+    record (made live before records existed) on top, then the matched release above all. A
+    pinned release in the registry says so ("retained, pinned")."""
     warm = routes.previous(current)
     made: dict[str, ReleaseRow] = {}  # the last run that made each release live, in order
     for rec in history:
@@ -72,6 +78,8 @@ def rows(
             if rec.release in in_registry
             else "pruned"
         )
+        if rec.release in pinned and rec.release in in_registry:
+            status += ", pinned"
         made.pop(rec.release, None)
         made[rec.release] = ReleaseRow(rec.release, status, rec.started, rec.trigger)
     ordered = list(reversed(made.values()))
@@ -94,3 +102,23 @@ def render_releases(rows: list[ReleaseRow]) -> str:
         ("RELEASE", "STATUS", "LAST MADE LIVE", "BY"),
         [(r.release, r.status, r.last_made_live, r.by) for r in rows],
     )
+
+
+def pin(state: State | Lab, service: str, release: str, remove: bool = False) -> str:
+    """Pin ``release`` of ``service`` (kept in the registry whatever ``retain`` says), or lift
+    the user's pin; one line says what was done. A release not in the registry cannot be
+    pinned (it is gone already)."""
+    lab = Lab.of(state)
+    key = pins.key(service, release, "user")  # a bad name or release is refused here
+    if remove:
+        if release not in pins.pinned(lab.etcd, service):
+            return f"{service}: {release} was not pinned"
+        lab.etcd.delete(key)
+        return f"{service}: {release} is no longer pinned (retention may prune it)"
+    if lab.registry.digest(f"{REPOSITORY}/{service}", release) is None:
+        raise LabError(
+            f"release '{release}' of '{service}' is not in the registry, so there is nothing "
+            f"to keep; `invoke releases --service {service}` lists the retained ones"
+        )
+    lab.etcd.put(key, b"user")
+    return f"{service}: {release} is pinned (kept in the registry whatever retain says)"

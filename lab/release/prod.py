@@ -15,7 +15,7 @@ from lab.estate.images import REPOSITORY
 from lab.ports import frontends
 from lab.ports.etcd import Fence
 from lab.ports.lab import Lab
-from lab.release import containers, judge, routes, scratch, verify
+from lab.release import containers, judge, pins, routes, scratch, verify
 from lab.release.model import Candidate, Drained, Pruned, StepVerdict
 from lab.stack import project as stack
 from lab.stack import services
@@ -259,14 +259,18 @@ class ProdPorts:
 
 
 def prune(lab: Lab, service: services.Service, deployed: list[str]) -> Pruned:
-    """Keep ``service.retain`` releases (the pool first, then the newest deployed) and delete
-    every other release of the service from the registry and from prod's engine. A pruned
-    release can no longer be rolled back to."""
+    """Keep ``service.retain`` releases (the pool first, then the newest deployed) and every
+    pinned one, and delete every other release of the service from the registry and from
+    prod's engine. A pruned release can no longer be rolled back to."""
     import docker.errors
 
     reg, repo = lab.registry, f"{REPOSITORY}/{service.name}"
     kept, pruned = routes.retention(
-        deployed, reg.tags(repo), read_routes(lab, service.name), service.retain
+        deployed,
+        reg.tags(repo),
+        read_routes(lab, service.name),
+        service.retain,
+        pins.pinned(lab.etcd, service.name),
     )
     gone = set(pruned)
     for name in (repo, f"{repo}-test"):
@@ -293,7 +297,8 @@ def from_registry(lab: Lab, service: services.Service, target: str) -> Candidate
         raise ReleaseError(
             f"release '{target}' of '{service.name}' is not in the registry (no tag "
             f"{REPOSITORY}/{service.name}:{target}: pruned, as the manifest keeps only "
-            f"retain = {service.retain} releases); it cannot be started again",
+            f"retain = {service.retain} releases); it cannot be started again (to keep a "
+            "release whatever retain says: invoke pin RELEASE)",
             service.name,
             target,
         )

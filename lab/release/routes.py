@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,17 +193,23 @@ def canary(current: Routes, release: str, weight: int) -> Routes:
 
 
 def retention(
-    deployed: list[str], in_registry: list[str], current: Routes, retain: int
+    deployed: list[str],
+    in_registry: list[str],
+    current: Routes,
+    retain: int,
+    pinned: Collection[str] = (),
 ) -> tuple[list[str], list[str]]:
     """(kept, pruned) releases (pure). Kept: the releases in the pool (live, warm), then the
-    most recently deployed ones, up to ``retain`` in all; pruned: every other release tag in
-    the registry (older deploys, and builds that never went live). ``deployed`` is oldest
-    first and may repeat."""
+    most recently deployed ones, up to ``retain`` in all, and every pinned release in the
+    registry besides (``lab.release.pins``); pruned: every other release tag in the registry
+    (older deploys, and builds that never went live). ``deployed`` is oldest first and may
+    repeat."""
     kept: list[str] = []
     pool = [s.release for s in sorted(current.servers, key=lambda s: -s.weight)]
     present = set(in_registry)
     for rel in pool + [r for r in reversed(deployed) if r in present]:  # gone ones don't count
         if rel not in kept and (len(kept) < retain or rel in pool):
             kept.append(rel)
+    kept += sorted(r for r in set(pinned) & present if r not in kept)
     pruned = sorted(t for t in set(in_registry) - set(kept) if _RELEASE.match(t))
     return kept, pruned

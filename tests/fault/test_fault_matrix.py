@@ -9,7 +9,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
 from lab.proof import load, loadreport
+from lab.proof.load import Request
 from lab.release import api as release
 from lab.release import pipeline, records
 from lab.stack import project as stack
@@ -305,6 +306,14 @@ def test_prod_engine_restart_brings_the_stack_and_the_live_release_back(
     assert back < 150, f"prod served again only after {back:.0f} s"
 
 
+def _steady_since(requests: Sequence[Request], since: float) -> float:
+    """When the stretch of successes that lasts began: the send time of the first success
+    after the last failure, among requests sent after ``since`` (infinity: none yet)."""
+    mine = sorted((r for r in requests if r.t > since), key=lambda r: r.t)
+    last_failed = max((r.t for r in mine if not r.ok), default=since)
+    return min((r.t for r in mine if r.ok and r.t > last_failed), default=float("inf"))
+
+
 def test_the_proxy_killed_under_load_is_back_within_seconds(
     lab: State, fault_row: FaultRow
 ) -> None:
@@ -322,24 +331,23 @@ def test_the_proxy_killed_under_load_is_back_within_seconds(
         traffic.mark("kill the proxy")
         killed = time.time()
         proxy.kill()
-        # Recovered = the first success of a request sent after the keeper started the proxy
-        # again (a request sent just before the kill can still succeed after it: the kill call
-        # itself takes a moment on a busy host).
+        # Back = the start of the stretch of successes that lasts: the first success sent after
+        # the last failure (right after the restart a burst of clients reconnecting at once can
+        # still see a refused connection or two beside the first successes).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if not restarted:
                 proxy.reload()
                 if proxy.status == "running" and proxy.attrs["State"]["StartedAt"] != first_start:
                     restarted = time.time()
-            elif any(r.ok and r.t > restarted for r in traffic.seen_so_far()):
+            elif _steady_since(traffic.seen_so_far(), restarted) < time.time() - 3:
                 break
             time.sleep(0.2)
-        time.sleep(3)
+        time.sleep(1)
         traffic.mark("end")
     assert restarted, "the proxy was not started again within 30 s of being killed"
     after = [r for r in traffic.requests if r.t > killed]
-    recovered = min((r.t for r in after if r.ok and r.t > restarted), default=float("inf"))
-    back = recovered - killed
+    back = _steady_since(after, restarted) - killed
     loadreport.write(traffic, load.REPORTS, {"fault": "proxy killed", "outage_s": round(back, 2)})
     fault_row(
         "the proxy killed",
@@ -347,11 +355,13 @@ def test_the_proxy_killed_under_load_is_back_within_seconds(
         len(traffic.failed),
         traffic.gap(),
         None,
-        "the host's keeper restarts it, routes from etcd: answering again within 10 s",
+        "the host's keeper restarts it, routes from etcd: answering again within 10 s, "
+        "then without a failure",
     )
-    assert back < 10, f"the proxy answered again only after {back:.1f} s"
+    steady = [r for r in after if r.t >= killed + back]
+    assert len(steady) > RATE * 3 * 0.8, f"only {len(steady)} requests after the proxy came back"
+    assert back < 10, f"the proxy answered again without failures only after {back:.1f} s"
     assert all(r.release == live for r in after if r.ok)
-    assert all(r.ok for r in after if r.t > recovered)  # and stays up
 
 
 def test_cd_stopped_mid_deploy_leaves_prod_consistent(
