@@ -46,9 +46,31 @@ the evidence, and the next step when one is known.
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from collections.abc import Sequence
 from typing import Protocol
+
+NO_SPACE = "no space left on device"
+
+
+def disk_full_hint(exc: BaseException) -> str:
+    """What to do when ``exc`` says a disk is full ("" when it does not): an ``OSError``
+    (ENOSPC) of a write here, or an engine's error text (a build step, a layer)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return (
+            f"\nThe disk of {socket.gethostname()} is full{where}: free space there (`df -h`, "
+            "then remove old logs, work folders or images) and run again."
+        )
+    if NO_SPACE in str(exc).lower():
+        return (
+            "\nThe builder's disk is full (its engine said so): free space on cd (`invoke "
+            "lab.shell --host cd`, then `docker builder prune` and `docker image prune`) and "
+            "run again."
+        )
+    return ""
 
 
 def tail(text: str, lines: int = 15) -> str:

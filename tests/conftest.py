@@ -235,3 +235,60 @@ def remove_service(lab: State, name: str) -> None:
     with engines.connect(lab, lab.config.host("prod")) as prod:
         for c in prod.containers.list(all=True, filters={"label": f"cdlab.service={name}"}):
             c.remove(force=True)
+
+
+def on_host(
+    lab: State, host: str, script: str, env: dict[str, str] | None = None, check: bool = True
+) -> str:
+    """``script`` run by sh in ``host``'s container; its output (stdout and stderr). With
+    ``check``, a non-zero exit fails the test with the output's end."""
+    __tracebackhide__ = True
+    container = lab.config.container_name(lab.config.host(host))
+    flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
+    done = subprocess.run(
+        ["docker", "exec", *flags, container, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    out = done.stdout + done.stderr
+    if check:
+        assert done.returncode == 0, f"on {host}: exit {done.returncode}:\n{out[-3000:]}"
+    return out
+
+
+CD_SIDE = "refs/heads/cdlab-side"  # a branch of cd's repository: stored, never deployed
+
+
+def commit_to_cd_side(lab: State, edit: str, message: str) -> str:
+    """A commit of dev's clone (this checkout's commit, then the shell command ``edit`` run in
+    the clone) pushed to a side branch of cd's repository (stored, not deployed); its sha.
+    ``cd_hook(new)`` then runs cd's own post-receive hook for it as a push to main would, with
+    an environment the test chooses (a push over SSH carries none)."""
+    from lab.release import devloop
+
+    pushed = on_host(
+        lab,
+        "dev",
+        f"""set -e
+cd {devloop.CLONE}
+git fetch -q /vagrant HEAD
+git reset -q --hard FETCH_HEAD
+{edit}
+git commit -qam '{message}'
+git push -q --force cd HEAD:{CD_SIDE} 2>&1
+git rev-parse HEAD""",
+    )
+    return pushed.split()[-1]
+
+
+def cd_hook(new: str) -> str:
+    """The script that moves cd's main to ``new`` (pushed by ``commit_to_cd_side``) and runs
+    the repository's post-receive hook for it, OLD being its parent (the checkout's commit)."""
+    from lab.release import devloop
+
+    return f"""set -e
+cd {devloop.REPOSITORY}
+git update-ref refs/heads/main {new}
+git update-ref -d {CD_SIDE}
+echo "$(git rev-parse {new}^) {new} refs/heads/main" | hooks/post-receive"""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.errors import FencedOut, LabError, ReleaseError, RunStopped, Stop
+from lab.errors import FencedOut, LabError, ReleaseError, RunStopped, Stop, disk_full_hint
 from lab.progress import Progress
 from lab.release import failpoints, records, signals
 from lab.release.model import Plan, Step
@@ -173,7 +173,7 @@ def _as_release_error(
     else wrapped with its type; and what the undo did."""
     what = ", ".join(undone) if undone else ("nothing" if errors else "nothing to undo")
     serving = f" Every request is back on {plan.previous}." if plan.previous and undone else ""
-    tail = f"\nUndone: {what}.{serving}{_undo_note(errors)}"
+    tail = f"\nUndone: {what}.{serving}{_undo_note(errors)}{disk_full_hint(exc)}"
     if "start" in undone:  # the candidate ran: what it said is in the log store
         tail += f"\nIts output: {records.logs_command(plan.service, plan.release)}"
     if isinstance(exc, LabError):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lab import config
 from lab.build import git
-from lab.errors import LabError
+from lab.errors import LabError, disk_full_hint
 from lab.estate.state import State
 from lab.progress import Progress
 from lab.release import pipeline
@@ -40,8 +40,12 @@ def main(argv: list[str]) -> int:
     state = State(config.load(Path(checkout) if checkout else None))
     # prod's published ports (proxy, graphite-web) from here are on prod's lab address
     os.environ.setdefault("CDLAB_PUBLIC_HOST", state.config.host("prod").address)
-    for folder in (state.logs, state.runs):  # build logs and flight records stay on cd
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        for folder in (state.logs, state.runs):  # build logs and flight records stay on cd
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        print(f"cdlab: nothing deployed: {exc}{disk_full_hint(exc)}")
+        return 1
     root = state.config.root
     names = to_deploy(services.names(root), git.changed_paths(root, old, new))
     if not names:
@@ -52,8 +56,9 @@ def main(argv: list[str]) -> int:
     for name in names:
         try:
             record = pipeline.deploy(state, progress, name, new)
-        except LabError as exc:
-            print(f"cdlab: deploy of {name} {git.short(new)} failed: {exc}")
+        except (LabError, OSError) as exc:  # OSError: this host's own (a full disk)
+            hint = "" if isinstance(exc, LabError) else disk_full_hint(exc)
+            print(f"cdlab: deploy of {name} {git.short(new)} failed: {exc}{hint}")
             failed.append(name)
             continue
         print(

@@ -3,10 +3,11 @@ the ``invoke releases`` table)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from lab import report
-from lab.errors import LabError
+from lab.errors import LabError, disk_full_hint
 from lab.estate.images import REPOSITORY
 from lab.estate.state import State
 from lab.ports.lab import Lab
@@ -20,7 +21,16 @@ def keep(lab: Lab, rec: records.Record) -> None:
     """The record, redacted of the lab's secrets, in ``.lab/runs/``, in the route store (shared
     history) and copied to cd."""
     rec = records.redacted(rec, lab.state.secret_values())
-    path = records.write(lab.runs, rec)
+    try:
+        path = records.write(lab.runs, rec)
+    except OSError as exc:  # a full disk here: the shared history still gets the record
+        print(
+            f"cdlab: the record of this run could not be written to {lab.runs} "
+            f"({exc.strerror or exc}); it is kept in the route store only{disk_full_hint(exc)}",
+            file=sys.stderr,
+        )
+        records.publish(lab.etcd, rec)
+        return
     records.publish(lab.etcd, rec)
     records.copy_to_cd(lab.config, path)
 

@@ -4,6 +4,7 @@ and, after it, the builder's tidy-up."""
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -42,8 +43,8 @@ def tidy_builder(lab: Lab, built: dict[str, Built], test_build: Future[Built] | 
         said = stack.tidy_builder(lab.state, [b.ref for b in made])
     except Exception as exc:  # housekeeping: never what a deploy fails on; the log says it
         said = f"failed: {exc}"
-    with (lab.logs / "builder-tidy.log").open("a") as log:
-        log.write(f"{records.now():%Y-%m-%dT%H:%M:%SZ} {said}\n")
+    with contextlib.suppress(OSError), (lab.logs / "builder-tidy.log").open("a") as log:
+        log.write(f"{records.now():%Y-%m-%dT%H:%M:%SZ} {said}\n")  # a full disk: no line
 
 
 def image_specs(lab: Lab, service: services.Service, sha: str) -> list[ImageSpec]:

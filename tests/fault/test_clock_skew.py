@@ -26,7 +26,6 @@ checkout that has ``CDLAB_CLOCK_OFFSET_S``: run './cdlab up' after updating the 
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -36,34 +35,18 @@ from lab.build import git
 from lab.estate.state import State
 from lab.progress import Progress
 from lab.release import api as release
-from lab.release import devloop, history, pipeline, records, routes
+from lab.release import history, pipeline, records, routes
 from tests import conftest
 
 pytestmark = pytest.mark.xdist_group("prod")
 SKEW = 600.0  # seconds
 WEB = "services/app/app/web.py"
-SIDE = "refs/heads/cdlab-clock-skew"  # a branch of cd's repository: stored, never deployed
 INSTALLED = "/etc/cdlab/runner/cdlab/lab/release/records.py"  # cd's installed runner's
-
-
-def on(lab: State, host: str, script: str, env: dict[str, str] | None = None) -> str:
-    """``script`` run by sh in ``host``'s container; its output (stdout and stderr)."""
-    container = lab.config.container_name(lab.config.host(host))
-    flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
-    done = subprocess.run(
-        ["docker", "exec", *flags, container, "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, f"on {host}: exit {done.returncode}:\n{out[-3000:]}"
-    return out
 
 
 def cd_takes_the_offset(lab: State) -> None:
     __tracebackhide__ = True
-    out = on(lab, "cd", f"grep -c {records.CLOCK_OFFSET} {INSTALLED} || true")
+    out = conftest.on_host(lab, "cd", f"grep -c {records.CLOCK_OFFSET} {INSTALLED} || true")
     if out.strip() in ("", "0"):
         pytest.fail(
             f"cd's installed runner ({INSTALLED}) does not read {records.CLOCK_OFFSET}: it "
@@ -87,29 +70,10 @@ def deploy_from_the_workstation(lab: State, where: Path, token: str) -> records.
 def deploy_through_cd(lab: State, token: str, offset: float) -> str:
     """A commit of dev's clone (this checkout's commit plus a change of app) deployed by cd's
     hook with cd's runner clock ``offset`` seconds off; the release."""
-    pushed = on(
-        lab,
-        "dev",
-        f"""set -e
-cd {devloop.CLONE}
-git fetch -q /vagrant HEAD
-git reset -q --hard FETCH_HEAD
-sed -i 's|<title>|<title>{token} |' {WEB}
-git commit -qam 'clock skew: {token} through cd'
-git push -q --force cd HEAD:{SIDE} 2>&1
-git rev-parse HEAD""",
+    new = conftest.commit_to_cd_side(
+        lab, f"sed -i 's|<title>|<title>{token} |' {WEB}", f"clock skew: {token} through cd"
     )
-    new = pushed.split()[-1]
-    out = on(
-        lab,
-        "cd",
-        f"""set -e
-cd {devloop.REPOSITORY}
-git update-ref refs/heads/main {new}
-git update-ref -d {SIDE}
-echo "$(git rev-parse {new}^) {new} refs/heads/main" | hooks/post-receive""",
-        {records.CLOCK_OFFSET: str(offset)},
-    )
+    out = conftest.on_host(lab, "cd", conftest.cd_hook(new), {records.CLOCK_OFFSET: str(offset)})
     assert "cdlab-result: succeeded" in out, out[-3000:]
     return new[:12]
 

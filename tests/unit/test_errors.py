@@ -133,3 +133,18 @@ def test_the_attributes_drawn_are_the_ones_an_error_keeps() -> None:
 def test_an_error_is_still_importable_from_the_module_that_raises_it(home: str, name: str) -> None:
     cls = getattr(importlib.import_module(home), name)
     assert cls is getattr(errors, name) and issubclass(cls, errors.LabError)
+
+
+def test_a_full_disk_is_named_with_what_to_do_and_nothing_else_is() -> None:
+    import errno
+
+    from lab.errors import disk_full_hint
+
+    here = disk_full_hint(OSError(errno.ENOSPC, "No space left on device", "/x/build-app.log"))
+    assert "is full writing /x/build-app.log" in here and "free space" in here
+    engine = disk_full_hint(
+        RuntimeError("failed to copy: write /var/lib/docker/x: no space left on device")
+    )
+    assert "builder's disk is full" in engine and "docker builder prune" in engine
+    assert disk_full_hint(OSError(errno.EACCES, "Permission denied", "/x")) == ""
+    assert disk_full_hint(ValueError("bad value")) == ""

@@ -1,0 +1,172 @@
+"""cd's disk full during a build, under load: a clear error (what is full, how to free it), the
+run recorded as failed, nothing changed on prod or in the registry, 0 failed requests; once
+space is freed the same commit deploys.
+
+How the disk is filled, and why so. cd's engine keeps its images and build cache in a volume on
+this machine's own disk: filling it would fill the workstation's disk and every lab on it. What
+the runner on cd writes itself (its build logs, the runs it records, the credentials its hook
+copies for each push) lives in ``/var/lib/cdlab/state``: the test mounts a tmpfs there (cd runs
+with CAP_SYS_ADMIN), sized a little over what the folder holds and seeded with it, and when the
+build stage starts it fills what is left; the kernel then answers the runner's next write
+with ENOSPC, as a full disk does. The engine's side of a full disk (a build step or a layer
+that cannot be written) gives the error text the builder's hint reads
+(``lab.errors.disk_full_hint``, unit-tested).
+
+The push is the one cd's hook runs (the same checkout, installed runner and credentials), moved
+to main by the test (``conftest.commit_to_cd_side``, ``conftest.cd_hook``) so that it can be
+watched line by line.
+"""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from lab.estate.images import REPOSITORY
+from lab.estate.state import State
+from lab.ports.lab import Lab
+from lab.proof import load, loadreport
+from lab.release import api as release
+from lab.release import records
+from tests import conftest
+from tests.conftest import FaultRow
+from tests.fault.test_fault_matrix import candidates_left
+
+pytestmark = pytest.mark.xdist_group("prod")
+RATE = 100
+STATE = "/var/lib/cdlab/state"  # the runner's folder on cd
+WEB = "services/app/app/web.py"
+HINT = "is full"
+
+
+class HookRun:
+    """cd's post-receive hook for ``new``, started in the background; its output line by
+    line."""
+
+    def __init__(self, lab: State, new: str) -> None:
+        container = lab.config.container_name(lab.config.host("cd"))
+        self.proc = subprocess.Popen(
+            ["docker", "exec", container, "sh", "-c", conftest.cd_hook(new) + " 2>&1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    return False
+                continue
+            self.output.append(line)
+            if text in line:
+                return True
+        return False
+
+    def end(self, timeout: float = 600) -> str:
+        self.proc.wait(timeout=timeout)
+        time.sleep(0.2)  # the reader's last lines
+        while not self.lines.empty():
+            self.output.append(self.lines.get())
+        return "".join(self.output)
+
+
+def _fill(lab: State) -> None:
+    """The tmpfs over cd's runner folder filled to its last byte (dd stops at ENOSPC)."""
+    conftest.on_host(
+        lab, "cd", f"dd if=/dev/zero of={STATE}/.ballast bs=64k 2>/dev/null; sync; true"
+    )
+
+
+def _free(lab: State) -> None:
+    conftest.on_host(lab, "cd", f"rm -f {STATE}/.ballast")
+
+
+def test_cd_disk_full_during_a_build_fails_clearly_and_changes_nothing(
+    lab: State, fault_row: FaultRow
+) -> None:
+    live = release.current_routes(lab, "app").live
+    before = release.current_routes(lab, "app")
+    tags_before = set(Lab.of(lab).registry.tags(f"{REPOSITORY}/app"))
+    token = uuid.uuid4().hex[:8]
+    new = conftest.commit_to_cd_side(
+        lab, f"sed -i 's|<title>|<title>disk-{token} |' {WEB}", f"disk full on cd: {token}"
+    )
+    sha = new[:12]
+    # a tmpfs over the runner's folder, seeded with what it holds, with 2 MiB to spare
+    conftest.on_host(
+        lab,
+        "cd",
+        f"""set -e
+mkdir -p {STATE} /tmp/cdlab-state-seed
+cp -a {STATE}/. /tmp/cdlab-state-seed/
+size=$(( $(du -sk /tmp/cdlab-state-seed | cut -f1) + 2048 ))
+mount -t tmpfs -o size=${{size}}k,mode=0700 cdlab-disk-full {STATE}
+cp -a /tmp/cdlab-state-seed/. {STATE}/
+rm -rf /tmp/cdlab-state-seed""",
+    )
+    try:
+        with load.running(rate=RATE, name="fault-cd-disk-full") as traffic:
+            time.sleep(2)
+            traffic.mark(f"push {sha}")
+            hook = HookRun(lab, new)
+            building = hook.wait_for(f"image app:{sha} on cd", 300)
+            _fill(lab)
+            traffic.mark("cd's disk full")
+            out = hook.end()
+            time.sleep(2)
+            traffic.mark("end")
+        assert building, f"the build of {sha} never started:\n{out[-3000:]}"
+        # once space is freed, the same commit deploys (nothing half-done stands in the way)
+        _free(lab)
+        again = conftest.on_host(lab, "cd", conftest.cd_hook(new), check=False)
+    finally:
+        conftest.on_host(
+            lab, "cd", f"umount {STATE} 2>/dev/null || umount -l {STATE}; true", check=False
+        )
+    fault_row(
+        "cd's disk full during a build",
+        "the runner's folder on cd (a tmpfs) filled when the build stage started, under load",
+        len(traffic.failed),
+        traffic.gap(),
+        None,
+        "the push fails naming the full disk and how to free it; nothing changes on prod or in "
+        "the registry; 0 failed; the same commit deploys once space is freed",
+    )
+    loadreport.write(traffic, load.REPORTS, {"fault": "cd's disk full during a build"})
+    assert "cdlab-result: failed" in out, out[-3000:]
+    assert "No space left on device" in out and HINT in out and "free space" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    # nothing changed: routes, prod's containers, the registry's releases of app
+    assert release.current_routes(lab, "app") == before
+    assert candidates_left(lab, sha) == []
+    assert set(Lab.of(lab).registry.tags(f"{REPOSITORY}/app")) == tags_before
+    failed = [
+        r
+        for r in records.history(lab.runs, "app", Lab.of(lab).etcd)
+        if r.release == sha and r.kind == "deploy"
+    ]
+    assert failed and failed[0].result == "failed", failed  # in the shared history
+    assert traffic.failed == [], f"{len(traffic.failed)} requests failed"
+    assert traffic.problems() == [], traffic.problems()
+    assert traffic.rate_problem() is None, traffic.rate_problem()
+    assert all(r.release == live for r in traffic.requests if r.ok)
+    # and the retry, space freed: the same commit goes live
+    assert "cdlab-result: succeeded" in again, again[-3000:]
+    assert release.current_routes(lab, "app").live == sha
