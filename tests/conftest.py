@@ -290,5 +290,5 @@ def cd_hook(new: str) -> str:
     return f"""set -e
 cd {devloop.REPOSITORY}
 git update-ref refs/heads/main {new}
-git update-ref -d {CD_SIDE}
+git update-ref -d {CD_SIDE} 2>/dev/null || true
 echo "$(git rev-parse {new}^) {new} refs/heads/main" | hooks/post-receive"""

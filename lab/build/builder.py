@@ -144,7 +144,10 @@ class Builder:
             errors.append(str(exc))
         secrets = self.state.secret_values()  # a build step may print what it was given
         log, errors = redact(trace.log(), secrets), [redact(e, secrets) for e in errors]
-        log_path.write_text(log + "".join(f"ERROR: {e}\n" for e in errors))
+        try:
+            log_path.write_text(log + "".join(f"ERROR: {e}\n" for e in errors))
+        except OSError as exc:  # a write's ENOSPC names no file: say which one
+            raise OSError(exc.errno, exc.strerror, str(log_path)) from exc
         if errors:
             raise ImageBuildError(
                 ref,
