@@ -85,7 +85,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     print(f"\nFAILED {report.nodeid} ({report.when}): {reason}", flush=True)
 
 
-_BEFORE = pytest.StashKey[dict[str, str]]()
+_BEFORE = pytest.StashKey[Any]()  # lab.proof.restore.Held: the live releases, pinned for the run
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -125,14 +125,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if rows:
         print(f"\ncdlab: the fault matrix ({rows} cases) in {faultreport.PAGE}", flush=True)
     before = session.config.stash.get(_BEFORE, None)
-    if not before:
+    if before is None or not before.live:
         return
     lab = _lab_if_up()
     if lab is not None:
         from lab.proof import restore
 
-        restore.put_back(lab, before, lambda line: print(f"\ncdlab: {line}", flush=True))
-        restore.let_go(lab)
+        try:
+            restore.put_back(lab, before.live, lambda line: print(f"\ncdlab: {line}", flush=True))
+        finally:
+            restore.let_go(lab, before)
 
 
 def _lab_if_up() -> Any:

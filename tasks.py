@@ -18,7 +18,7 @@ from invoke.tasks import task
 
 from lab import config as lab_config
 from lab import testing
-from lab.errors import LabError, RunStopped
+from lab.errors import LabError, RunStopped, disk_full_hint
 from lab.estate import lifecycle
 from lab.estate.state import State
 from lab.ports.lab import Lab
@@ -36,7 +36,11 @@ def presents_errors(fn: F) -> F:
         except RunStopped as exc:  # SIGINT / SIGTERM: what was done is undone; 130 as a shell says
             raise Exit(f"cdlab: {exc}", code=130) from None
         except LabError as exc:
-            raise Exit(f"cdlab: {exc}", code=1) from None
+            raise Exit(f"cdlab: {exc}{disk_full_hint(exc)}", code=1) from None
+        except OSError as exc:  # this machine's own: a full disk, a folder it may not write
+            if not disk_full_hint(exc):
+                raise
+            raise Exit(f"cdlab: {exc}{disk_full_hint(exc)}", code=1) from None
 
     return wrapper  # type: ignore[return-value]
 

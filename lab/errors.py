@@ -57,18 +57,23 @@ NO_SPACE = "no space left on device"
 
 def disk_full_hint(exc: BaseException) -> str:
     """What to do when ``exc`` says a disk is full ("" when it does not): an ``OSError``
-    (ENOSPC) of a write here, or an engine's error text (a build step, a layer)."""
+    (ENOSPC) of a write here, or an engine's error text (a build step, a layer); "" as well
+    when ``exc`` already carries the hint (an error passed up and presented again)."""
+    if "free space" in str(exc):
+        return ""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         where = f" writing {exc.filename}" if exc.filename else ""
         return (
             f"\nThe disk of {socket.gethostname()} is full{where}: free space there (`df -h`, "
-            "then remove old logs, work folders or images) and run again."
+            "then remove old logs, work folders or images) and run again (`invoke deploy "
+            "--ref COMMIT`; a push of a commit cd already has starts nothing)."
         )
     if NO_SPACE in str(exc).lower():
         return (
-            "\nThe builder's disk is full (its engine said so): free space on cd (`invoke "
-            "lab.shell --host cd`, then `docker builder prune` and `docker image prune`) and "
-            "run again."
+            "\nA Docker engine's disk is full (it said so above): free space on that host "
+            "(`invoke lab.shell cd` for a build, `prod` for a pull or a container; then "
+            "`docker builder prune` and `docker image prune`) and run again (`invoke deploy "
+            "--ref COMMIT`)."
         )
     return ""
 

@@ -146,14 +146,16 @@ class Builder:
         log, errors = redact(trace.log(), secrets), [redact(e, secrets) for e in errors]
         try:
             log_path.write_text(log + "".join(f"ERROR: {e}\n" for e in errors))
+            where = f"full log: {log_path}"
         except OSError as exc:  # a write's ENOSPC names no file: say which one
-            raise OSError(exc.errno, exc.strerror, str(log_path)) from exc
+            if not errors:
+                raise OSError(exc.errno, exc.strerror, str(log_path)) from exc
+            where = f"its log could not be written to {log_path}: {exc.strerror}"
         if errors:
             raise ImageBuildError(
                 ref,
                 log,
-                f"the build of {spec.folder}/{spec.dockerfile} failed: {errors[-1]} "
-                f"(full log: {log_path})",
+                f"the build of {spec.folder}/{spec.dockerfile} failed: {errors[-1]} ({where})",
             )
 
     def tidy(self, refs: list[str], every_build: bool = False) -> str:

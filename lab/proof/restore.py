@@ -1,20 +1,23 @@
 """The suite leaves the lab as it found it: each service's live release before the run is live
 again after it (a test's commit, deployed to prove something, never stays live).
 
-    before = restore.hold(lab)               # at the session's start: live releases, pinned
+    held = restore.hold(lab)                 # at the session's start: live releases, pinned
     ...                                      # the tests deploy, roll back, abort
-    restore.put_back(lab, before, say)       # at its end: a rollback to each one that moved
-    restore.let_go(lab)                      # then the suite's pins lifted
+    restore.put_back(lab, held.live, say)    # at its end: a rollback to each one that moved
+    restore.let_go(lab, held)                # then this run's pins lifted
 
 Through the public calls a user's task makes (``pipeline.rollback --to``): the release comes
 back from the registry, however long ago it was live. Each release to put back is pinned for
-the run (``lab.release.pins``, owner ``suite``), so the many deploys of a run never prune it
-from the registry; a run stopped before its end leaves its pins, and the next run lifts them.
+the run (``lab.release.pins``, owner ``suite-<run>``), so the many deploys of a run never prune
+it from the registry. The pins are bound to a lease of ``PIN_HOURS``: a run killed before its
+end leaves pins that end on their own, and a run beside it keeps its own.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from lab.errors import LabError
 from lab.ports.lab import Lab
@@ -34,21 +37,30 @@ def live_releases(lab: Lab) -> dict[str, str]:
     return out
 
 
-def hold(lab: Lab) -> dict[str, str]:
-    """The live releases (``live_releases``), each pinned for the run; the pins of an earlier
-    run that did not reach its end lifted first."""
-    let_go(lab)
-    before = live_releases(lab)
-    for service, rel in before.items():
-        pins.pin(lab.etcd, service, rel, "suite")
-    return before
+PIN_HOURS = 3  # longer than any run (CI stops one at 90 minutes)
 
 
-def let_go(lab: Lab) -> None:
-    """Lift every pin the suite holds (a user's pins stay)."""
-    for key in lab.etcd.get_prefix(pins.PREFIX):
-        if key.endswith("/suite"):
-            lab.etcd.delete(key)
+@dataclass(frozen=True)
+class Held:
+    live: dict[str, str]  # service -> its live release at the run's start
+    keys: tuple[str, ...]  # this run's pins
+
+
+def hold(lab: Lab) -> Held:
+    """The live releases (``live_releases``), each pinned for this run."""
+    live = live_releases(lab)
+    owner = f"suite-{uuid.uuid4().hex[:12]}"
+    lease = lab.etcd.grant(PIN_HOURS * 3600) if live else ""
+    keys = tuple(pins.key(service, rel, owner) for service, rel in live.items())
+    for key in keys:
+        lab.etcd.create(key, owner.encode(), lease=lease)
+    return Held(live, keys)
+
+
+def let_go(lab: Lab, held: Held) -> None:
+    """Lift this run's pins (a user's, another run's stay)."""
+    for key in held.keys:
+        lab.etcd.delete(key)
 
 
 def moved(before: Mapping[str, str], now: Mapping[str, str]) -> dict[str, tuple[str, str]]:

@@ -57,8 +57,7 @@ def main(argv: list[str]) -> int:
         try:
             record = pipeline.deploy(state, progress, name, new)
         except (LabError, OSError) as exc:  # OSError: this host's own (a full disk)
-            hint = "" if isinstance(exc, LabError) else disk_full_hint(exc)
-            print(f"cdlab: deploy of {name} {git.short(new)} failed: {exc}{hint}")
+            print(f"cdlab: deploy of {name} {git.short(new)} failed: {exc}{disk_full_hint(exc)}")
             failed.append(name)
             continue
         print(

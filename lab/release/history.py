@@ -4,6 +4,7 @@ the ``invoke releases`` table)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lab import report
@@ -51,6 +52,7 @@ class ReleaseRow:
     status: str  # live, warm (drained, ready for rollback), retained (in the registry)
     last_made_live: str
     by: str
+    pinned: tuple[str, ...] = ()  # who pins it (``lab.release.pins``): kept whatever retain says
 
 
 def releases(state: State | Lab, service: str = "app") -> list[ReleaseRow]:
@@ -60,7 +62,7 @@ def releases(state: State | Lab, service: str = "app") -> list[ReleaseRow]:
     lab = Lab.of(state)
     current = read_routes(lab, service)
     in_registry = set(lab.registry.tags(f"{REPOSITORY}/{service}"))
-    pinned = pins.pinned(lab.etcd, service)
+    pinned = pins.parse(lab.etcd.get_prefix(f"{pins.PREFIX}{service}/"), service)
     return rows(records.history(lab.runs, service, lab.etcd), current, in_registry, pinned)
 
 
@@ -68,12 +70,13 @@ def rows(
     history: list[records.Record],
     current: routes.Routes,
     in_registry: set[str],
-    pinned: set[str] | frozenset[str] = frozenset(),
+    pinned: Mapping[str, list[str]] | None = None,
 ) -> list[ReleaseRow]:
     """The ``releases`` table (pure): newest first in the order of ``history`` (oldest first,
     see ``records.history``), never by the runners' clocks; a live or warm release without a
-    record (made live before records existed) on top, then the matched release above all. A
-    pinned release in the registry says so ("retained, pinned")."""
+    record (made live before records existed) on top, then the matched release above all.
+    ``pinned``: release -> who pins it (a row says so while the release is in the registry)."""
+    pins_of = {r: tuple(o) for r, o in (pinned or {}).items() if r in in_registry}
     warm = routes.previous(current)
     made: dict[str, ReleaseRow] = {}  # the last run that made each release live, in order
     for rec in history:
@@ -88,47 +91,60 @@ def rows(
             if rec.release in in_registry
             else "pruned"
         )
-        if rec.release in pinned and rec.release in in_registry:
-            status += ", pinned"
         made.pop(rec.release, None)
-        made[rec.release] = ReleaseRow(rec.release, status, rec.started, rec.trigger)
+        made[rec.release] = ReleaseRow(
+            rec.release, status, rec.started, rec.trigger, pins_of.get(rec.release, ())
+        )
     ordered = list(reversed(made.values()))
     unrecorded = [
-        ReleaseRow(rel, "live" if rel == current.live else "warm", "?", "?")
+        ReleaseRow(rel, "live" if rel == current.live else "warm", "?", "?", pins_of.get(rel, ()))
         for rel in filter(None, (current.live, warm))
         if rel not in made
     ]
     ordered = unrecorded + ordered
     if current.match:
         m = current.match
-        ordered = [ReleaseRow(m.release, f"matched ({m.rule})", "-", "-")] + [
-            r for r in ordered if r.release != m.release
-        ]
+        ordered = [
+            ReleaseRow(m.release, f"matched ({m.rule})", "-", "-", pins_of.get(m.release, ()))
+        ] + [r for r in ordered if r.release != m.release]
     return ordered
 
 
 def render_releases(rows: list[ReleaseRow]) -> str:
     return report.table(
-        ("RELEASE", "STATUS", "LAST MADE LIVE", "BY"),
-        [(r.release, r.status, r.last_made_live, r.by) for r in rows],
+        ("RELEASE", "STATUS", "LAST MADE LIVE", "BY", "PINNED"),
+        [(r.release, r.status, r.last_made_live, r.by, ", ".join(r.pinned)) for r in rows],
     )
 
 
 def pin(state: State | Lab, service: str, release: str, remove: bool = False) -> str:
     """Pin ``release`` of ``service`` (kept in the registry whatever ``retain`` says), or lift
     the user's pin; one line says what was done. A release not in the registry cannot be
-    pinned (it is gone already)."""
+    pinned (it is gone already); a pin lands only while the release is still there (a prune
+    that ran meanwhile is seen, and said)."""
     lab = Lab.of(state)
-    key = pins.key(service, release, "user")  # a bad name or release is refused here
+    key = pins.key(service, release, pins.USER)  # a bad name or release is refused here
     if remove:
-        if release not in pins.pinned(lab.etcd, service):
-            return f"{service}: {release} was not pinned"
-        lab.etcd.delete(key)
-        return f"{service}: {release} is no longer pinned (retention may prune it)"
-    if lab.registry.digest(f"{REPOSITORY}/{service}", release) is None:
-        raise LabError(
-            f"release '{release}' of '{service}' is not in the registry, so there is nothing "
-            f"to keep; `invoke releases --service {service}` lists the retained ones"
+        others = [o for o in pins.owners(lab.etcd, service, release) if o != pins.USER]
+        still = (
+            f"; still pinned by {', '.join(others)} (a test run's pin ends with the run)"
+            if others
+            else " (retention may prune it)"
         )
-    lab.etcd.put(key, b"user")
+        if pins.USER not in pins.owners(lab.etcd, service, release):
+            return f"{service}: {release} had no pin of yours{still}"
+        lab.etcd.delete(key)
+        return f"{service}: {release} is no longer pinned by you{still}"
+    repo = f"{REPOSITORY}/{service}"
+    gone = (
+        f"release '{release}' of '{service}' is not in the registry, so there is nothing to "
+        f"keep (a pruned release comes back only by deploying its commit again); `invoke "
+        f"releases --service {service}` lists the retained ones"
+    )
+    if lab.registry.digest(repo, release) is None:
+        raise LabError(gone)
+    lab.etcd.put(key, pins.USER.encode())
+    if lab.registry.digest(repo, release) is None:  # pruned between the check and the pin
+        lab.etcd.delete(key)
+        raise LabError(gone)
     return f"{service}: {release} is pinned (kept in the registry whatever retain says)"

@@ -297,8 +297,9 @@ def from_registry(lab: Lab, service: services.Service, target: str) -> Candidate
         raise ReleaseError(
             f"release '{target}' of '{service.name}' is not in the registry (no tag "
             f"{REPOSITORY}/{service.name}:{target}: pruned, as the manifest keeps only "
-            f"retain = {service.retain} releases); it cannot be started again (to keep a "
-            "release whatever retain says: invoke pin RELEASE)",
+            f"retain = {service.retain} releases); it cannot be started again: deploy its "
+            "commit again (`invoke deploy --ref COMMIT`). To keep a release still in the "
+            "registry whatever retain says: `invoke pin RELEASE`",
             service.name,
             target,
         )

@@ -168,7 +168,13 @@ def write(directory: Path, record: Record) -> Path:
     stamp = record.started.replace(":", "").replace("-", "").split("+")[0]
     run = f"-{record.run}" if record.run else ""
     path = directory / f"{record.kind}-{stamp}{run}-{record.service}-{record.release}.json"
-    path.write_text(json.dumps(asdict(record), indent=2) + "\n")
+    part = path.with_name(f".{path.name}.part")
+    try:  # whole or not at all: a full disk leaves no cut record behind
+        part.write_text(json.dumps(asdict(record), indent=2) + "\n")
+        part.replace(path)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     return path
 
 

@@ -192,6 +192,11 @@ def canary(current: Routes, release: str, weight: int) -> Routes:
     return Routes(current.service, tuple(servers))
 
 
+def is_release(text: str) -> bool:
+    """``text`` names a release: a commit's short sha (12 lower-case hex digits)."""
+    return bool(_RELEASE.match(text))
+
+
 def retention(
     deployed: list[str],
     in_registry: list[str],

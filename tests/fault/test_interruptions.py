@@ -266,4 +266,7 @@ def test_a_release_killed_after_the_switch_is_replaced_by_the_previous_one(
     # how soon is a figure (reports/faults.md); what must hold: back within the bake window,
     # and nothing sent once the run has ended reaches the killed release
     assert back < BAKE, f"100 % back on {live} only {back:.2f} s after the kill"
-    assert not [r for r in traffic.requests if r.t > ended and r.release == sha]
+    later = [r for r in traffic.requests if r.t > ended]
+    assert later and all(r.ok and r.release == live for r in later), later[:5]
+    assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
+    assert traffic.rate_problem() is None, traffic.rate_problem()

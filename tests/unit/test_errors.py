@@ -145,6 +145,7 @@ def test_a_full_disk_is_named_with_what_to_do_and_nothing_else_is() -> None:
     engine = disk_full_hint(
         RuntimeError("failed to copy: write /var/lib/docker/x: no space left on device")
     )
-    assert "builder's disk is full" in engine and "docker builder prune" in engine
+    assert "engine's disk is full" in engine and "docker builder prune" in engine
+    assert disk_full_hint(RuntimeError(f"build failed: no space left on device{engine}")) == ""
     assert disk_full_hint(OSError(errno.EACCES, "Permission denied", "/x")) == ""
     assert disk_full_hint(ValueError("bad value")) == ""

@@ -106,7 +106,7 @@ def test_releases_table() -> None:
         history.ReleaseRow("a", "warm", "2026-11-23T10:00:01+00:00", "ada@ws"),
     ]
     lines = history.render_releases(rows).splitlines()
-    assert lines[0].split() == ["RELEASE", "STATUS", "LAST", "MADE", "LIVE", "BY"]
+    assert lines[0].split() == ["RELEASE", "STATUS", "LAST", "MADE", "LIVE", "BY", "PINNED"]
     assert lines[1].split()[:2] == ["b", "live"] and lines[2].split()[:2] == ["a", "warm"]
 
 
