@@ -6,9 +6,9 @@ How the disk is filled, and why so. cd's engine keeps its images and build cache
 this machine's own disk: filling it would fill the workstation's disk and every lab on it. What
 the runner on cd writes itself (its build logs, the runs it records, the credentials its hook
 copies for each push) lives in ``/var/lib/cdlab/state``: the test mounts a tmpfs there (cd runs
-with CAP_SYS_ADMIN), sized a little over what the folder holds and seeded with it, and when the
-build stage starts it fills what is left; the kernel then answers the runner's next write
-with ENOSPC, as a full disk does. The engine's side of a full disk (a build step or a layer
+with CAP_SYS_ADMIN), sized a little over what the folder holds and seeded with it (but earlier
+build logs), and when the build stage starts it fills what is left; the kernel then answers the
+runner's next write with ENOSPC, as a full disk does. The engine's side of a full disk (a build step or a layer
 that cannot be written) gives the error text the builder's hint reads
 (``lab.errors.disk_full_hint``, unit-tested).
 
@@ -43,16 +43,31 @@ STATE = "/var/lib/cdlab/state"  # the runner's folder on cd
 WEB = "services/app/app/web.py"
 HINT = "is full"
 FS = "cdlab-disk-full"  # the tmpfs's name in /proc/mounts
+# The tmpfs filled to its last byte (dd stops at ENOSPC), only when it is there (never cd's own
+# disk, which is this machine's), bounded.
+FILL = (
+    f"grep -q '^{FS} {STATE} ' /proc/mounts && "
+    f"{{ dd if=/dev/zero of={STATE}/.ballast bs=64k count=16384 2>/dev/null; sync; true; }}"
+)
+
+
+FILLED = "cdlab-test: cd's disk filled"
 
 
 class HookRun:
     """cd's post-receive hook for ``new``, started in the background; its output line by
-    line."""
+    line. When a line holds ``fill_at``, the tmpfs is filled right there, on cd, by the shell
+    that reads the hook's output (milliseconds after the stage began, long before a build
+    ends), and ``FILLED`` follows that line."""
 
-    def __init__(self, lab: State, new: str) -> None:
+    def __init__(self, lab: State, new: str, fill_at: str) -> None:
         container = lab.config.container_name(lab.config.host("cd"))
+        script = f"""{conftest.cd_hook(new)} 2>&1 | while IFS= read -r line; do
+    printf '%s\\n' "$line"
+    case "$line" in *"{fill_at}"*) {FILL} && echo "{FILLED}" ;; esac
+done"""
         self.proc = subprocess.Popen(
-            ["docker", "exec", container, "sh", "-c", conftest.cd_hook(new) + " 2>&1"],
+            ["docker", "exec", container, "sh", "-c", script],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -97,17 +112,6 @@ def _syscall(call: str) -> str:
     )
 
 
-def _fill(lab: State) -> None:
-    """The tmpfs over cd's runner folder filled to its last byte (dd stops at ENOSPC); only
-    when the tmpfs is there (never cd's own disk, which is this machine's), bounded."""
-    conftest.on_host(
-        lab,
-        "cd",
-        f"grep -q '^{FS} {STATE} ' /proc/mounts && "
-        f"{{ dd if=/dev/zero of={STATE}/.ballast bs=64k count=16384 2>/dev/null; sync; true; }}",
-    )
-
-
 def _free(lab: State) -> None:
     conftest.on_host(lab, "cd", f"rm -f {STATE}/.ballast")
 
@@ -143,7 +147,9 @@ def test_cd_disk_full_during_a_build_fails_clearly_and_changes_nothing(
     )
     sha = new[:12]
     try:
-        # a tmpfs over the runner's folder, seeded with what it holds, with 2 MiB to spare
+        # a tmpfs over the runner's folder, seeded with what it holds but the logs of earlier
+        # builds (rewriting one reuses its own space: a build must need new space to meet the
+        # full disk), with 2 MiB to spare
         conftest.on_host(
             lab,
             "cd",
@@ -151,6 +157,7 @@ def test_cd_disk_full_during_a_build_fails_clearly_and_changes_nothing(
 rm -rf /tmp/cdlab-state-seed
 mkdir -p {STATE} /tmp/cdlab-state-seed
 cp -a {STATE}/. /tmp/cdlab-state-seed/
+rm -rf /tmp/cdlab-state-seed/logs
 size=$(( $(du -sk /tmp/cdlab-state-seed | cut -f1) + 2048 ))
 {_syscall(f"mount(b'{FS}', b'{STATE}', b'tmpfs', 0, b'size=%sk,mode=0700' % b'$size')")}
 cp -a /tmp/cdlab-state-seed/. {STATE}/
@@ -159,14 +166,13 @@ rm -rf /tmp/cdlab-state-seed""",
         with load.running(rate=RATE, name="fault-cd-disk-full") as traffic:
             time.sleep(2)
             traffic.mark(f"push {sha}")
-            hook = HookRun(lab, new)
-            building = hook.wait_for(f"image app:{sha} on cd", 300)
-            _fill(lab)
+            hook = HookRun(lab, new, f"==> image app:{sha} on cd")
+            building = hook.wait_for(FILLED, 300)
             traffic.mark("cd's disk full")
             out = hook.end()
             time.sleep(2)
             traffic.mark("end")
-        assert building, f"the build of {sha} never started:\n{out[-3000:]}"
+        assert building, f"the build of {sha} never started, or cd was not filled:\n{out[-3000:]}"
         routes_after = release.current_routes(lab, "app")
         left = candidates_left(lab, sha)
         tags_after = set(Lab.of(lab).registry.tags(f"{REPOSITORY}/app"))
