@@ -8,8 +8,8 @@ the runner on cd writes itself (its build logs, the runs it records, the credent
 copies for each push) lives in ``/var/lib/cdlab/state``: the test mounts a tmpfs there (cd runs
 with CAP_SYS_ADMIN), sized a little over what the folder holds and seeded with it (but earlier
 build logs), and when the build stage starts it fills what is left; the kernel then answers the
-runner's next write with ENOSPC, as a full disk does. The engine's side of a full disk (a build step or a layer
-that cannot be written) gives the error text the builder's hint reads
+runner's next write with ENOSPC, as a full disk does. The engine's side of a full disk (a build
+step or a layer that cannot be written) gives the error text the builder's hint reads
 (``lab.errors.disk_full_hint``, unit-tested).
 
 The push is the one cd's hook runs (the same checkout, installed runner and credentials), moved
