@@ -131,8 +131,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if lab is not None:
         from lab.proof import restore
 
+        def say(line: str) -> None:
+            print(f"\ncdlab: {line}", flush=True)
+
         try:
-            restore.put_back(lab, before.live, lambda line: print(f"\ncdlab: {line}", flush=True))
+            restore.put_back(lab, before.live, say)
+            restore.put_back_dev(lab, before, say)
         finally:
             restore.let_go(lab, before)
 

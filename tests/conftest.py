@@ -261,8 +261,9 @@ CD_SIDE = "refs/heads/cdlab-side"  # a branch of cd's repository: stored, never 
 
 
 def commit_to_cd_side(lab: State, edit: str, message: str) -> str:
-    """A commit of dev's clone (this checkout's commit, then the shell command ``edit`` run in
-    the clone) pushed to a side branch of cd's repository (stored, not deployed); its sha.
+    """A commit on dev (this checkout's commit, then the shell command ``edit`` run in a
+    throwaway clone of it) pushed to a side branch of cd's repository (stored, not deployed)
+    with dev's credentials; its sha. Dev's own clone, where a user edits, is not touched.
     ``cd_hook(new)`` then runs cd's own post-receive hook for it as a push to main would, with
     an environment the test chooses (a push over SSH carries none)."""
     from lab.release import devloop
@@ -271,12 +272,16 @@ def commit_to_cd_side(lab: State, edit: str, message: str) -> str:
         lab,
         "dev",
         f"""set -e
-cd {devloop.CLONE}
-git fetch -q /vagrant HEAD
-git reset -q --hard FETCH_HEAD
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+git clone -q /vagrant "$work"
+cd "$work"
+git -c advice.detachedHead=false checkout -q {git.commit(lab.config.root)}
+git config user.email test@cdlab.invalid
+git config user.name 'cdlab test'
 {edit}
 git commit -qam '{message}'
-git push -q --force cd HEAD:{CD_SIDE} 2>&1
+git push -q --force "$(git -C {devloop.CLONE} remote get-url cd)" HEAD:{CD_SIDE} 2>&1
 git rev-parse HEAD""",
     )
     return pushed.split()[-1]

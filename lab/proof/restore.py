@@ -23,7 +23,7 @@ from lab.errors import LabError
 from lab.ports.lab import Lab
 from lab.progress import Progress
 from lab.release import api as release
-from lab.release import pins, pipeline
+from lab.release import devloop, pins, pipeline
 from lab.stack import services
 
 
@@ -44,6 +44,7 @@ PIN_HOURS = 3  # longer than any run (CI stops one at 90 minutes)
 class Held:
     live: dict[str, str]  # service -> its live release at the run's start
     keys: tuple[str, ...]  # this run's pins
+    dev: str = ""  # the dev clone's commit at the run's start ("": not read)
 
 
 def hold(lab: Lab) -> Held:
@@ -54,7 +55,19 @@ def hold(lab: Lab) -> Held:
     keys = tuple(pins.key(service, rel, owner) for service, rel in live.items())
     for key in keys:
         lab.etcd.create(key, owner.encode(), lease=lease)
-    return Held(live, keys)
+    return Held(live, keys, devloop.clone_head(lab.config))
+
+
+def put_back_dev(lab: Lab, held: Held, say: Callable[[str], None]) -> None:
+    """The dev clone back at its commit of the run's start (tests commit and push there)."""
+    now = devloop.clone_head(lab.config)
+    if held.dev and now and now != held.dev:
+        try:
+            devloop.reset_clone(lab.config, held.dev)
+        except LabError as exc:
+            say(f"dev clone: could not put it back at {held.dev[:12]} (now {now[:12]}): {exc}")
+        else:
+            say(f"dev clone: back at {held.dev[:12]} (the tests left {now[:12]})")
 
 
 def let_go(lab: Lab, held: Held) -> None:

@@ -128,3 +128,17 @@ def _head(config: LabConfig) -> str:
         "HEAD",
     ]
     return shell.run(argv).output.strip()
+
+
+def clone_head(config: LabConfig) -> str:
+    """The dev clone's commit (full sha); "" when dev or its clone does not answer."""
+    argv = ["docker", "exec", config.container_name(config.host("dev"))]
+    done = shell.run([*argv, "git", "-C", CLONE, "rev-parse", "HEAD"], check=False, timeout=30)
+    return done.output.strip() if done.returncode == 0 else ""
+
+
+def reset_clone(config: LabConfig, sha: str) -> None:
+    """The dev clone's branch back to ``sha``, its files with it (what a user had committed
+    there stays reachable in git's reflog)."""
+    argv = ["docker", "exec", config.container_name(config.host("dev"))]
+    shell.run([*argv, "git", "-C", CLONE, "reset", "-q", "--hard", sha], timeout=60)

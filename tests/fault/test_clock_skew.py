@@ -37,6 +37,7 @@ from lab.progress import Progress
 from lab.release import api as release
 from lab.release import history, pipeline, records, routes
 from tests import conftest
+from tests.conftest import FaultRow
 
 pytestmark = pytest.mark.xdist_group("prod")
 SKEW = 600.0  # seconds
@@ -93,9 +94,19 @@ def last_deploy(runs: list[records.Record], release_id: str) -> records.Record:
     ids=["cd-10-min-behind-deploys-second", "cd-10-min-ahead-deploys-first"],
 )
 def test_releases_and_rollback_follow_the_runs_not_the_clocks(
-    lab: State, tmp_path: Path, offset: float
+    lab: State, tmp_path: Path, offset: float, fault_row: FaultRow
 ) -> None:
     cd_takes_the_offset(lab)
+    fault_row(
+        f"cd's clock {abs(offset) / 60:.0f} minutes {'behind' if offset < 0 else 'ahead'}",
+        f"cd's runner clock {offset:+.0f} s off; one deploy through cd, one from the workstation "
+        "(no load)",
+        None,
+        None,
+        None,
+        "the history, `invoke releases` and the rollback target follow the order the runs "
+        "happened in; a rollback makes the first live again",
+    )
     token = uuid.uuid4().hex[:8]
     if offset < 0:  # cd behind: its run, second, is stamped 10 minutes before the first
         first = deploy_from_the_workstation(lab, tmp_path / "clone", f"ws-{token}").release

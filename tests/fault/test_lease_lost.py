@@ -29,6 +29,7 @@ from lab.progress import Progress
 from lab.proof import load, loadreport
 from lab.release import api as release
 from lab.release import lock, pipeline
+from tests.conftest import FaultRow
 from tests.fault.test_control_plane_down import _a_new_commit, _lock_free, _wait
 from tests.fault.test_fault_matrix import RATE, Background, StageStarts, candidates_left
 
@@ -38,7 +39,7 @@ SWITCH = "] switch: all traffic to"  # the switch stage's progress line
 
 
 def test_a_deploy_that_lost_its_lock_cannot_write_routes(
-    lab: State, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lab: State, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault_row: FaultRow
 ) -> None:
     change, sha = _a_new_commit(lab, tmp_path / "clone")
     etcd = release.route_store(lab)
@@ -68,6 +69,16 @@ def test_a_deploy_that_lost_its_lock_cannot_write_routes(
         time.sleep(2)
         traffic.mark("end")
     loadreport.write(traffic, load.REPORTS, {"fault": "the deploy's lease lost before its switch"})
+    lost = load.readback(traffic)
+    fault_row(
+        "the lock's lease lost mid-deploy",
+        "the deploy's lease revoked and the lock taken by another holder before its switch",
+        len(traffic.failed),
+        traffic.gap(),
+        len(lost),
+        "its route write refused (fenced out): routes, the lock's new holder untouched; 0 failed, "
+        "0 lost",
+    )
     assert not worker.is_alive(), f"the deploy did not end within {PAUSE + 120} s"
     assert worker.errors, "the deploy did not fail"
     err = worker.errors[0]
@@ -79,7 +90,7 @@ def test_a_deploy_that_lost_its_lock_cannot_write_routes(
     assert still_held == other, f"the fenced run touched the next holder's lock: {still_held}"
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert {r.release for r in traffic.requests if r.ok} == {live}
-    assert load.readback(traffic) == []
+    assert lost == []
     # the lab as before the deploy
     assert release.current_routes(lab, "app") == before
     _wait("the candidate removed", lambda: candidates_left(lab, sha) == [], 30)

@@ -107,8 +107,9 @@ def test_a_run_pins_what_it_puts_back_on_a_lease_and_lifts_only_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     etcd = LeasedEtcd()
-    lab = SimpleNamespace(etcd=etcd)
+    lab = SimpleNamespace(etcd=etcd, config=None)
     monkeypatch.setattr(restore, "live_releases", lambda _lab: {"app": A, "quotes": B})
+    monkeypatch.setattr(restore.devloop, "clone_head", lambda _config: "")
     pins.pin(etcd, "app", A)  # the user's
     other = restore.hold(lab)  # type: ignore[arg-type]  # another run beside this one
     held = restore.hold(lab)  # type: ignore[arg-type]
