@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -140,6 +141,7 @@ class Totals:
     written: int  # lines the listener wrote
     listener_errors: int  # lines made by the listener's fallback (it failed on the request)
     lost_writes: int  # lines the listener could not write
+    stalls: tuple[tuple[float, float], ...] = ()  # (unix time, seconds) its event loop stalled
 
 
 def totals_file(out: Path) -> Path:
@@ -151,7 +153,9 @@ def read_totals(path: Path) -> Totals | None:
     SIGTERM) or they cannot be read."""
     try:
         doc = json.loads(path.read_text())
-        return Totals(**{k: int(doc[k]) for k in Totals.__dataclass_fields__})
+        counts = {k: int(doc[k]) for k in Totals.__dataclass_fields__ if k != "stalls"}
+        stalls = tuple((float(t), float(s)) for t, s in doc.get("stalls", []))
+        return Totals(**counts, stalls=stalls)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -223,6 +227,33 @@ def rate_problem(asked: float, sent: int, seconds: float, min_share: float = 0.8
         f"asked (at least {min_share:.0%} needed): slow answers hold the users back, or the "
         "generator could not keep up (see its .locust.log)"
     )
+
+
+def stall_note(
+    generator: Sequence[tuple[float, float]],
+    own: Sequence[tuple[float, float]],
+    start: float,
+    end: float,
+) -> str:
+    """Why a load fell short, when a process stalled between ``start`` and ``end``: the load
+    generator's event loop (``generator``: (unix time, seconds) it did not run) and the test's
+    own process (``own``). "" when neither did."""
+
+    def within(stalls: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+        return [(t, s) for t, s in stalls if t + s >= start and t <= end]
+
+    mine, theirs = within(own), within(generator)
+    if not theirs:
+        return ""
+    t, s = max(theirs, key=lambda x: x[1])
+    note = (
+        f"the load generator itself stalled {sum(x[1] for x in theirs):.1f} s in all, "
+        f"{s:.1f} s from {t - start:.1f} s into the run (its event loop got no CPU)"
+    )
+    both = any(a < t + s and t < a + b for a, b in mine)
+    if both:
+        note += "; the test's own process stalled at the same time: the whole machine stalled"
+    return note
 
 
 def longest_gap(requests: list[Request], start: float, end: float) -> float:
@@ -330,6 +361,7 @@ class Traffic:
     requests: list[Request] = field(default_factory=list)
     lines: Lines | None = None  # the whole file, read when the run ended
     totals: Totals | None = None  # locust's own counts at its end
+    own_stalls: list[tuple[float, float]] = field(default_factory=list)  # the test process's
 
     def mark(self, label: str) -> None:
         """Note a moment (deploy, switch, rollback) for the analysis and the report."""
@@ -377,8 +409,12 @@ class Traffic:
         ]
 
     def rate_problem(self, min_share: float = 0.8) -> str | None:
-        """``rate_problem`` of this run: None when it sent at least ``min_share`` of its rate."""
-        return rate_problem(self.rate, len(self.requests), self.seconds, min_share)
+        """``rate_problem`` of this run: None when it sent at least ``min_share`` of its rate;
+        otherwise it says whether a process stalled meanwhile (``stall_note``)."""
+        found = rate_problem(self.rate, len(self.requests), self.seconds, min_share)
+        generator = self.totals.stalls if self.totals else ()
+        note = stall_note(generator, self.own_stalls, self.started, self.ended or time.time())
+        return f"{found}; {note}" if found and note else found
 
     def gap(self) -> float:
         return longest_gap(self.requests, self.started + 2.0, self.ended)
@@ -543,18 +579,43 @@ def running(
         preexec_fn=_die_with_parent,
     )
     traffic = Traffic(name, rate, out)
+    watch = _Heartbeat(traffic.own_stalls)
+    watch.start()
     try:
         _wait_first(out, proc, folder / f"{name}.locust.log")
         traffic.started = time.time()
         yield traffic
     finally:
         traffic.ended = time.time()
+        watch.stop()
         _stop(proc)
         log.close()
         traffic.lines = parse(_text(out))
         traffic.totals = read_totals(totals_file(out))
         seen = traffic.lines.requests
         traffic.requests = [r for r in seen if traffic.started <= r.t <= traffic.ended]
+
+
+class _Heartbeat(threading.Thread):
+    """Every stall of this process of a second or more (it got no CPU), into ``stalls``
+    as (unix time it began, seconds): the test's side of ``stall_note``."""
+
+    def __init__(self, stalls: list[tuple[float, float]], beat: float = 0.1) -> None:
+        super().__init__(daemon=True, name="load-heartbeat")
+        self.stalls, self.beat, self.done = stalls, beat, threading.Event()
+
+    def run(self) -> None:
+        last = time.monotonic()
+        while not self.done.wait(self.beat):
+            now = time.monotonic()
+            lag = now - last - self.beat
+            if lag >= 1.0 and len(self.stalls) < 100:
+                self.stalls.append((time.time() - lag, lag))
+            last = now
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(2)
 
 
 def _die_with_parent() -> None:

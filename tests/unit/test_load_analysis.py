@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -479,6 +481,10 @@ def test_locusts_totals_are_read_or_none(tmp_path: Path) -> None:
     path.write_text(json.dumps(totals(3, 1).__dict__))
     assert load.read_totals(path) == totals(3, 1)
     assert load.totals_file(tmp_path / "t.jsonl") == path
+    path.write_text(json.dumps({**totals(3, 1).__dict__, "stalls": [[100.5, 2.25]]}))
+    assert load.read_totals(path) == replace(totals(3, 1), stalls=((100.5, 2.25),))
+    path.write_text(json.dumps({**totals(3, 1).__dict__, "stalls": [[100.5]]}))
+    assert load.read_totals(path) is None  # a stall without its length
 
 
 def write(t: float, status: int, uid: int | None, email: str = "") -> load.Request:
@@ -550,6 +556,68 @@ def test_a_traffic_shows_its_problems_and_rate(tmp_path: Path) -> None:
     assert s["problems"] == traffic.problems() and len(s["problems"]) == 1
     assert s["rate_problem"] == traffic.rate_problem() and "0.5 req/s" in s["rate_problem"]
     assert traffic.rate_problem(min_share=0.05) is None
+
+
+@pytest.mark.parametrize(
+    ("generator", "own", "note"),
+    [
+        ([], [], ""),
+        ([], [(150.0, 40.0)], ""),  # only the test's process: not why the load fell short
+        ([(50.0, 5.0)], [], ""),  # before the run
+        (
+            [(160.3, 41.5), (170.0, 41.5)],
+            [],
+            "the load generator itself stalled 83.0 s in all, 41.5 s from 60.3 s into the run "
+            "(its event loop got no CPU)",
+        ),
+        (
+            [(160.3, 41.5)],
+            [(161.0, 30.0)],
+            "the load generator itself stalled 41.5 s in all, 41.5 s from 60.3 s into the run "
+            "(its event loop got no CPU); the test's own process stalled at the same time: the "
+            "whole machine stalled",
+        ),
+        (
+            [(160.3, 1.5)],
+            [(170.0, 3.0)],
+            "the load generator itself stalled 1.5 s in all, 1.5 s from 60.3 s into the run "
+            "(its event loop got no CPU)",
+        ),
+    ],
+)
+def test_a_short_load_says_which_process_stalled(
+    generator: list[tuple[float, float]], own: list[tuple[float, float]], note: str
+) -> None:
+    assert load.stall_note(generator, own, start=100.0, end=300.0) == note
+
+
+def test_a_short_rate_carries_the_generators_stall(tmp_path: Path) -> None:
+    traffic = load.Traffic("t", 100, tmp_path / "t.jsonl", started=100.0, ended=200.0)
+    traffic.requests = [req(100.0 + i / 100) for i in range(5000)]
+    traffic.totals = replace(totals(5000), stalls=((150.0, 40.0),))
+    found = traffic.rate_problem()
+    assert found is not None and found.startswith("the load reached 50.0 req/s")
+    assert found.endswith("40.0 s from 50.0 s into the run (its event loop got no CPU)")
+    traffic.requests *= 2
+    assert traffic.rate_problem() is None  # the rate reached: no note, whatever stalled
+
+
+def test_the_heartbeat_sees_its_process_stall() -> None:
+    stalls: list[tuple[float, float]] = []
+    beat = load._Heartbeat(stalls, beat=0.05)
+    beat.start()
+    time.sleep(0.2)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)  # this thread keeps the GIL: the heartbeat's cannot run
+    try:
+        until = time.monotonic() + 1.3
+        while time.monotonic() < until:
+            pass
+    finally:
+        sys.setswitchinterval(interval)
+    time.sleep(0.2)
+    beat.stop()
+    assert len(stalls) == 1 and 1.0 <= stalls[0][1] < 2.0, stalls
 
 
 def test_load_goes_to_loopback_only() -> None:

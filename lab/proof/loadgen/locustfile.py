@@ -12,6 +12,11 @@ otherwise the reason. Nothing marks a request successful over an error locust re
 cut short after a good status line). A line is written even when making it fails (verdict
 "listener error: ..."). At its end, locust's own counts go to CDLAB_LOAD_TOTALS, which the
 oracle compares with the lines.
+
+The lines reach the file from a native thread, in batches: a disk slow to take a write stalls
+that thread, never the event loop that sends the requests. A heartbeat measures the event
+loop itself; every stall of a second or more (the process got no CPU) goes to the totals, so
+that a load short of its rate says whether the generator or the lab held it back.
 Configured by environment: CDLAB_LOAD_OUT, CDLAB_LOAD_TOTALS, CDLAB_LOAD_RATE, CDLAB_LOAD_USERS,
 CDLAB_LOAD_MAX, CDLAB_LOAD_PATHS.
 """
@@ -26,6 +31,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gevent  # type: ignore[import-untyped]
+from gevent.lock import Semaphore  # type: ignore[import-untyped]
+from gevent.threadpool import ThreadPool  # type: ignore[import-untyped]
 from locust import FastHttpUser, TaskSet, constant_throughput, events
 
 from lab.proof.loadgen import verdicts  # this checkout's: load.py puts it on PYTHONPATH
@@ -37,10 +44,18 @@ USERS = int(os.environ.get("CDLAB_LOAD_USERS", "20"))
 MAX = int(os.environ.get("CDLAB_LOAD_MAX", "1000000"))
 PATHS = [p.strip() for p in os.environ.get("CDLAB_LOAD_PATHS", "").split(",") if p.strip()]
 PER_USER = RATE / USERS
-_out = open(OUT, "a", buffering=1)  # noqa: SIM115 (open for the process's life, line-buffered)
+_out = open(OUT, "a")  # noqa: SIM115 (open for the process's life; written by _writer only)
+_pending: list[str] = []  # lines made, not yet handed to the writer
+_writer = ThreadPool(1)  # one native thread: the lines in order, off the event loop
+_flushing = Semaphore()  # one batch at a time (the flusher's or the last one's)
+FLUSH_EVERY = 0.2  # seconds between batches
+BEAT = 0.1  # the heartbeat's period
+STALL = 1.0  # seconds of event loop lag counted as a stall
+_stalls: list[list[float]] = []  # [unix time it began, seconds], at most 100
 _emails = itertools.count(1)
 _paths = itertools.cycle(PATHS)  # shared by every user: the paths in turn across the whole run
 _seen = {"written": 0, "listener_errors": 0, "lost_writes": 0}
+_made = [0]  # lines made (written or pending): the count bound
 _run: dict[str, Any] = {}  # locust's environment, kept at init for the quit and the count bound
 RUN = f"{os.getpid()}-{int(time.time())}"
 
@@ -108,31 +123,70 @@ def record(
     except Exception as exc:  # never drop a request: its line says what went wrong
         _seen["listener_errors"] += 1
         text = json.dumps(verdicts.fallback_line(exc, context, name, response_time, start_time))
-    try:
-        _out.write(text + "\n")
-    except Exception:  # counted: the totals show the lines that never reached the file
-        _seen["lost_writes"] += 1
-        return
-    _seen["written"] += 1
-    if _seen["written"] == MAX and "env" in _run:  # bounded in count as well as in time
+    _pending.append(text + "\n")
+    _made[0] += 1
+    if _made[0] == MAX and "env" in _run:  # bounded in count as well as in time
         # in its own greenlet: quitting kills the users, and this one must finish its request
         gevent.spawn(_run["env"].runner.quit)
+
+
+def _write(text: str) -> bool:
+    """In the writer's thread: ``text`` appended to the file; False when it could not be."""
+    try:
+        _out.write(text)
+        _out.flush()
+    except Exception:
+        return False
+    return True
+
+
+def _flush() -> None:
+    """The pending lines to the file, through the writer's thread (this greenlet waits, the
+    users go on); counted written, or lost when the write failed."""
+    with _flushing:
+        batch = _pending[:]
+        del _pending[:]
+        if batch:
+            done = _writer.apply(_write, (("".join(batch)),))
+            _seen["written" if done else "lost_writes"] += len(batch)
+
+
+def _flusher() -> None:
+    while True:
+        gevent.sleep(FLUSH_EVERY)
+        _flush()
+
+
+def _heartbeat() -> None:
+    """Every stall of the event loop of ``STALL`` seconds or more, into ``_stalls``."""
+    last = time.monotonic()
+    while True:
+        gevent.sleep(BEAT)
+        now = time.monotonic()
+        lag = now - last - BEAT
+        if lag >= STALL and len(_stalls) < 100:
+            _stalls.append([round(time.time() - lag, 2), round(lag, 2)])
+        last = now
 
 
 @events.init.add_listener  # type: ignore[untyped-decorator]
 def keep_environment(environment: Any, **_: Any) -> None:
     _run["env"] = environment
+    gevent.spawn(_flusher)
+    gevent.spawn(_heartbeat)
 
 
 @events.quit.add_listener  # type: ignore[untyped-decorator]
 def write_totals(**_: Any) -> None:
     """locust's own counts, once every user has stopped (``quit`` fires after the runner quit):
     what the oracle's lines must add up to."""
+    _flush()  # the last lines, before their count
     stats = _run["env"].stats.total if "env" in _run else None
     totals = {
         "requests": stats.num_requests if stats else -1,
         "failures": stats.num_failures if stats else -1,
         **_seen,
+        "stalls": _stalls,
     }
     with open(TOTALS, "w") as f:
         f.write(json.dumps(totals) + "\n")
