@@ -263,6 +263,14 @@ def longest_gap(requests: list[Request], start: float, end: float) -> float:
     return max((b - a for a, b in itertools.pairwise(points)), default=end - start)
 
 
+def steady_since(requests: Sequence[Request], since: float) -> float:
+    """When the stretch of successes that lasts began: the send time of the first success
+    after the last failure, among requests sent after ``since`` (infinity: none yet)."""
+    mine = sorted((r for r in requests if r.t > since), key=lambda r: r.t)
+    last_failed = max((r.t for r in mine if not r.ok), default=since)
+    return min((r.t for r in mine if r.ok and r.t > last_failed), default=float("inf"))
+
+
 @dataclass(frozen=True)
 class Operation:
     """One operation made under load (deploy, rollback) that makes ``target`` the live release."""

@@ -75,7 +75,8 @@ def rows(
     """The ``releases`` table (pure): newest first in the order of ``history`` (oldest first,
     see ``records.history``), never by the runners' clocks; a live or warm release without a
     record (made live before records existed) on top, then the matched release above all.
-    ``pinned``: release -> who pins it (a row says so while the release is in the registry)."""
+    ``pinned``: release -> who pins it (a row says so while the release is in the registry); a
+    pinned release no recorded run made live comes last, ``retained``."""
     pins_of = {r: tuple(o) for r, o in (pinned or {}).items() if r in in_registry}
     warm = routes.previous(current)
     made: dict[str, ReleaseRow] = {}  # the last run that made each release live, in order
@@ -102,6 +103,14 @@ def rows(
         if rel not in made
     ]
     ordered = unrecorded + ordered
+    listed = {r.release for r in ordered} | {current.match.release if current.match else ""}
+    # pinned and still in the registry, but never made live by a recorded run (pushed by a
+    # run that failed or a canary that aborted, then pinned): retention keeps it, so it shows
+    ordered += [
+        ReleaseRow(rel, "retained", "-", "-", owners)
+        for rel, owners in sorted(pins_of.items())
+        if rel not in listed
+    ]
     if current.match:
         m = current.match
         ordered = [

@@ -9,7 +9,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
 from lab.proof import load, loadreport
-from lab.proof.load import Request
 from lab.release import api as release
 from lab.release import pipeline, records
 from lab.stack import project as stack
@@ -306,14 +305,6 @@ def test_prod_engine_restart_brings_the_stack_and_the_live_release_back(
     assert back < 150, f"prod served again only after {back:.0f} s"
 
 
-def _steady_since(requests: Sequence[Request], since: float) -> float:
-    """When the stretch of successes that lasts began: the send time of the first success
-    after the last failure, among requests sent after ``since`` (infinity: none yet)."""
-    mine = sorted((r for r in requests if r.t > since), key=lambda r: r.t)
-    last_failed = max((r.t for r in mine if not r.ok), default=since)
-    return min((r.t for r in mine if r.ok and r.t > last_failed), default=float("inf"))
-
-
 def test_the_proxy_killed_under_load_is_back_within_seconds(
     lab: State, fault_row: FaultRow
 ) -> None:
@@ -340,14 +331,14 @@ def test_the_proxy_killed_under_load_is_back_within_seconds(
                 proxy.reload()
                 if proxy.status == "running" and proxy.attrs["State"]["StartedAt"] != first_start:
                     restarted = time.time()
-            elif _steady_since(traffic.seen_so_far(), restarted) < time.time() - 3:
+            elif load.steady_since(traffic.seen_so_far(), restarted) < time.time() - 3:
                 break
             time.sleep(0.2)
         time.sleep(1)
         traffic.mark("end")
     assert restarted, "the proxy was not started again within 30 s of being killed"
     after = [r for r in traffic.requests if r.t > killed]
-    back = _steady_since(after, restarted) - killed
+    back = load.steady_since(after, restarted) - killed
     loadreport.write(traffic, load.REPORTS, {"fault": "proxy killed", "outage_s": round(back, 2)})
     fault_row(
         "the proxy killed",

@@ -6,6 +6,7 @@ other releases live."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -669,3 +670,22 @@ def test_a_path_the_locustfile_cannot_read_is_refused(tmp_path: Path, path: str)
 def test_a_request_line_keeps_its_path() -> None:
     (r,) = load.parse(line(req(1.0, 500), path="/packages/") + "\n").requests
     assert (r.path, r.ok) == ("/packages/", False)
+
+
+@pytest.mark.parametrize(
+    ("sent", "since", "steady"),
+    [
+        ([(1, 200), (2, 0), (3, 200), (4, 200)], 0.5, 3),  # first success after the last failure
+        ([(1, 0), (2, 200), (3, 0), (4, 200), (5, 200)], 0.5, 4),  # a late failure moves it on
+        ([(1, 0), (2, 200), (3, 200)], 1.5, 2),  # failures before ``since`` do not count
+        ([(1, 200), (2, 0)], 0.5, math.inf),  # no success after the last failure: not yet
+        ([], 0.5, math.inf),
+        ([(1, 200), (2, 200)], 0.5, 1),  # nothing failed: the first success
+    ],
+)
+def test_steady_since_is_the_start_of_the_stretch_of_successes_that_lasts(
+    sent: list[tuple[float, int]], since: float, steady: float
+) -> None:
+    # sent out of order: the answer does not depend on the order lines came in
+    requests = [req(t, status) for t, status in reversed(sent)]
+    assert load.steady_since(requests, since) == steady

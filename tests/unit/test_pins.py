@@ -85,6 +85,20 @@ def test_the_releases_table_says_who_pins_a_release_still_in_the_registry() -> N
     assert history.render_releases(got).splitlines()[0].split()[-1] == "PINNED"
 
 
+def test_a_pinned_release_never_made_live_is_listed_last_as_retained() -> None:
+    """Pushed by a run that failed (or a canary that aborted) and then pinned: retention keeps
+    it, so the table shows it, after every release that was made live; a pin of a release gone
+    from the registry shows nothing."""
+    made = records.Record("deploy", "app", A, None, "", "bluegreen", "me", "t-a", 1.0, "succeeded")
+    failed = records.Record("deploy", "app", B, A, "", "bluegreen", "me", "t-b", 1.0, "failed")
+    live = routes.Routes("app", (routes.Server(A, f"app-{A}", 100),))
+    got = history.rows([made, failed], live, {A, B}, {B: ["user"], D: ["user"]})
+    assert [(r.release, r.status, r.last_made_live, r.by, r.pinned) for r in got] == [
+        (A, "live", "t-a", "me", ()),
+        (B, "retained", "-", "-", ("user",)),
+    ]
+
+
 class LeasedEtcd(FakeEtcd):
     """FakeEtcd with leases: a key created with one is listed in ``leased``."""
 

@@ -153,3 +153,26 @@ def test_a_build_log_and_its_error_are_redacted(state: State) -> None:
     log = (state.logs / "build-app.log").read_text()
     assert log.strip() == f"ERROR: RUN echo {MASK} {MASK}: exit 1"
     assert db not in str(err.value) and registry not in str(err.value)
+
+
+def test_a_record_that_cannot_be_written_here_still_reaches_the_shared_history(
+    state: State, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk on the runner: one line says where the record is kept; the route store still
+    gets it (redacted), and there is no file to copy to cd."""
+    import errno
+
+    def full(folder: Path, rec: records.Record) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / "deploy-x.json"))
+
+    copied: list[Path] = []
+    monkeypatch.setattr(records, "write", full)
+    monkeypatch.setattr(records, "copy_to_cd", lambda cfg, path: copied.append(path) or True)
+    lab = FakeLab(state)
+    db = state.secret("db-password")
+    history.keep(lab, a_record(db))  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "could not be written" in err and "route store only" in err and "is full" in err
+    (shared,) = lab.etcd.get_prefix(records.ETCD_PREFIX).values()
+    assert db not in shared.decode() and json.loads(shared)["release"] == "3f9c2e1a0b1c"
+    assert copied == []
