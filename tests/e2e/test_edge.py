@@ -190,7 +190,10 @@ def test_a_weight_the_proxy_does_not_apply_is_caught_by_the_split_check(
 ) -> None:
     """Negative control: the canary's weight is in the route store, but the proxy keeps the
     candidate at the weight it had before the step (0, as a proxy that did not apply the step
-    would): the split check must fail, by the edge and by the load."""
+    would): the split check must fail, by the edge and by the load. The override races the
+    proxy's own route writes (a change, a resync every 5 s), so a few requests can reach the
+    candidate before it lands: the judge is given a minimum no step can reach (the canary
+    always ends "cannot judge"), and the check must find the candidate far below its weight."""
     state, b, _ = pypi
     svc = services.load(lab.config.root, SERVICE)
     a = release.current_routes(lab, SERVICE).live
@@ -211,7 +214,7 @@ def test_a_weight_the_proxy_does_not_apply_is_caught_by_the_split_check(
         worker.start()
         try:
             with pytest.raises(ReleaseError, match="cannot judge"):  # it never served
-                never = judge.Thresholds(min_requests=5, max_holds=0)
+                never = judge.Thresholds(min_requests=1_000_000, max_holds=0)
                 canary(state, SERVICE, b, (50, 100), 3, never)
         finally:
             stop.set()
@@ -221,7 +224,9 @@ def test_a_weight_the_proxy_does_not_apply_is_caught_by_the_split_check(
     assert {s.counted_by for s in found} == {"edge", "load"}
     wrong = split.problems(found)
     assert len(wrong) == 2, f"the split check missed a weight not applied: {found}"
-    assert all("served 0 of " in w and "weight of 50 %" in w for w in wrong)
+    assert all("weight of 50 %" in w for w in wrong)
+    # far below: under a quarter of the requests, where the weight asks for half of them
+    assert all(s.observed < 0.25 for s in found), found
     assert release.current_routes(lab, SERVICE).live == a
 
 
