@@ -34,6 +34,8 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(ci.services, "names", lambda _root: ["app", "quotes"])
     monkeypatch.setattr(ci.git, "changed_paths", lambda *_a: None)
     monkeypatch.delenv("CDLAB_CHECKOUT", raising=False)
+    # ci.main points CDLAB_PUBLIC_HOST at prod when unset: set here, it is put back after
+    monkeypatch.setenv("CDLAB_PUBLIC_HOST", "127.0.0.1")
     tried: list[str] = []
 
     def deploy(state: Any, progress: Any, name: str, ref: str) -> Any:
