@@ -23,7 +23,7 @@ from lab.estate import lifecycle
 from lab.estate.state import State
 from lab.ports.lab import Lab
 from lab.progress import Progress
-from lab.release import history, judge, pipeline
+from lab.release import history, judge, pipeline, records
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,11 +54,12 @@ def the_lab() -> Lab:
     help={
         "take-over": "if another checkout of cdlab built the lab on this engine, remove its "
         "hosts and volumes first (its images are kept) instead of refusing"
-    }
+    },
+    auto_shortflags=False,  # --take-over is never one mistyped letter away
 )
 @presents_errors
 def up(c: Context, take_over: bool = False) -> None:
-    """Bring the lab up (idempotent): images, CA, four hosts, engines, registry."""
+    """Bring the lab up and deploy the checkout's commit (idempotent)."""
     progress = Progress()
     lifecycle.up(lab_config.load(), progress, take_over=take_over)
     progress.say(
@@ -70,7 +71,7 @@ def up(c: Context, take_over: bool = False) -> None:
 @task(help={"json": "print machine-readable JSON instead of a table"})
 @presents_errors
 def status(c: Context, json_: bool = False) -> None:
-    """Show each host: address, state, engine version, running containers."""
+    """Show each host: address, state, engine version and running containers."""
     rows = lifecycle.status(lab_config.load())
     print(
         json.dumps([asdict(r) for r in rows], indent=2) if json_ else lifecycle.render_status(rows)
@@ -87,7 +88,7 @@ def down(c: Context) -> None:
 @task
 @presents_errors
 def destroy(c: Context) -> None:
-    """Remove every container, volume, network and image of the lab (found by label)."""
+    """Remove every container, volume, network and image of the lab."""
     lifecycle.destroy(lab_config.load(), Progress())
 
 
@@ -112,7 +113,9 @@ def shell(c: Context, host: str) -> None:
         "is let go (default: the manifest's bake, 10 s); 0 skips it",
         "force": "run a migration whose scratch check failed (the live release may break: "
         "for negative controls and emergencies)",
-    }
+        "json": "print the run's record as JSON on stdout (progress stays on stderr)",
+    },
+    auto_shortflags=False,  # --force is never one mistyped letter away
 )
 @presents_errors
 def deploy(
@@ -125,8 +128,9 @@ def deploy(
     match: str | None = None,
     bake: str | None = None,
     force: bool = False,
+    json_: bool = False,
 ) -> None:
-    """Deploy an existing commit: build on cd, test, start beside the live release, switch."""
+    """Deploy a commit: build on cd, test, start beside the live release, switch."""
     progress = Progress()
     with the_lab() as lab:
         record = pipeline.deploy(
@@ -141,6 +145,10 @@ def deploy(
             bake=None if bake is None else judge.parse_interval(bake, "--bake", minimum=0),
             force=force,
         )
+        secrets = lab.state.secret_values()
+    if json_:
+        print(records.as_json(record, secrets))
+        return
     if record.kind == "match":
         progress.say(
             f"{record.service} {record.release} serves the requests with {match}; all others "
@@ -160,7 +168,7 @@ def deploy(
 )
 @presents_errors
 def dev_push(c: Context, message: str = "change made on dev") -> None:
-    """On dev: commit what changed in the dev clone, push to cd, watch the deploy it starts."""
+    """Commit what changed in dev's clone, push it to cd and follow the deploy it starts."""
     from lab.release import devloop
 
     head = devloop.push(lab_config.load(), message)
@@ -179,8 +187,9 @@ def promote(c: Context, service: str = "app") -> None:
 @task(help={"service": "the service whose candidate to abort (default: app)"})
 @presents_errors
 def abort(c: Context, service: str = "app") -> None:
-    """Remove the candidate on matched traffic, or abort a running canary: every request back
-    on the live release."""
+    """Remove the candidate on matched traffic, or abort a running canary.
+
+    Every request goes back to the live release."""
     progress = Progress()
     with the_lab() as lab:
         progress.say(pipeline.decide(lab, progress, service, "abort"))
@@ -192,16 +201,26 @@ def abort(c: Context, service: str = "app") -> None:
         "service": "the service (default: app)",
         "migrate-down": "when that release does not work with the database's schema: migrate "
         "it down first ([migrate] downgrade), once a scratch copy shows that safe",
-    }
+        "json": "print the run's record as JSON on stdout, with switch_to_all_ms",
+    },
+    auto_shortflags=False,  # --migrate-down is never one mistyped letter away
 )
 @presents_errors
 def rollback(
-    c: Context, to: str | None = None, service: str = "app", migrate_down: bool = False
+    c: Context,
+    to: str | None = None,
+    service: str = "app",
+    migrate_down: bool = False,
+    json_: bool = False,
 ) -> None:
-    """Put all traffic back on the previous release (started again from the registry if gone)."""
+    """Put all traffic back on the previous release (from the registry if it is gone)."""
     progress = Progress()
     with the_lab() as lab:
         record, seconds = pipeline.rollback(lab, progress, service, to, migrate_down)
+        secrets = lab.state.secret_values()
+    if json_:
+        print(records.as_json(record, secrets, switch_to_all_ms=round(seconds * 1000, 1)))
+        return
     progress.say(
         f"rolled back {record.service} to {record.release}: 100% of responses from it "
         f"{seconds * 1000:.0f} ms after the switch"
@@ -228,8 +247,9 @@ def logs(
     lines: int = 0,
     json: bool = False,
 ) -> None:
-    """A service's logs from the lab's log store: its releases' output and the proxy's request
-    lines, by release, also of releases gone since."""
+    """Show a service's logs: its releases' output and the proxy's request lines.
+
+    From the lab's log store, by release, also of releases gone since."""
     from lab.ports import logs as store
     from lab.stack import services
 
@@ -250,12 +270,18 @@ def logs(
         sys.exit(code)
 
 
-@task(help={"service": "the service (default: app)"})
+@task(
+    help={
+        "service": "the service (default: app)",
+        "json": "print a JSON list (newest first) instead of a table",
+    }
+)
 @presents_errors
-def releases(c: Context, service: str = "app") -> None:
-    """Deploy history with the live, warm and retained releases."""
+def releases(c: Context, service: str = "app", json_: bool = False) -> None:
+    """Show a service's releases: live, warm, retained or pruned, newest first."""
     with the_lab() as lab:
-        print(history.render_releases(history.releases(lab, service)))
+        rows = history.releases(lab, service)
+    print(history.releases_json(rows) if json_ else history.render_releases(rows))
 
 
 @task(
@@ -263,11 +289,12 @@ def releases(c: Context, service: str = "app") -> None:
         "release": "the release (12 hex digits, as `invoke releases` lists it)",
         "service": "the service (default: app)",
         "remove": "lift the pin instead (retention may then prune the release)",
-    }
+    },
+    auto_shortflags=False,  # --remove is never one mistyped letter away
 )
 @presents_errors
 def pin(c: Context, release: str, service: str = "app", remove: bool = False) -> None:
-    """Keep a release in the registry whatever the manifest's retain says (a known-good one)."""
+    """Keep a release in the registry whatever the manifest's retain says."""
     with the_lab() as lab:
         print(history.pin(lab, service, release, remove))
 
@@ -307,8 +334,10 @@ def lock_status(c: Context) -> None:
 )
 @presents_errors
 def stack_apply(c: Context, ref: str = "HEAD", dry_run: bool = False) -> None:
-    """Apply the stack's compose file and images to prod: says which containers it will create
-    or recreate and why, then does it (deploys never recreate the stack)."""
+    """Apply the stack's compose file and images to prod, saying what changes and why.
+
+    Says which containers it will create or recreate and why, then does it (deploys never
+    recreate the stack)."""
     from lab.stack import converge
 
     progress = Progress()
@@ -323,9 +352,12 @@ def stack_apply(c: Context, ref: str = "HEAD", dry_run: bool = False) -> None:
         "workers": "pytest-xdist workers (default: auto)",
     }
 )
+@presents_errors
 def test(c: Context, suite: str = "", workers: str = "auto") -> None:
-    """Run the whole test suite (unit, integration, end-to-end on the lab)."""
-    argv = testing.pytest_argv(suite, workers)
+    """Run the whole test suite (unit, integration, end-to-end on the lab).
+
+    Text after ``--`` goes to pytest: ``invoke test -- tests/unit -k judge``."""
+    argv = testing.pytest_argv(suite, workers, c.remainder)
     sys.exit(testing.run_pytest(argv))
 
 
@@ -337,7 +369,9 @@ def test(c: Context, suite: str = "", workers: str = "auto") -> None:
 )
 @presents_errors
 def bench(c: Context, quick: bool = False, edge_cost: bool = False) -> None:
-    """Measure cdlab against the alternatives; writes bench/results/<stamp>-<commit>.json/.md."""
+    """Measure cdlab against the alternatives (results in bench/results/).
+
+    Writes bench/results/<stamp>-<commit>.json and .md."""
     from lab.proof import bench as lab_bench
 
     state = State(lab_config.load())
@@ -349,6 +383,37 @@ def bench(c: Context, quick: bool = False, edge_cost: bool = False) -> None:
     path = lab_bench.run(state, quick, say=lambda text: print(text, flush=True))
     print(lab_bench.table(json.loads(path.read_text())))
     print(f"results: {path} and {path.with_suffix('.md')}")
+
+
+@task(
+    name="load",
+    help={
+        "rate": "requests per second (default 50; at most 500)",
+        "for": "how long: 90s, 5m, 1h (default 5m; at most 1h); Ctrl-C ends it sooner",
+        "service": "the service to load through its public port (default: app)",
+        "ui": "also serve locust's web page on 127.0.0.1 (port --ui-port)",
+        "ui-port": "the port of locust's web page with --ui (default 8089)",
+    },
+)
+@presents_errors
+def load_task(
+    c: Context,
+    rate: str = "50",
+    for_: str = "5m",
+    service: str = "app",
+    ui: bool = False,
+    ui_port: int = 8089,
+) -> None:
+    """Put the suite's load on a service for a while, then summarize what it saw.
+
+    Requests, failed, p50/p99 and the share of each release: traffic for a canary's judge or
+    for a class to watch."""
+    from lab.proof import demand
+
+    wanted = demand.plan(lab_config.load().root, service, rate, for_, ui_port if ui else None)
+    with the_lab() as lab:
+        summary = demand.run(lab, wanted, say=lambda text: print(text, flush=True))
+    print(demand.render(summary))
 
 
 @task
@@ -370,6 +435,7 @@ ns = Collection(
     dev_ns,
     stack_ns,
     bench,
+    load_task,
     deploy,
     promote,
     abort,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
+from lab.errors import ConfigError
 from lab.ports import shell
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pytest_argv(suite: str = "", workers: str = "auto") -> list[str]:
-    """The pytest command line: every suite unless ``suite`` (a marker expression) narrows it."""
+def pytest_argv(suite: str = "", workers: str = "auto", extra: str = "") -> list[str]:
+    """The pytest command line: every suite unless ``suite`` (a marker expression) narrows it;
+    ``extra``, the text after ``--`` on ``invoke test``, split as a shell would, goes last
+    (a path, ``-k EXPR``, ``-x``...)."""
     argv = [
         sys.executable,
         "-m",
@@ -25,6 +29,12 @@ def pytest_argv(suite: str = "", workers: str = "auto") -> list[str]:
     ]
     if suite:
         argv += ["-m", suite]
+    try:
+        argv += shlex.split(extra)
+    except ValueError as exc:
+        raise ConfigError(
+            "invoke test -- ARGS", extra, f"arguments a shell can split ({exc})"
+        ) from exc
     return argv
 
 

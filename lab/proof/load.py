@@ -472,11 +472,11 @@ class Traffic:
             "by_kind": dict(by_kind),
             "by_user": dict(by_user),
             "marks": [[round(t - self.started, 3), label] for t, label in self.marks],
-            "errors": dict(Counter(_reason(r) for r in self.failed)),
+            "errors": dict(Counter(reason(r) for r in self.failed)),
         }
 
 
-def _reason(r: Request) -> str:
+def reason(r: Request) -> str:
     """Why a failed request failed, in a few words (its verdict, or for a line without one
     its error's class or its status)."""
     return r.verdict or r.error.split(":")[0] or f"HTTP {r.status}"
@@ -490,7 +490,9 @@ def users_for(rate: float) -> int:
     return max(2, math.ceil(rate / PER_USER_RATE))
 
 
-def argv(url: str, rate: float, max_seconds: float) -> list[str]:
+def argv(url: str, rate: float, max_seconds: float, ui_port: int | None = None) -> list[str]:
+    """locust's command line: headless, or with ``ui_port`` its web page on 127.0.0.1 (the
+    run starts at once all the same, and ends as bounded)."""
     host = urlsplit(url).hostname
     if host != "127.0.0.1":
         raise LoadError(
@@ -505,7 +507,11 @@ def argv(url: str, rate: float, max_seconds: float) -> list[str]:
         "locust",
         "-f",
         str(LOCUSTFILE),
-        "--headless",
+        *(
+            ["--autostart", "--web-host", "127.0.0.1", "--web-port", str(ui_port)]
+            if ui_port
+            else ["--headless"]
+        ),
         "--host",
         url,
         "-u",
@@ -564,13 +570,14 @@ def running(
     max_requests: int | None = None,
     paths: Sequence[str] = (),
     folder: Path | None = None,
+    ui_port: int | None = None,
 ) -> Iterator[Traffic]:
     """Run load for the duration of the block (at most ``max_seconds`` and ``max_requests``,
     default rate x seconds x 1.2); the ``Traffic`` holds every request afterwards, the file's
     count of lines and locust's totals (``Traffic.problems``). The load is the demo app's mix
     of reads and registrations or, given ``paths``, GETs of those paths in turn (any service:
     a manifest's ``[load] paths``). Its files (``name``.jsonl, .totals.json, .locust.log) go
-    to ``folder``, by default ``REPORTS``."""
+    to ``folder``, by default ``REPORTS``; ``ui_port``: locust's web page on 127.0.0.1 there."""
     folder = folder or REPORTS
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{name}.jsonl"
@@ -579,7 +586,7 @@ def running(
     totals_file(out).unlink(missing_ok=True)
     log = (folder / f"{name}.locust.log").open("w")
     proc = subprocess.Popen(
-        argv(url, rate, max_seconds),
+        argv(url, rate, max_seconds, ui_port),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

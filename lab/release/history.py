@@ -3,6 +3,7 @@ the ``invoke releases`` table)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -117,6 +118,23 @@ def rows(
             ReleaseRow(m.release, f"matched ({m.rule})", "-", "-", pins_of.get(m.release, ()))
         ] + [r for r in ordered if r.release != m.release]
     return ordered
+
+
+def releases_json(rows: list[ReleaseRow]) -> str:
+    """The ``releases`` table for a program: a list of objects, newest first."""
+    return json.dumps(
+        [
+            {
+                "release": r.release,
+                "status": r.status,
+                "last_made_live": None if r.last_made_live in ("-", "?") else r.last_made_live,
+                "by": None if r.by in ("-", "?") else r.by,
+                "pinned": list(r.pinned),
+            }
+            for r in rows
+        ],
+        indent=2,
+    )
 
 
 def render_releases(rows: list[ReleaseRow]) -> str:

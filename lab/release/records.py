@@ -160,6 +160,12 @@ def redacted(record: Record, secrets: Iterable[str]) -> Record:
     return Record(**redact_doc(asdict(record), secrets))
 
 
+def as_json(record: Record, secrets: Iterable[str], **extra: Any) -> str:
+    """The record as one JSON document for a program reading a task's output (``--json``),
+    redacted of ``secrets``; ``extra`` adds figures a task measured beside it."""
+    return json.dumps({**asdict(redacted(record, secrets)), **extra}, indent=2)
+
+
 def write(directory: Path, record: Record) -> Path:
     """The record as ``KIND-STAMP-RUN-SERVICE-RELEASE.json`` in ``directory``: the run id keeps
     two runs apart even when their clocks gave them the same ``started`` (on cd, records from

@@ -97,3 +97,13 @@ def test_load_honours_state_dir_and_topology_overrides(tmp_path: Path) -> None:
 def test_load_reports_a_missing_topology_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="an existing JSON file"):
         config.load(environ={"CDLAB_TOPOLOGY": str(tmp_path / "nope.json")})
+
+
+def test_text_after_the_double_dash_reaches_pytest_split_as_a_shell_would() -> None:
+    from lab import testing
+
+    argv = testing.pytest_argv("unit", "2", "tests/unit -k 'judge and not slow' -x")
+    assert argv[-6:] == ["-m", "unit", "tests/unit", "-k", "judge and not slow", "-x"]
+    assert testing.pytest_argv().count("-m") == 1  # python -m pytest; no marker expression
+    with pytest.raises(ConfigError, match="invoke test -- ARGS"):
+        testing.pytest_argv(extra="-k 'unclosed")

@@ -3,6 +3,8 @@ refused with what is expected."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -134,3 +136,24 @@ def test_a_run_pins_what_it_puts_back_on_a_lease_and_lifts_only_its_own(
     assert pins.pinned(etcd, "quotes") == {B}  # the other run's pin stays
     restore.let_go(lab, other)  # type: ignore[arg-type]
     assert pins.pinned(etcd, "quotes") == set() and pins.owners(etcd, "app", A) == ["user"]
+
+
+def test_the_releases_json_is_a_list_newest_first_with_nulls_for_what_is_unknown() -> None:
+    made = records.Record("deploy", "app", A, None, "", "bluegreen", "me", "t-a", 1.0, "succeeded")
+    live = routes.Routes("app", (routes.Server(A, f"app-{A}", 100),))
+    got = history.rows([made], live, {A, B}, {B: ["user"]})
+    assert json.loads(history.releases_json(got)) == [
+        {"release": A, "status": "live", "last_made_live": "t-a", "by": "me", "pinned": []},
+        {
+            "release": B,
+            "status": "retained",
+            "last_made_live": None,
+            "by": None,
+            "pinned": ["user"],
+        },
+    ]
+    secret = "q2W_e3R-t4Y5u6I7o8P9"
+    told = dataclasses.replace(made, error=f"refused with password {secret}")
+    as_json = json.loads(records.as_json(told, [secret], switch_to_all_ms=12.5))
+    assert as_json["release"] == A and as_json["switch_to_all_ms"] == 12.5
+    assert secret not in json.dumps(as_json)  # redacted like every record that leaves the lab
