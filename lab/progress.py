@@ -13,7 +13,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -73,6 +73,9 @@ class Progress:
     planned: list[str] = field(default_factory=list)  # keys declared up front
     _next: int = 0  # where in ``planned`` the next stage is looked for
     ended: dict[str, float] = field(default_factory=dict)  # key -> monotonic end time
+    # told the line of each stage as it starts ("[3/9] integration tests"): ``invoke watch``'s
+    # source for the stage a run is at (``lab.release.activity``); must not block or raise
+    watchers: list[Callable[[str], None]] = field(default_factory=list)
 
     def say(self, text: str) -> None:
         """Print ``text``; a closed or broken output (a hung-up terminal, a pipe whose reader
@@ -98,7 +101,10 @@ class Progress:
     def stage(self, title: str, key: str | None = None) -> Iterator[StageHandle]:
         key = key or slug(title)
         handle = StageHandle()
-        self.say(f"==> {self._counter(key)}{title} ...")
+        line = f"{self._counter(key)}{title}"
+        self.say(f"==> {line} ...")
+        for watcher in self.watchers:
+            watcher(line)
         start = time.monotonic()
         stop = threading.Event()
         if self.out is not None:  # quiet work starts no ticker

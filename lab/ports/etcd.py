@@ -125,9 +125,14 @@ class Etcd:
         lease = str(kvs[0].get("lease", "0")) if kvs else "0"
         return None if lease == "0" else lease
 
-    def put(self, key: str, value: bytes, fence: Fence | None = None) -> None:
-        """Write ``key``; with ``fence``, only while it holds (else ``FencedOut``)."""
+    def put(
+        self, key: str, value: bytes, fence: Fence | None = None, lease: str | None = None
+    ) -> None:
+        """Write ``key``; with ``fence``, only while it holds (else ``FencedOut``); with
+        ``lease``, bound to it (gone when it ends)."""
         body = {"key": _b64(key), "value": base64.b64encode(value).decode()}
+        if lease is not None:
+            body["lease"] = lease
         if fence is None:
             self._post(f"write {key}", "/v3/kv/put", body)
         else:

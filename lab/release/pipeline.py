@@ -26,6 +26,7 @@ from lab.ports.metrics import GRAPHITE_PORT
 from lab.progress import Progress
 from lab.release import (
     actions,
+    activity,
     apply,
     history,
     judge,
@@ -433,9 +434,10 @@ class Run:
         started, result = records.now(), ""
         error: BaseException | None = None
         late: RunStopped | None = None
+        what = f"{self.kind} {self.service} {self.release}"
         with signals.deferred(self.progress.say):
             try:
-                with signals.stoppable():
+                with signals.stoppable(), activity.board(self.lab.etcd, what, self.progress):
                     yield
             except Stop as stop:  # outside the plan's apply: nothing of the plan to undo
                 done = self._outcome is not None and self._outcome.result == "succeeded"

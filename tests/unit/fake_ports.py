@@ -316,7 +316,7 @@ class FakeEtcd:
         if self.down:
             raise EtcdError(action, "https://prod:2379", "connection refused")
 
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, key: str, value: bytes, fence: object = None, lease: str | None = None) -> None:
         self._up(f"write {key}")
         self.revision += 1
         old = self.kv.get(key)
