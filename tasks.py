@@ -416,6 +416,33 @@ def load_task(
     print(demand.render(summary))
 
 
+@task(
+    help={
+        "once": "print one frame and exit (for copy-paste and tests)",
+        "service": "only this service (default: every service)",
+    }
+)
+@presents_errors
+def watch(c: Context, once: bool = False, service: str = "") -> None:
+    """Watch the lab live: traffic per release, the proxy's pool, the deploy in progress.
+
+    Refreshed every second until Ctrl-C: per service, requests/s, failures, p50/p99 and the
+    share of each release at the edge; the proxy's pool (weights, UP/DOWN/draining); the
+    deploy lock's holder and the stage each release run is at."""
+    from rich.console import Console
+
+    from lab.proof import watch as view
+    from lab.stack import services
+
+    root = lab_config.load().root
+    names = [services.load(root, service).name] if service else services.names(root)
+    with the_lab() as lab:
+        if once:
+            view.once(lab, names, Console(width=110))
+        else:
+            view.live(lab, names, Console())
+
+
 @task
 def lint(c: Context) -> None:
     """ruff (lint + format check) and mypy --strict."""
@@ -436,6 +463,7 @@ ns = Collection(
     stack_ns,
     bench,
     load_task,
+    watch,
     deploy,
     promote,
     abort,

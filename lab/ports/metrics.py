@@ -75,6 +75,19 @@ class Graphite:
         doc = resp.json()
         return [float(v) for series in doc for v, _ in series["datapoints"] if v is not None]
 
+    def series(
+        self, targets: list[str], since: str = "-20s"
+    ) -> list[tuple[str, list[tuple[float | None, int]]]]:
+        """Every series ``targets`` match since ``since``: (name, [(value or None, unix
+        time), ...]); one request."""
+        resp = self.session.get(
+            f"{self.url}/render",
+            timeout=self.timeout,
+            params={"target": targets, "from": since, "until": "now", "format": "json"},
+        )
+        resp.raise_for_status()
+        return [(str(s["target"]), [(v, int(t)) for v, t in s["datapoints"]]) for s in resp.json()]
+
     def sample(
         self, service: str, release: str, seconds: int, until: float | None = None
     ) -> Sample:
