@@ -175,6 +175,16 @@ def dev_push(c: Context, message: str = "change made on dev") -> None:
     print(f"dev: {head} pushed to cd and deployed")
 
 
+@task(name="shell")
+@presents_errors
+def dev_shell(c: Context) -> None:
+    """Open a shell on dev in its clone: edit (nano, vi), commit, then invoke dev.push."""
+    from lab.release import devloop
+
+    argv = lifecycle.shell_argv(lab_config.load(), "dev", devloop.CLONE)
+    os.execvp(argv[0], argv)
+
+
 @task(help={"service": "the service whose candidate to promote (default: app)"})
 @presents_errors
 def promote(c: Context, service: str = "app") -> None:
@@ -454,7 +464,7 @@ def lint(c: Context) -> None:
 
 lab_ns = Collection("lab", up, status, down, destroy, shell)
 lock_ns = Collection("lock", lock_release, lock_status)
-dev_ns = Collection("dev", dev_push)
+dev_ns = Collection("dev", dev_push, dev_shell)
 stack_ns = Collection("stack", stack_apply)
 ns = Collection(
     lab_ns,

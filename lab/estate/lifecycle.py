@@ -374,7 +374,9 @@ def _record(state: State, action: str, started: dt.datetime, progress: Progress)
     (state.runs / f"{action}-{stamp}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def shell_argv(config: LabConfig, host: str) -> list[str]:
-    """The command that opens an interactive shell on ``host`` (its container)."""
+def shell_argv(config: LabConfig, host: str, folder: str = "") -> list[str]:
+    """The command that opens an interactive shell on ``host`` (its container), in ``folder``
+    when given."""
     h = config.host(host)
-    return ["docker", "exec", "-it", "-e", "TERM", config.container_name(h), "bash", "-l"]
+    where = ["-w", folder] if folder else []
+    return ["docker", "exec", "-it", "-e", "TERM", *where, config.container_name(h), "bash", "-l"]

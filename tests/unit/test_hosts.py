@@ -127,3 +127,15 @@ def test_a_changed_spec_recreates_and_an_equal_one_keeps() -> None:
     assert {a.action for a in same} == {"keep"}
     changed = hosts.plan(CFG, facts, "img", ALL, {}, "spec2")
     assert {a.action for a in changed} == {"recreate"}
+
+
+def test_a_shell_opens_on_the_hosts_container_and_in_a_folder_when_asked() -> None:
+    from lab import config
+    from lab.estate import lifecycle
+    from lab.release import devloop
+
+    cfg = config.load()
+    dev = cfg.container_name(cfg.host("dev"))
+    assert lifecycle.shell_argv(cfg, "dev")[-3:] == [dev, "bash", "-l"]
+    argv = lifecycle.shell_argv(cfg, "dev", devloop.CLONE)
+    assert argv[argv.index("-w") + 1] == devloop.CLONE and argv[-3] == dev
