@@ -206,7 +206,7 @@ def _service_table(view: ServiceView) -> Table:
     order = [*slots, *(r for r in by_release if r not in slots)]
     for rel in order:
         f, s = by_release.get(rel), slots.get(rel)
-        share = f"{f.rps * 100 / total:.1f} %" if f and total else "0.0 %"
+        share = (f"{f.rps * 100 / total:.1f} %" if f else "0.0 %") if total else "-"
         table.add_row(
             rel,
             f"w{s.weight} {s.state}" if s else "gone",

@@ -5,25 +5,30 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from lab.build import checks, git
 from lab.errors import ConfigError
 from lab.estate.state import State
 from lab.ports import engines
+from lab.ports.lab import Lab
 from lab.ports.metrics import Graphite
 from lab.progress import Progress
-from lab.proof import split
+from lab.proof import split, watch
 from lab.release import api as release
 from lab.release import history, judge, lock, pipeline, records
 from lab.stack import project as stack
 from tests.conftest import ON_VERSION_FOR_REAL_CLIENTS, commit_in_clone, session
 
 pytestmark = pytest.mark.xdist_group("prod")
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
 APP = "http://127.0.0.1:8000"  # the app's frontend, published on the workstation
 
 
@@ -161,12 +166,48 @@ def canary(state: State) -> records.Record:
     )
 
 
+@contextmanager
+def watching(lab: State, service: str) -> Iterator[list[watch.Frame]]:
+    """``invoke watch``'s frames of ``service``, read every half second in a thread while the
+    block runs (bounded: 90 s)."""
+    frames: list[watch.Frame] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        with Lab.of(lab) as mine:
+            deadline = time.monotonic() + 90
+            while not stop.wait(0.5) and time.monotonic() < deadline:
+                frames.append(watch.read_frame(mine, [service]))
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    try:
+        yield frames
+    finally:
+        stop.set()
+        worker.join(10)
+
+
 def test_a_canary_is_promoted_by_the_judge(
     lab: State, other_commit: State, light_load: list[tuple[float, int, str]]
 ) -> None:
+    """... and ``invoke watch`` shows it: both releases in the pool and their shares of the
+    traffic, the run and its canary stage."""
     a = release.current_routes(lab, "app").live
     b = git.short(git.commit(other_commit.config.root))
-    rec = canary(other_commit)
+    with watching(lab, "app") as frames:
+        rec = canary(other_commit)
+    both = [
+        f
+        for f in frames
+        if {a, b} <= {x.release for x in f.services[0].figures if x.rps}
+        and {a, b} <= {s.release for s in f.services[0].pool if s.weight}
+    ]
+    assert both, f"invoke watch never showed both releases with traffic: {frames[-3:]}"
+    console = Console(width=110, record=True, color_system=None)
+    console.print(watch.render(both[-1]))
+    (REPORTS / "watch-canary.txt").write_text(console.export_text())
+    assert any("canary" in r.stage and r.what == f"deploy app {b}" for r in both[-1].runs)
     assert (rec.result, rec.strategy, served()) == ("succeeded", "canary", b)
     step = next(s for s in rec.stages if s["key"] == "canary-25")
     assert step["status"] == "changed" and "error rate 0.0%" in step["detail"]
