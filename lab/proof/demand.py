@@ -213,7 +213,7 @@ def run(lab: Lab, demand: Demand, say: Callable[[str], None]) -> Summary:
         try:
             while (left := end - time.monotonic()) > 0:
                 time.sleep(min(EVERY, left))
-                counts.add(tail.read())
+                counts.add([r for r in tail.read() if r.t >= traffic.started])  # as the summary
                 say(counts.line(demand, traffic.seconds))
         except KeyboardInterrupt:
             stopped = True
