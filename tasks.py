@@ -453,6 +453,65 @@ def watch(c: Context, once: bool = False, service: str = "") -> None:
             view.live(lab, names, Console())
 
 
+@task(name="list")
+def lesson_list(c: Context) -> None:
+    """List the lessons: name, title and the goal lesson.check verifies."""
+    from lab.lessons.catalog import LESSONS
+
+    for lesson in LESSONS:
+        print(f"{lesson.name:16} {lesson.title}\n{'':16} goal: {lesson.goal}")
+
+
+@task(
+    name="run",
+    help={
+        "name": "the lesson (invoke lesson.list)",
+        "step": "wait for Enter after each step",
+    },
+)
+@presents_errors
+def lesson_run(c: Context, name: str, step: bool = False) -> None:
+    """Run a lesson on the lab, narrated step by step; what it changed is put back."""
+    from lab import lessons
+    from lab.lessons.catalog import LESSONS
+
+    lesson = lessons.find(LESSONS, name)
+    wait = (lambda: input("    (Enter for the next step) ")) if step else None
+    with the_lab() as lab:
+        lessons.run(lesson, lab, say=lambda text: print(text, flush=True), wait=wait)
+
+
+@task(name="check", help={"name": "the lesson (invoke lesson.list)"})
+@presents_errors
+def lesson_check(c: Context, name: str) -> None:
+    """Say whether this lab reached a lesson's goal (yes/no and what is missing); exit 1 if no."""
+    from lab import lessons
+    from lab.lessons.catalog import LESSONS
+
+    lesson = lessons.find(LESSONS, name)
+    with the_lab() as lab:
+        missing = lessons.check(lesson, lab)
+    print(lessons.render_check(lesson, missing))
+    if missing:
+        raise Exit(code=1)
+
+
+@task(name="solve", help={"name": "the lesson (invoke lesson.list)"})
+@presents_errors
+def lesson_solve(c: Context, name: str) -> None:
+    """Do a lesson's steps for who is stuck (no pauses), then check its goal."""
+    from lab import lessons
+    from lab.lessons.catalog import LESSONS
+
+    lesson = lessons.find(LESSONS, name)
+    with the_lab() as lab:
+        lessons.run(lesson, lab, say=lambda text: print(text, flush=True))
+        missing = lessons.check(lesson, lab)
+    print(lessons.render_check(lesson, missing))
+    if missing:
+        raise Exit(code=1)
+
+
 @task
 def lint(c: Context) -> None:
     """ruff (lint + format check) and mypy --strict."""
@@ -466,11 +525,13 @@ lab_ns = Collection("lab", up, status, down, destroy, shell)
 lock_ns = Collection("lock", lock_release, lock_status)
 dev_ns = Collection("dev", dev_push, dev_shell)
 stack_ns = Collection("stack", stack_apply)
+lesson_ns = Collection("lesson", lesson_list, lesson_run, lesson_check, lesson_solve)
 ns = Collection(
     lab_ns,
     lock_ns,
     dev_ns,
     stack_ns,
+    lesson_ns,
     bench,
     load_task,
     watch,

@@ -1,0 +1,389 @@
+"""The lessons (``invoke lesson.list``). Each does on the real lab what a student does by hand,
+checks what a student must have reached, and puts back what it changed (the live release, the
+dev clone) or says what it left (a warm release).
+
+Every check reads evidence the lab keeps until ``lab.reset``/``lab.destroy``: the runs' records
+(shared in the route store), the registry, the proxy's container."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import time
+from typing import Any
+
+import requests
+
+from lab.errors import LabError, PushError
+from lab.lessons import Ctx, Lesson, Step
+from lab.ports.lab import Lab
+from lab.progress import Progress
+from lab.proof import load
+from lab.proof.strategies import chain
+from lab.release import api as release
+from lab.release import devloop, pipeline, records
+from lab.stack import project as stack
+
+APP = "http://127.0.0.1:8000"
+RATE = 50  # requests/s of a lesson's load: enough to see, light on a laptop
+PUSHED = "git push to cd"  # how a record names a run started by a push (the cd hook's trigger)
+
+
+class LessonError(LabError):
+    """A lesson's step did not see what the lesson is about (the lab misbehaved)."""
+
+
+def _get(path: str = "/version") -> requests.Response:
+    s = requests.Session()
+    s.trust_env = False  # the lab's own port on 127.0.0.1
+    return s.get(APP + path, timeout=5)
+
+
+def _history(lab: Lab, service: str = "app") -> list[records.Record]:
+    return records.history(lab.runs, service, lab.etcd)
+
+
+def _on_dev(lab: Lab, script: str) -> str:
+    dev = lab.config.container_name(lab.config.host("dev"))
+    done = subprocess.run(
+        ["docker", "exec", dev, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode:
+        raise LessonError(f"on dev, `{script}` failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def _note_live(ctx: Ctx) -> str:
+    """The live release and the dev clone's commit, both put back when the lesson ends."""
+    lab = ctx.lab
+    live = release.current_routes(lab, "app").live
+    if not live:
+        raise LessonError("app has no live release: bring the lab up first (`invoke lab.up`)")
+    ctx.facts["live"] = live
+    ctx.facts["dev"] = devloop.clone_head(lab.config)
+
+    def back_live() -> str:
+        now = release.current_routes(lab, "app").live
+        if now == live:
+            return f"app still on {live}"
+        pipeline.rollback(lab, Progress(out=None), "app", to=live)
+        ctx.changed.append(f"app's warm release is now {now} (an instant rollback away)")
+        return f"app back on {live} (was {now})"
+
+    def back_dev() -> str:
+        head = devloop.clone_head(lab.config)
+        if not ctx.facts["dev"] or head == ctx.facts["dev"]:
+            return "dev clone unchanged"
+        devloop.reset_clone(lab.config, ctx.facts["dev"])
+        return f"dev clone back at {ctx.facts['dev'][:12]} (its commits stay in git's reflog)"
+
+    ctx.undo += [("dev clone", back_dev), ("live release", back_live)]
+    return f"app serves {live} at {APP}; dev's clone is at {ctx.facts['dev'][:12]}"
+
+
+NOTE_LIVE = Step(
+    "Note what production serves now",
+    "every lesson ends by putting it back: a class shares nothing but this starting point",
+    f"{APP}/version (the X-Release header), `invoke releases`",
+    _note_live,
+)
+
+
+# first-deploy ----------------------------------------------------------------------------
+
+
+def _edit_title(ctx: Ctx) -> str:
+    stamp = f"cdlab lesson {secrets.token_hex(3)}"
+    ctx.facts["stamp"] = stamp
+    page = f"{devloop.CLONE}/services/app/app/web.py"
+    _on_dev(ctx.lab, f"sed -i 's|<title>[^<]*</title>|<title>{stamp}</title>|' {page}")
+    return f"the page's title is now '{stamp}' in dev's clone (not committed yet)"
+
+
+def _push(ctx: Ctx) -> str:
+    head = devloop.push(ctx.lab.config, f"lesson: the page's title becomes {ctx.facts['stamp']}")
+    rec = next((r for r in reversed(_history(ctx.lab)) if r.release == head), None)
+    took = f" in {rec.seconds:.1f} s" if rec else ""
+    ctx.measured["push to live"] = f"{head} live{took} (trigger: {rec.trigger if rec else '?'})"
+    ctx.facts["new"] = head
+    return f"{head} pushed, built, tested and switched to{took}"
+
+
+def _see_it(ctx: Ctx) -> str:
+    page, version = _get("/"), _get()
+    served = version.headers.get("X-Release", "")
+    if served != ctx.facts["new"] or ctx.facts["stamp"] not in page.text:
+        raise LessonError(f"{APP} answers with {served!r}, not the pushed {ctx.facts['new']}")
+    return f"{APP} answers from {served} with the title '{ctx.facts['stamp']}'"
+
+
+def _check_first_deploy(lab: Lab) -> list[str]:
+    pushed = [r for r in _history(lab) if r.trigger.startswith(PUSHED) and r.kind == "deploy"]
+    if any(r.result == "succeeded" for r in pushed):
+        return []
+    return [
+        "no deploy of app started by a push from dev yet: `invoke dev.shell`, edit "
+        "services/app/app/web.py (its <title>), `git commit -am ...`, then `invoke dev.push`"
+    ]
+
+
+FIRST_DEPLOY = Lesson(
+    "first-deploy",
+    "your first deploy: edit on dev, commit, push, follow every stage",
+    "a commit pushed from dev is live, deployed by the pipeline the push started",
+    (
+        NOTE_LIVE,
+        Step(
+            "Edit the page in dev's clone",
+            "developers change code on their machine; nothing reaches production by hand",
+            "`invoke dev.shell`, then `git diff` in the clone",
+            _edit_title,
+        ),
+        Step(
+            "Commit and push to cd: the push starts the pipeline",
+            "one push runs every stage (checks, build with the unit tests, integration tests "
+            "beside the live release, the switch, the bake); you watch each one",
+            "the stages above ('remote: ==> [n/N] ...'), `invoke watch`, and the deploy's "
+            "event on http://127.0.0.1:8082/dashboard/cdlab",
+            _push,
+        ),
+        Step(
+            "See the new release serve",
+            "the switch is at the proxy: every new request goes to the new release at once",
+            f"{APP} (the new title), `invoke releases` (the old release is warm)",
+            _see_it,
+        ),
+    ),
+    _check_first_deploy,
+)
+
+
+# broken-build ----------------------------------------------------------------------------
+
+BROKEN_TEST = "services/app/tests/unit/test_lesson_broken.py"
+
+
+def _break_a_test(ctx: Ctx) -> str:
+    _on_dev(
+        ctx.lab,
+        f"printf 'def test_broken():\\n    assert 1 == 2\\n' > {devloop.CLONE}/{BROKEN_TEST}",
+    )
+    return f"added {BROKEN_TEST}, a unit test that fails"
+
+
+def _push_broken(ctx: Ctx) -> str:
+    try:
+        head = devloop.push(ctx.lab.config, "lesson: a unit test that fails")
+    except PushError as exc:
+        head = exc.release or ""
+    else:
+        raise LessonError(f"the commit with a failing unit test was deployed ({head})")
+    rec = next((r for r in reversed(_history(ctx.lab)) if r.release == head), None)
+    if rec is None or rec.result != "failed":
+        raise LessonError(f"no failed record of {head}: the pipeline did not run as expected")
+    ctx.facts["broken"] = head
+    ctx.measured["broken build"] = (
+        f"{head} stopped at '{rec.failed_stage}' after {rec.seconds:.1f} s"
+    )
+    return f"the pipeline stopped at '{rec.failed_stage}': the unit tests run inside the build"
+
+
+def _never_an_image(ctx: Ctx) -> str:
+    head, live = ctx.facts["broken"], ctx.facts["live"]
+    if ctx.lab.registry.digest("cdlab/app", head) is not None:
+        raise LessonError(f"the registry has an image of {head}")
+    served = _get().headers.get("X-Release", "")
+    if served != live:
+        raise LessonError(f"{APP} answers from {served!r}, not {live}")
+    ctx.measured["registry"] = f"no image of {head}; production still on {live}"
+    return f"no image of {head} in the registry; {APP} still answers from {live}"
+
+
+def _check_broken_build(lab: Lab) -> list[str]:
+    failed = [
+        r
+        for r in _history(lab)
+        if r.result == "failed" and (r.failed_stage or "").startswith("image-")
+    ]
+    if any(lab.registry.digest("cdlab/app", r.release) is None for r in failed):
+        return []
+    return [
+        "no push of a commit whose unit tests fail yet: on dev add a failing test under "
+        "services/app/tests/unit/, commit, `invoke dev.push` (it must fail at the build)"
+    ]
+
+
+BROKEN_BUILD = Lesson(
+    "broken-build",
+    "a broken build never becomes an image",
+    "a pushed commit failed its unit tests in the build, and no image of it exists",
+    (
+        NOTE_LIVE,
+        Step(
+            "Add a unit test that fails, on dev",
+            "a mistake a developer makes every week",
+            f"`invoke dev.shell`, then `cat {BROKEN_TEST}`",
+            _break_a_test,
+        ),
+        Step(
+            "Push it: the build on cd fails",
+            "the unit tests run inside the image's build: a failing test means no image at all",
+            "the failing test's output above ('assert 1 == 2'), `invoke releases`",
+            _push_broken,
+        ),
+        Step(
+            "See that nothing reached the registry or production",
+            "what was never built can never be deployed, by anyone, by mistake",
+            f"{APP}/version, `invoke releases` (no row for the broken commit)",
+            _never_an_image,
+        ),
+    ),
+    _check_broken_build,
+)
+
+
+# rollback-drill --------------------------------------------------------------------------
+
+
+def _second_release(ctx: Ctx) -> str:
+    lab = ctx.lab
+    where = lab.state.dir / "lessons" / f"clone-{secrets.token_hex(3)}"
+    where.parent.mkdir(parents=True, exist_ok=True)
+
+    def remove() -> str:
+        shutil.rmtree(where, ignore_errors=True)
+        return f"{where} removed"
+
+    ctx.undo.append(("scratch clone", remove))
+    scratch = chain(lab.state, where)
+    sha = scratch.commit()
+    rec = pipeline.deploy(lab.at(where), Progress(), "app", sha)
+    ctx.facts["second"] = rec.release
+    return f"{rec.release} is live ({ctx.facts['live']} is warm) after {rec.seconds:.1f} s"
+
+
+def _roll_back(ctx: Ctx) -> str:
+    lab, live = ctx.lab, ctx.facts["live"]
+    folder = lab.state.dir / "lessons"
+    with load.running(rate=RATE, name="lesson-rollback", folder=folder, max_seconds=120) as t:
+        time.sleep(3)
+        with t.operation("rollback", target=live):
+            _, seconds = pipeline.rollback(lab, Progress(out=None), "app", to=live)
+        time.sleep(3)
+    ctx.measured["rollback"] = (
+        f"100 % on {live} {seconds * 1000:.0f} ms after the switch; "
+        f"{len(t.requests)} requests at {RATE}/s, {len(t.failed)} failed"
+    )
+    ctx.changed.append(f"app's warm release is now {ctx.facts['second']}")
+    return ctx.measured["rollback"]
+
+
+def _check_rollback(lab: Lab) -> list[str]:
+    if any(r.kind == "rollback" and r.result == "succeeded" for r in _history(lab)):
+        return []
+    return [
+        "no rollback of app yet: deploy a second release (`invoke dev.push` of a change), "
+        "then `invoke rollback` while `invoke load` runs"
+    ]
+
+
+ROLLBACK_DRILL = Lesson(
+    "rollback-drill",
+    "a rollback drill under load",
+    "app was rolled back (a succeeded rollback in its records)",
+    (
+        NOTE_LIVE,
+        Step(
+            "Deploy a second release",
+            "a rollback needs somewhere to go back to: the release before is kept warm",
+            "`invoke releases` (live and warm)",
+            _second_release,
+        ),
+        Step(
+            f"Roll back while {RATE} requests/s arrive",
+            "a rollback is a switch at the proxy to a release that is already running: no "
+            "build, no start, no request lost",
+            "`invoke watch` (the share moving in one second), `invoke releases`",
+            _roll_back,
+        ),
+    ),
+    _check_rollback,
+)
+
+
+# proxy-killed ----------------------------------------------------------------------------
+
+
+def _proxy(lab: Lab) -> Any:
+    return lab.engine("prod").containers.get(f"{stack.PROJECT}_proxy_1")
+
+
+def _kill_proxy(ctx: Ctx) -> str:
+    lab = ctx.lab
+    folder = lab.state.dir / "lessons"
+    proxy = _proxy(lab)
+    first = proxy.attrs["State"]["StartedAt"]
+    restarted = 0.0
+    with load.running(rate=RATE, name="lesson-proxy", folder=folder, max_seconds=120) as t:
+        time.sleep(2)
+        killed = time.time()
+        proxy.kill()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not restarted:
+                proxy.reload()
+                if proxy.attrs["State"]["StartedAt"] != first:
+                    restarted = time.time()
+            elif load.steady_since(t.seen_so_far(), restarted) < time.time() - 3:
+                break
+            time.sleep(0.2)
+    if not restarted:
+        raise LessonError("the proxy was not started again within 60 s of being killed")
+    back = load.steady_since(t.requests, restarted) - killed
+    ctx.measured["proxy killed"] = (
+        f"answering again {back:.1f} s after the kill; {len(t.failed)} of {len(t.requests)} "
+        f"requests failed meanwhile"
+    )
+    return ctx.measured["proxy killed"]
+
+
+def _check_proxy_killed(lab: Lab) -> list[str]:
+    count = int(_proxy(lab).attrs.get("RestartCount", 0))
+    missing = []
+    if count < 1:
+        missing.append(
+            "the proxy was never killed: `invoke lab.shell prod`, then "
+            f"`docker kill {stack.PROJECT}_proxy_1` while `invoke load` runs"
+        )
+    try:
+        ok = _get().status_code == 200
+    except requests.RequestException:
+        ok = False
+    if not ok:
+        missing.append(f"{APP} does not answer yet: the proxy's keeper restarts it, wait")
+    return missing
+
+
+PROXY_KILLED = Lesson(
+    "proxy-killed",
+    "the proxy killed under load",
+    "the proxy was killed (its container restarted at least once) and serves again",
+    (
+        Step(
+            f"Kill the proxy (SIGKILL) while {RATE} requests/s arrive",
+            "the proxy is the one part every request crosses: how long is the outage, and "
+            "what brings the routes back?",
+            "the load's figures below; `invoke watch` (failures, then the pool back from etcd)",
+            _kill_proxy,
+        ),
+    ),
+    _check_proxy_killed,
+)
+
+
+LESSONS = (FIRST_DEPLOY, BROKEN_BUILD, ROLLBACK_DRILL, PROXY_KILLED)

@@ -1,0 +1,138 @@
+"""Lessons (``invoke lesson.*``): a run narrates every step and puts back what it changed
+whatever stops it; a check says no on a fresh lab, naming what is missing, and yes once the
+evidence is there. The lab is stood in for by its records and a registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lab import lessons
+from lab.errors import ConfigError
+from lab.lessons import Ctx, Lesson, Step, catalog
+from lab.release import records
+from tests.unit.fake_ports import FakeEtcd
+
+A, B, C = "a" * 12, "b" * 12, "c" * 12
+
+
+class Registry:
+    def __init__(self, tags: set[str]) -> None:
+        self.tags = tags
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        return f"sha256:{tag}" if tag in self.tags else None
+
+
+@dataclass
+class FakeLab:
+    runs: Path
+    etcd: FakeEtcd = field(default_factory=FakeEtcd)
+    registry: Registry = field(default_factory=lambda: Registry({A}))
+
+
+def rec(
+    release: str, kind: str = "deploy", result: str = "succeeded", trigger: str = "me@laptop"
+) -> records.Record:
+    stage = "image-app" if result == "failed" else None
+    return records.Record(
+        kind, "app", release, None, "", "bluegreen", trigger, "t", 1.0, result, stage
+    )
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> FakeLab:
+    """A lab just brought up: one deploy of the checkout's commit, by the workstation."""
+    lab = FakeLab(tmp_path)
+    records.write(tmp_path, rec(A))
+    return lab
+
+
+@pytest.mark.parametrize(
+    ("lesson", "says"),
+    [
+        (catalog.FIRST_DEPLOY, "no deploy of app started by a push from dev"),
+        (catalog.BROKEN_BUILD, "no push of a commit whose unit tests fail"),
+        (catalog.ROLLBACK_DRILL, "no rollback of app yet"),
+    ],
+)
+def test_on_a_fresh_lab_a_check_says_no_and_what_is_missing(
+    fresh: FakeLab, lesson: Lesson, says: str
+) -> None:
+    missing = lessons.check(lesson, fresh)  # type: ignore[arg-type]
+    assert len(missing) == 1 and says in missing[0]
+    text = lessons.render_check(lesson, missing)
+    assert text.startswith(f"{lesson.name}: no, not yet") and says in text
+
+
+def test_each_check_says_yes_once_its_evidence_is_there(fresh: FakeLab) -> None:
+    records.write(fresh.runs, rec(B, trigger="git push to cd (refs/heads/main)"))
+    records.write(fresh.runs, rec(C, result="failed", trigger="git push to cd (refs/heads/main)"))
+    records.write(fresh.runs, rec(A, kind="rollback"))
+    for lesson in (catalog.FIRST_DEPLOY, catalog.BROKEN_BUILD, catalog.ROLLBACK_DRILL):
+        assert lessons.check(lesson, fresh) == []  # type: ignore[arg-type]
+        assert "yes, the goal is reached" in lessons.render_check(lesson, [])
+
+
+def test_a_failed_build_whose_image_exists_is_not_the_evidence(fresh: FakeLab) -> None:
+    records.write(fresh.runs, rec(C, result="failed"))
+    fresh.registry.tags.add(C)  # it was built after all (a later push of the same commit)
+    assert lessons.check(catalog.BROKEN_BUILD, fresh) != []  # type: ignore[arg-type]
+
+
+def test_an_unknown_lesson_is_refused_with_the_names() -> None:
+    with pytest.raises(ConfigError, match="one of: first-deploy, broken-build"):
+        lessons.find(catalog.LESSONS, "first-deplyo")
+
+
+def lesson_of(fail_at: int, log: list[str]) -> Lesson:
+    def step(n: int) -> Step:
+        def do(ctx: Ctx) -> str:
+            ctx.undo.append((f"thing {n}", lambda: log.append(f"undo {n}") or f"{n} back"))
+            if n == fail_at:
+                raise KeyboardInterrupt
+            ctx.measured[f"step {n}"] = "ok"
+            return f"did {n}"
+
+        return Step(f"step {n}", "because", "here", do)
+
+    return Lesson("demo", "a demo", "goal", tuple(step(n) for n in (1, 2, 3)), lambda lab: [])
+
+
+def test_a_run_narrates_each_step_and_says_its_outcome() -> None:
+    said: list[str] = []
+    log: list[str] = []
+    waits: list[int] = []
+    out = lessons.run(lesson_of(0, log), None, said.append, wait=lambda: waits.append(1))  # type: ignore[arg-type]
+    text = "\n".join(said)
+    assert "[1/3] step 1" in text and "why: because" in text and "look: here" in text
+    assert "done in" in text and "outcome of demo" in text and "step 3: ok" in text
+    assert len(waits) == 2  # after each step but the last
+    assert log == ["undo 3", "undo 2", "undo 1"]  # newest first
+    assert out.put_back == ("thing 3: 3 back", "thing 2: 2 back", "thing 1: 1 back")
+
+
+def test_a_run_stopped_halfway_still_puts_back_what_it_changed() -> None:
+    said: list[str] = []
+    log: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        lessons.run(lesson_of(2, log), None, said.append)  # type: ignore[arg-type]
+    assert log == ["undo 2", "undo 1"]  # step 3 never ran
+    assert "put back: thing 1: 1 back" in said
+
+
+def test_a_put_back_that_fails_is_said_and_the_others_still_run() -> None:
+    said: list[str] = []
+
+    def broken(ctx: Ctx) -> str:
+        ctx.undo.append(("first", lambda: "done"))
+        ctx.undo.append(("second", lambda: str(1 / 0)))
+        return "did"
+
+    lessons.run(
+        Lesson("x", "x", "g", (Step("s", "w", "l", broken),), lambda lab: []), None, said.append
+    )  # type: ignore[arg-type]
+    assert "put back: second: could not (division by zero); do it by hand" in said
+    assert "put back: first: done" in said
