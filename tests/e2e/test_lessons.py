@@ -38,6 +38,9 @@ def test_a_lesson_runs_to_its_end_reaches_its_goal_and_puts_the_lab_back(
     live = release.current_routes(lab, "app").live
     dev = devloop.clone_head(lab.config)
     done = invoke("lesson.run", name)
+    kept = ROOT / "reports" / "lessons"  # what a lesson really prints: the tutorial shows it
+    kept.mkdir(parents=True, exist_ok=True)
+    (kept / f"{name}.txt").write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     steps = re.findall(r"^\[(\d+)/(\d+)\] ", done.stdout, re.M)
     assert steps and steps[-1][0] == steps[-1][1], done.stdout  # every step ran
