@@ -80,6 +80,26 @@ def status(c: Context, json_: bool = False) -> None:
 
 @task
 @presents_errors
+def reset(c: Context) -> None:
+    """Put the lab back to its first state, keeping images (between two classes).
+
+    Per service: the checkout's commit live and alone in the pool, the other releases removed
+    (containers and registry tags), the database emptied (schema kept), the history cleared
+    to one reset record; the dev clone at the checkout's commit. Run it again if stopped."""
+    from lab.release import reset as lab_reset
+
+    progress = Progress()
+    with the_lab() as lab:
+        live = lab_reset.reset(lab, progress)
+    progress.say(
+        f"lab reset in {progress.total_seconds:.1f} s: "
+        + ", ".join(f"{name} {rel}" for name, rel in live.items())
+        + " live, alone"
+    )
+
+
+@task
+@presents_errors
 def down(c: Context) -> None:
     """Stop the hosts; keep every container, volume and image."""
     lifecycle.down(lab_config.load(), Progress())
@@ -521,7 +541,7 @@ def lint(c: Context) -> None:
     c.run(f"{py} -m mypy", echo=True)
 
 
-lab_ns = Collection("lab", up, status, down, destroy, shell)
+lab_ns = Collection("lab", up, status, reset, down, destroy, shell)
 lock_ns = Collection("lock", lock_release, lock_status)
 dev_ns = Collection("dev", dev_push, dev_shell)
 stack_ns = Collection("stack", stack_apply)

@@ -152,6 +152,11 @@ class Etcd:
         else:
             self._fenced(f"delete {key}", key, {"request_delete_range": {"key": _b64(key)}}, fence)
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix``; how many there were."""
+        body = {"key": _b64(prefix), "range_end": _b64(_range_end(prefix))}
+        return int(self._post(f"delete {prefix}*", "/v3/kv/deleterange", body).get("deleted", 0))
+
     def _fenced(self, action: str, key: str, op: dict[str, Any], fence: Fence) -> None:
         """``op`` in one transaction with ``fence``'s compare; ``FencedOut`` (with what the
         lock key holds now) when it does not hold: then nothing was written."""

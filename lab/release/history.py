@@ -16,7 +16,8 @@ from lab.ports.lab import Lab
 from lab.release import pins, records, routes
 from lab.release.prod import read_routes
 
-MADE_LIVE = ("deploy", "rollback")  # record kinds after which a release served everyone
+# record kinds after which a release served everyone (a reset makes the checkout's commit live)
+MADE_LIVE = ("deploy", "rollback", "reset")
 
 
 def keep(lab: Lab, rec: records.Record) -> None:

@@ -73,11 +73,11 @@ def known(records: Iterable[Record]) -> Known:
     works: set[tuple[str, str]] = set()
     for rec in records:
         s = rec.schema
-        if "needs" in s and rec.kind == "deploy":
+        if "needs" in s and rec.kind in ("deploy", "reset"):
             needs[rec.release] = _stored(s["needs"])
         if "left" in s:
             now = _stored(s["left"])
-            if rec.result == "succeeded" and rec.kind in ("deploy", "rollback"):
+            if rec.result == "succeeded" and rec.kind in ("deploy", "rollback", "reset"):
                 works.add((rec.release, now))
             # the release that stayed live through a failed run kept working at what it left
             elif rec.previous:

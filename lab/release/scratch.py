@@ -93,6 +93,22 @@ def ensure_database(client: Any, name: str) -> bool:
     return True
 
 
+def empty_database(client: Any, name: str) -> list[str]:
+    """Every table of database ``name`` emptied, its identities restarted, but the migration
+    tool's own (``alembic_version``: the schema stays as it is); the tables emptied."""
+    listed = _psql(
+        client,
+        f'psql -h /tmp -U postgres -d {name} -tAc "SELECT tablename FROM pg_tables WHERE '
+        "schemaname = 'public' AND tablename <> 'alembic_version' ORDER BY 1\"",
+    )
+    tables = [t for t in listed.split() if t.replace("_", "").isalnum()]
+    if tables:
+        quoted = ", ".join(f'"{t}"' for t in tables)
+        sql = f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"
+        _psql(client, f"psql -h /tmp -U postgres -d {name} -q -v ON_ERROR_STOP=1 -c '{sql}'")
+    return tables
+
+
 def drop_database(client: Any, name: str) -> None:
     """Database ``name`` gone (a removed service's; its connections ended)."""
     _drop(client, name)

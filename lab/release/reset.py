@@ -1,0 +1,150 @@
+"""``invoke lab.reset``: the lab back to its first state, as ``lab.up`` left it, keeping the
+images (a class between two groups, a lesson done again), in well under a minute when the
+checkout's commit is still in the registry.
+
+For each service of the checkout: its commit at HEAD live and alone in the proxy's pool (no
+warm release, no matched traffic); every other release's container removed and its tag deleted
+from the registry (a pin of the user's lifted; a running test suite's pins kept); its database
+emptied (the schema stays; identities restart); its history cleared down to one ``reset``
+record of the release now live. Then the dev clone back at the checkout's commit, and the
+lessons' baseline (the proxy's last stop) taken again.
+
+Every stage can be run again: a reset stopped halfway (Ctrl-C, an error) is finished by the
+next ``invoke lab.reset``; production serves throughout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import subprocess
+from typing import Any
+
+from lab.build import git
+from lab.errors import ReleaseError
+from lab.estate.images import REPOSITORY
+from lab.ports.lab import Lab
+from lab.progress import Progress
+from lab.release import api as release
+from lab.release import devloop, history, lock, pins, pipeline, records, routes, scratch, signals
+from lab.release.prod import prune, read_routes
+from lab.stack import project as stack
+from lab.stack import services
+
+BASELINE = "/cdlab/lessons/baseline/proxy-finished"  # the proxy's FinishedAt at the last reset
+
+
+def reset(state: Lab, progress: Progress) -> dict[str, str]:
+    """Reset the lab (see the module); service -> the release live now."""
+    lab = Lab.of(state)
+    root = lab.config.root
+    sha = git.commit(root)
+    first = git.short(sha)
+    names = services.names(root)
+    progress.plan(["live", "pool", "registry", "database", "records", "dev-clone", "baseline"])
+    with progress.stage(f"the checkout's commit {first} live for every service", "live") as st:
+        st.changed(", ".join(f"{n}: {_make_live(lab, n, first)}" for n in names))
+    with progress.stage("each pool: that release alone (no warm, no matched)", "pool") as st:
+        st.changed(", ".join(f"{n}: {_alone(lab, n, first)}" for n in names))
+    with progress.stage("registry: the other releases' tags deleted", "registry") as st:
+        st.changed(", ".join(f"{n}: {_registry(lab, n, first)}" for n in names))
+    with progress.stage("databases emptied (their schema kept)", "database") as st:
+        st.changed(", ".join(_database(lab, n) for n in names) or "no service has a database")
+    with progress.stage("history: one reset record per service", "records") as st:
+        st.changed(", ".join(f"{n}: {_records(lab, n, first)}" for n in names))
+    with progress.stage("dev clone at the checkout's commit", "dev-clone") as st:
+        now = devloop.clone_head(lab.config)
+        if now == sha:
+            st.unchanged(f"at {first}")
+        else:
+            devloop.reset_clone(lab.config, sha)
+            st.changed(f"at {first} (was {now[:12] or '?'}; its commits stay in git's reflog)")
+    with progress.stage("the lessons' baseline", "baseline") as st:
+        finished = _proxy(lab).attrs["State"].get("FinishedAt", "")
+        lab.etcd.put(BASELINE, str(finished).encode())
+        st.changed(f"the proxy's last stop: {finished}")
+    return {n: first for n in names}
+
+
+def _make_live(lab: Lab, name: str, first: str) -> str:
+    current = read_routes(lab, name)
+    if current.match is not None:  # an A/B candidate: every request back on the live one
+        pipeline.decide(lab, Progress(out=None), name, "abort")
+        current = read_routes(lab, name)
+    if current.live == first:
+        return "live already"
+    was = current.live or "nothing"
+    known = first in {s.release for s in current.servers} or first in history.deployed(lab, name)
+    if known and lab.registry.digest(f"{REPOSITORY}/{name}", first):
+        pipeline.rollback(lab, Progress(out=None), name, to=first)
+        return f"rolled back from {was}"
+    pipeline.deploy(lab, Progress(out=None), name, "HEAD", bake=0)
+    return f"deployed (was {was})"
+
+
+def _alone(lab: Lab, name: str, first: str) -> str:
+    current = read_routes(lab, name)
+    alone = routes.Routes(name, tuple(s for s in current.servers if s.release == first))
+    if not alone.servers or alone.live != first:
+        raise ReleaseError(f"{name}: {first} is not in the pool; run `invoke lab.reset` again")
+    if alone != current:
+        with signals.deferred(lambda text: None), lock.held(lab.etcd, f"reset {name}") as held:
+            lab.etcd.put_json(alone.key, alone.to_doc(), held.fence)
+    gone = release.retire(lab, name, {first})
+    return f"{len(gone)} release(s) removed" if gone else "alone already"
+
+
+def _registry(lab: Lab, name: str, first: str) -> str:
+    for rel, owners in pins.parse(lab.etcd.get_prefix(f"{pins.PREFIX}{name}/"), name).items():
+        if pins.USER in owners:
+            pins.unpin(lab.etcd, name, rel)
+    service = dataclasses.replace(services.load(lab.config.root, name), retain=1)
+    done = prune(lab, service, [first])
+    return f"{len(done.pruned)} deleted" if done.pruned else "nothing else there"
+
+
+def _database(lab: Lab, name: str) -> str:
+    if not services.load(lab.config.root, name).database:
+        return ""
+    emptied = scratch.empty_database(lab.engine("prod"), name)
+    return f"{name}: {len(emptied)} table(s) emptied"
+
+
+def _records(lab: Lab, name: str, first: str) -> str:
+    before = records.history(lab.runs, name, lab.etcd)
+    made = [r for r in before if r.release == first and r.result == "succeeded"]
+    schema = {k: v for k, v in (made[-1].schema if made else {}).items() if k == "needs"}
+    if "needs" in schema:
+        schema["left"] = schema["needs"]  # the database is at what the live release needs
+    image = next((r.image for r in reversed(made) if r.image), "")
+    for path in lab.runs.glob(f"*-{name}-*.json"):
+        path.unlink(missing_ok=True)
+    lab.etcd.delete_prefix(f"{records.ETCD_PREFIX}{name}/")
+    _clear_on_cd(lab, name)
+    rec = records.Record(
+        "reset",
+        name,
+        first,
+        None,
+        image,
+        "reset",
+        records.trigger(),
+        records.now().isoformat(timespec="seconds"),
+        0.0,
+        "succeeded",
+        schema=schema,
+        run=records.new_run_id(),
+    )
+    history.keep(lab, rec)
+    return f"{len(before)} record(s) cleared"
+
+
+def _clear_on_cd(lab: Lab, name: str) -> None:
+    cd = lab.config.container_name(lab.config.builder)
+    script = f"rm -f {records.CD_RUNS}/*-{name}-*.json"
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        subprocess.run(["docker", "exec", cd, "sh", "-c", script], timeout=30, check=False)
+
+
+def _proxy(lab: Lab) -> Any:
+    return lab.engine("prod").containers.get(f"{stack.PROJECT}_proxy_1")
