@@ -421,8 +421,8 @@ def bench(c: Context, quick: bool = False, edge_cost: bool = False) -> None:
         "rate": "requests per second (default 50; at most 500)",
         "for": "how long: 90s, 5m, 1h (default 5m; at most 1h); Ctrl-C ends it sooner",
         "service": "the service to load through its public port (default: app)",
-        "ui": "also serve locust's web page on 127.0.0.1 (port --ui-port)",
-        "ui-port": "the port of locust's web page with --ui (default 8089)",
+        "ui": "also serve locust's web page on 127.0.0.1:8089",
+        "ui-port": "serve locust's web page on this port instead (implies --ui)",
     },
 )
 @presents_errors
@@ -432,7 +432,7 @@ def load_task(
     for_: str = "5m",
     service: str = "app",
     ui: bool = False,
-    ui_port: int = 8089,
+    ui_port: int = 0,
 ) -> None:
     """Put the suite's load on a service for a while, then summarize what it saw.
 
@@ -440,7 +440,8 @@ def load_task(
     for a class to watch."""
     from lab.proof import demand
 
-    wanted = demand.plan(lab_config.load().root, service, rate, for_, ui_port if ui else None)
+    page = ui_port or (demand.UI_PORT if ui else None)
+    wanted = demand.plan(lab_config.load().root, service, rate, for_, page)
     with the_lab() as lab:
         summary = demand.run(lab, wanted, say=lambda text: print(text, flush=True))
     print(demand.render(summary))

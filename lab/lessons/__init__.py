@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab.errors import ConfigError
+from lab.errors import ConfigError, RunStopped, Stop
 from lab.ports.lab import Lab
+from lab.release import signals
 
 
 @dataclass
@@ -80,25 +81,34 @@ def run(
     say(f"lesson {lesson.name}: {lesson.title}")
     say(f"goal: {lesson.goal}")
     put_back: list[str] = []
+    stopped: Stop | None = None
+    at = ""
     try:
-        for n, step in enumerate(lesson.steps, 1):
-            say(f"\n[{n}/{total}] {step.title}")
-            say(f"    why: {step.why}")
-            t0 = time.monotonic()
-            seen = step.do(ctx)
-            say(f"    done in {time.monotonic() - t0:.1f} s: {seen}")
-            say(f"    look: {step.look}")
-            if wait is not None and n < total:
-                wait()
+        with signals.stoppable():  # SIGINT, SIGTERM, SIGHUP: Stop, then the put-backs
+            for n, step in enumerate(lesson.steps, 1):
+                at = step.title
+                say(f"\n[{n}/{total}] {step.title}")
+                say(f"    why: {step.why}")
+                t0 = time.monotonic()
+                seen = step.do(ctx)
+                say(f"    done in {time.monotonic() - t0:.1f} s: {seen}")
+                say(f"    look: {step.look}")
+                if wait is not None and n < total:
+                    wait()
+    except Stop as stop:
+        stopped = stop
     finally:
-        while ctx.undo:
-            what, action = ctx.undo.pop()
-            try:
-                put_back.append(f"{what}: {action()}")
-            except Exception as exc:  # say it and go on: the rest is still put back
-                put_back.append(f"{what}: could not ({exc}); do it by hand")
-        for line in put_back:
-            say(f"put back: {line}")
+        with signals.deferred(say):  # a second Ctrl-C waits: everything is put back
+            while ctx.undo:
+                what, action = ctx.undo.pop()
+                try:
+                    put_back.append(f"{what}: {action()}")
+                except Exception as exc:  # say it and go on: the rest is still put back
+                    put_back.append(f"{what}: could not ({exc}); do it by hand")
+            for line in put_back:
+                say(f"put back: {line}")
+    if stopped is not None:
+        raise RunStopped(stopped.signal, at, put_back)
     outcome = Outcome(
         lesson.name,
         time.monotonic() - started,

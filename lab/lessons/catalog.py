@@ -7,10 +7,14 @@ Every check reads evidence the lab keeps until ``lab.reset``/``lab.destroy``: th
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -22,8 +26,9 @@ from lab.progress import Progress
 from lab.proof import load
 from lab.proof.strategies import chain
 from lab.release import api as release
-from lab.release import devloop, pipeline, records, reset
+from lab.release import devloop, lock, pipeline, records, reset
 from lab.stack import project as stack
+from lab.stack import services
 
 APP = "http://127.0.0.1:8000"
 RATE = 50  # requests/s of a lesson's load: enough to see, light on a laptop
@@ -58,22 +63,60 @@ def _on_dev(lab: Lab, script: str) -> str:
     return done.stdout.strip()
 
 
+PUT_BACK = "lesson put-back"  # the trigger of a lesson's own put-back runs: no check counts them
+
+
+@contextlib.contextmanager
+def _as_put_back() -> Iterator[None]:
+    """Runs made here say they are a lesson's put-back (``records.trigger``)."""
+    before = os.environ.get("CDLAB_TRIGGER")
+    os.environ["CDLAB_TRIGGER"] = PUT_BACK
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CDLAB_TRIGGER", None)
+        else:
+            os.environ["CDLAB_TRIGGER"] = before
+
+
+def _lock_free(lab: Lab, seconds: float = 120) -> None:
+    """Until no run holds the deploy lock (a push's deploy on cd may still be at work after
+    its pusher was stopped)."""
+    deadline = time.monotonic() + seconds
+    while lock.current(lab.etcd) is not None and time.monotonic() < deadline:
+        time.sleep(1)
+
+
 def _note_live(ctx: Ctx) -> str:
-    """The live release and the dev clone's commit, both put back when the lesson ends."""
+    """Every service's live release and the dev clone's commit, all put back when the lesson
+    ends (a push deploys each service whose folder changed, on a first push every one)."""
     lab = ctx.lab
-    live = release.current_routes(lab, "app").live
-    if not live:
+    live = {n: release.current_routes(lab, n).live for n in services.names(lab.config.root)}
+    if not live.get("app"):
         raise LessonError("app has no live release: bring the lab up first (`invoke lab.up`)")
-    ctx.facts["live"] = live
+    dirty = _on_dev(lab, f"git -C {devloop.CLONE} status --porcelain")
+    if dirty:
+        raise LessonError(
+            f"dev's clone has work not committed ({len(dirty.splitlines())} file(s)): a lesson "
+            "pushes what is in it, then puts the clone back; commit it (`invoke dev.shell`, "
+            "`git commit -am ...`) or `git stash` it first"
+        )
+    ctx.facts["live"] = str(live["app"])
     ctx.facts["dev"] = devloop.clone_head(lab.config)
 
     def back_live() -> str:
-        now = release.current_routes(lab, "app").live
-        if now == live:
-            return f"app still on {live}"
-        pipeline.rollback(lab, Progress(out=None), "app", to=live)
-        ctx.changed.append(f"app's warm release is now {now} (an instant rollback away)")
-        return f"app back on {live} (was {now})"
+        _lock_free(lab)
+        said = []
+        for name, was in live.items():
+            now = release.current_routes(lab, name).live
+            if not was or now == was:
+                continue
+            with _as_put_back():
+                pipeline.rollback(lab, Progress(out=None), name, to=was)
+            ctx.changed.append(f"{name}'s warm release is now {now} (an instant rollback away)")
+            said.append(f"{name} back on {was} (was {now})")
+        return "; ".join(said) or "every service still on its release"
 
     def back_dev() -> str:
         head = devloop.clone_head(lab.config)
@@ -82,8 +125,8 @@ def _note_live(ctx: Ctx) -> str:
         devloop.reset_clone(lab.config, ctx.facts["dev"])
         return f"dev clone back at {ctx.facts['dev'][:12]} (its commits stay in git's reflog)"
 
-    ctx.undo += [("dev clone", back_dev), ("live release", back_live)]
-    return f"app serves {live} at {APP}; dev's clone is at {ctx.facts['dev'][:12]}"
+    ctx.undo += [("dev clone", back_dev), ("live releases", back_live)]
+    return f"app serves {live['app']} at {APP}; dev's clone is at {ctx.facts['dev'][:12]}"
 
 
 NOTE_LIVE = Step(
@@ -101,6 +144,12 @@ def _edit_title(ctx: Ctx) -> str:
     stamp = f"cdlab lesson {secrets.token_hex(3)}"
     ctx.facts["stamp"] = stamp
     page = f"{devloop.CLONE}/services/app/app/web.py"
+    ctx.undo.append(  # stopped before the push: the edit is not left for the next push
+        (
+            "the edit",
+            lambda: _on_dev(ctx.lab, f"git -C {devloop.CLONE} checkout -- {page}") or "gone",
+        )
+    )
     _on_dev(ctx.lab, f"sed -i 's|<title>[^<]*</title>|<title>{stamp}</title>|' {page}")
     return f"the page's title is now '{stamp}' in dev's clone (not committed yet)"
 
@@ -169,6 +218,12 @@ BROKEN_TEST = "services/app/tests/unit/test_lesson_broken.py"
 
 
 def _break_a_test(ctx: Ctx) -> str:
+    ctx.undo.append(  # stopped before the push: the failing test is not left in the clone
+        (
+            "the failing test",
+            lambda: _on_dev(ctx.lab, f"rm -f {devloop.CLONE}/{BROKEN_TEST}") or "gone",
+        )
+    )
     _on_dev(
         ctx.lab,
         f"printf 'def test_broken():\\n    assert 1 == 2\\n' > {devloop.CLONE}/{BROKEN_TEST}",
@@ -284,7 +339,8 @@ def _roll_back(ctx: Ctx) -> str:
 
 
 def _check_rollback(lab: Lab) -> list[str]:
-    if any(r.kind == "rollback" and r.result == "succeeded" for r in _history(lab)):
+    mine = [r for r in _history(lab) if r.kind == "rollback" and r.trigger != PUT_BACK]
+    if any(r.result == "succeeded" for r in mine):
         return []
     return [
         "no rollback of app yet: deploy a second release (`invoke dev.push` of a change), "
@@ -345,6 +401,8 @@ def _kill_proxy(ctx: Ctx) -> str:
     if not restarted:
         raise LessonError("the proxy was not started again within 60 s of being killed")
     back = load.steady_since(t.requests, restarted) - killed
+    if not math.isfinite(back):
+        raise LessonError("the proxy was started again but never answered without a failure")
     ctx.measured["proxy killed"] = (
         f"answering again {back:.1f} s after the kill; {len(t.failed)} of {len(t.requests)} "
         f"requests failed meanwhile"

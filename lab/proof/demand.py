@@ -17,6 +17,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ MAX_REQUESTS = 600_000  # a run's lines are read back whole at its end
 MIN_SECONDS, MAX_SECONDS = 5, 3600
 FOLDER = load.REPORTS.parent / "demand"  # reports/demand/load-<service>.jsonl and its totals
 EVERY = 5.0  # seconds between two progress lines
+UI_PORT = 8089  # locust's page with --ui (its own default)
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,32 @@ def run(lab: Lab, demand: Demand, say: Callable[[str], None]) -> Summary:
     if demand.ui_port:
         _port_free(demand.ui_port)
     stopped = False
-    with load.running(
+    try:
+        with running(demand) as traffic:
+            if demand.ui_port:
+                say(f"locust's page: http://127.0.0.1:{demand.ui_port}/ (until the run ends)")
+            end = time.monotonic() + demand.seconds
+            tail, counts = Tail(traffic.file), Progress()
+            try:
+                while (left := end - time.monotonic()) > 0:
+                    time.sleep(min(EVERY, left))
+                    new = [r for r in tail.read() if r.t >= traffic.started]  # as the summary
+                    counts.add(new)
+                    say(counts.line(demand, traffic.seconds))
+            except KeyboardInterrupt:
+                stopped = True
+    except KeyboardInterrupt:  # while locust was starting or stopping: nothing to sum up
+        raise LoadError(
+            f"put load on {demand.service}",
+            "stopped (Ctrl-C) before the load ran or while it ended",
+            hint="nothing is left running; run it again.",
+        ) from None
+    return summarize(demand, traffic, stopped)
+
+
+def running(demand: Demand) -> AbstractContextManager[load.Traffic]:
+    """``load.running`` for ``demand`` (its files in ``FOLDER``)."""
+    return load.running(
         rate=demand.rate,
         name=f"load-{demand.service}",
         url=demand.url,
@@ -205,19 +232,7 @@ def run(lab: Lab, demand: Demand, say: Callable[[str], None]) -> Summary:
         paths=demand.paths,
         folder=FOLDER,
         ui_port=demand.ui_port,
-    ) as traffic:
-        if demand.ui_port:
-            say(f"locust's page: http://127.0.0.1:{demand.ui_port}/ (until the run ends)")
-        end = time.monotonic() + demand.seconds
-        tail, counts = Tail(traffic.file), Progress()
-        try:
-            while (left := end - time.monotonic()) > 0:
-                time.sleep(min(EVERY, left))
-                counts.add([r for r in tail.read() if r.t >= traffic.started])  # as the summary
-                say(counts.line(demand, traffic.seconds))
-        except KeyboardInterrupt:
-            stopped = True
-    return summarize(demand, traffic, stopped)
+    )
 
 
 def _port_free(port: int) -> None:

@@ -36,6 +36,7 @@ from lab.stack import services
 WINDOW = 5
 LAG = 2
 FAILED = ("5xx", "proxy")  # the classes counted as failures at the edge
+NO_RELEASE = "-"  # the edge's name for requests the proxy had no release to send to
 T = TypeVar("T")
 
 
@@ -79,8 +80,9 @@ def figures(
     series: Iterable[tuple[str, list[tuple[float | None, int]]]], service: str, now: float
 ) -> tuple[Figures, ...]:
     """``service``'s figures per release over the window (pure): from the edge's series
-    ``edge.<service>.<release>.requests.<class>`` and ``.latency.{p50,p99}``; a second a release
-    had no traffic has no point. p50: the mean of the seconds' p50 weighted by their requests;
+    ``edge.<service>.<release>.requests.<class>``, ``.redispatched`` (failed there and served
+    by another, as the judge counts it) and ``.latency.{p50,p99}``; a second a release had no
+    traffic has no point. p50: the mean of the seconds' p50 weighted by their requests;
     p99: the worst second's. Releases by requests, most first."""
     start, end = now - LAG - WINDOW, now - LAG
     count: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
@@ -88,6 +90,8 @@ def figures(
     latency: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for name, points in series:
         parts = name.split(".")
+        if len(parts) == 4 and parts[1] == service and parts[3] == "redispatched":
+            parts.append("")  # failed there, served by another: the judge counts it failed
         if len(parts) != 5 or parts[1] != service:
             continue
         _, _, rel, kind, leaf = parts
@@ -97,6 +101,9 @@ def figures(
             if kind == "requests":
                 count[rel][t] += value
                 failed[rel] += value if leaf in FAILED else 0.0
+            elif kind == "redispatched":
+                count[rel][t] += value
+                failed[rel] += value
             elif kind == "latency" and leaf in ("p50", "p99"):
                 latency[(rel, leaf)][t] = value
     out = []
@@ -144,7 +151,7 @@ def read_frame(lab: Lab, names: list[str]) -> Frame:
     """One frame's facts; each source that fails is said, the others still shown."""
     now = time.time()
     problems: list[str] = []
-    targets = ["edge.*.*.requests.*", "edge.*.*.latency.{p50,p99}"]
+    targets = ["edge.*.*.requests.*", "edge.*.*.latency.{p50,p99}", "edge.*.*.redispatched"]
     series = _try(problems, "graphite", lambda: lab.graphite.series(targets)) or []
     held = _try(problems, "route store", lambda: lock.current(lab.etcd))
     runs = _try(problems, "route store", lambda: activity.current(lab.etcd)) or []
@@ -209,7 +216,7 @@ def _service_table(view: ServiceView) -> Table:
         share = (f"{f.rps * 100 / total:.1f} %" if f else "0.0 %") if total else "-"
         table.add_row(
             rel,
-            f"w{s.weight} {s.state}" if s else "gone",
+            f"w{s.weight} {s.state}" if s else ("no release up" if rel == NO_RELEASE else "gone"),
             share,
             f"{f.rps:.1f}" if f else "0.0",
             Text(f"{f.failed_rps:.1f}", style="red" if f.failed_rps else "") if f else Text("0.0"),

@@ -97,8 +97,9 @@ class Board(threading.Thread):
                     if self.store.keepalive(lease) <= 0:
                         lease = ""  # expired: a new one and the line again
                         self.changed.set()
-            except Exception:  # etcd slow or gone: try again at the next change or renewal
-                time.sleep(0.5)
+            except Exception:  # etcd slow or gone: publish again in a moment
+                self.changed.set()
+                self.done.wait(0.5)
         if lease:
             with contextlib.suppress(Exception):
                 self.store.revoke(lease)  # the line goes with it
@@ -108,12 +109,13 @@ class Board(threading.Thread):
 def board(store: Store, what: str, progress: Progress) -> Iterator[Board]:
     """Publish ``what`` and each stage ``progress`` starts for the ``with`` body."""
     b = Board(store, what)
-    progress.watchers.append(b.tell)
     b.start()
+    progress.watchers.append(b.tell)
     try:
         yield b
     finally:
-        progress.watchers.remove(b.tell)
+        with contextlib.suppress(ValueError):
+            progress.watchers.remove(b.tell)
         b.stop()
 
 

@@ -437,7 +437,8 @@ class Run:
         what = f"{self.kind} {self.service} {self.release}"
         with signals.deferred(self.progress.say):
             try:
-                with signals.stoppable(), activity.board(self.lab.etcd, what, self.progress):
+                # the board starts and ends while signals wait (outside ``stoppable``)
+                with activity.board(self.lab.etcd, what, self.progress), signals.stoppable():
                     yield
             except Stop as stop:  # outside the plan's apply: nothing of the plan to undo
                 done = self._outcome is not None and self._outcome.result == "succeeded"

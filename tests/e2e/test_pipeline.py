@@ -169,13 +169,13 @@ def canary(state: State) -> records.Record:
 @contextmanager
 def watching(lab: State, service: str) -> Iterator[list[watch.Frame]]:
     """``invoke watch``'s frames of ``service``, read every half second in a thread while the
-    block runs (bounded: 90 s)."""
+    block runs (bounded: 10 minutes, longer than any canary of the suite)."""
     frames: list[watch.Frame] = []
     stop = threading.Event()
 
     def loop() -> None:
         with Lab.of(lab) as mine:
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 600
             while not stop.wait(0.5) and time.monotonic() < deadline:
                 frames.append(watch.read_frame(mine, [service]))
 

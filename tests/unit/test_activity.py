@@ -105,3 +105,24 @@ def test_values_of_another_shape_are_skipped_and_runs_come_oldest_first() -> Non
     assert [a.what for a in activity.current(store)] == ["a", "deploy app b"]
     assert activity.age(activity.current(store)[0], now=25.0) == "15 s"
     assert activity.age(activity.current(store)[0], now=10.0 + 600) == "10 min"
+
+
+class FlakyStore(LeaseStore):
+    """Its first write fails (etcd busy for a moment), the next ones succeed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def put(self, key: str, value: bytes, fence: Any = None, lease: str | None = None) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise EtcdError("write", "https://prod:2379", "timed out")
+        super().put(key, value, fence, lease)
+
+
+def test_a_write_that_failed_is_made_again_without_waiting_for_the_next_stage() -> None:
+    store, progress = FlakyStore(), Progress(out=None)
+    with activity.board(store, "deploy app 3f9c2e1a0b1c", progress):
+        wait_for(lambda: activity.current(store))  # within 3 s, not at the next stage
+    wait_for(lambda: not activity.current(store))

@@ -4,6 +4,7 @@ evidence is there. The lab is stood in for by its records and a registry."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,3 +137,24 @@ def test_a_put_back_that_fails_is_said_and_the_others_still_run() -> None:
     )  # type: ignore[arg-type]
     assert "put back: second: could not (division by zero); do it by hand" in said
     assert "put back: first: done" in said
+
+
+def test_a_signal_during_a_step_puts_everything_back_then_says_the_run_stopped() -> None:
+    import os
+    import signal
+
+    from lab.errors import RunStopped
+
+    said: list[str] = []
+    log: list[str] = []
+
+    def signalled(ctx: Ctx) -> str:
+        ctx.undo.append(("thing", lambda: log.append("undone") or "back"))
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a closed terminal would
+        time.sleep(5)  # never reached: the signal stops the step
+        return "did"
+
+    lesson = Lesson("x", "x", "g", (Step("s", "w", "l", signalled),), lambda lab: [])
+    with pytest.raises(RunStopped, match="interrupted by SIGTERM during 's'"):
+        lessons.run(lesson, None, said.append)  # type: ignore[arg-type]
+    assert log == ["undone"] and "put back: thing: back" in said

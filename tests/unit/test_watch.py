@@ -26,7 +26,8 @@ def test_figures_per_release_over_the_window_only() -> None:
         (f"edge.app.{A}.requests.2xx", points({t: 90 for t in window} | {int(NOW) - 1: 500})),
         (f"edge.app.{A}.requests.5xx", points({t: 1 for t in window})),
         (f"edge.app.{B}.requests.2xx", points({t: 10 for t in window})),
-        (f"edge.app.{B}.requests.proxy", points({min(window): 5})),
+        (f"edge.app.{B}.requests.proxy", points({min(window): 3})),
+        (f"edge.app.{B}.redispatched", points({min(window): 2})),
         (f"edge.app.{A}.latency.p50", points({t: 4.0 for t in window})),
         (f"edge.app.{A}.latency.p99", points({t: 9.0 for t in window} | {min(window): 30.0})),
         (f"edge.quotes.{A}.requests.2xx", points({t: 1000 for t in window})),  # another service
