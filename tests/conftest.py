@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,19 @@ from lab.errors import LabError
 from lab.estate import lifecycle
 from lab.estate.state import State
 from lab.ports import engines
+
+
+def invoke(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``invoke ARGS`` as a user runs it, from this checkout, with its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
 
 REQUIRE = os.environ.get("CI") == "true" or os.environ.get("CDLAB_REQUIRE_LAB") == "1"
 

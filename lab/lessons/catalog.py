@@ -23,7 +23,7 @@ from lab.errors import LabError, PushError
 from lab.lessons import Ctx, Lesson, Step
 from lab.ports.lab import Lab
 from lab.progress import Progress
-from lab.proof import load
+from lab.proof import load, outage
 from lab.proof.strategies import chain
 from lab.release import api as release
 from lab.release import devloop, lock, pipeline, records, reset
@@ -382,25 +382,12 @@ def _proxy(lab: Lab) -> Any:
 def _kill_proxy(ctx: Ctx) -> str:
     lab = ctx.lab
     folder = lab.state.dir / "lessons"
-    proxy = _proxy(lab)
-    first = proxy.attrs["State"]["StartedAt"]
-    restarted = 0.0
     with load.running(rate=RATE, name="lesson-proxy", folder=folder, max_seconds=120) as t:
         time.sleep(2)
-        killed = time.time()
-        proxy.kill()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not restarted:
-                proxy.reload()
-                if proxy.attrs["State"]["StartedAt"] != first:
-                    restarted = time.time()
-            elif load.steady_since(t.seen_so_far(), restarted) < time.time() - 3:
-                break
-            time.sleep(0.2)
-    if not restarted:
+        out = outage.kill_and_wait(_proxy(lab), t, within=60)
+    if not out.restarted:
         raise LessonError("the proxy was not started again within 60 s of being killed")
-    back = load.steady_since(t.requests, restarted) - killed
+    back = out.back_s(t.requests)
     if not math.isfinite(back):
         raise LessonError("the proxy was started again but never answered without a failure")
     ctx.measured["proxy killed"] = (

@@ -6,28 +6,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from lab.estate.state import State
 from lab.release import api as release
+from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.xdist_group("prod")  # the share of the live release must be 100 %
-
-
-def invoke(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=ROOT,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_load_on_demand_runs_its_time_and_summarizes_what_it_saw(lab: State) -> None:

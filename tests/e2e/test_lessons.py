@@ -5,8 +5,6 @@ the live release and the dev clone)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,20 +13,10 @@ from lab.estate.state import State
 from lab.lessons.catalog import LESSONS
 from lab.release import api as release
 from lab.release import devloop
+from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.xdist_group("prod")  # lessons deploy, roll back and kill the proxy
-
-
-def invoke(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=ROOT,
-        text=True,
-        capture_output=True,
-        timeout=900,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("name", [lesson.name for lesson in LESSONS])

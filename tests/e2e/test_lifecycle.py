@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +16,10 @@ from lab.estate import lifecycle
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
+from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.xdist_group("prod")  # serialised with every test that changes prod
-
-
-def invoke(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=ROOT,
-        text=True,
-        capture_output=True,
-        timeout=900,
-        check=False,
-    )
 
 
 def test_status_json_lists_the_four_hosts_running_at_their_addresses(lab: State) -> None:

@@ -20,7 +20,7 @@ from lab.errors import ConfigError, LabError
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
-from lab.proof import load, loadreport
+from lab.proof import load, loadreport, outage
 from lab.release import api as release
 from lab.release import pipeline, records
 from lab.stack import project as stack
@@ -311,34 +311,17 @@ def test_the_proxy_killed_under_load_is_back_within_seconds(
     """Killed (SIGKILL) mid-load: a bounded, measured outage; the host's keeper restarts it and
     the routes come back from etcd."""
     live = release.current_routes(lab, "app").live
-    restarted = 0.0
     with (
         engines.connect(lab, lab.config.host("prod")) as prod,
         load.running(rate=RATE, name="fault-proxy-killed") as traffic,
     ):
-        proxy = prod.containers.get(f"{stack.PROJECT}_proxy_1")
-        first_start = proxy.attrs["State"]["StartedAt"]
         time.sleep(2)
-        traffic.mark("kill the proxy")
-        killed = time.time()
-        proxy.kill()
-        # Back = the start of the stretch of successes that lasts: the first success sent after
-        # the last failure (right after the restart a burst of clients reconnecting at once can
-        # still see a refused connection or two beside the first successes).
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if not restarted:
-                proxy.reload()
-                if proxy.status == "running" and proxy.attrs["State"]["StartedAt"] != first_start:
-                    restarted = time.time()
-            elif load.steady_since(traffic.seen_so_far(), restarted) < time.time() - 3:
-                break
-            time.sleep(0.2)
+        out = outage.kill_and_wait(prod.containers.get(f"{stack.PROJECT}_proxy_1"), traffic)
         time.sleep(1)
         traffic.mark("end")
-    assert restarted, "the proxy was not started again within 30 s of being killed"
+    assert out.restarted, "the proxy was not started again within 30 s of being killed"
+    killed, back = out.killed, out.back_s(traffic.requests)
     after = [r for r in traffic.requests if r.t > killed]
-    back = load.steady_since(after, restarted) - killed
     loadreport.write(traffic, load.REPORTS, {"fault": "proxy killed", "outage_s": round(back, 2)})
     fault_row(
         "the proxy killed",
