@@ -26,6 +26,7 @@
     │                             (``action``, ``key``, ``lock_key``, ``revision``, ``found``)
     ├── PushError                 ``invoke dev.push`` failed (``action``, ``returncode``,
     │                             ``release``, ``output``)
+    ├── LessonError               a lesson's step did not see what the lesson is about
     └── ReleaseError              a release run failed (``service``, ``release``, ``stage``)
         ├── CanaryAborted         the judge (or a person) aborted a canary (``weight``, ``reason``)
         ├── BakeFailed            the new release failed its bake window (``reason``)
@@ -320,6 +321,11 @@ def _holder_text(raw: bytes) -> str:
         return f"{doc['who']} (pid {doc['pid']}) since {doc['since']}: {doc['what']}"
     except (ValueError, KeyError, TypeError):
         return raw.decode(errors="replace")[:200]
+
+
+class LessonError(LabError):
+    """A lesson's step did not see what the lesson is about (the lab misbehaved, or the
+    student's lab is not where the lesson starts); the message says what and what to do."""
 
 
 class PushError(LabError):

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from lab.errors import LabError, PushError
+from lab.errors import LessonError, PushError
 from lab.lessons import Ctx, Lesson, Step
 from lab.ports.lab import Lab
 from lab.progress import Progress
@@ -33,10 +33,6 @@ from lab.stack import services
 APP = "http://127.0.0.1:8000"
 RATE = 50  # requests/s of a lesson's load: enough to see, light on a laptop
 PUSHED = "git push to cd"  # how a record names a run started by a push (the cd hook's trigger)
-
-
-class LessonError(LabError):
-    """A lesson's step did not see what the lesson is about (the lab misbehaved)."""
 
 
 def _get(path: str = "/version") -> requests.Response:
