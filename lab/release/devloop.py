@@ -138,7 +138,14 @@ def clone_head(config: LabConfig) -> str:
 
 
 def reset_clone(config: LabConfig, sha: str) -> None:
-    """The dev clone's branch back to ``sha``, its files with it (what a user had committed
-    there stays reachable in git's reflog)."""
+    """The dev clone's branch back to ``sha`` (a full or short commit id), its files with it
+    (what a user had committed there stays reachable in git's reflog)."""
     argv = ["docker", "exec", config.container_name(config.host("dev"))]
-    shell.run([*argv, "git", "-C", CLONE, "reset", "-q", "--hard", sha], timeout=60)
+    # a commit the clone never saw (the checkout's, for lab.reset) comes from the checkout
+    # mounted at /vagrant first
+    script = (
+        f"git -C {CLONE} cat-file -e '{sha}^{{commit}}' 2>/dev/null "
+        f"|| git -C {CLONE} fetch --quiet /vagrant HEAD; "
+        f"git -C {CLONE} reset -q --hard '{sha}'"
+    )
+    shell.run([*argv, "sh", "-c", script], timeout=60)
