@@ -17,16 +17,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import subprocess
 from typing import Any
 
 from lab.build import git
-from lab.errors import ReleaseError
+from lab.errors import ReleaseError, RunStopped
 from lab.estate.images import REPOSITORY
+from lab.ports import shell
 from lab.ports.lab import Lab
-from lab.progress import Progress
+from lab.progress import Progress, StageHandle
 from lab.release import api as release
-from lab.release import devloop, history, lock, pins, pipeline, records, routes, scratch, signals
+from lab.release import (
+    devloop,
+    history,
+    lock,
+    pins,
+    pipeline,
+    records,
+    routes,
+    schema,
+    scratch,
+    signals,
+)
 from lab.release.prod import prune, read_routes
 from lab.stack import project as stack
 from lab.stack import services
@@ -35,7 +48,9 @@ BASELINE = "/cdlab/lessons/baseline/proxy-finished"  # the proxy's FinishedAt at
 
 
 def reset(state: Lab, progress: Progress) -> dict[str, str]:
-    """Reset the lab (see the module); service -> the release live now."""
+    """Reset the lab (see the module); service -> the release live now. Once every service
+    serves the checkout's commit, the rest runs under the deploy lock (a deploy running
+    meanwhile: ``LockHeld``, naming it) and to its end: a signal waits, and is said after."""
     lab = Lab.of(state)
     root = lab.config.root
     sha = git.commit(root)
@@ -44,26 +59,44 @@ def reset(state: Lab, progress: Progress) -> dict[str, str]:
     progress.plan(["live", "pool", "registry", "database", "records", "dev-clone", "baseline"])
     with progress.stage(f"the checkout's commit {first} live for every service", "live") as st:
         st.changed(", ".join(f"{n}: {_make_live(lab, n, first)}" for n in names))
-    with progress.stage("each pool: that release alone (no warm, no matched)", "pool") as st:
-        st.changed(", ".join(f"{n}: {_alone(lab, n, first)}" for n in names))
-    with progress.stage("registry: the other releases' tags deleted", "registry") as st:
-        st.changed(", ".join(f"{n}: {_registry(lab, n, first)}" for n in names))
-    with progress.stage("databases emptied (their schema kept)", "database") as st:
-        st.changed(", ".join(_database(lab, n) for n in names) or "no service has a database")
-    with progress.stage("history: one reset record per service", "records") as st:
-        st.changed(", ".join(f"{n}: {_records(lab, n, first)}" for n in names))
-    with progress.stage("dev clone at the checkout's commit", "dev-clone") as st:
-        now = devloop.clone_head(lab.config)
-        if now == sha:
-            st.unchanged(f"at {first}")
-        else:
-            devloop.reset_clone(lab.config, sha)
-            st.changed(f"at {first} (was {now[:12] or '?'}; its commits stay in git's reflog)")
-    with progress.stage("the lessons' baseline", "baseline") as st:
-        finished = _proxy(lab).attrs["State"].get("FinishedAt", "")
-        lab.etcd.put(BASELINE, str(finished).encode())
-        st.changed(f"the proxy's last stop: {finished}")
+    with signals.deferred(progress.say) as seen, lock.held(lab.etcd, "lab.reset") as held:
+        with progress.stage("each pool: that release alone (no warm, no matched)", "pool") as st:
+            st.changed(", ".join(f"{n}: {_alone(lab, n, first, held)}" for n in names))
+        with progress.stage("registry: the other releases' tags deleted", "registry") as st:
+            st.changed(", ".join(f"{n}: {_registry(lab, n, first)}" for n in names))
+        with progress.stage("databases emptied (their schema kept)", "database") as st:
+            emptied = ", ".join(filter(None, (_database(lab, n) for n in names)))
+            st.changed(emptied or "no service has a database")
+        with progress.stage("history: one reset record per service", "records") as st:
+            st.changed(", ".join(f"{n}: {_records(lab, n, first)}" for n in names))
+        with progress.stage("dev clone at the checkout's commit", "dev-clone") as st:
+            _dev_clone(lab, sha, st)
+        with progress.stage("the lessons' baseline", "baseline") as st:
+            finished = _proxy(lab).attrs["State"].get("FinishedAt", "")
+            lab.etcd.put(BASELINE, str(finished).encode())
+            st.changed(f"the proxy's last stop: {finished}")
+    if seen:
+        raise RunStopped(seen[0], "lab.reset", [], " The reset had run to its end first.")
     return {n: first for n in names}
+
+
+def _dev_clone(lab: Lab, sha: str, st: StageHandle) -> None:
+    now = devloop.clone_head(lab.config)
+    dirty = _on_dev(lab, f"git -C {devloop.CLONE} status --porcelain")
+    if now == sha and not dirty:
+        st.unchanged(f"at {sha[:12]}")
+        return
+    kept = ""
+    if dirty:  # a student's work in progress: stashed, never thrown away
+        _on_dev(lab, f"git -C {devloop.CLONE} stash push -u -q -m 'cdlab lab.reset'")
+        kept = "; its uncommitted work is in `git stash list` there"
+    devloop.reset_clone(lab.config, sha)
+    st.changed(f"at {sha[:12]} (was {now[:12] or '?'}; its commits stay in git's reflog{kept})")
+
+
+def _on_dev(lab: Lab, script: str) -> str:
+    dev = lab.config.container_name(lab.config.host("dev"))
+    return shell.run(["docker", "exec", dev, "sh", "-c", script], timeout=60).output.strip()
 
 
 def _make_live(lab: Lab, name: str, first: str) -> str:
@@ -82,14 +115,13 @@ def _make_live(lab: Lab, name: str, first: str) -> str:
     return f"deployed (was {was})"
 
 
-def _alone(lab: Lab, name: str, first: str) -> str:
+def _alone(lab: Lab, name: str, first: str, held: lock.Holder) -> str:
     current = read_routes(lab, name)
     alone = routes.Routes(name, tuple(s for s in current.servers if s.release == first))
     if not alone.servers or alone.live != first:
         raise ReleaseError(f"{name}: {first} is not in the pool; run `invoke lab.reset` again")
     if alone != current:
-        with signals.deferred(lambda text: None), lock.held(lab.etcd, f"reset {name}") as held:
-            lab.etcd.put_json(alone.key, alone.to_doc(), held.fence)
+        lab.etcd.put_json(alone.key, alone.to_doc(), held.fence)
     gone = release.retire(lab, name, {first})
     return f"{len(gone)} release(s) removed" if gone else "alone already"
 
@@ -111,39 +143,61 @@ def _database(lab: Lab, name: str) -> str:
 
 
 def _records(lab: Lab, name: str, first: str) -> str:
+    """The reset record written first, then every other record of ``name`` deleted (but the
+    last of each release a run pins: a test suite's put-back rolls back to it), here, in the
+    route store and on cd: stopped halfway, a history is never left empty."""
     before = records.history(lab.runs, name, lab.etcd)
+    known = schema.known(before)
+    needs = known.needs.get(first)
+    kept_schema = {k: v for k, v in (("needs", needs), ("left", known.now)) if v is not None}
     made = [r for r in before if r.release == first and r.result == "succeeded"]
-    schema = {k: v for k, v in (made[-1].schema if made else {}).items() if k == "needs"}
-    if "needs" in schema:
-        schema["left"] = schema["needs"]  # the database is at what the live release needs
-    image = next((r.image for r in reversed(made) if r.image), "")
-    for path in lab.runs.glob(f"*-{name}-*.json"):
-        path.unlink(missing_ok=True)
-    lab.etcd.delete_prefix(f"{records.ETCD_PREFIX}{name}/")
-    _clear_on_cd(lab, name)
     rec = records.Record(
         "reset",
         name,
         first,
         None,
-        image,
+        next((r.image for r in reversed(made) if r.image), ""),
         "reset",
         records.trigger(),
         records.now().isoformat(timespec="seconds"),
         0.0,
         "succeeded",
-        schema=schema,
+        schema=kept_schema,
         run=records.new_run_id(),
     )
     history.keep(lab, rec)
-    return f"{len(before)} record(s) cleared"
+    pinned = pins.pinned(lab.etcd, name) - {first}
+    last = {r.release: r for r in before if r.kind in history.MADE_LIVE and r.result == "succeeded"}
+    keep = {rec.identity} | {last[p].identity for p in pinned if p in last}
+    for path in lab.runs.glob("*.json"):
+        with contextlib.suppress(ValueError, TypeError, OSError):
+            found = records.Record(**json.loads(path.read_text()))
+            if found.service == name and found.identity not in keep:
+                path.unlink()
+    for key, value in lab.etcd.get_prefix(f"{records.ETCD_PREFIX}{name}/").items():
+        with contextlib.suppress(ValueError, TypeError):
+            if records.Record(**json.loads(value)).identity in keep:
+                continue
+        lab.etcd.delete(key)
+    cd = _clear_on_cd(lab, name, keep)
+    return f"{len(before)} record(s) cleared{cd}"
 
 
-def _clear_on_cd(lab: Lab, name: str) -> None:
+def _clear_on_cd(lab: Lab, name: str, keep: set[tuple[str, ...]]) -> str:
+    """cd's copies of ``name``'s records, but those in ``keep``, removed; "" when done, else
+    what went wrong (said, not fatal: the route store's history is what runs read first)."""
+    runs = sorted(ident[0] for ident in keep if len(ident) == 1)  # a file's name has its run
+    pick = f'grep -l \'"service": "{name}"\' {records.CD_RUNS}/*.json 2>/dev/null'
+    spare = (" | grep -v " + " ".join(f"-e '-{r}-'" for r in runs)) if runs else ""
+    script = f"{pick}{spare} | xargs -r rm -f"
     cd = lab.config.container_name(lab.config.builder)
-    script = f"rm -f {records.CD_RUNS}/*-{name}-*.json"
-    with contextlib.suppress(subprocess.SubprocessError, OSError):
-        subprocess.run(["docker", "exec", cd, "sh", "-c", script], timeout=30, check=False)
+    try:
+        done = subprocess.run(
+            ["docker", "exec", cd, "sh", "-c", script], timeout=30, check=False, capture_output=True
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f" (cd's copies stay: {exc})"
+    return f" (cd's copies stay: exit {done.returncode})" if done.returncode else ""
 
 
 def _proxy(lab: Lab) -> Any:
