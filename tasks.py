@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from typing import Any, TypeVar
 
@@ -43,6 +44,14 @@ def presents_errors(fn: F) -> F:
             raise Exit(f"cdlab: {exc}{disk_full_hint(exc)}", code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _json_on_failure(lab: Lab, service: str, wanted: bool) -> AbstractContextManager[None]:
+    """With ``--json``, a failed run's record on stdout too (``records.json_on_failure``)."""
+    if not wanted:
+        return nullcontext()
+    secrets = lab.state.secret_values()
+    return records.json_on_failure(lab.runs, service, lab.etcd, secrets, sys.stdout)
 
 
 def the_lab() -> Lab:
@@ -133,7 +142,7 @@ def shell(c: Context, host: str) -> None:
         "is let go (default: the manifest's bake, 10 s); 0 skips it",
         "force": "run a migration whose scratch check failed (the live release may break: "
         "for negative controls and emergencies)",
-        "json": "print the run's record as JSON on stdout (progress stays on stderr)",
+        "json": "print the run's record as JSON on stdout, a failed one's too (progress: stderr)",
     },
     auto_shortflags=False,  # --force is never one mistyped letter away
 )
@@ -152,7 +161,7 @@ def deploy(
 ) -> None:
     """Deploy a commit: build on cd, test, start beside the live release, switch."""
     progress = Progress()
-    with the_lab() as lab:
+    with the_lab() as lab, _json_on_failure(lab, service, json_):
         record = pipeline.deploy(
             lab,
             progress,
@@ -231,7 +240,7 @@ def abort(c: Context, service: str = "app") -> None:
         "service": "the service (default: app)",
         "migrate-down": "when that release does not work with the database's schema: migrate "
         "it down first ([migrate] downgrade), once a scratch copy shows that safe",
-        "json": "print the run's record as JSON on stdout, with switch_to_all_ms",
+        "json": "print the run's record as JSON on stdout (a failed one's too), with switch_to_all_ms",
     },
     auto_shortflags=False,  # --migrate-down is never one mistyped letter away
 )
@@ -245,7 +254,7 @@ def rollback(
 ) -> None:
     """Put all traffic back on the previous release (from the registry if it is gone)."""
     progress = Progress()
-    with the_lab() as lab:
+    with the_lab() as lab, _json_on_failure(lab, service, json_):
         record, seconds = pipeline.rollback(lab, progress, service, to, migrate_down)
         secrets = lab.state.secret_values()
     if json_:

@@ -19,10 +19,10 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from lab.errors import ConfigError, LabError
 from lab.ports.etcd import Entry, Fence
@@ -164,6 +164,22 @@ def as_json(record: Record, secrets: Iterable[str], **extra: Any) -> str:
     """The record as one JSON document for a program reading a task's output (``--json``),
     redacted of ``secrets``; ``extra`` adds figures a task measured beside it."""
     return json.dumps({**asdict(redacted(record, secrets)), **extra}, indent=2)
+
+
+@contextlib.contextmanager
+def json_on_failure(
+    directory: Path, service: str, store: Store, secrets: Iterable[str], out: TextIO
+) -> Iterator[None]:
+    """A failed run's record as JSON on ``out`` (``--json``: a program reads it there too),
+    then its error raised on; nothing when the run failed before it had a record (bad input)."""
+    before = {r.identity for r in history(directory, service, store)}
+    try:
+        yield
+    except LabError:
+        new = [r for r in history(directory, service, store) if r.identity not in before]
+        if new:
+            print(as_json(new[-1], secrets), file=out, flush=True)
+        raise
 
 
 def write(directory: Path, record: Record) -> Path:

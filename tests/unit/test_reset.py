@@ -4,6 +4,7 @@ what the records knew of the database, and keeps the last record of each release
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -62,3 +63,27 @@ def test_the_last_record_of_a_pinned_release_stays_for_a_rollback_to_it(fake: An
     reset._records(fake, "app", A)
     got = [(r.kind, r.release) for r in records.history(fake.runs, "app", fake.etcd)]
     assert got == [("deploy", B), ("reset", A)]
+
+
+def test_a_failed_run_prints_its_record_as_json_and_bad_input_prints_nothing(
+    fake: Any,
+) -> None:
+    import io
+    import json
+
+    from lab.errors import ConfigError, ReleaseError
+
+    keep_all(fake, rec(A))
+    out = io.StringIO()
+    with pytest.raises(ReleaseError):  # noqa: SIM117
+        with records.json_on_failure(fake.runs, "app", fake.etcd, ["s3cr3t-Value-0123"], out):
+            failed = dataclasses.replace(rec(B), result="failed", error="pw s3cr3t-Value-0123")
+            keep_all(fake, failed)
+            raise ReleaseError("integration tests failed", "app", B)
+    doc = json.loads(out.getvalue())
+    assert (doc["release"], doc["result"]) == (B, "failed") and "s3cr3t" not in out.getvalue()
+    quiet = io.StringIO()
+    with pytest.raises(ConfigError):  # noqa: SIM117
+        with records.json_on_failure(fake.runs, "app", fake.etcd, [], quiet):
+            raise ConfigError("--steps", "x", "numbers")
+    assert quiet.getvalue() == ""
