@@ -240,7 +240,8 @@ def abort(c: Context, service: str = "app") -> None:
         "service": "the service (default: app)",
         "migrate-down": "when that release does not work with the database's schema: migrate "
         "it down first ([migrate] downgrade), once a scratch copy shows that safe",
-        "json": "print the run's record as JSON on stdout (a failed one's too), with switch_to_all_ms",
+        "json": "print the run's record as JSON on stdout (a failed one's too), with "
+        "switch_to_all_ms",
     },
     auto_shortflags=False,  # --migrate-down is never one mistyped letter away
 )
