@@ -15,16 +15,18 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import requests
 
-from lab.errors import LessonError, PushError
+from lab.build import git
+from lab.errors import CanaryAborted, LessonError, PushError
 from lab.lessons import Ctx, Lesson, Step
 from lab.ports.lab import Lab
 from lab.progress import Progress
 from lab.proof import load, outage
-from lab.proof.strategies import chain
+from lab.proof.strategies import Chain, chain
 from lab.release import api as release
 from lab.release import devloop, lock, pipeline, records, reset
 from lab.stack import project as stack
@@ -301,9 +303,9 @@ BROKEN_BUILD = Lesson(
 # rollback-drill --------------------------------------------------------------------------
 
 
-def _second_release(ctx: Ctx) -> str:
-    lab = ctx.lab
-    where = lab.state.dir / "lessons" / f"clone-{secrets.token_hex(3)}"
+def _scratch(ctx: Ctx) -> Chain:
+    """A throwaway clone of the checkout for the lesson's own commits, removed at its end."""
+    where = ctx.lab.state.dir / "lessons" / f"clone-{secrets.token_hex(3)}"
     where.parent.mkdir(parents=True, exist_ok=True)
 
     def remove() -> str:
@@ -311,7 +313,13 @@ def _second_release(ctx: Ctx) -> str:
         return f"{where} removed"
 
     ctx.undo.append(("scratch clone", remove))
-    scratch = chain(lab.state, where)
+    return chain(ctx.lab.state, where)
+
+
+def _second_release(ctx: Ctx) -> str:
+    lab = ctx.lab
+    scratch = _scratch(ctx)
+    where = scratch.root
     sha = scratch.commit()
     rec = pipeline.deploy(lab.at(where), Progress(), "app", sha)
     ctx.facts["second"] = rec.release
@@ -365,6 +373,98 @@ ROLLBACK_DRILL = Lesson(
         ),
     ),
     _check_rollback,
+)
+
+
+# bad-canary ------------------------------------------------------------------------------
+
+SLOW = "            time.sleep(0.25)  # lesson bad-canary: this release is 250 ms slower\n"
+CANARY_STEPS = (25, 100)
+CANARY_INTERVAL = 10.0
+
+
+def _slow_release(ctx: Ctx) -> str:
+    where = _scratch(ctx).root
+    page = where / "services/app/app/web.py"
+    text = page.read_text()
+    marker = '        if path == "/version":\n'
+    if marker not in text:
+        raise LessonError(f"services/app/app/web.py has no line {marker.strip()!r} to slow down")
+    page.write_text(text.replace(marker, marker + SLOW, 1))
+    ctx.facts["slow"] = git.short(git.commit_all(where, "lesson: /version 250 ms slower"))
+    ctx.facts["clone"] = str(where)
+    return f"commit {ctx.facts['slow']} answers /version 250 ms later (its tests still pass)"
+
+
+def _canary_aborted(ctx: Ctx) -> str:
+    lab, live = ctx.lab, ctx.facts["live"]
+    folder = lab.state.dir / "lessons"
+    clone = lab.at(Path(ctx.facts["clone"]))
+    with load.running(rate=RATE, name="lesson-canary", folder=folder, max_seconds=300) as t:
+        try:
+            pipeline.deploy(
+                clone,
+                Progress(),
+                "app",
+                ctx.facts["slow"],
+                "canary",
+                CANARY_STEPS,
+                CANARY_INTERVAL,
+            )
+        except CanaryAborted as exc:
+            why = str(exc)
+        else:
+            raise LessonError(f"the judge promoted the slower release {ctx.facts['slow']}")
+    served = _get().headers.get("X-Release", "")
+    if served != live:
+        raise LessonError(f"{APP} answers from {served!r} after the abort, not {live}")
+    slow = [r for r in t.requests if r.ok and r.release == ctx.facts["slow"]]
+    ctx.measured["judge"] = why.splitlines()[0]
+    ctx.measured["load"] = (
+        f"{len(t.requests)} requests at {RATE}/s, {len(t.failed)} failed; {len(slow)} answered "
+        f"by the slow release before the abort, every other by {live}"
+    )
+    return ctx.measured["judge"]
+
+
+def _check_bad_canary(lab: Lab) -> list[str]:
+    aborted = [
+        r
+        for r in _history(lab)
+        if r.result == "failed" and (r.failed_stage or "").startswith("canary-")
+    ]
+    if aborted:
+        return []
+    return [
+        "no canary of app aborted by the judge yet: deploy a slower or failing commit with "
+        "`invoke deploy --strategy canary` while `invoke load` runs"
+    ]
+
+
+BAD_CANARY = Lesson(
+    "bad-canary",
+    "a bad canary aborted by the judge",
+    "a canary of app was aborted at one of its steps (a failed canary step in its records)",
+    (
+        NOTE_LIVE,
+        Step(
+            "Make a release that is slower for every request to /version",
+            "a performance regression passes every functional test: only production traffic "
+            "shows it",
+            "`git -C .lab/lessons/clone-* show` (the one-line change)",
+            _slow_release,
+        ),
+        Step(
+            f"Deploy it as a canary ({CANARY_STEPS[0]} %, then all) while {RATE} requests/s arrive",
+            f"the judge compares the canary with the live release at the edge after "
+            f"{CANARY_INTERVAL:.0f} s: a p95 far above the live one's aborts it, and only a "
+            "quarter of the users ever saw it",
+            "`invoke watch` (the canary's p99), the deploy's events on "
+            "http://127.0.0.1:8082/dashboard/cdlab",
+            _canary_aborted,
+        ),
+    ),
+    _check_bad_canary,
 )
 
 
@@ -431,4 +531,4 @@ PROXY_KILLED = Lesson(
 )
 
 
-LESSONS = (FIRST_DEPLOY, BROKEN_BUILD, ROLLBACK_DRILL, PROXY_KILLED)
+LESSONS = (FIRST_DEPLOY, BROKEN_BUILD, BAD_CANARY, ROLLBACK_DRILL, PROXY_KILLED)

@@ -49,7 +49,7 @@ def test_reset_puts_the_lab_back_to_its_first_state_and_every_check_says_no(lab:
     assert '"status": "live"' in rows.stdout and '"last_made_live": null' not in rows.stdout
     again = invoke("lab.reset", timeout=600)  # a second reset: nothing left to change
     assert again.returncode == 0 and "live already" in again.stderr, again.stderr
-    for name in ("first-deploy", "broken-build", "rollback-drill", "proxy-killed"):
+    for name in ("first-deploy", "broken-build", "bad-canary", "rollback-drill", "proxy-killed"):
         checked = invoke("lesson.check", name, timeout=60)
         assert checked.returncode == 1, checked.stdout + checked.stderr
         assert checked.stdout.startswith(f"{name}: no, not yet") and "missing:" in checked.stdout

@@ -57,6 +57,7 @@ def fresh(tmp_path: Path) -> FakeLab:
         (catalog.FIRST_DEPLOY, "no deploy of app started by a push from dev"),
         (catalog.BROKEN_BUILD, "no push of a commit whose unit tests fail"),
         (catalog.ROLLBACK_DRILL, "no rollback of app yet"),
+        (catalog.BAD_CANARY, "no canary of app aborted by the judge"),
     ],
 )
 def test_on_a_fresh_lab_a_check_says_no_and_what_is_missing(
