@@ -44,7 +44,10 @@ def _get(path: str = "/version") -> requests.Response:
 
 
 def _history(lab: Lab, service: str = "app") -> list[records.Record]:
-    return records.history(lab.runs, service, lab.etcd)
+    """The service's records since the lab's first state: after its last ``lab.reset``."""
+    found = records.history(lab.runs, service, lab.etcd)
+    last = max((i for i, r in enumerate(found) if r.kind == "reset"), default=-1)
+    return found[last + 1 :]
 
 
 def _on_dev(lab: Lab, script: str) -> str:

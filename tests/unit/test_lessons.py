@@ -159,3 +159,13 @@ def test_a_signal_during_a_step_puts_everything_back_then_says_the_run_stopped()
     with pytest.raises(RunStopped, match="interrupted by SIGTERM during 's'"):
         lessons.run(lesson, None, said.append)  # type: ignore[arg-type]
     assert log == ["undone"] and "put back: thing: back" in said
+
+
+def test_a_check_reads_only_what_happened_since_the_last_reset(fresh: FakeLab) -> None:
+    import dataclasses
+
+    at = "2026-12-02T10:0{}:00+00:00"
+    records.write(fresh.runs, dataclasses.replace(rec(A, kind="rollback"), started=at.format(1)))
+    assert lessons.check(catalog.ROLLBACK_DRILL, fresh) == []  # type: ignore[arg-type]
+    records.write(fresh.runs, dataclasses.replace(rec(A, kind="reset"), started=at.format(2)))
+    assert lessons.check(catalog.ROLLBACK_DRILL, fresh) != []  # type: ignore[arg-type]
