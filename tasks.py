@@ -521,10 +521,7 @@ def lesson_check(c: Context, name: str) -> None:
 
     lesson = lessons.find(LESSONS, name)
     with the_lab() as lab:
-        missing = lessons.check(lesson, lab)
-    print(lessons.render_check(lesson, missing))
-    if missing:
-        raise Exit(code=1)
+        _say_check(lesson, lab)
 
 
 @task(name="solve", help={"name": "the lesson (invoke lesson.list)"})
@@ -537,7 +534,14 @@ def lesson_solve(c: Context, name: str) -> None:
     lesson = lessons.find(LESSONS, name)
     with the_lab() as lab:
         lessons.run(lesson, lab, say=lambda text: print(text, flush=True))
-        missing = lessons.check(lesson, lab)
+        _say_check(lesson, lab)
+
+
+def _say_check(lesson: Any, lab: Lab) -> None:
+    """Print whether ``lab`` reached ``lesson``'s goal; exit 1 when it has not."""
+    from lab import lessons
+
+    missing = lessons.check(lesson, lab)
     print(lessons.render_check(lesson, missing))
     if missing:
         raise Exit(code=1)
