@@ -89,6 +89,8 @@ def test_a_release_reaches_no_part_of_the_control_plane(lab: State) -> None:
         "tcp": {
             "Runtime API by the proxy's name": ["proxy", 9999],
             "Runtime API on prod's address": [prod, 9999],
+            "proxy's own page by its name": ["proxy", 8404],
+            "proxy's own page on prod's address": [prod, 8404],
             "etcd on prod's address": [prod, 2379],
             "prod's engine": [prod, 2376],
             "cd's git daemon (push)": [cd, 9418],
@@ -123,6 +125,9 @@ def test_the_operator_reaches_etcd_and_the_runtime_api_with_its_certificate(lab:
     finally:
         ops.etcd.delete(key)
     assert "app" in ops.runtime.send("show cdlab")
+    # and the proxy's own page, on prod's address (what a release cannot reach)
+    prod = lab.config.host("prod").address
+    assert requests.get(f"http://{prod}:8404/healthz", timeout=5).ok
 
 
 def _plain_or_wrong_ca_refused(lab: State, port: int, cert: tuple[str, str] | None) -> str:
