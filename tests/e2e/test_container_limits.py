@@ -104,3 +104,24 @@ def test_a_one_off_is_killed_past_its_memory_limit_and_says_why(
     code, out = run(lab, live_image, HOG)
     assert code == 137 and "allocated" not in out, f"exit {code}: {out}"
     assert "out of memory (its limit: 256m, no swap)" in out
+
+
+def test_every_container_on_prod_is_bounded_the_stack_too(lab: State) -> None:
+    """Not only releases: the stack's own containers (proxy, etcd, database, metrics, logs) have
+    memory (no swap) and process bounds, so a runaway one cannot starve prod."""
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        running = [
+            c
+            for c in prod.containers.list()
+            if c.labels.get("com.docker.compose.project") == "cdlab-stack"
+            or "cdlab.service" in c.labels
+        ]
+        unbounded = {
+            c.name: (c.attrs["HostConfig"]["Memory"], c.attrs["HostConfig"]["PidsLimit"])
+            for c in running
+            if not c.attrs["HostConfig"]["Memory"]
+            or c.attrs["HostConfig"]["MemorySwap"] != c.attrs["HostConfig"]["Memory"]
+            or not (c.attrs["HostConfig"]["PidsLimit"] or 0) > 0
+        }
+    assert any(c.name.startswith("cdlab-stack_") for c in running)
+    assert unbounded == {}, f"containers without memory/pids bounds (memory, pids): {unbounded}"
