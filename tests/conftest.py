@@ -240,15 +240,9 @@ def keep_evidence(test_name: str) -> Path:
 def remove_service(lab: State, name: str) -> None:
     """A service a test deployed from a clone, gone from prod: its routes, its frontend (the
     proxy stops its process) and its containers."""
-    from lab.ports import frontends
     from lab.release import api as release
 
-    etcd = release.route_store(lab)
-    etcd.delete(f"/cdlab/routes/{name}")
-    etcd.delete(frontends.prefix() + name)
-    with engines.connect(lab, lab.config.host("prod")) as prod:
-        for c in prod.containers.list(all=True, filters={"label": f"cdlab.service={name}"}):
-            c.remove(force=True)
+    release.remove_service(lab, name)
 
 
 def on_host(

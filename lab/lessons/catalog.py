@@ -8,6 +8,7 @@ Every check reads evidence the lab keeps until ``lab.reset``/``lab.destroy``: th
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import secrets
@@ -25,7 +26,7 @@ from lab.errors import CanaryAborted, LessonError, PushError
 from lab.lessons import Ctx, Lesson, Step
 from lab.ports.lab import Lab
 from lab.progress import Progress
-from lab.proof import load, outage
+from lab.proof import load, outage, strategies
 from lab.proof.strategies import Chain, chain
 from lab.release import api as release
 from lab.release import devloop, lock, pipeline, records, reset
@@ -534,4 +535,223 @@ PROXY_KILLED = Lesson(
 )
 
 
-LESSONS = (FIRST_DEPLOY, BROKEN_BUILD, BAD_CANARY, ROLLBACK_DRILL, PROXY_KILLED)
+# what a lesson measured that no record keeps: its figures, in the route store until a reset
+
+
+def _keep(ctx: Ctx, lesson: str, figures: dict[str, Any]) -> None:
+    ctx.lab.etcd.put(reset.RESULTS + lesson, json.dumps(figures).encode())
+
+
+def _kept(lab: Lab, lesson: str) -> dict[str, Any] | None:
+    raw = lab.etcd.get(reset.RESULTS + lesson)
+    try:
+        found = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+# naive-vs-bluegreen ----------------------------------------------------------------------
+
+
+def _naive(ctx: Ctx) -> str:
+    lab = ctx.lab
+    ctx.facts["clone"] = str(_scratch(ctx).root)
+    figures = strategies.strategy_runs(
+        lab.state, _chain_at(ctx), "naive", 1, RATE, lambda text: None
+    )
+    ctx.facts["naive"] = json.dumps(figures)
+    ctx.measured["naive stop/start"] = _figures_line(figures)
+    return ctx.measured["naive stop/start"]
+
+
+def _chain_at(ctx: Ctx) -> Chain:
+    where = Path(ctx.facts["clone"])
+    return Chain(ctx.lab.state.at(where), where)
+
+
+def _figures_line(figures: dict[str, Any]) -> str:
+    return (
+        f"{figures['failed']} of {figures['total']} requests failed at {figures['rate']}/s; "
+        f"longest gap without an answer {figures['longest_gap_ms']:.0f} ms"
+    )
+
+
+def _bluegreen(ctx: Ctx) -> str:
+    figures = strategies.strategy_runs(
+        ctx.lab.state, _chain_at(ctx), "bluegreen", 1, RATE, lambda text: None
+    )
+    ctx.measured["blue/green"] = _figures_line(figures)
+    if figures["failed"]:
+        raise LessonError(f"the blue/green deploy failed requests: {_figures_line(figures)}")
+    naive = json.loads(ctx.facts["naive"])
+    _keep(ctx, "naive-vs-bluegreen", {"naive": naive, "bluegreen": figures})
+    return ctx.measured["blue/green"]
+
+
+def _check_naive_vs_bluegreen(lab: Lab) -> list[str]:
+    kept = _kept(lab, "naive-vs-bluegreen")
+    if kept and "naive" in kept and kept.get("bluegreen", {}).get("failed") == 0:
+        return []
+    return [
+        "no side-by-side measure of a naive deploy and a blue/green one under the same load "
+        "yet: `invoke lesson.run naive-vs-bluegreen` (or `invoke bench --quick`, whose table "
+        "has both)"
+    ]
+
+
+NAIVE_VS_BLUEGREEN = Lesson(
+    "naive-vs-bluegreen",
+    "a naive deploy and a blue/green one, side by side under the same load",
+    "both deploys were measured under the same load, and blue/green failed no request",
+    (
+        NOTE_LIVE,
+        Step(
+            f"Deploy the naive way while {RATE} requests/s arrive: stop the old container, "
+            "start the new one on the same port",
+            "what most deploy scripts do: between the stop and the new process listening, "
+            "every request fails (connection refused)",
+            f"the failed requests below; the container is on 127.0.0.1:{services.CONTROL_PORT} "
+            "(no proxy in front), removed after",
+            _naive,
+        ),
+        Step(
+            "Deploy the blue/green way through cdlab's proxy, same load",
+            "the new release starts beside the old one, is checked, then the proxy switches: "
+            "a process is never missing behind the port",
+            "`invoke releases` (the new release live, the old one warm), `invoke watch`",
+            _bluegreen,
+        ),
+    ),
+    _check_naive_vs_bluegreen,
+)
+
+
+# schema-change ---------------------------------------------------------------------------
+
+PEOPLE, PEOPLE_PORT = "people", 8004  # a copy of app with its own database, removed at the end
+PEOPLE_URL = f"http://127.0.0.1:{PEOPLE_PORT}"
+SCHEMA_PATCHES = ("1-expand.patch", "2-read-new.patch", "3-contract.patch")
+SCHEMA_STEPS = ("expand", "migrate reads", "contract")
+
+
+def _people(ctx: Ctx) -> str:
+    lab = ctx.lab
+    root = _scratch(ctx).root
+    git_ = ["git", "-C", str(root), "-c", "user.name=cdlab-lesson"]
+    git_ += ["-c", "user.email=cdlab-lesson@cdlab.invalid"]
+    shutil.copytree(root / "services/app", root / f"services/{PEOPLE}")
+    manifest = root / f"services/{PEOPLE}/service.toml"
+    text = manifest.read_text().replace('name = "app"', f'name = "{PEOPLE}"')
+    manifest.write_text(text.replace("public_port = 8000", f"public_port = {PEOPLE_PORT}"))
+    subprocess.run([*git_, "add", "-A"], check=True)
+    subprocess.run([*git_, "commit", "-qm", f"{PEOPLE}: a copy of app"], check=True)
+    shas = [git.short(git.commit(root))]
+    patches = lab.config.root / "services/app/schema-change"
+    for patch in SCHEMA_PATCHES:
+        subprocess.run(
+            [*git_, "am", "-q", "-p3", f"--directory=services/{PEOPLE}", str(patches / patch)],
+            check=True,
+            capture_output=True,
+        )
+        shas.append(git.short(git.commit(root)))
+
+    def remove() -> str:
+        _lock_free(lab)
+        gone = release.remove_service(lab, PEOPLE, database=True)
+        return f"{PEOPLE} removed ({len(gone)} thing(s): routes, frontend, containers, database)"
+
+    ctx.undo.append((f"the {PEOPLE} service", remove))
+    clone = lab.at(root)
+    svc = services.load(root, PEOPLE)
+    for sha in shas:  # built first: the deploys under load are what is watched
+        pipeline.build(clone.state, Progress(out=None), svc, sha)
+    rec = pipeline.deploy(clone, Progress(out=None), PEOPLE, shas[0], bake=0)
+    ctx.facts["clone"] = str(root)
+    ctx.facts["shas"] = " ".join(shas)
+    return (
+        f"{PEOPLE} {rec.release} serves {PEOPLE_URL}, its database at "
+        f"{rec.schema.get('left', '?')}; the three commits built: {', '.join(shas[1:])}"
+    )
+
+
+def _three_releases(ctx: Ctx) -> str:
+    lab = ctx.lab
+    clone = lab.at(Path(ctx.facts["clone"]))
+    shas = ctx.facts["shas"].split()
+    folder = lab.state.dir / "lessons"
+    seen = []
+    with load.running(rate=RATE, name="lesson-schema", url=PEOPLE_URL, folder=folder) as t:
+        time.sleep(2)
+        for what, sha in zip(SCHEMA_STEPS, shas[1:], strict=True):
+            with t.operation(f"deploy {sha} ({what})", target=sha):
+                rec = pipeline.deploy(clone, Progress(out=None), PEOPLE, sha, bake=0)
+            seen.append(f"{what} {sha} (database at {rec.schema.get('left', 'unchanged')})")
+            ctx.say(f"    {seen[-1]}")
+        time.sleep(1)
+    lost = load.readback(t, PEOPLE_URL)
+    figures = {
+        "requests": len(t.requests),
+        "failed": len(t.failed),
+        "registered": len(t.registered()),
+        "lost": len(lost),
+    }
+    ctx.measured["schema change"] = "; ".join(seen)
+    ctx.measured["load"] = (
+        f"{figures['requests']} requests at {RATE}/s, {figures['failed']} failed; "
+        f"{figures['registered']} registrations, {figures['lost']} of them not read back"
+    )
+    if figures["failed"] or figures["lost"]:
+        raise LessonError(f"the schema change lost something: {ctx.measured['load']}")
+    _keep(ctx, "schema-change", figures)
+    return ctx.measured["load"]
+
+
+def _check_schema_change(lab: Lab) -> list[str]:
+    kept = _kept(lab, "schema-change")
+    if kept and kept.get("failed") == 0 and kept.get("lost") == 0:
+        return []
+    left = [r.schema.get("left", "") for r in _history(lab) if r.result == "succeeded"]
+    expanded = next((i for i, v in enumerate(left) if v.startswith("0002")), None)
+    if expanded is not None and any(v.startswith("0003") for v in left[expanded:]):
+        return []
+    return [
+        "no schema change in three releases yet: on dev, `git am` each patch of "
+        "services/app/schema-change/ in turn and push after each (its README says why three)"
+    ]
+
+
+SCHEMA_CHANGE = Lesson(
+    "schema-change",
+    "a column renamed in three releases (expand, migrate reads, contract) under load",
+    "a column was renamed in three deploys, under load, without a failed request or a lost "
+    "registration",
+    (
+        Step(
+            f"Make '{PEOPLE}', a copy of app with its own database, and its first release",
+            "the lesson renames a column; app's own database is never touched",
+            f"{PEOPLE_URL}/version, services/app/schema-change/README.md (the plan)",
+            _people,
+        ),
+        Step(
+            f"Deploy expand, migrate reads and contract while {RATE} requests/s register users",
+            "each migration runs while the release before it still serves: each step leaves a "
+            "schema that every release still running can use, so none breaks",
+            "the database version after each deploy (above), `invoke releases --service "
+            f"{PEOPLE}`, `invoke watch --service {PEOPLE}`",
+            _three_releases,
+        ),
+    ),
+    _check_schema_change,
+)
+
+
+LESSONS = (
+    FIRST_DEPLOY,
+    BROKEN_BUILD,
+    BAD_CANARY,
+    ROLLBACK_DRILL,
+    NAIVE_VS_BLUEGREEN,
+    PROXY_KILLED,
+    SCHEMA_CHANGE,
+)

@@ -40,6 +40,7 @@ __all__ = [
     "release_containers",
     "release_environment",
     "remove",
+    "remove_service",
     "retire",
     "route_store",
     "start_beside",
@@ -93,6 +94,30 @@ def retire(state: State | Lab, service: str, keep: set[str] | frozenset[str]) ->
 def remove(state: State | Lab, service: str, release: str, stop_timeout: int = 25) -> None:
     lab = Lab.of(state)
     ports_for(lab, service).remove(service, release, stop_timeout)
+
+
+def remove_service(state: State | Lab, name: str, database: bool = False) -> list[str]:
+    """Service ``name`` gone from prod: its routes, its frontend (the proxy stops its HAProxy,
+    touching no other service's) and every container of it; with ``database``, its database
+    too (its connections ended). Its records and its images in the registry are kept. What was
+    removed, one line each."""
+    from lab.ports import frontends
+    from lab.release import scratch
+
+    lab = Lab.of(state)
+    gone = []
+    for key in (f"/cdlab/routes/{name}", frontends.prefix() + name):
+        if lab.etcd.get(key) is not None:
+            lab.etcd.delete(key)
+            gone.append(key)
+    prod = lab.engine("prod")
+    for c in prod.containers.list(all=True, filters={"label": f"cdlab.service={name}"}):
+        c.remove(force=True)
+        gone.append(f"container {c.name}")
+    if database:
+        scratch.drop_database(prod, name)
+        gone.append(f"database {name}")
+    return gone
 
 
 def ports_for(lab: Lab, service: str) -> ProdPorts:

@@ -45,6 +45,7 @@ from lab.stack import project as stack
 from lab.stack import services
 
 BASELINE = "/cdlab/lessons/baseline/proxy-finished"  # the proxy's FinishedAt at the last reset
+RESULTS = "/cdlab/lessons/results/"  # + lesson: what a lesson measured that no record keeps
 
 
 def reset(state: Lab, progress: Progress) -> dict[str, str]:
@@ -74,7 +75,8 @@ def reset(state: Lab, progress: Progress) -> dict[str, str]:
         with progress.stage("the lessons' baseline", "baseline") as st:
             finished = _proxy(lab).attrs["State"].get("FinishedAt", "")
             lab.etcd.put(BASELINE, str(finished).encode())
-            st.changed(f"the proxy's last stop: {finished}")
+            lab.etcd.delete_prefix(RESULTS)
+            st.changed(f"the proxy's last stop: {finished}; the lessons' figures cleared")
     if seen:
         raise RunStopped(seen[0], "lab.reset", [], " The reset had run to its end first.")
     return {n: first for n in names}

@@ -4,6 +4,8 @@ evidence is there. The lab is stood in for by its records and a registry."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from lab import lessons
 from lab.errors import ConfigError
 from lab.lessons import Ctx, Lesson, Step, catalog
-from lab.release import records
+from lab.release import records, reset
 from tests.unit.fake_ports import FakeEtcd
 
 A, B, C = "a" * 12, "b" * 12, "c" * 12
@@ -58,6 +60,8 @@ def fresh(tmp_path: Path) -> FakeLab:
         (catalog.BROKEN_BUILD, "no push of a commit whose unit tests fail"),
         (catalog.ROLLBACK_DRILL, "no rollback of app yet"),
         (catalog.BAD_CANARY, "no canary of app aborted by the judge"),
+        (catalog.NAIVE_VS_BLUEGREEN, "no side-by-side measure of a naive deploy"),
+        (catalog.SCHEMA_CHANGE, "no schema change in three releases"),
     ],
 )
 def test_on_a_fresh_lab_a_check_says_no_and_what_is_missing(
@@ -76,6 +80,37 @@ def test_each_check_says_yes_once_its_evidence_is_there(fresh: FakeLab) -> None:
     for lesson in (catalog.FIRST_DEPLOY, catalog.BROKEN_BUILD, catalog.ROLLBACK_DRILL):
         assert lessons.check(lesson, fresh) == []  # type: ignore[arg-type]
         assert "yes, the goal is reached" in lessons.render_check(lesson, [])
+
+
+def test_the_figures_a_lesson_kept_are_its_evidence_until_they_show_a_failure(
+    fresh: FakeLab,
+) -> None:
+    def keep(lesson: str, figures: object) -> None:
+        fresh.etcd.put(reset.RESULTS + lesson, json.dumps(figures).encode())
+
+    keep("naive-vs-bluegreen", {"naive": {"failed": 80}, "bluegreen": {"failed": 3}})
+    assert lessons.check(catalog.NAIVE_VS_BLUEGREEN, fresh) != []  # type: ignore[arg-type]
+    keep("naive-vs-bluegreen", {"naive": {"failed": 80}, "bluegreen": {"failed": 0}})
+    assert lessons.check(catalog.NAIVE_VS_BLUEGREEN, fresh) == []  # type: ignore[arg-type]
+    keep("schema-change", {"failed": 0, "lost": 2})
+    assert lessons.check(catalog.SCHEMA_CHANGE, fresh) != []  # type: ignore[arg-type]
+    fresh.etcd.put(reset.RESULTS + "schema-change", b"{not json")
+    assert lessons.check(catalog.SCHEMA_CHANGE, fresh) != []  # type: ignore[arg-type]
+    keep("schema-change", {"failed": 0, "lost": 0})
+    assert lessons.check(catalog.SCHEMA_CHANGE, fresh) == []  # type: ignore[arg-type]
+
+
+def test_a_schema_change_done_by_hand_on_app_is_evidence_only_once_contracted(
+    fresh: FakeLab,
+) -> None:
+    def deployed(release: str, left: str) -> None:
+        r = rec(release)
+        records.write(fresh.runs, dataclasses.replace(r, schema={"left": left}))
+
+    deployed(B, "0002_display_name")
+    assert lessons.check(catalog.SCHEMA_CHANGE, fresh) != []  # type: ignore[arg-type]
+    deployed(C, "0003_drop_name")
+    assert lessons.check(catalog.SCHEMA_CHANGE, fresh) == []  # type: ignore[arg-type]
 
 
 def test_a_failed_build_whose_image_exists_is_not_the_evidence(fresh: FakeLab) -> None:
