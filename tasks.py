@@ -484,6 +484,33 @@ def watch(c: Context, once: bool = False, service: str = "") -> None:
             view.live(lab, names, Console())
 
 
+@task(
+    help={
+        "service": "only this service (default: every service)",
+        "json": "print a JSON list of the findings instead of text",
+    },
+    auto_shortflags=False,
+)
+@presents_errors
+def drift(c: Context, service: str = "", json_: bool = False) -> None:
+    """Say whether prod runs exactly what the pipeline made; exit 1 if not.
+
+    Each release container against its cdlab.made label (image, user, read-only root,
+    capabilities, memory, pids, CPUs, restart policy, environment), and each service's pool
+    against the containers that run: changed by hand (docker update), replaced, stopped,
+    missing, or running outside the pool. Each finding comes with its fix."""
+    from lab.release import drift as lab_drift
+    from lab.stack import services
+
+    root = lab_config.load().root
+    names = [services.load(root, service).name] if service else services.names(root)
+    with the_lab() as lab:
+        found, checked = lab_drift.check(lab, names)
+    print(lab_drift.as_json(found) if json_ else lab_drift.render(found, checked))
+    if lab_drift.drifted(found):
+        raise Exit(code=1)
+
+
 @task(name="list")
 def lesson_list(c: Context) -> None:
     """List the lessons: name, title and the goal lesson.check verifies."""
@@ -570,6 +597,7 @@ ns = Collection(
     bench,
     load_task,
     watch,
+    drift,
     deploy,
     promote,
     abort,

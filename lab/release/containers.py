@@ -12,6 +12,7 @@ import requests
 from lab.errors import ReleaseError, tail
 from lab.estate.state import State
 from lab.ports import logs
+from lab.release import drift
 from lab.release.model import Candidate
 from lab.stack import project as stack
 from lab.stack.limits import Limits
@@ -85,9 +86,11 @@ def container_spec(state: State, c: Candidate) -> dict[str, Any]:
       manifest's ``[limits]`` (``hardening``);
     - restarted by the engine (and by the host after a kill: ``cdlab.keepalive``);
     - Docker's own healthcheck is the slow, cheap one (every exec costs CPU): cdlab runs the
-      same probe itself while a release starts, and the proxy checks releases every second.
+      same probe itself while a release starts, and the proxy checks releases every second;
+    - labelled ``cdlab.made``: how it was made (``drift.made``), for ``invoke drift`` to
+      compare with how it runs (a label cannot be changed afterwards).
     """
-    return {
+    spec: dict[str, Any] = {
         "image": c.image,
         "name": c.project,
         "detach": True,
@@ -111,6 +114,8 @@ def container_spec(state: State, c: Candidate) -> dict[str, Any]:
         "network": stack.APPS_NETWORK,
         "log_config": log_config(state, c),
     }
+    spec["labels"][drift.MADE] = drift.label(spec)
+    return spec
 
 
 def log_config(state: State, c: Candidate) -> dict[str, Any]:

@@ -343,6 +343,15 @@ class FakeEtcd:
         self.revision += 1
         self.kv.pop(key, None)
 
+    def get(self, key: str) -> bytes | None:
+        self._up(f"read {key}")
+        entry = self.kv.get(key)
+        return entry.value if entry else None
+
+    def get_json(self, key: str) -> object:
+        raw = self.get(key)
+        return json.loads(raw) if raw else None
+
     def get_prefix(self, prefix: str) -> dict[str, bytes]:
         return {e.key: e.value for e in self.get_prefix_with_revisions(prefix)}
 
