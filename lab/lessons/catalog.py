@@ -327,6 +327,7 @@ def _second_release(ctx: Ctx) -> str:
     sha = scratch.commit()
     rec = pipeline.deploy(lab.at(where), Progress(), "app", sha)
     ctx.facts["second"] = rec.release
+    ctx.facts["clone"] = str(where)
     return f"{rec.release} is live ({ctx.facts['live']} is warm) after {rec.seconds:.1f} s"
 
 
@@ -535,6 +536,129 @@ PROXY_KILLED = Lesson(
 )
 
 
+# immutable-server ------------------------------------------------------------------------
+
+HOT_FIX = "/srv/app/app/web.py"  # the live app's code, as a hot-fix would change it
+
+
+def _live_container(lab: Lab) -> Any:
+    live = release.current_routes(lab, "app").live
+    (found,) = release.release_containers(lab.engine("prod"), "app", str(live), all=False)
+    return found
+
+
+def _hot_fix_refused(ctx: Ctx) -> str:
+    container = _live_container(ctx.lab)
+    edit = ["sh", "-c", f"echo '# hot-fix' >> {HOT_FIX}"]
+    code, out = container.exec_run(edit, user="0")  # even as root
+    said = out.decode(errors="replace").strip()
+    if code == 0:
+        raise LessonError(f"a hand edit of {HOT_FIX} in {container.name} went through")
+    try:
+        code_p, out_p = container.exec_run(edit, user="0", privileged=True)
+    except Exception as exc:  # the engine refuses to start the process at all
+        code_p, out_p = 126, str(exc).encode()
+    if code_p == 0:
+        raise LessonError(f"a privileged hand edit of {HOT_FIX} in {container.name} went through")
+    privileged = out_p.decode(errors="replace").strip()
+    ctx.measured["hot-fix inside"] = f"refused: {said.splitlines()[-1] if said else code}"
+    return (
+        f"as root in {container.name}: {ctx.measured['hot-fix inside']}; with --privileged: "
+        f"refused too ({privileged.splitlines()[-1][:120] if privileged else 'no process'})"
+    )
+
+
+def _by_hand(ctx: Ctx) -> str:
+    from lab.release import drift
+
+    container = _live_container(ctx.lab)
+    container.update(mem_limit="512m", memswap_limit="512m")
+    found, _ = drift.check(ctx.lab, ["app"])
+    mine = [d for d in found if d.container == container.name and not d.unknown]
+    if not mine:
+        raise LessonError(f"`invoke drift` did not see the change made to {container.name}")
+    ctx.facts["drifted"] = str(container.name)
+    ctx.measured["drift seen"] = f"{container.name}: " + "; ".join(mine[0].what)
+    return ctx.measured["drift seen"]
+
+
+def _through_the_pipeline(ctx: Ctx) -> str:
+    from lab.release import drift
+
+    lab = ctx.lab
+    where = Path(ctx.facts["clone"])
+    sha = Chain(lab.state.at(where), where).commit()
+    rec = pipeline.deploy(lab.at(where), Progress(out=None), "app", sha)
+    found, _ = drift.check(lab, ["app"])
+    live = [d for d in found if d.release == rec.release and not d.unknown]
+    if live:
+        raise LessonError(f"the new release {rec.release} drifts already: {live[0].what}")
+    ctx.measured["replaced"] = (
+        f"{rec.release} live after {rec.seconds:.1f} s, as its manifest says; "
+        f"{ctx.facts['drifted']} is warm until the lesson ends, then removed"
+    )
+    return ctx.measured["replaced"]
+
+
+def _check_immutable_server(lab: Lab) -> list[str]:
+    from lab.release import drift
+
+    missing = []
+    if lab.etcd.get(drift.SEEN) is None:
+        missing.append(
+            "no drift seen yet: change a release by hand on prod (`invoke lab.shell prod`, then "
+            "`docker update --memory 512m --memory-swap 512m app-RELEASE`) and run "
+            "`invoke drift`"
+        )
+    found, _ = drift.check(lab, ["app"])
+    live = release.current_routes(lab, "app").live
+    if any(d.release == live and not d.unknown for d in found):
+        missing.append(
+            f"app's live release {live} still drifts: deploy a commit through the pipeline "
+            "(`invoke dev.push` of a change)"
+        )
+    return missing
+
+
+IMMUTABLE_SERVER = Lesson(
+    "immutable-server",
+    "an immutable server: a hand edit refused, a hand change detected as drift, then replaced "
+    "through the pipeline",
+    "drift was seen on prod (`invoke drift`) and app's live release runs as the pipeline made it",
+    (
+        NOTE_LIVE,
+        Step(
+            "Deploy a second release (the one you will change by hand)",
+            "the release you put back at the end stays as the pipeline made it",
+            "`invoke releases`",
+            _second_release,
+        ),
+        Step(
+            f"Try a hot-fix inside the live container: append to {HOT_FIX}",
+            "a release's root is read-only and its capabilities dropped: what runs is exactly "
+            "the image that was tested, whoever logs in",
+            "`invoke lab.shell prod`, then `docker exec -u 0 app-RELEASE touch /srv/app/x`",
+            _hot_fix_refused,
+        ),
+        Step(
+            "Change it from outside anyway (`docker update --memory 512m`), then `invoke drift`",
+            "a server changed by hand is a snowflake: the next deploy or a rebuild loses the "
+            "change, and nobody knows it was there unless something compares",
+            "`invoke drift` (what changed, and the fix), `invoke drift --json`",
+            _by_hand,
+        ),
+        Step(
+            "Make the change the right way: a commit, deployed by the pipeline",
+            "the pipeline makes a new container from the manifest; a change you want to keep "
+            "belongs in services/app/service.toml ([limits]), reviewed and tested",
+            "`invoke drift` (the live release as the pipeline made it), `invoke releases`",
+            _through_the_pipeline,
+        ),
+    ),
+    _check_immutable_server,
+)
+
+
 # what a lesson measured that no record keeps: its figures, in the route store until a reset
 
 
@@ -611,7 +735,7 @@ NAIVE_VS_BLUEGREEN = Lesson(
             "start the new one on the same port",
             "what most deploy scripts do: between the stop and the new process listening, "
             "every request fails (connection refused)",
-            f"the failed requests below; the container is on 127.0.0.1:{services.CONTROL_PORT} "
+            f"the count of failed requests; the container was on 127.0.0.1:{services.CONTROL_PORT} "
             "(no proxy in front), removed after",
             _naive,
         ),
@@ -752,6 +876,7 @@ LESSONS = (
     BAD_CANARY,
     ROLLBACK_DRILL,
     NAIVE_VS_BLUEGREEN,
+    IMMUTABLE_SERVER,
     PROXY_KILLED,
     SCHEMA_CHANGE,
 )

@@ -26,6 +26,7 @@ from lab.ports.lab import Lab
 from lab.release import lock
 from lab.stack.limits import MIB, parse_memory
 
+SEEN = "/cdlab/lessons/results/drift-seen"  # the last drift ``check`` found (reset clears it)
 MADE = "cdlab.made"  # label: the canonical form (``made``) of how the pipeline made it
 GIB = 1024 * MIB
 
@@ -338,4 +339,8 @@ def facts(lab: Lab, services: Iterable[str]) -> Facts:
 def check(lab: Lab, services: Iterable[str]) -> tuple[list[Drift], list[tuple[str, str, str]]]:
     """What ``find`` finds on prod for ``services``, and what it checked (for ``render``)."""
     known = facts(lab, services)
-    return find(known), checked(known)
+    found = find(known)
+    if drifted(found):  # the lab remembers it saw drift (a lesson's evidence) until a reset
+        seen = {"findings": [asdict(d) for d in found if not d.unknown]}
+        lab.etcd.put(SEEN, json.dumps(seen).encode())
+    return found, checked(known)

@@ -333,11 +333,6 @@ class FakeEtcd:
         self.put(key, value)
         return Fence(key, self.revision)
 
-    def get(self, key: str) -> bytes | None:
-        self._up(f"read {key}")
-        entry = self.kv.get(key)
-        return entry.value if entry else None
-
     def delete(self, key: str) -> None:
         self._up(f"delete {key}")
         self.revision += 1

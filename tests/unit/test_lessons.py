@@ -204,3 +204,24 @@ def test_a_check_reads_only_what_happened_since_the_last_reset(fresh: FakeLab) -
     assert lessons.check(catalog.ROLLBACK_DRILL, fresh) == []  # type: ignore[arg-type]
     records.write(fresh.runs, dataclasses.replace(rec(A, kind="reset"), started=at.format(2)))
     assert lessons.check(catalog.ROLLBACK_DRILL, fresh) != []  # type: ignore[arg-type]
+
+
+def test_the_immutable_server_check_needs_a_drift_seen_and_none_left_on_the_live_release(
+    fresh: FakeLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lab.release import drift
+
+    left: list[drift.Drift] = []
+    monkeypatch.setattr(drift, "check", lambda lab, names: (left, []))
+    monkeypatch.setattr(
+        catalog.release, "current_routes", lambda lab, name: type("R", (), {"live": A})()
+    )
+    missing = lessons.check(catalog.IMMUTABLE_SERVER, fresh)  # type: ignore[arg-type]
+    assert len(missing) == 1 and "no drift seen yet" in missing[0]
+    fresh.etcd.put(drift.SEEN, b"{}")
+    assert lessons.check(catalog.IMMUTABLE_SERVER, fresh) == []  # type: ignore[arg-type]
+    left.append(drift.Drift("app", A, f"app-{A}", ("memory 512 MiB",), "deploy"))
+    missing = lessons.check(catalog.IMMUTABLE_SERVER, fresh)  # type: ignore[arg-type]
+    assert len(missing) == 1 and f"live release {A} still drifts" in missing[0]
+    left[0] = drift.Drift("app", B, f"app-{B}", ("memory 512 MiB",), "deploy")  # a warm one
+    assert lessons.check(catalog.IMMUTABLE_SERVER, fresh) == []  # type: ignore[arg-type]
