@@ -75,3 +75,29 @@ def test_each_deploy_makes_new_containers(lab: State) -> None:
         assert c.attrs["Config"]["Env"] and f"RELEASE={rel}" in c.attrs["Config"]["Env"]
     assert release.current_routes(lab, "app").live in by_release
     assert history.deployed(lab, "app")
+
+
+def test_a_release_changed_by_hand_is_drift_until_it_is_as_the_pipeline_made_it(
+    lab: State,
+) -> None:
+    """``docker update`` on the live release: ``invoke drift`` names the container and what
+    changed, exits 1, and says nothing of the database password; put back, it exits 0."""
+    from lab.release import drift
+    from tests.conftest import invoke
+
+    live = release.current_routes(lab, "app").live
+    with engines.connect(lab, lab.config.host("prod")) as prod:
+        container = _live_container(prod, "app", str(live))
+        memory = container.attrs["HostConfig"]["Memory"]
+        container.update(mem_limit="300m", memswap_limit="300m")
+        try:
+            done = invoke("drift", "--service", "app")
+        finally:
+            container.update(mem_limit=memory, memswap_limit=memory)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"app {live} (app-{live}): drift" in done.stdout
+    assert "memory 300 MiB, the pipeline made it" in done.stdout
+    assert not [s for s in lab.secret_values() if s in done.stdout + done.stderr]
+    assert release.route_store(lab).get(drift.SEEN) is not None
+    again = invoke("drift", "--service", "app")
+    assert again.returncode == 0 and again.stdout.startswith("no drift"), again.stdout
