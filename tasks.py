@@ -81,10 +81,21 @@ def up(c: Context, take_over: bool = False) -> None:
 @presents_errors
 def status(c: Context, json_: bool = False) -> None:
     """Show each host: address, state, engine version and running containers."""
-    rows = lifecycle.status(lab_config.load())
-    print(
-        json.dumps([asdict(r) for r in rows], indent=2) if json_ else lifecycle.render_status(rows)
-    )
+    config = lab_config.load()
+    rows = lifecycle.status(config)
+    if json_:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(lifecycle.describe(config))
+        print(lifecycle.render_status(rows))
+
+
+@task(name="list", help={"json": "print machine-readable JSON instead of a table"})
+@presents_errors
+def list_(c: Context, json_: bool = False) -> None:
+    """List the labs on this machine (the default one and each named one: CDLAB_LAB=NAME)."""
+    rows = lifecycle.list_labs()
+    print(json.dumps([asdict(r) for r in rows], indent=2) if json_ else lifecycle.render_labs(rows))
 
 
 @task
@@ -397,6 +408,7 @@ def test(c: Context, suite: str = "", workers: str = "auto") -> None:
     """Run the whole test suite (unit, integration, end-to-end on the lab).
 
     Text after ``--`` goes to pytest: ``invoke test -- tests/unit -k judge``."""
+    testing.refuse_named_lab(os.environ.get("CDLAB_LAB", ""), suite)
     argv = testing.pytest_argv(suite, workers, c.remainder)
     sys.exit(testing.run_pytest(argv))
 
@@ -583,7 +595,7 @@ def lint(c: Context) -> None:
     c.run(f"{py} -m mypy", echo=True)
 
 
-lab_ns = Collection("lab", up, status, reset, down, destroy, shell)
+lab_ns = Collection("lab", up, status, list_, reset, down, destroy, shell)
 lock_ns = Collection("lock", lock_release, lock_status)
 dev_ns = Collection("dev", dev_push, dev_shell)
 stack_ns = Collection("stack", stack_apply)

@@ -7,6 +7,8 @@ one that is wrong.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -89,6 +91,18 @@ class LabConfig:
 
     def volume_name(self, host: Host, purpose: str) -> str:
         return f"{self.name}-{host.name}-{purpose}"
+
+    def published(self, port: int) -> int:
+        """The workstation port where prod's ``port`` is published (``hosts[].publish``)."""
+        for host in self.hosts:
+            for spec in host.publish:
+                _, ours, theirs = spec.split(":")
+                first, _, last = theirs.partition("-")
+                if int(first) <= port <= int(last or first):
+                    return int(ours.partition("-")[0]) + port - int(first)
+        raise ConfigError(
+            "published port", port, "a port prod publishes (hosts[].publish)", self.name
+        )
 
     @property
     def labels(self) -> dict[str, str]:
@@ -187,14 +201,76 @@ def _address(value: str, field: str, source: str) -> ipaddress.IPv4Address | ipa
         raise ConfigError(field, value, "an IP address like 10.100.200.201", source) from exc
 
 
+MAX_LABS = 9  # named labs per checkout: index 1-9 (the default lab is index 0)
+PORT_STEP = 100  # a named lab's workstation ports: the default's + 100 x its index
+
+
+def named_topology(data: Mapping[str, Any], lab: str, index: int) -> dict[str, Any]:
+    """The default topology ``data`` made into named lab ``lab``'s, number ``index`` (pure):
+    its own name (``cdlab-<lab>``: containers, volumes, network), its own subnet (the third
+    octet + ``index``, each host keeping its last octet) and its own workstation ports (+ 100 x
+    ``index``: app on 8100 for lab 1, Graphite on 8182)."""
+    if not 1 <= index <= MAX_LABS:
+        raise ConfigError("lab index", index, f"1 to {MAX_LABS}")
+    out: dict[str, Any] = json.loads(json.dumps(data))  # a deep copy
+    out["name"] = f"{data['name']}-{lab}"
+    net = ipaddress.ip_network(data["network"]["subnet"])
+    shift = index * 256  # the next /24s
+    out["network"] = {
+        "name": f"{data['network']['name']}-{lab}",
+        "subnet": str(ipaddress.ip_network((int(net.network_address) + shift, net.prefixlen))),
+        "gateway": str(ipaddress.ip_address(data["network"]["gateway"]) + shift),
+    }
+    for host in out["hosts"]:
+        host["address"] = str(ipaddress.ip_address(host["address"]) + shift)
+        host["publish"] = [_shifted(spec, index * PORT_STEP) for spec in host.get("publish", [])]
+    return out
+
+
+def _shifted(spec: str, by: int) -> str:
+    """``127.0.0.1:8000-8009:8000-8009`` with its workstation ports moved by ``by``."""
+    ip, ports, guest = spec.split(":")
+    first, _, last = ports.partition("-")
+    moved = str(int(first) + by) + (f"-{int(last) + by}" if last else "")
+    return f"{ip}:{moved}:{guest}"
+
+
+def _lab_index(labs: Path, lab: str) -> int:
+    """Named lab ``lab``'s number: the one it was given (``<labs>/<lab>/index``), or the
+    smallest that no other named lab of this checkout holds, kept for next time."""
+    kept = labs / lab / "index"
+    if kept.is_file():
+        return int(kept.read_text().strip())
+    taken = set()
+    for other in labs.glob("*/index"):
+        with contextlib.suppress(ValueError):
+            taken.add(int(other.read_text().strip()))
+    free = [i for i in range(1, MAX_LABS + 1) if i not in taken]
+    if not free:
+        raise ConfigError(
+            "CDLAB_LAB",
+            lab,
+            f"one of the {MAX_LABS} named labs this checkout already has (see `invoke lab.list`;"
+            " `invoke lab.destroy` with CDLAB_LAB=NAME frees one)",
+        )
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(f"{free[0]}\n")
+    return free[0]
+
+
 def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> LabConfig:
     """Load the lab's config for the checkout at ``root`` (default: the one holding ``lab/``).
 
-    ``CDLAB_TOPOLOGY`` names another topology file (a second, separate lab; the Vagrantfile
+    ``CDLAB_LAB`` names a lab of its own beside the default one (a student's: ``alice``): its
+    state in ``<root>/.lab/labs/<name>``, its topology derived from the default's there
+    (``named_topology``). ``CDLAB_TOPOLOGY`` names another topology file (the Vagrantfile
     honours it too); ``CDLAB_STATE_DIR`` overrides where state lives (default ``<root>/.lab``).
     """
     env = os.environ if environ is None else environ
     root = (root or TOPOLOGY.parent.parent).resolve()
+    lab = env.get("CDLAB_LAB", "")
+    if lab and lab != "default":
+        return _load_named(root, lab, env)
     state = Path(env.get("CDLAB_STATE_DIR", root / ".lab")).resolve()
     topology = Path(env.get("CDLAB_TOPOLOGY", TOPOLOGY)).resolve()
     try:
@@ -205,6 +281,40 @@ def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         raise ConfigError("topology", str(topology), f"valid JSON ({exc})") from exc
     config = parse_topology(data, root, state, source=topology.name)
     return replace(config, topology_file=topology)
+
+
+def _load_named(root: Path, lab: str, env: Mapping[str, str]) -> LabConfig:
+    if not _NAME.match(lab) or len(lab) > 20:
+        raise ConfigError(
+            "CDLAB_LAB", lab, "a lab name: lowercase letters, digits and '-', at most 20"
+        )
+    labs = root / ".lab" / "labs"
+    state = Path(env.get("CDLAB_STATE_DIR", labs / lab)).resolve()
+    base = json.loads(TOPOLOGY.read_text())
+    data = named_topology(base, lab, _lab_index(labs, lab))
+    topology = state / "topology.json"
+    text = json.dumps(data, indent=2) + "\n"
+    if not topology.is_file() or topology.read_text() != text:
+        topology.parent.mkdir(parents=True, exist_ok=True)
+        topology.write_text(text)  # the Vagrantfile reads it (CDLAB_TOPOLOGY)
+    config = parse_topology(data, root, state, source=f"lab {lab}")
+    return replace(config, topology_file=topology)
+
+
+def public_port(port: int) -> int:
+    """Where prod's published ``port`` (a frontend's 8000-8009, Graphite's 8082) is reached
+    from here: the same port on a lab host (``CDLAB_PUBLIC_HOST`` set: prod's own address),
+    else the workstation port this lab's topology publishes it on (8000 for the default lab,
+    8100 for named lab number 1...)."""
+    if os.environ.get("CDLAB_PUBLIC_HOST"):
+        return port
+    return _published(os.environ.get("CDLAB_LAB", ""), os.environ.get("CDLAB_TOPOLOGY", ""), port)
+
+
+@functools.lru_cache(maxsize=64)
+def _published(lab: str, topology: str, port: int) -> int:
+    del lab, topology  # the cache's key: the lab this process talks to
+    return load().published(port)
 
 
 def public_host() -> str:

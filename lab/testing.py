@@ -38,6 +38,18 @@ def pytest_argv(suite: str = "", workers: str = "auto", extra: str = "") -> list
     return argv
 
 
+def refuse_named_lab(lab: str, suite: str) -> None:
+    """The proving suite runs against the default lab (its tests use its ports); on a named
+    lab only the unit tests may run (``--suite unit``), which touch no lab."""
+    if lab and lab != "default" and suite.strip() != "unit":
+        raise ConfigError(
+            "CDLAB_LAB",
+            lab,
+            "the default lab: the proving suite runs there (unset CDLAB_LAB, or drop --lab); "
+            "on a named lab, `invoke test --suite unit` only",
+        )
+
+
 def run_pytest(argv: list[str]) -> int:
     (ROOT / "reports").mkdir(exist_ok=True)
     return shell.stream(argv, cwd=ROOT)

@@ -260,7 +260,10 @@ def down(config: LabConfig, progress: Progress) -> None:
 
 def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
     """Remove every container, volume, network and image carrying this lab's label (timed and
-    recorded in ``.lab/runs/`` like ``up``)."""
+    recorded in ``.lab/runs/`` like ``up``); an image another lab's hosts run is kept (labs
+    share the images built from the same inputs)."""
+    import docker.errors
+
     started = dt.datetime.now(dt.UTC)
     local = engines.local()
     flt = {"label": f"{LABEL}={config.name}"}
@@ -277,8 +280,11 @@ def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
         for img in sorted(
             local.images.list(filters=flt), key=lambda i: i.labels.get("cdlab.image") == "base"
         ):
+            try:
+                local.images.remove(img.id, force=True)
+            except docker.errors.APIError:  # another lab's hosts run it (labs share images)
+                continue
             removed["images"] += img.tags or [img.short_id]
-            local.images.remove(img.id, force=True)
         st.changed("; ".join(f"{len(v)} {k}" for k, v in removed.items()))
     _record(State(config), "destroy", started, progress)
     return removed
@@ -380,3 +386,77 @@ def shell_argv(config: LabConfig, host: str, folder: str = "") -> list[str]:
     h = config.host(host)
     where = ["-w", folder] if folder else []
     return ["docker", "exec", "-it", "-e", "TERM", *where, config.container_name(h), "bash", "-l"]
+
+
+@dataclass(frozen=True)
+class LabRow:
+    """One lab on this machine, as its host containers say (``lab.list``)."""
+
+    lab: str  # its name: cdlab (the default), cdlab-alice...
+    hosts: str  # "4/4 running"
+    checkout: str  # the checkout it was brought up from (the cdlab.root label)
+    ports: str  # its workstation ports: "127.0.0.1:8100-8109, 127.0.0.1:8182"
+
+
+def labs(containers: list[dict[str, Any]]) -> list[LabRow]:
+    """The labs that ``containers`` (the local engine's, each ``docker inspect``ed) belong to,
+    by their ``cdlab.lab`` label, in name order (pure)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for c in containers:
+        name = (c.get("Config", {}).get("Labels") or {}).get(LABEL)
+        if name and (c["Config"]["Labels"].get("cdlab.host")):
+            found.setdefault(name, []).append(c)
+    rows = []
+    for name in sorted(found):
+        members = found[name]
+        running = sum(c.get("State", {}).get("Running", False) for c in members)
+        ports = sorted(
+            {
+                int(b["HostPort"])
+                for c in members
+                for bound in (c.get("HostConfig", {}).get("PortBindings") or {}).values()
+                for b in bound or ()
+            }
+        )
+        roots = {c["Config"]["Labels"].get("cdlab.root", "?") for c in members}
+        rows.append(
+            LabRow(
+                name, f"{running}/{len(members)} running", ", ".join(sorted(roots)), _spans(ports)
+            )
+        )
+    return rows
+
+
+def _spans(ports: list[int]) -> str:
+    """``[8100, 8101, 8102, 8182]`` as ``127.0.0.1:8100-8102, 127.0.0.1:8182`` (pure)."""
+    spans: list[list[int]] = []
+    for p in ports:
+        if spans and p == spans[-1][1] + 1:
+            spans[-1][1] = p
+        else:
+            spans.append([p, p])
+    return ", ".join(f"127.0.0.1:{a}" + (f"-{b}" if b != a else "") for a, b in spans) or "-"
+
+
+def list_labs() -> list[LabRow]:
+    local = engines.local()
+    listed = local.containers.list(all=True, filters={"label": LABEL})
+    return labs([c.attrs for c in listed])
+
+
+def render_labs(rows: list[LabRow]) -> str:
+    if not rows:
+        return "no lab on this machine: `invoke lab.up` (or CDLAB_LAB=NAME invoke lab.up)"
+    return report.table(
+        ("LAB", "HOSTS", "PORTS", "CHECKOUT"),
+        [(r.lab, r.hosts, r.ports, r.checkout) for r in rows],
+    )
+
+
+def describe(config: LabConfig) -> str:
+    """One line on which lab this is and where it answers (``lab.status``'s first line)."""
+    app, graphite = config.published(8000), config.published(8082)
+    return (
+        f"lab {config.name} ({config.network.subnet}): app http://127.0.0.1:{app}, "
+        f"Graphite http://127.0.0.1:{graphite}, state in {config.state_dir}"
+    )

@@ -22,9 +22,11 @@ from typing import Any
 import requests
 
 from lab.build import git
+from lab.config import public_port
 from lab.errors import CanaryAborted, LessonError, PushError
 from lab.lessons import Ctx, Lesson, Step
 from lab.ports.lab import Lab
+from lab.ports.metrics import graphite_url
 from lab.progress import Progress
 from lab.proof import load, outage, strategies
 from lab.proof.strategies import Chain, chain
@@ -33,7 +35,8 @@ from lab.release import devloop, lock, pipeline, records, reset
 from lab.stack import project as stack
 from lab.stack import services
 
-APP = "http://127.0.0.1:8000"
+APP = f"http://127.0.0.1:{public_port(8000)}"  # this lab's: 8000 for the default one
+DASHBOARD = f"{graphite_url()}/dashboard/cdlab"
 RATE = 50  # requests/s of a lesson's load: enough to see, light on a laptop
 PUSHED = "git push to cd"  # how a record names a run started by a push (the cd hook's trigger)
 
@@ -200,7 +203,7 @@ FIRST_DEPLOY = Lesson(
             "one push runs every stage (checks, build with the unit tests, integration tests "
             "beside the live release, the switch, the bake); you watch each one",
             "the stages above ('remote: ==> [n/N] ...'), `invoke watch`, and the deploy's "
-            "event on http://127.0.0.1:8082/dashboard/cdlab",
+            f"event on {DASHBOARD}",
             _push,
         ),
         Step(
@@ -464,8 +467,7 @@ BAD_CANARY = Lesson(
             f"the judge compares the canary with the live release at the edge after "
             f"{CANARY_INTERVAL:.0f} s: a p95 far above the live one's aborts it, and only a "
             "quarter of the users ever saw it",
-            "`invoke watch` (the canary's p99), the deploy's events on "
-            "http://127.0.0.1:8082/dashboard/cdlab",
+            f"`invoke watch` (the canary's p99), the deploy's events on {DASHBOARD}",
             _canary_aborted,
         ),
     ),
@@ -735,7 +737,8 @@ NAIVE_VS_BLUEGREEN = Lesson(
             "start the new one on the same port",
             "what most deploy scripts do: between the stop and the new process listening, "
             "every request fails (connection refused)",
-            f"the count of failed requests; the container was on 127.0.0.1:{services.CONTROL_PORT} "
+            f"the count of failed requests; the container was on 127.0.0.1:"
+            f"{public_port(services.CONTROL_PORT)} "
             "(no proxy in front), removed after",
             _naive,
         ),
@@ -754,7 +757,7 @@ NAIVE_VS_BLUEGREEN = Lesson(
 # schema-change ---------------------------------------------------------------------------
 
 PEOPLE, PEOPLE_PORT = "people", 8004  # a copy of app with its own database, removed at the end
-PEOPLE_URL = f"http://127.0.0.1:{PEOPLE_PORT}"
+PEOPLE_URL = f"http://127.0.0.1:{public_port(PEOPLE_PORT)}"
 SCHEMA_PATCHES = ("1-expand.patch", "2-read-new.patch", "3-contract.patch")
 SCHEMA_STEPS = ("expand", "migrate reads", "contract")
 

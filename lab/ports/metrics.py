@@ -8,16 +8,21 @@ import json
 
 import requests
 
-from lab.config import public_host
+from lab.config import public_host, public_port
 from lab.ports import proxy
 from lab.release.judge import Sample
 
 GRAPHITE_PORT = 8082  # graphite-web, published by prod (compose/stack.yml, topology)
 
 
+def graphite_url() -> str:
+    """graphite-web from here: this lab's workstation port for it (or prod's own, on a host)."""
+    return f"http://{public_host()}:{public_port(GRAPHITE_PORT)}"
+
+
 class Graphite:
     def __init__(self, url: str = "", timeout: float = 3.0) -> None:
-        self.url, self.timeout = url or f"http://{public_host()}:{GRAPHITE_PORT}", timeout
+        self.url, self.timeout = url or graphite_url(), timeout
         self.session = requests.Session()
         self.session.trust_env = False  # the lab's own address only
 

@@ -187,7 +187,7 @@ def reload(state: State, candidate: release.Candidate, progress: Progress) -> fl
     svc = candidate.service
     cfg = reload_config(svc.name, candidate.host, svc.port, svc.health)
     name = RELOAD_CONTAINER.format(service=svc.name)
-    url = f"http://127.0.0.1:{services.CONTROL_PORT}"
+    url = services.control_url()
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
         if not release.release_containers(client, svc.name, candidate.release, all=False):
             release.start_beside(state, candidate)
@@ -270,7 +270,7 @@ def swarm_start_first(state: State, candidate: release.Candidate, progress: Prog
             tasks = f"tasks.{SWARM_SERVICE.format(service=svc.name)}"
             cfg = swarm_front_config(svc.name, tasks, svc.port, svc.health)
             _run_haproxy(client, name, cfg, SWARM_NETWORK, svc.port, "swarm-control")
-    url = f"http://127.0.0.1:{services.CONTROL_PORT}"
+    url = services.control_url()
     return release.verify_through_proxy(url, candidate.release, since=started, timeout=120)
 
 

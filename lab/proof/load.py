@@ -561,11 +561,19 @@ def environment(
     return env
 
 
+def app_url() -> str:
+    """The demo app through this lab's proxy, from the workstation (http://127.0.0.1:8000 for
+    the default lab): where load goes unless told otherwise."""
+    from lab.config import public_port
+
+    return f"http://127.0.0.1:{public_port(8000)}"
+
+
 @contextmanager
 def running(
     rate: float = 300,
     name: str = "load",
-    url: str = "http://127.0.0.1:8000",
+    url: str = "",
     max_seconds: float = 900,
     max_requests: int | None = None,
     paths: Sequence[str] = (),
@@ -586,7 +594,7 @@ def running(
     totals_file(out).unlink(missing_ok=True)
     log = (folder / f"{name}.locust.log").open("w")
     proc = subprocess.Popen(
-        argv(url, rate, max_seconds, ui_port),
+        argv(url or app_url(), rate, max_seconds, ui_port),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -672,7 +680,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def readback(traffic: Traffic, url: str = "http://127.0.0.1:8000", workers: int = 8) -> list[str]:
+def readback(traffic: Traffic, url: str = "", workers: int = 8) -> list[str]:
     """The registrations answered 201 during ``traffic`` that ``url`` cannot return now (each
     by its id, with the same email): what was lost. When registrations were sent and none was
     answered 201 with an id, there is nothing to read back: that is said as one more line,
@@ -681,6 +689,7 @@ def readback(traffic: Traffic, url: str = "http://127.0.0.1:8000", workers: int 
 
     import requests
 
+    url = url or app_url()
     if urlsplit(url).hostname != "127.0.0.1":
         raise LoadError(
             f"read back the registrations from {url}",

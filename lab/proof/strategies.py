@@ -86,9 +86,9 @@ def strategy_runs(
     shas = [ch.commit() for _ in range(deploys)]
     for sha in shas:  # built before the load: the switch is what is measured
         pipeline.build(ch.state, quiet(), app, sha)
-    url = "http://127.0.0.1:8000"
+    url = services.public_url(app)
     if strategy in CONTROLS:  # on a published port, no proxy: the old release first
-        url = f"http://127.0.0.1:{services.CONTROL_PORT}"
+        url = services.control_url()
         head = git.commit(lab.config.root)
         CONTROLS[strategy](
             lab,

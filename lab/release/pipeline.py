@@ -16,13 +16,11 @@ from contextlib import contextmanager
 
 from lab.build import git
 from lab.build.builder import Built
-from lab.config import public_host
 from lab.errors import ConfigError, LabError, ReleaseError, RunStopped, Stop
 from lab.estate.images import REPOSITORY
 from lab.estate.state import State
-from lab.ports import frontends
+from lab.ports import frontends, metrics
 from lab.ports.lab import Lab
-from lab.ports.metrics import GRAPHITE_PORT
 from lab.progress import Progress
 from lab.release import (
     actions,
@@ -56,8 +54,7 @@ public_url = services.public_url
 STRATEGIES = ("bluegreen", "canary")
 
 
-def graphite_url() -> str:
-    return f"http://{public_host()}:{GRAPHITE_PORT}"
+graphite_url = metrics.graphite_url
 
 
 def deploy_current(state: State | Lab, progress: Progress) -> dict[str, str]:

@@ -63,7 +63,7 @@ from math import inf
 from pathlib import Path
 from typing import Any
 
-from lab.config import public_host
+from lab.config import public_host, public_port
 from lab.errors import ConfigError, UnknownKey
 from lab.ports import proxy
 from lab.release.judge import Thresholds
@@ -406,4 +406,9 @@ def at_commit(root: Path, sha: str, name: str, files: dict[str, bytes]) -> Servi
 
 def public_url(service: Service) -> str:
     """The service through the proxy (its frontend port on prod, published on 127.0.0.1)."""
-    return f"http://{public_host()}:{service.public_port}"
+    return f"http://{public_host()}:{public_port(service.public_port)}"
+
+
+def control_url() -> str:
+    """The negative controls' container (``CONTROL_PORT``, no proxy in front) from here."""
+    return f"http://{public_host()}:{public_port(CONTROL_PORT)}"
