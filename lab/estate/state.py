@@ -159,10 +159,12 @@ class State:
         root = self.config.root
         found = [
             *sorted((root / "lab").rglob("*.py")),
-            root / "lab" / "topology.json",
             *sorted((root / "services" / "proxy" / "cdlab_proxy").glob("*.py")),
         ]
-        return {str(p.relative_to(root)): p for p in found if "__pycache__" not in p.parts}
+        files = {str(p.relative_to(root)): p for p in found if "__pycache__" not in p.parts}
+        # this lab's topology where the copy looks for it (a named lab's is derived, in its state)
+        files["lab/topology.json"] = self.config.topology_file
+        return files
 
     def write_runner_bundle(self) -> list[str]:
         """Copy ``runner_files`` into the builder host's bundle (``runner/``) and cdlab's code
