@@ -18,6 +18,7 @@ SUITES = {
     "e2e": "e2e",
     "load": "load",
     "fault": "fault",
+    "multilab": "multilab",
 }
 
 
