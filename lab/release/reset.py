@@ -60,7 +60,11 @@ def reset(state: Lab, progress: Progress) -> dict[str, str]:
     progress.plan(["live", "pool", "registry", "database", "records", "dev-clone", "baseline"])
     with progress.stage(f"the checkout's commit {first} live for every service", "live") as st:
         st.changed(", ".join(f"{n}: {_make_live(lab, n, first)}" for n in names))
-    with signals.deferred(progress.say) as seen, lock.held(lab.etcd, "lab.reset") as held:
+    finishing = "the reset runs to its end first, then stops"
+    with (
+        signals.deferred(progress.say, finishing) as seen,
+        lock.held(lab.etcd, "lab.reset") as held,
+    ):
         with progress.stage("each pool: that release alone (no warm, no matched)", "pool") as st:
             st.changed(", ".join(f"{n}: {_alone(lab, n, first, held)}" for n in names))
         with progress.stage("registry: the other releases' tags deleted", "registry") as st:

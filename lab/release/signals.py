@@ -50,14 +50,17 @@ def stoppable() -> Iterator[None]:
 
 
 @contextmanager
-def deferred(say: Callable[[str], None]) -> Iterator[list[str]]:
+def deferred(
+    say: Callable[[str], None], doing: str = "undoing what was done first"
+) -> Iterator[list[str]]:
     """Within the block the signals are noted, not raised (an undo runs to its end); a note of
-    them is yielded. The process then goes on as the caller decides."""
+    them is yielded. The process then goes on as the caller decides. ``doing``: what the
+    block does meanwhile, as the note says it."""
     seen: list[str] = []
 
     def note(signum: int, frame: FrameType | None) -> None:
         seen.append(NAMES.get(signum, f"signal {signum}"))
-        say(f"    ({seen[-1]} received: undoing what was done first; it takes seconds)")
+        say(f"    ({seen[-1]} received: {doing}; it takes seconds)")
 
     with _handlers(note):
         yield seen
