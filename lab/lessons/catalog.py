@@ -23,7 +23,7 @@ import requests
 
 from lab.build import git
 from lab.config import public_port
-from lab.errors import CanaryAborted, LessonError, PushError
+from lab.errors import CanaryAborted, LabError, LessonError, PushError
 from lab.lessons import Ctx, Lesson, Step
 from lab.ports.lab import Lab
 from lab.ports.metrics import graphite_url
@@ -304,6 +304,98 @@ BROKEN_BUILD = Lesson(
         ),
     ),
     _check_broken_build,
+)
+
+
+# broken-release --------------------------------------------------------------------------
+
+BROKEN_SQL = ("INSERT INTO users (", "INSERT INTO userz (")  # a typo only a real database sees
+STOPPED_BEFORE_USERS = ("healthy", "tests", "proxy-up")  # stages before any user is routed
+
+
+def _typo_release(ctx: Ctx) -> str:
+    scratch = _scratch(ctx)
+    where = scratch.root
+    store = where / "services/app/app/store.py"
+    text = store.read_text()
+    if BROKEN_SQL[0] not in text:
+        raise LessonError(f"services/app/app/store.py has no {BROKEN_SQL[0]!r} to break")
+    store.write_text(text.replace(*BROKEN_SQL, 1))
+    ctx.facts["typo"] = git.short(git.commit_all(where, "lesson: a typo in the INSERT"))
+    ctx.facts["clone"] = str(where)
+    return (
+        f"commit {ctx.facts['typo']} writes to a table that does not exist: its unit tests "
+        "(an in-memory store) still pass"
+    )
+
+
+def _never_reaches_users(ctx: Ctx) -> str:
+    lab, live, typo = ctx.lab, ctx.facts["live"], ctx.facts["typo"]
+    folder = lab.state.dir / "lessons"
+    clone = lab.at(Path(ctx.facts["clone"]))
+    with load.running(rate=RATE, name="lesson-broken-release", folder=folder) as t:
+        time.sleep(2)
+        try:
+            pipeline.deploy(clone, Progress(), "app", typo)
+        except LabError as exc:
+            why = str(exc).splitlines()[0]
+        else:
+            raise LessonError(f"the release with a broken INSERT, {typo}, was made live")
+        time.sleep(2)
+    rec = next((r for r in reversed(_history(lab)) if r.release == typo), None)
+    if rec is None or rec.result != "failed" or rec.failed_stage not in STOPPED_BEFORE_USERS:
+        stage = rec.failed_stage if rec else "no record"
+        raise LessonError(f"{typo} did not stop before the switch (stage: {stage})")
+    served = {r.release for r in t.requests if r.ok}
+    left = release.release_containers(lab.engine("prod"), "app", typo)
+    if served - {live} or left:
+        raise LessonError(f"{typo} answered users ({served}) or was left on prod ({len(left)})")
+    ctx.measured["broken release"] = (
+        f"{typo} stopped at '{rec.failed_stage}' and was removed: {why[:160]}"
+    )
+    ctx.measured["users"] = (
+        f"{len(t.requests)} requests at {RATE}/s, {len(t.failed)} failed, every one answered "
+        f"by {live}"
+    )
+    return ctx.measured["broken release"]
+
+
+def _check_broken_release(lab: Lab) -> list[str]:
+    stopped = [
+        r
+        for r in _history(lab)
+        if r.kind == "deploy" and r.result == "failed" and r.failed_stage in STOPPED_BEFORE_USERS
+    ]
+    if stopped:
+        return []
+    return [
+        "no deploy of app stopped before its switch yet: on dev break something only a real "
+        "database sees (a table's name in services/app/app/store.py), commit, `invoke dev.push`"
+    ]
+
+
+BROKEN_RELEASE = Lesson(
+    "broken-release",
+    "a broken release never reaches users",
+    "a deploy of app stopped before its switch (health or integration tests), so no user saw it",
+    (
+        NOTE_LIVE,
+        Step(
+            "Make a release with a typo in its SQL",
+            "unit tests run against an in-memory store: only the real database shows the typo",
+            "`git -C .lab/lessons/clone-* show` (the one-word change)",
+            _typo_release,
+        ),
+        Step(
+            f"Deploy it while {RATE} requests/s arrive",
+            "the candidate starts beside the live release and its integration tests run against "
+            "its own address with the real database, before the proxy sends it anyone",
+            "the failing test above ('[n/13] integration tests'), `invoke releases`, "
+            "`invoke logs --release RELEASE`",
+            _never_reaches_users,
+        ),
+    ),
+    _check_broken_release,
 )
 
 
@@ -876,6 +968,7 @@ SCHEMA_CHANGE = Lesson(
 LESSONS = (
     FIRST_DEPLOY,
     BROKEN_BUILD,
+    BROKEN_RELEASE,
     BAD_CANARY,
     ROLLBACK_DRILL,
     NAIVE_VS_BLUEGREEN,

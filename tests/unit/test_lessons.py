@@ -60,6 +60,7 @@ def fresh(tmp_path: Path) -> FakeLab:
         (catalog.BROKEN_BUILD, "no push of a commit whose unit tests fail"),
         (catalog.ROLLBACK_DRILL, "no rollback of app yet"),
         (catalog.BAD_CANARY, "no canary of app aborted by the judge"),
+        (catalog.BROKEN_RELEASE, "no deploy of app stopped before its switch"),
         (catalog.NAIVE_VS_BLUEGREEN, "no side-by-side measure of a naive deploy"),
         (catalog.SCHEMA_CHANGE, "no schema change in three releases"),
     ],
@@ -111,6 +112,21 @@ def test_a_schema_change_done_by_hand_on_app_is_evidence_only_once_contracted(
     assert lessons.check(catalog.SCHEMA_CHANGE, fresh) != []  # type: ignore[arg-type]
     deployed(C, "0003_drop_name")
     assert lessons.check(catalog.SCHEMA_CHANGE, fresh) == []  # type: ignore[arg-type]
+
+
+def test_a_release_stopped_before_its_switch_is_the_broken_release_evidence(
+    fresh: FakeLab,
+) -> None:
+    def failed(stage: str, kind: str = "deploy") -> None:
+        r = dataclasses.replace(rec(C, kind=kind, result="failed"), failed_stage=stage)
+        records.write(fresh.runs, r)
+
+    failed("image-app")  # a broken build is another lesson
+    failed("bake")  # after the switch: users saw it
+    failed("tests", kind="rollback")
+    assert lessons.check(catalog.BROKEN_RELEASE, fresh) != []  # type: ignore[arg-type]
+    failed("tests")
+    assert lessons.check(catalog.BROKEN_RELEASE, fresh) == []  # type: ignore[arg-type]
 
 
 def test_a_failed_build_whose_image_exists_is_not_the_evidence(fresh: FakeLab) -> None:
