@@ -106,3 +106,18 @@ def test_the_proving_suite_is_refused_on_a_named_lab_but_unit_tests_run() -> Non
     testing.refuse_named_lab("alice", "unit")
     testing.refuse_named_lab("", "")
     testing.refuse_named_lab("default", "e2e")
+
+
+def test_cd_installs_the_named_labs_own_topology_not_the_checkouts(tmp_path: Path) -> None:
+    """cd's copy of cdlab runs a pushed commit's pipeline: it must address this lab's hosts."""
+    from lab.estate.state import State
+
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "topology.json").write_text(config.TOPOLOGY.read_text())
+    alice = config.load(tmp_path, {"CDLAB_LAB": "alice"})
+    installed = State(alice).installed_files()
+    topology = json.loads(installed["lab/topology.json"].read_text())
+    assert topology["name"] == "cdlab-alice"
+    assert topology["network"]["subnet"] == "10.100.201.0/24"
+    default = State(config.load(tmp_path, {})).installed_files()
+    assert json.loads(default["lab/topology.json"].read_text())["name"] == "cdlab"
