@@ -6,6 +6,7 @@ host's repository; a push to its main runs the pipeline there (``lab/release/ci.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from lab.config import LabConfig
@@ -105,14 +106,37 @@ def push(config: LabConfig, message: str) -> str:
             hint="check that sshd is running on cd (port 22): 'invoke lab.status'.",
         )
     if not verdicts[-1].split("cdlab-result:", 1)[1].strip().startswith("succeeded"):
+        failed, live = outcome(result.output)
+        said = f"the pipeline on cd failed ({verdicts[-1].split(':', 1)[1].strip()})"
+        if failed:
+            said = (
+                f"the deploy of {', '.join(failed)} failed"
+                + (f" ({', '.join(live)} went live)" if live else "")
+                + f"; production keeps the live release of {', '.join(failed)}"
+            )
+        else:
+            said += "; production keeps its live releases"
         raise PushError(
             f"deploy {head} by a push to cd",
-            f"the pipeline on cd failed ({verdicts[-1].split(':', 1)[1].strip()}); production "
-            "keeps its live release",
+            said,
             release=head,
-            hint="the output above says which stage failed and why.",
+            hint="the output above says which stage failed and why "
+            "('cdlab: deploy of SERVICE ... failed').",
         )
     return head
+
+
+def outcome(output: str) -> tuple[list[str], list[str]]:
+    """The services whose deploy failed and those made live, from the hook's output (pure)."""
+    failed: list[str] = []
+    live: list[str] = []
+    for line in output.splitlines():
+        text = line.removeprefix("remote:").strip()
+        if m := re.match(r"cdlab: deploy of (\S+) \S+ failed", text):
+            failed.append(m.group(1))
+        elif m := re.match(r"cdlab: (\S+) \S+ is live \(was ", text):
+            live.append(m.group(1))
+    return failed, live
 
 
 def _head(config: LabConfig) -> str:

@@ -44,6 +44,22 @@ def served(port: int) -> str:
         return f"no answer ({type(exc).__name__})"
 
 
+def memory_mib(lab_name: str) -> float:
+    """What a lab's host containers use now (their cgroups hold every container they run)."""
+    import docker
+
+    local = docker.from_env()
+    try:
+        hosts = local.containers.list(filters={"label": f"cdlab.lab={lab_name}"})
+        used = 0
+        for c in hosts:
+            mem = c.stats(stream=False)["memory_stats"]
+            used += mem.get("usage", 0) - mem.get("stats", {}).get("inactive_file", 0)
+        return used / 2**20
+    finally:
+        local.close()
+
+
 def ok(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
@@ -63,6 +79,7 @@ def test_three_named_labs_side_by_side_deploy_roll_back_and_go_alone() -> None:
             timings[name] = {"up": time.monotonic() - t0}
             live = served(ports[name])
             assert len(live) == 12, f"{name} does not serve on {ports[name]}: {live}"
+            timings[name]["memory up MiB"] = memory_mib(f"cdlab-{name}")
         listed = ok(cdlab("", "lab.list"))
         for name in ("cdlab", *(f"cdlab-{n}" for n in NAMES)):
             assert f"\n{name} " in "\n" + listed, listed
@@ -75,6 +92,7 @@ def test_three_named_labs_side_by_side_deploy_roll_back_and_go_alone() -> None:
             ok(cdlab(name, "rollback"))
             assert served(ports[name]) == live
             timings[name]["deploy and rollback"] = time.monotonic() - t0
+            timings[name]["memory after MiB"] = memory_mib(f"cdlab-{name}")
             assert served(default) == before  # the default lab never moved
     finally:
         for name in NAMES:
@@ -92,7 +110,12 @@ def test_three_named_labs_side_by_side_deploy_roll_back_and_go_alone() -> None:
     report.parent.mkdir(exist_ok=True)
     report.write_text(
         "\n".join(
-            f"{n}: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) for n, t in timings.items()
+            f"{n}: "
+            + ", ".join(
+                f"{k[:-4]} {v:.0f} MiB" if k.endswith(" MiB") else f"{k} {v:.0f} s"
+                for k, v in t.items()
+            )
+            for n, t in timings.items()
         )
         + "\n"
     )

@@ -139,3 +139,16 @@ def test_a_shell_opens_on_the_hosts_container_and_in_a_folder_when_asked() -> No
     assert lifecycle.shell_argv(cfg, "dev")[-3:] == [dev, "bash", "-l"]
     argv = lifecycle.shell_argv(cfg, "dev", devloop.CLONE)
     assert argv[argv.index("-w") + 1] == devloop.CLONE and argv[-3] == dev
+
+
+def test_a_push_says_which_services_failed_and_which_went_live() -> None:
+    from lab.release import devloop
+
+    output = (
+        "remote: ==> [7/13] integration tests against the candidate's own address ...\n"
+        "remote: cdlab: deploy of app e1c7357467ba failed: integration tests failed (exit 1):\n"
+        "remote: cdlab: quotes e1c7357467ba is live (was 507eebf2bfbb) in 15.1 s\n"
+        "remote: cdlab-result: failed (exit 1)\n"
+    )
+    assert devloop.outcome(output) == (["app"], ["quotes"])
+    assert devloop.outcome("cdlab-result: failed (checkout of abc)") == ([], [])
