@@ -19,6 +19,7 @@ SUITES = {
     "load": "load",
     "fault": "fault",
     "multilab": "multilab",
+    "cluster": "cluster",
 }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from lab.errors import ConfigError
 
 ROLES = ("registry", "engine")
+SWARM_ROLES = ("manager", "worker")
 _NAME = re.compile(r"\A[a-z][a-z0-9-]{0,30}\Z")
 _PUBLISH = re.compile(
     r"^127\.0\.0\.1:\d{1,5}(-\d{1,5})?:\d{1,5}(-\d{1,5})?$"
@@ -36,6 +37,7 @@ class Host:
     role: str  # "registry" or "engine"
     project_mount: bool  # the project folder is mounted read-only at /vagrant
     publish: tuple[str, ...] = ()  # "127.0.0.1:8000:8000": workstation ports forwarded to the host
+    swarm: str = ""  # "manager" or "worker": a node of prod's swarm; "" on no swarm
 
     @property
     def has_engine(self) -> bool:
@@ -74,6 +76,15 @@ class LabConfig:
     @property
     def engine_hosts(self) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if h.has_engine)
+
+    @property
+    def swarm_manager(self) -> Host | None:
+        """prod's swarm manager, when the topology makes prod a cluster."""
+        return next((h for h in self.hosts if h.swarm == "manager"), None)
+
+    @property
+    def swarm_workers(self) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.swarm == "worker")
 
     @property
     def builder(self) -> Host:
@@ -171,7 +182,15 @@ def parse_topology(
                 'a list like ["127.0.0.1:8000:8000"] (127.0.0.1:host:guest)',
                 source,
             )
-        hosts.append(Host(hname, addr, role, mount, tuple(publish)))
+        swarm = raw.get("swarm", "")
+        if swarm not in ("", *SWARM_ROLES) or (swarm and role != "engine"):
+            raise ConfigError(
+                f"hosts[{i}].swarm",
+                swarm,
+                "'manager' or 'worker', on a host whose role is 'engine' (or no field)",
+                source,
+            )
+        hosts.append(Host(hname, addr, role, mount, tuple(publish), swarm))
     for field, values in (
         ("name", [h.name for h in hosts]),
         ("address", [h.address for h in hosts]),
@@ -183,6 +202,17 @@ def parse_topology(
     if roles.count("registry") != 1 or "engine" not in roles:
         raise ConfigError(
             "hosts[].role", roles, "exactly one 'registry' and at least one 'engine'", source
+        )
+    swarm_roles = [h.swarm for h in hosts if h.swarm]
+    if swarm_roles and (
+        swarm_roles.count("manager") != 1
+        or "prod" not in {h.name for h in hosts if h.swarm == "manager"}
+    ):
+        raise ConfigError(
+            "hosts[].swarm",
+            swarm_roles,
+            "exactly one 'manager', on the host named 'prod', and any number of 'worker's",
+            source,
         )
     ports = {}
     for key in ("registry_port", "engine_port"):

@@ -7,6 +7,8 @@
     ├── CommandError              a subprocess failed (``argv``, ``returncode``, ``output``)
     ├── VagrantError              a Vagrant action failed (``action``, ``host``, ``output``)
     ├── EngineError               a host's Docker engine did not answer (``host``, ``last_error``)
+    ├── SwarmError                a step making prod's nodes one swarm failed (``action``,
+    │                             ``host``, ``detail``)
     ├── ImageBuildError           an image build failed (``image``, ``build_log``)
     ├── CheckError                a service folder failed its static checks (``folder``,
     │                             ``release``, ``found``)
@@ -140,6 +142,17 @@ class EngineError(LabError):
         if log:
             msg += f"\nlast lines of the host's log:\n{tail(log)}"
         super().__init__(msg + (f"\nNext step: {hint}" if hint else ""))
+
+
+class SwarmError(LabError):
+    """``action`` (init, join, leave, remove, wait) on prod node ``host`` failed: ``detail``."""
+
+    def __init__(self, action: str, host: str, detail: str, why: str = "") -> None:
+        self.action, self.host, self.detail = action, host, detail
+        super().__init__(
+            f"could not {action} on {host}{f' ({why})' if why else ''}: {detail}\n"
+            "Next step: 'invoke lab.status' shows each node; 'invoke lab.up' tries again."
+        )
 
 
 class ImageBuildError(LabError):

@@ -13,10 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_argv(suite: str = "", workers: str = "auto", extra: str = "") -> list[str]:
-    """The pytest command line: every suite but ``multilab`` unless ``suite`` (a marker
-    expression) says which;
-    ``extra``, the text after ``--`` on ``invoke test``, split as a shell would, goes last
-    (a path, ``-k EXPR``, ``-x``...)."""
+    """The pytest command line: every suite but ``multilab`` and ``cluster`` unless ``suite``
+    (a marker expression) says which; ``extra``, the text after ``--`` on ``invoke test``,
+    split as a shell would, goes last (a path, ``-k EXPR``, ``-x``...)."""
     argv = [
         sys.executable,
         "-m",
@@ -28,8 +27,9 @@ def pytest_argv(suite: str = "", workers: str = "auto", extra: str = "") -> list
         "--junitxml",
         str(ROOT / "reports" / "junit.xml"),
     ]
-    # the named labs' test brings three labs up (a quarter of an hour): asked for by name only
-    argv += ["-m", suite or "not multilab"]
+    # the named labs' test brings three labs up (a quarter of an hour), the cluster's a lab of
+    # six hosts: asked for by name only
+    argv += ["-m", suite or "not multilab and not cluster"]
     try:
         argv += shlex.split(extra)
     except ValueError as exc:

@@ -19,7 +19,7 @@ import requests
 from lab import report
 from lab.config import LABEL, Host, LabConfig
 from lab.errors import EngineError, LabError, RegistryError, tail
-from lab.estate import hosts, images, network
+from lab.estate import hosts, images, network, swarm
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
@@ -34,6 +34,7 @@ class HostStatus:
     state: str  # docker's status of the host container, or "not created"
     engine: str  # engine version, "registry <http status>", or why it is unknown
     containers: int | None  # running containers on the host's engine
+    swarm: str = "-"  # a node of prod's swarm: "manager ready", "worker down"...; else "-"
 
 
 def up(
@@ -96,6 +97,16 @@ def _up(
                 f"{exc.detail}\nlast lines of the registry host's log:\n{tail(log)}",
             ) from exc
         st.unchanged(", ".join(versions))
+    if config.swarm_manager is not None:
+        nodes = 1 + len(config.swarm_workers)
+        with progress.stage(f"prod's swarm ({nodes} nodes)") as st, contextlib.ExitStack() as es:
+
+            def connect(h: Host) -> Any:
+                return es.enter_context(engines.connect(state, h, timeout=60))
+
+            joined = swarm.converge(config, connect)
+            every = ", ".join(h.name for h in (config.swarm_manager, *config.swarm_workers))
+            st.changed("; ".join(joined)) if joined else st.unchanged(f"{every} ready")
     with progress.stage("base image in the lab registry") as st:
         pushed = push_base(state, base)
         st.changed(pushed) if pushed else st.unchanged(registry_ref(config, base))
@@ -330,6 +341,13 @@ def status(config: LabConfig) -> list[HostStatus]:
     local = engines.local()
     facts = hosts.facts(config, local)
     rows = []
+    cluster: dict[str, str] = {}
+    if config.swarm_manager is not None:
+        with contextlib.ExitStack() as es:
+            members = swarm.members(
+                config, lambda h: es.enter_context(engines.connect(state, h, timeout=3))
+            )
+        cluster = {m.address: f"{m.role} {m.state}" for m in members}
     for h in config.hosts:
         f = facts.get(h.name) or hosts.HostFacts(h.name, exists=False)
         engine, count = "-", None
@@ -345,14 +363,16 @@ def status(config: LabConfig) -> list[HostStatus]:
                 engine = f"registry HTTP {state.registry_client().ping()}"
             except (RegistryError, OSError) as exc:
                 engine = f"registry: {str(exc).splitlines()[0][:40]}"
-        rows.append(HostStatus(h.name, h.address, h.role, f.status, engine, count))
+        node = cluster.get(h.address, "not a node") if h.swarm else "-"
+        rows.append(HostStatus(h.name, h.address, h.role, f.status, engine, count, node))
     return rows
 
 
 def render_status(rows: list[HostStatus]) -> str:
-    """A fixed-width table of ``rows`` (pure)."""
+    """A fixed-width table of ``rows`` (pure); a SWARM column when prod is a cluster."""
+    cluster = any(r.swarm != "-" for r in rows)
     return report.table(
-        ("HOST", "ADDRESS", "ROLE", "STATE", "ENGINE", "CONTAINERS"),
+        ("HOST", "ADDRESS", "ROLE", "STATE", "ENGINE", "CONTAINERS", *(("SWARM",) * cluster)),
         [
             (
                 r.name,
@@ -361,6 +381,7 @@ def render_status(rows: list[HostStatus]) -> str:
                 r.state,
                 r.engine,
                 "-" if r.containers is None else str(r.containers),
+                *((r.swarm,) * cluster),
             )
             for r in rows
         ],

@@ -105,6 +105,6 @@ def test_text_after_the_double_dash_reaches_pytest_split_as_a_shell_would() -> N
     argv = testing.pytest_argv("unit", "2", "tests/unit -k 'judge and not slow' -x")
     assert argv[-6:] == ["-m", "unit", "tests/unit", "-k", "judge and not slow", "-x"]
     default = testing.pytest_argv()  # every suite but the named labs' (asked for by name)
-    assert default[default.index("-m", 3) :][:2] == ["-m", "not multilab"]
+    assert default[default.index("-m", 3) :][:2] == ["-m", "not multilab and not cluster"]
     with pytest.raises(ConfigError, match="invoke test -- ARGS"):
         testing.pytest_argv(extra="-k 'unclosed")

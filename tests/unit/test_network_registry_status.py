@@ -120,3 +120,19 @@ def test_a_taken_published_port_is_refused_with_the_next_step() -> None:
 )
 def test_published_port_ranges(spec: str, ports: list[int]) -> None:
     assert list(network.published_ports(spec)) == ports
+
+
+def test_status_shows_each_swarm_node_when_prod_is_a_cluster() -> None:
+    rows = [
+        lifecycle.HostStatus("registry", "10.100.200.200", "registry", "running", "HTTP 200", None),
+        lifecycle.HostStatus(
+            "prod", "10.100.200.201", "engine", "running", "20.10.24", 8, "manager ready"
+        ),
+        lifecycle.HostStatus(
+            "prod-2", "10.100.200.204", "engine", "running", "20.10.24", 0, "worker down"
+        ),
+    ]
+    lines = lifecycle.render_status(rows).splitlines()
+    assert lines[0].split()[-1] == "SWARM"
+    assert lines[1].endswith("-") and lines[2].endswith("manager ready")
+    assert lines[3].endswith("worker down")
