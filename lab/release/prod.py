@@ -10,6 +10,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from lab.build.builder import Built
+from lab.config import public_host, public_port
 from lab.errors import LabError, ReleaseError
 from lab.estate.images import REPOSITORY
 from lab.ports import frontends
@@ -214,8 +215,8 @@ class ProdPorts:
         port = stored.get("public_port") if isinstance(stored, dict) else None
         health = stored.get("health") if isinstance(stored, dict) else None
         url = services.public_url(self.service)
-        if isinstance(port, int):
-            url = url.rsplit(":", 1)[0] + f":{port}"
+        if isinstance(port, int):  # prod's port: this lab publishes it on its own
+            url = f"http://{public_host()}:{public_port(port)}"
         # the health path: every service has one (a /version is the service's own business);
         # the proxy names the release that answered
         path = health if isinstance(health, str) else self.service.health
