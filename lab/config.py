@@ -174,12 +174,13 @@ def parse_topology(
         mount = _require(raw, "project_mount", bool, where, "true or false")
         publish = raw.get("publish", [])
         if not isinstance(publish, list) or not all(
-            isinstance(p, str) and _PUBLISH.match(p) for p in publish
+            isinstance(p, str) and _PUBLISH.match(p) and _spans_agree(p) for p in publish
         ):
             raise ConfigError(
                 f"hosts[{i}].publish",
                 publish,
-                'a list like ["127.0.0.1:8000:8000"] (127.0.0.1:host:guest)',
+                'a list like ["127.0.0.1:8000:8000"] or ["127.0.0.1:8100-8109:8000-8009"] '
+                "(127.0.0.1:host:guest, ranges ascending and of one length, ports 1-65535)",
                 source,
             )
         swarm = raw.get("swarm", "")
@@ -224,6 +225,19 @@ def parse_topology(
     )
 
 
+def _spans_agree(spec: str) -> bool:
+    """``127.0.0.1:A-B:C-D``: each range ascending, both of one length, every port valid."""
+    _, ours, theirs = spec.split(":")
+    spans = []
+    for text in (ours, theirs):
+        first, _, last = text.partition("-")
+        lo, hi = int(first), int(last or first)
+        if not 0 < lo <= hi < 65536:
+            return False
+        spans.append(hi - lo)
+    return spans[0] == spans[1]
+
+
 def _address(value: str, field: str, source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ipaddress.ip_address(value)
@@ -253,11 +267,11 @@ def named_topology(data: Mapping[str, Any], lab: str, index: int) -> dict[str, A
     }
     for host in out["hosts"]:
         host["address"] = str(ipaddress.ip_address(host["address"]) + shift)
-        host["publish"] = [_shifted(spec, index * PORT_STEP) for spec in host.get("publish", [])]
+        host["publish"] = [shifted(spec, index * PORT_STEP) for spec in host.get("publish", [])]
     return out
 
 
-def _shifted(spec: str, by: int) -> str:
+def shifted(spec: str, by: int) -> str:
     """``127.0.0.1:8000-8009:8000-8009`` with its workstation ports moved by ``by``."""
     ip, ports, guest = spec.split(":")
     first, _, last = ports.partition("-")

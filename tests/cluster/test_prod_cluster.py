@@ -25,13 +25,13 @@ NAME = "cdlab-cluster"
 def topology() -> dict[str, Any]:
     """The default topology made a cluster lab: its own name, subnet and ports, prod the
     manager of two workers on new addresses."""
-    data: dict[str, Any] = config.named_topology(json.loads(config.TOPOLOGY.read_text()), "x", 1)
+    data: dict[str, Any] = json.loads(config.TOPOLOGY.read_text())
     data["name"] = data["network"]["name"] = NAME
     data["network"]["subnet"] = "10.100.210.0/24"
     data["network"]["gateway"] = "10.100.210.1"
     for h in data["hosts"]:
         h["address"] = "10.100.210." + h["address"].rsplit(".", 1)[1]
-        h["publish"] = [p.replace("127.0.0.1:81", "127.0.0.1:90") for p in h["publish"]]
+        h["publish"] = [config.shifted(p, 1000) for p in h["publish"]]  # app on 9000
         if h["name"] == "prod":
             h["swarm"] = "manager"
     for n, last in ((2, 204), (3, 205)):

@@ -121,3 +121,25 @@ def test_cd_installs_the_named_labs_own_topology_not_the_checkouts(tmp_path: Pat
     assert topology["network"]["subnet"] == "10.100.201.0/24"
     default = State(config.load(tmp_path, {})).installed_files()
     assert json.loads(default["lab/topology.json"].read_text())["name"] == "cdlab"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "127.0.0.1:9000-8109:8000-8009",  # descending: Vagrant would publish nothing
+        "127.0.0.1:8100-8105:8000-8009",  # ranges of two lengths
+        "127.0.0.1:0:8000",
+        "127.0.0.1:70000:8000",
+        "0.0.0.0:8000:8000",  # loopback only
+    ],
+)
+def test_a_published_port_range_that_cannot_work_is_refused(spec: str) -> None:
+    data = json.loads(json.dumps(DEFAULT))
+    next(h for h in data["hosts"] if h["name"] == "prod")["publish"] = [spec]
+    with pytest.raises(ConfigError, match="ranges ascending and of one length"):
+        config.parse_topology(data, Path("/x"), Path("/x/.lab"))
+
+
+def test_a_shifted_range_stays_a_range() -> None:
+    assert config.shifted("127.0.0.1:8000-8009:8000-8009", 1000) == "127.0.0.1:9000-9009:8000-8009"
+    assert config.shifted("127.0.0.1:8082:8082", 100) == "127.0.0.1:8182:8082"
