@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 import uuid
@@ -98,6 +99,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     (``reports/evidence``: a run's evidence is of its own failures)."""
     if hasattr(session.config, "workerinput") or session.config.option.collectonly:
         return
+    _stop_as_ctrl_c_on(signal.SIGTERM, signal.SIGHUP)
     from lab.proof import faultreport
 
     here = session.config.invocation_params.dir
@@ -113,6 +115,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         shutil.rmtree(Path(__file__).parent / "reports" / "evidence", ignore_errors=True)
 
         session.config.stash[_BEFORE] = restore.hold(lab)
+
+
+def _stop_as_ctrl_c_on(*signals: signal.Signals) -> None:
+    """A run stopped by ``signals`` (a CI job's timeout, ``kill``, the terminal closed) ends as
+    Ctrl-C ends it: pytest stops its tests (the workers' release runs undo what they did), then
+    the session's end still puts each service's live release back. A second signal kills."""
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signum, signal.SIG_DFL)
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    for sig in signals:
+        signal.signal(sig, stop)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

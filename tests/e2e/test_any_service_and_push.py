@@ -167,7 +167,7 @@ def test_a_push_of_a_broken_commit_leaves_the_live_release(lab: State) -> None:
         assert result.returncode == 1
         assert "cdlab-result: failed" in result.stdout
         assert "assert 1 == 2" in result.stdout  # the failing test's output reached the pusher
-        assert "production keeps its live release" in result.stderr
+        assert "the deploy of app failed; production keeps the live release of app" in result.stderr
         assert served("http://127.0.0.1:8000").headers["X-Release"] == live
     finally:  # the dev clone back to a good state for the next push
         on_dev(lab, f"cd {devloop.CLONE} && git rm -q {tests_file} && git commit -qm 'undo'")
