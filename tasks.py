@@ -83,7 +83,7 @@ def up(c: Context, take_over: bool = False) -> None:
 @task(help={"json": "print machine-readable JSON instead of a table"})
 @presents_errors
 def status(c: Context, json_: bool = False) -> None:
-    """Show each host: address, state, engine version and running containers."""
+    """Show each host: address, state, engine, running containers (and swarm node, if any)."""
     config = lab_config.load()
     rows = lifecycle.status(config)
     if json_:
