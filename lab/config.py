@@ -184,11 +184,15 @@ def parse_topology(
                 source,
             )
         swarm = raw.get("swarm", "")
-        if swarm not in ("", *SWARM_ROLES) or (swarm and role != "engine"):
+        if swarm not in ("", *SWARM_ROLES) or (
+            swarm and (role != "engine" or mount or ":" in addr or hname in ("cd", "dev"))
+        ):
             raise ConfigError(
                 f"hosts[{i}].swarm",
                 swarm,
-                "'manager' or 'worker', on a host whose role is 'engine' (or no field)",
+                "'manager' or 'worker', on a host whose role is 'engine', with an IPv4 address, "
+                "project_mount false and not cd or dev (the builder and the developer's host "
+                "run no release), or no field",
                 source,
             )
         hosts.append(Host(hname, addr, role, mount, tuple(publish), swarm))

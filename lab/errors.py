@@ -147,11 +147,12 @@ class EngineError(LabError):
 class SwarmError(LabError):
     """``action`` (init, join, leave, remove, wait) on prod node ``host`` failed: ``detail``."""
 
-    def __init__(self, action: str, host: str, detail: str, why: str = "") -> None:
+    def __init__(self, action: str, host: str, detail: str, why: str = "", hint: str = "") -> None:
         self.action, self.host, self.detail = action, host, detail
         super().__init__(
             f"could not {action} on {host}{f' ({why})' if why else ''}: {detail}\n"
-            "Next step: 'invoke lab.status' shows each node; 'invoke lab.up' tries again."
+            "Next step: "
+            + (hint or "'invoke lab.status' shows each node; 'invoke lab.up' tries again.")
         )
 
 

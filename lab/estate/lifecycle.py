@@ -99,12 +99,13 @@ def _up(
         st.unchanged(", ".join(versions))
     if config.swarm_manager is not None:
         nodes = 1 + len(config.swarm_workers)
-        with progress.stage(f"prod's swarm ({nodes} nodes)") as st, contextlib.ExitStack() as es:
+        title = f"prod's swarm ({nodes} nodes)"
+        with progress.stage(title, key="swarm") as st, contextlib.ExitStack() as es:
 
             def connect(h: Host) -> Any:
                 return es.enter_context(engines.connect(state, h, timeout=60))
 
-            joined = swarm.converge(config, connect)
+            joined = swarm.converge(config, connect, say=progress.say)
             every = ", ".join(h.name for h in (config.swarm_manager, *config.swarm_workers))
             st.changed("; ".join(joined)) if joined else st.unchanged(f"{every} ready")
     with progress.stage("base image in the lab registry") as st:
@@ -342,12 +343,20 @@ def status(config: LabConfig) -> list[HostStatus]:
     facts = hosts.facts(config, local)
     rows = []
     cluster: dict[str, str] = {}
-    if config.swarm_manager is not None:
-        with contextlib.ExitStack() as es:
-            members = swarm.members(
-                config, lambda h: es.enter_context(engines.connect(state, h, timeout=3))
-            )
-        cluster = {m.address: f"{m.role} {m.state}" for m in members}
+    unknown = "not a node"  # what a swarm host the manager does not list shows
+    manager = config.swarm_manager
+    if manager is not None:
+        running = (facts.get(manager.name) or hosts.HostFacts(manager.name, exists=False)).running
+        listed: list[swarm.Member] | str = f"{manager.name} is not running"
+        if running:
+            with contextlib.ExitStack() as es:
+                listed = swarm.members(
+                    config, lambda h: es.enter_context(engines.connect(state, h, timeout=3))
+                )
+        if isinstance(listed, str):
+            unknown = f"unknown: {listed}"
+        else:
+            cluster = {m.address: f"{m.role} {m.state}" for m in listed}
     for h in config.hosts:
         f = facts.get(h.name) or hosts.HostFacts(h.name, exists=False)
         engine, count = "-", None
@@ -363,7 +372,7 @@ def status(config: LabConfig) -> list[HostStatus]:
                 engine = f"registry HTTP {state.registry_client().ping()}"
             except (RegistryError, OSError) as exc:
                 engine = f"registry: {str(exc).splitlines()[0][:40]}"
-        node = cluster.get(h.address, "not a node") if h.swarm else "-"
+        node = cluster.get(h.address, unknown) if h.swarm else "-"
         rows.append(HostStatus(h.name, h.address, h.role, f.status, engine, count, node))
     return rows
 

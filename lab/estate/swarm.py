@@ -87,9 +87,18 @@ def plan(
     it (pure). ``members`` is the manager's node list (empty before ``init``)."""
     steps: list[Step] = []
     own = f"{manager.address}:{PORT}"
+    if manager.state in ("pending", "error", "locked"):  # never wipe a cluster on a guess
+        raise SwarmError(
+            "read the swarm",
+            manager.host,
+            f"its engine's swarm is {manager.state}; cdlab does not start it over by itself "
+            "(that would lose the cluster's state)",
+            hint="wait and run 'invoke lab.up' again; a swarm that stays so needs "
+            "'invoke lab.shell prod', then 'docker swarm init --force-new-cluster'",
+        )
     if not (manager.state == "active" and manager.is_manager):
         if manager.state != "inactive":
-            steps.append(Step("leave", manager.host, "", f"its engine is {_said(manager)}"))
+            steps.append(Step("leave", manager.host, "", f"its engine is {_said(manager, own)}"))
         steps.append(Step("init", manager.host, manager.address, "prod's swarm does not exist"))
         members = ()
     known = {m.node_id: m for m in members}
@@ -100,7 +109,7 @@ def plan(
             joined.add(w.node_id)
             continue
         if w.state != "inactive":
-            steps.append(Step("leave", w.host, "", f"its engine is {_said(w)}, not in prod's"))
+            steps.append(Step("leave", w.host, "", f"its engine is {_said(w, own)}"))
         steps.append(Step("join", w.host, own, "not a node of prod's swarm"))
     addresses = {w.address for w in workers}
     for m in members:
@@ -112,7 +121,9 @@ def plan(
     return tuple(steps)
 
 
-def _said(n: NodeFacts) -> str:
+def _said(n: NodeFacts, own: str) -> str:
+    if n.state == "active" and own in n.managers:
+        return "in an earlier swarm of prod's (a manager recreated since)"
     if n.state == "active":
         return f"active in another swarm (managers {', '.join(n.managers) or 'none'})"
     return n.state
@@ -156,51 +167,84 @@ def apply(
     return done
 
 
+SETTLE = 30.0  # how long a node may say "pending" (starting, reconnecting) before it counts
+
+
 def converge(
     config: LabConfig, connect: Callable[[Host], Any], say: Callable[[str], None] = lambda _: None
 ) -> list[str]:
-    """Make prod's nodes one swarm as the topology says; what changed (empty: nothing did)."""
+    """Make prod's nodes one swarm as the topology says, then wait until the manager lists each
+    of them ready; what changed (empty: nothing did)."""
     manager_host = config.swarm_manager
     if manager_host is None:
         return []
     nodes = (manager_host, *config.swarm_workers)
     clients = {h.name: connect(h) for h in nodes}
     addresses = {h.name: h.address for h in nodes}
-    manager = facts_of(manager_host, clients[manager_host.name].info())
-    workers = [facts_of(h, clients[h.name].info()) for h in config.swarm_workers]
-    members: list[Member] = []
-    if manager.is_manager:
-        members = [member_of(n.attrs) for n in clients[manager_host.name].nodes.list()]
-    done = apply(plan(manager, workers, members), clients, addresses, manager_host.name, say)
-    if done:
-        wait_ready(clients[manager_host.name], len(nodes))
+    deadline = time.monotonic() + SETTLE
+    while True:  # a node that is still starting says "pending": wait for it, bounded
+        facts = {h.name: facts_of(h, _read(h.name, "read its swarm state", clients[h.name].info))
+                 for h in nodes}  # fmt: skip
+        if time.monotonic() > deadline or all(f.state != "pending" for f in facts.values()):
+            break
+        time.sleep(0.5)
+    manager = facts[manager_host.name]
+    workers = [facts[h.name] for h in config.swarm_workers]
+    listed: list[Member] = []
+    if manager.state == "active" and manager.is_manager:
+        listed = _listed(clients[manager_host.name], manager_host.name)
+    done = apply(plan(manager, workers, listed), clients, addresses, manager_host.name, say)
+    wait_ready(clients[manager_host.name], nodes, timeout=60.0 if done else SETTLE)
     return done
 
 
-def wait_ready(manager: Any, count: int, timeout: float = 60.0) -> list[Member]:
-    """Poll the manager until ``count`` nodes are ready; the last list read is in the error."""
+def _read(host: str, what: str, call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:  # the engine's words, with the node they came from
+        raise SwarmError(what, host, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _listed(manager: Any, host: str) -> list[Member]:
+    return [member_of(n.attrs) for n in _read(host, "list the swarm's nodes", manager.nodes.list)]
+
+
+def wait_ready(manager: Any, nodes: Sequence[Host], timeout: float = 60.0) -> list[Member]:
+    """Poll the manager until each of ``nodes`` (by address) is listed ready; the last list
+    read, or the last error (a manager just restarted has no leader for a moment), is in the
+    error."""
     deadline = time.monotonic() + timeout
-    members: list[Member] = []
+    last = "nothing read"
     while True:
-        members = [member_of(n.attrs) for n in manager.nodes.list()]
-        if sum(m.state == "ready" for m in members) >= count:
-            return members
+        try:
+            listed = [member_of(n.attrs) for n in manager.nodes.list()]
+        except Exception as exc:  # transient: no leader yet, a connection reset
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            ready = {m.address for m in listed if m.state == "ready"}
+            missing = [h.name for h in nodes if h.address not in ready]
+            if not missing:
+                return listed
+            seen = ", ".join(f"{m.hostname} {m.state}" for m in listed) or "no node"
+            last = f"not ready: {', '.join(missing)} (the manager lists {seen})"
         if time.monotonic() > deadline:
-            seen = ", ".join(f"{m.hostname} {m.state}" for m in members) or "no node"
-            raise SwarmError(
-                f"see {count} ready nodes within {timeout:.0f} s",
-                "prod",
-                f"the manager lists {seen}",
-            )
+            raise SwarmError(f"see every node ready within {timeout:.0f} s", nodes[0].name, last)
         time.sleep(0.5)
 
 
-def members(config: LabConfig, connect: Callable[[Host], Any]) -> list[Member]:
-    """The manager's node list (empty when prod is no swarm or the manager does not answer)."""
+def members(config: LabConfig, connect: Callable[[Host], Any]) -> list[Member] | str:
+    """The manager's node list, or why it could not be read (status prints whatever the
+    cluster's state); one entry per address, a ready one before a down one (a recreated host
+    leaves its old node down at the same address)."""
     manager = config.swarm_manager
     if manager is None:
         return []
     try:
-        return [member_of(n.attrs) for n in connect(manager).nodes.list()]
-    except Exception:  # status must print whatever the cluster's state
-        return []
+        listed = [member_of(n.attrs) for n in connect(manager).nodes.list()]
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:60] if str(exc) else ''}"
+    best: dict[str, Member] = {}
+    for m in listed:
+        if m.address not in best or (m.state == "ready" and best[m.address].state != "ready"):
+            best[m.address] = m
+    return list(best.values())

@@ -70,13 +70,6 @@ W3 = node("prod-3", "active", "w3", managers=(MGR,))
             id="the manager recreated: workers leave the old swarm and join the new",
         ),
         pytest.param(
-            node("prod", "pending"),
-            [],
-            [],
-            [("leave", "prod"), ("init", "prod")],
-            id="a manager stuck pending starts over",
-        ),
-        pytest.param(
             PROD_UP,
             [W2],
             [*READY[:2], Member("w9", "old", "10.100.200.209", "worker", "down")],
@@ -97,10 +90,21 @@ def test_the_plan_makes_prods_nodes_one_swarm(
 ) -> None:
     steps = swarm.plan(manager, workers, members)
     assert [(s.action, s.host) for s in steps] == expected
+    known = {m.node_id for m in members}
     for s in steps:
         if s.action == "join":
             assert s.target == MGR
+        if s.action == "remove":  # only a node the manager lists, never the manager itself
+            assert s.target in known and s.target != manager.node_id
+            assert next(m for m in members if m.node_id == s.target).state != "ready"
         assert s.why  # each step says why, for the progress line
+
+
+@pytest.mark.parametrize("state", ["pending", "error", "locked"])
+def test_a_manager_in_doubt_is_never_started_over(state: str) -> None:
+    """A cluster is not wiped on a guess: pending is also what a starting engine says."""
+    with pytest.raises(swarm.SwarmError, match=f"(?s)swarm is {state}.*force-new-cluster"):
+        swarm.plan(node("prod", state), [W2], READY)
 
 
 def test_facts_and_members_read_what_the_engine_says() -> None:
@@ -207,8 +211,10 @@ def test_a_topology_names_prods_manager_and_workers() -> None:
     [
         (lambda d: d["hosts"][0].update(swarm="worker"), "on a host whose role is 'engine'"),
         (lambda d: d["hosts"][1].update(swarm="leader"), "'manager' or 'worker'"),
+        (lambda d: d["hosts"][2].update(swarm="worker"), "not cd or dev"),
+        (lambda d: d["hosts"][4].update(project_mount=True), "project_mount false"),
         (lambda d: d["hosts"][1].update(swarm="worker"), "exactly one 'manager'"),
-        (lambda d: d["hosts"][2].update(swarm="manager"), "exactly one 'manager'"),
+        (lambda d: d["hosts"][4].update(swarm="manager"), "exactly one 'manager'"),
     ],
 )
 def test_a_bad_swarm_field_is_refused(change: Any, match: str) -> None:
@@ -216,3 +222,119 @@ def test_a_bad_swarm_field_is_refused(change: Any, match: str) -> None:
     change(data)
     with pytest.raises(ConfigError, match=match):
         config.parse_topology(data, Path("/x"), Path("/x/.lab"))
+
+
+class Cluster:
+    """A swarm as the engines' API shows it, enough to converge: nodes join and leave."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, dict[str, Any]] = {}
+        self.state: dict[str, dict[str, Any]] = {}
+        self.n = 0
+        self.calls: list[str] = []
+
+    def client(self, host: str, address: str) -> Any:
+        cluster = self
+
+        class Node:
+            def __init__(self, attrs: dict[str, Any]) -> None:
+                self.attrs = attrs
+
+            def remove(self, force: bool) -> None:
+                cluster.calls.append(f"remove {self.attrs['ID']}")
+                del cluster.members[self.attrs["ID"]]
+
+        class Nodes:
+            def list(self) -> list[Node]:
+                return [Node(a) for a in cluster.members.values()]
+
+            def get(self, nid: str) -> Node:
+                return Node(cluster.members[nid])
+
+        class Swarm:
+            def __init__(self) -> None:
+                self.attrs = {"JoinTokens": {"Worker": "SWMTKN-w"}}
+
+            def reload(self) -> None:
+                pass
+
+            def _add(self, role: str) -> None:
+                cluster.n += 1
+                nid = f"{host}-{cluster.n}"
+                cluster.members[nid] = {
+                    "ID": nid,
+                    "Description": {"Hostname": host},
+                    "Spec": {"Role": role},
+                    "Status": {"State": "ready", "Addr": address},
+                }
+                cluster.state[host] = {
+                    "LocalNodeState": "active",
+                    "NodeID": nid,
+                    "ControlAvailable": role == "manager",
+                    "RemoteManagers": [{"Addr": MGR}],
+                }
+
+            def init(self, **kw: Any) -> None:
+                cluster.calls.append(f"init {host}")
+                self._add("manager")
+
+            def join(self, **kw: Any) -> None:
+                cluster.calls.append(f"join {host}")
+                self._add("worker")
+
+            def leave(self, force: bool) -> None:
+                cluster.calls.append(f"leave {host}")
+                cluster.state.pop(host, None)
+
+        class Client:
+            nodes = Nodes()
+            swarm = Swarm()
+
+            def info(self) -> dict[str, Any]:
+                return {"Swarm": cluster.state.get(host, {"LocalNodeState": "inactive"})}
+
+        return Client()
+
+
+def test_converge_makes_the_cluster_once_then_changes_nothing_and_rejoins_a_lost_worker() -> None:
+    cfg = config.parse_topology(three_nodes(), Path("/x"), Path("/x/.lab"))
+    cluster = Cluster()
+
+    def connect(h: config.Host) -> Any:
+        return cluster.client(h.name, h.address)
+
+    said: list[str] = []
+    assert swarm.converge(cfg, connect, said.append) == [
+        "init prod 10.100.200.201",
+        f"join prod-2 {MGR}",
+        f"join prod-3 {MGR}",
+    ]
+    assert len(said) == 3
+    assert swarm.converge(cfg, connect) == []  # a second lab.up: nothing
+    lost = cluster.state.pop("prod-3")["NodeID"]  # prod-3's engine made anew, empty
+    cluster.members[lost]["Status"]["State"] = "down"
+    cluster.calls.clear()
+    assert swarm.converge(cfg, connect) == [f"join prod-3 {MGR}", f"remove prod {lost}"]
+    listed = swarm.members(cfg, connect)
+    assert isinstance(listed, list) and len(listed) == 3
+    assert {m.state for m in listed} == {"ready"}
+
+
+def test_a_worker_that_never_becomes_ready_is_named() -> None:
+    cfg = config.parse_topology(three_nodes(), Path("/x"), Path("/x/.lab"))
+    cluster = Cluster()
+    swarm.converge(cfg, lambda h: cluster.client(h.name, h.address))
+    prod3 = next(m for m in cluster.members.values() if m["Description"]["Hostname"] == "prod-3")
+    prod3["Status"]["State"] = "down"  # its engine says active, the manager sees it down
+    manager = cluster.client("prod", "10.100.200.201")
+    with pytest.raises(swarm.SwarmError, match="not ready: prod-3"):
+        swarm.wait_ready(manager, (cfg.host("prod"), cfg.host("prod-3")), timeout=0)
+
+
+def test_status_says_why_it_cannot_list_the_nodes() -> None:
+    cfg = config.parse_topology(three_nodes(), Path("/x"), Path("/x/.lab"))
+
+    def refused(h: config.Host) -> Any:
+        raise ConnectionError("connection refused")
+
+    assert swarm.members(cfg, refused) == "ConnectionError: connection refused"
