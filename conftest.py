@@ -97,9 +97,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     cleared when this run may run fault tests (a run of other suites leaves them: it may run
     beside one that does); with the lab up, the evidence of earlier runs' failed tests removed
     (``reports/evidence``: a run's evidence is of its own failures)."""
+    _stop_as_ctrl_c_on(*_STOP_SIGNALS)  # the controller and each worker
     if hasattr(session.config, "workerinput") or session.config.option.collectonly:
         return
-    _stop_as_ctrl_c_on(signal.SIGTERM, signal.SIGHUP)
     from lab.proof import faultreport
 
     here = session.config.invocation_params.dir
@@ -117,13 +117,25 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         session.config.stash[_BEFORE] = restore.hold(lab)
 
 
+STOPPED_LOG = Path(__file__).parent / "reports" / "stopped-run.log"
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def _stop_as_ctrl_c_on(*signals: signal.Signals) -> None:
     """A run stopped by ``signals`` (a CI job's timeout, ``kill``, the terminal closed) ends as
-    Ctrl-C ends it: pytest stops its tests (the workers' release runs undo what they did), then
-    the session's end still puts each service's live release back. A second signal kills."""
+    Ctrl-C ends it, in the controller and in each xdist worker: the tests stop (a release run
+    undoes what it did; fixtures tear down), then the session's end still puts each service's
+    live release back. A second signal kills. After SIGHUP the terminal is gone: the rest of the
+    output goes to ``reports/stopped-run.log``, so that writing it cannot stop the put-back."""
 
     def stop(signum: int, frame: Any) -> None:
-        signal.signal(signum, signal.SIG_DFL)
+        for sig in signals:
+            signal.signal(sig, signal.SIG_DFL)
+        if signum == signal.SIGHUP:
+            STOPPED_LOG.parent.mkdir(exist_ok=True)
+            log = os.open(STOPPED_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
         raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
     for sig in signals:
@@ -144,6 +156,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     before = session.config.stash.get(_BEFORE, None)
     if before is None or not before.live:
         return
+    for sig in _STOP_SIGNALS:  # the put-back runs to its end (SIGKILL still stops it)
+        signal.signal(sig, signal.SIG_IGN)
     lab = _lab_if_up()
     if lab is not None:
         from lab.proof import restore

@@ -34,9 +34,11 @@ def presents_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except BrokenPipeError:  # `invoke releases | head`: the reader has what it wanted
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
-            raise Exit(code=0) from None
+        except BrokenPipeError:  # `invoke releases | head`: the reader stopped reading
+            # no traceback and no flush error at exit; 141 as a shell says of SIGPIPE (a run
+            # stopped this way undid what it did, like any other failure)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=141) from None
         except RunStopped as exc:  # SIGINT / SIGTERM: what was done is undone; 130 as a shell says
             raise Exit(f"cdlab: {exc}", code=130) from None
         except LabError as exc:

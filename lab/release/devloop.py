@@ -114,6 +114,8 @@ def push(config: LabConfig, message: str) -> str:
                 + (f" ({', '.join(live)} went live)" if live else "")
                 + f"; production keeps the live release of {', '.join(failed)}"
             )
+        elif live:  # the hook failed after its deploys
+            said += f"; {', '.join(live)} went live before it did"
         else:
             said += "; production keeps its live releases"
         raise PushError(
