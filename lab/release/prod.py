@@ -214,9 +214,10 @@ class ProdPorts:
         stored = self.lab.etcd.get_json(frontends.prefix() + self.service.name)
         port = stored.get("public_port") if isinstance(stored, dict) else None
         health = stored.get("health") if isinstance(stored, dict) else None
-        url = services.public_url(self.service)
         if isinstance(port, int):  # prod's port: this lab publishes it on its own
             url = f"http://{public_host()}:{public_port(port)}"
+        else:
+            url = services.public_url(self.service)
         # the health path: every service has one (a /version is the service's own business);
         # the proxy names the release that answered
         path = health if isinstance(health, str) else self.service.health
