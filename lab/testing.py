@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,3 +56,21 @@ def refuse_named_lab(lab: str, suite: str) -> None:
 def run_pytest(argv: list[str]) -> int:
     (ROOT / "reports").mkdir(exist_ok=True)
     return shell.stream(argv, cwd=ROOT)
+
+
+def run_on_lab(
+    argv: list[str], lab_env: dict[str, str], timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` (``./cdlab`` or ``invoke`` with a task) from the checkout, on the lab that
+    ``lab_env`` names (``CDLAB_LAB``, ``CDLAB_TOPOLOGY``...) and on no other: every ``CDLAB_``
+    variable of this process is dropped first. Output captured, never raised on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDLAB_")}
+    return subprocess.run(
+        argv,
+        cwd=ROOT,
+        env={**env, **lab_env},
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )

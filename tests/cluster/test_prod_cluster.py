@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lab import config
+from lab import config, testing
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".lab" / "cluster-test"
@@ -48,18 +48,8 @@ def topology() -> dict[str, Any]:
 
 
 def cdlab(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDLAB_")}
-    env["CDLAB_TOPOLOGY"] = str(STATE / "topology.json")
-    env["CDLAB_STATE_DIR"] = str(STATE)
-    return subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "invoke"), *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
+    lab = {"CDLAB_TOPOLOGY": str(STATE / "topology.json"), "CDLAB_STATE_DIR": str(STATE)}
+    return testing.run_on_lab([str(ROOT / ".venv" / "bin" / "invoke"), *args], lab, timeout)
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:

@@ -14,24 +14,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from lab import config
+from lab import config, testing
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("ml-a", "ml-b", "ml-c")
 
 
 def cdlab(lab: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDLAB_")}
-    if lab:
-        env["CDLAB_LAB"] = lab
-    return subprocess.run(
-        [str(ROOT / "cdlab"), *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
+    return testing.run_on_lab(
+        [str(ROOT / "cdlab"), *args], {"CDLAB_LAB": lab} if lab else {}, timeout
     )
 
 
