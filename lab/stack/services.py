@@ -18,6 +18,8 @@ describes each field for an editor, and ``tests/unit/test_service_schema.py`` ke
     bake = 10                     # seconds the new release is watched after the switch (0: no
                                   # bake, at most 600); if it fails, every request goes back
     max_connections = 0           # requests the proxy sends one release at a time (0: no limit)
+    replicas = 3                  # replicas per release on a swarm prod, 1 to 8 (absent: one per
+                                  # ready node; a single-host prod runs one container)
     [env]                         # extra environment of every container
     GREETING = "hello"
     [hooks]                       # run in a container of the candidate image, on the apps network
@@ -77,9 +79,11 @@ _QUERY = r"(?:\?(?:[A-Za-z0-9._~=&-]|%[0-9A-Fa-f]{2})*)?"  # a load path's query
 CONTROL_PORT = 8009  # published by prod too: the naive negative control's container (lab.controls)
 RESERVED_ENV = {"SERVICE_NAME", "RELEASE", "IMAGE", "PORT", "DATABASE_URL", "CARBON_HOST"}
 MAX_LOAD_PATHS = 20
+MAX_REPLICAS = 8  # replicas per release: the proxy's slot count depends on it
 _KNOWN = frozenset(
     {
         "max_connections",
+        "replicas",
         "name",
         "port",
         "public_port",
@@ -150,6 +154,7 @@ class Service:
     load_paths: tuple[str, ...] = ()  # for the load generator; (): its default mix
     migration: Migration | None = None  # [migrate]; None: the schema is not cdlab's business
     limits: Limits = field(default_factory=Limits)  # [limits]: each of its containers' bounds
+    replicas: int | None = None  # per release on a swarm prod; None: one per ready node
 
     @property
     def probe(self) -> str:
@@ -242,6 +247,10 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
     bake = doc.get("bake", 10)
     if isinstance(bake, bool) or not isinstance(bake, int | float) or not 0 <= bake <= 600:
         raise ConfigError("bake", bake, "seconds from 0 (no bake window) to 600", source)
+    replicas: int | None = None  # absent: one per ready node of a swarm
+    if "replicas" in doc:
+        form = f"replicas per release, 1 to {MAX_REPLICAS}"
+        replicas = _int(doc, "replicas", None, range(1, MAX_REPLICAS + 1), form, source)
     hooks = _table(doc, "hooks", source)
     return Service(
         name,
@@ -264,6 +273,7 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
         _load_paths(doc, source),
         _migration(doc, database, source),
         _limits.parse(doc.get("limits", {}), source),
+        replicas,
     )
 
 

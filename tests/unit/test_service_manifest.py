@@ -36,6 +36,13 @@ def test_manifest_defaults_and_test_image() -> None:
     assert (svc.health, svc.test_dockerfile, svc.load_paths) == ("/health", "Dockerfile.test", ())
 
 
+@pytest.mark.parametrize(("doc", "replicas"), [(MIN, None), ({**MIN, "replicas": 3}, 3)])
+def test_replicas_are_the_manifests_or_none_for_one_per_node(
+    doc: dict[str, Any], replicas: int | None
+) -> None:
+    assert services.parse(doc, "services/app", HAS, "x").replicas == replicas
+
+
 @pytest.mark.parametrize(
     ("doc", "has", "field"),
     [
@@ -121,6 +128,11 @@ def test_a_health_path_haproxy_or_the_probe_would_misread_is_refused(health: obj
         ({"bake": True}, "bake", True, "seconds from 0 (no bake window) to 600"),
         ({"max_connections": -1}, "max_connections", -1, "1 to 10000, or 0 for no limit"),
         ({"max_connections": 10001}, "max_connections", 10001, "1 to 10000, or 0 for no limit"),
+        ({"replicas": 0}, "replicas", 0, "replicas per release, 1 to 8"),
+        ({"replicas": 9}, "replicas", 9, "replicas per release, 1 to 8"),
+        ({"replicas": True}, "replicas", True, "replicas per release, 1 to 8"),
+        ({"replicas": "3"}, "replicas", "3", "replicas per release, 1 to 8"),
+        ({"replicas": 2.0}, "replicas", 2.0, "replicas per release, 1 to 8"),
         ({"healthcheck": "true\nrm -rf /"}, "healthcheck", "true\nrm -rf /", COMMAND),
         ({"test_command": "pytest\x00"}, "test_command", "pytest\x00", COMMAND),
         ({"hooks": {"pre_deploy": "a\nb"}}, "pre_deploy", "a\nb", COMMAND),
@@ -154,6 +166,8 @@ def test_a_bad_value_names_the_field_the_value_and_the_form(
         {"bake": 0},
         {"bake": 2.5},
         {"max_connections": 10000},
+        {"replicas": 1},
+        {"replicas": 8},
         {"env": {"A": "it's fine: ,#$"}},
         {"hooks": {"pre_deploy": "a && b; c | d"}},
     ],

@@ -69,8 +69,10 @@ def test_the_defaults_are_the_parsers() -> None:
     svc = services.parse(MIN, "services/app", {"Dockerfile"}, "x")
     props = SCHEMA["properties"]
     top = {k: p["default"] for k, p in props.items() if "default" in p and k not in TABLES}
-    assert set(top) == set(props) - {"name", "port", "test_dockerfile", *TABLES}
+    # no default for replicas: absent means one per ready node of a swarm, a count of the estate
+    assert set(top) == set(props) - {"name", "port", "test_dockerfile", "replicas", *TABLES}
     assert top == {k: getattr(svc, k) for k in top}
+    assert svc.replicas is None
     canary = {k: p["default"] for k, p in props["canary"]["properties"].items()}
     assert canary == dataclasses.asdict(Thresholds())
     hooks = {k: p["default"] for k, p in props["hooks"]["properties"].items()}
@@ -83,6 +85,11 @@ def test_the_defaults_are_the_parsers() -> None:
     )
     assert services.parse({**MIN, "limits": given}, "services/app", {"Dockerfile"}, "x") == svc
     assert svc.limits.cpus == 0.0  # no CPU cap: what an absent cpus means
+
+
+def test_the_replica_bounds_are_the_parsers() -> None:
+    replicas = SCHEMA["properties"]["replicas"]
+    assert (replicas["minimum"], replicas["maximum"]) == (1, services.MAX_REPLICAS)
 
 
 TWENTY = [f"/p{i}" for i in range(20)]
@@ -142,6 +149,14 @@ SAMPLES: list[tuple[dict[str, Any], bool]] = [
     ({"max_connections": 10000}, True),
     ({"max_connections": -1}, False),
     ({"max_connections": 10001}, False),
+    ({"replicas": 1}, True),
+    ({"replicas": 8}, True),
+    ({"replicas": 0}, False),
+    ({"replicas": 9}, False),
+    ({"replicas": -1}, False),
+    ({"replicas": "3"}, False),
+    ({"replicas": True}, False),
+    ({"replicas": 2.5}, False),
     ({"env": {"MODE": "x", "_A1": ""}}, True),
     ({"env": {"lower": "x"}}, False),
     ({"env": {"1A": "x"}}, False),
