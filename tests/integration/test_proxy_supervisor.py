@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from cdlab_logs import proxy as logs_proxy
+from cdlab_proxy.slots import MATCH_SLOTS
 
 from lab.ports.proxy import ProxyError, Runtime
 from tests.integration.fakes import FakeCarbon, FakeDns, FakeEtcd, FakeSyslog
@@ -280,7 +281,7 @@ def test_the_runtime_api_port_answers_for_every_process(proxy: Proxy) -> None:
     state = rt.send("show servers state")
     assert state.startswith("1\n# be_id ") and state.count("# be_id") == 1
     assert {s.fqdn for s in rt.slots("quotes")} >= {"localhost"}
-    assert [s.name for s in rt.slots("app-match")] == ["r1", "r2"]
+    assert [s.name for s in rt.slots("app-match")] == [f"r{i}" for i in range(1, MATCH_SLOTS + 1)]
     assert rt.sessions("app", "localhost") == 0
     assert rt.send("set server nosuch/r1 state ready").strip() == "No such backend."
     assert "app/r1" in rt.send("get weight app/r1") or rt.send("get weight app/r1")[0].isdigit()

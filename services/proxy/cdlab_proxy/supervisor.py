@@ -43,7 +43,7 @@ class Supervisor:
         etcd: Store,
         start: Starter = Process.start,
         say: Callable[[str], None] = log,
-        lookup: Callable[[list[str]], dict[str, str]] = runtime.resolve,
+        lookup: runtime.Lookup = runtime.resolve,
     ) -> None:
         self.settings, self.etcd, self.start, self.say = settings, etcd, start, say
         self.lookup = lookup
@@ -200,8 +200,8 @@ class Supervisor:
         except DocumentError:
             return {}
         hosts = {
-            name: {d.host: d.release for d in wanted.servers},
-            name + slots.MATCH_SUFFIX: {d.host: d.release for d in wanted.matched},
+            name: {document.fqdn(d): d.release for d in wanted.servers},
+            name + slots.MATCH_SUFFIX: {document.fqdn(d): d.release for d in wanted.matched},
         }
         return edge.release_keys(
             ((b, s.name, s.fqdn) for b in backends for s in slots.parse_servers_state(state, b)),
