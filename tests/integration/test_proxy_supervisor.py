@@ -4,7 +4,10 @@ this machine, with a fake etcd and a fake DNS server, every port on 127.0.0.1 ch
 What a user relies on: a new service's frontend starts while another service keeps answering
 every request; a changed frontend replaces that service's process only, without a failed
 request; the Runtime API port answers for every process; a deleted frontend stops its process;
-a frontend on another service's port is refused and says why.
+a frontend on another service's port is refused and says why. With releases as Swarm services
+(``CDLAB_PROXY_MODE=swarm``, a second supervisor): a release of three replicas is served by a
+slot at each of their addresses, an address gone from DNS leaves the pool, and a replica whose
+node died (its SYNs dropped) is taken out within a second without a failed request.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ import os
 import shutil
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from cdlab_logs import proxy as logs_proxy
 from cdlab_proxy.slots import MATCH_SLOTS
 
-from lab.ports.proxy import ProxyError
+from lab.ports.proxy import ProxyError, serving
 from tests.integration.proxy_harness import FRONTENDS, ROUTES, Load, Proxy, supervisor, wait_for
+from tests.integration.replicas import Paced, Replica, port_on_all
 
 pytestmark = [
     pytest.mark.skipif(
@@ -183,3 +189,109 @@ def test_a_deleted_frontend_stops_its_process_and_health_stays_ok(proxy: Proxy) 
     resp = conn.getresponse()
     assert (resp.status, resp.read()) == (200, b"ok: 1 service(s)\n")
     assert proxy.get(8000) == (200, "app-1")
+
+
+# -- a release of replicas (the proxy in swarm mode) -----------------------------------------
+
+IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")  # loopback: the traffic never leaves the machine
+TASKS = "tasks.app-r3"  # Docker's DNS name of release r3's tasks (FakeDns answers it here)
+
+
+@dataclass
+class Swarm:
+    proxy: Proxy
+    replicas: dict[str, Replica]
+
+    def up(self) -> set[str]:
+        """The addresses of release r3's slots that are UP."""
+        return {s.addr for s in self.proxy.runtime.release_slots("app", "app-r3") if serving(s)}
+
+    def check_status(self, slot: str) -> str:
+        """The last health check's status of ``app/<slot>`` (``show stat``: L4TOUT, L4CON...)."""
+        stat = self.proxy.runtime.send("show stat").splitlines()
+        header = stat[0][2:].split(",")
+        rows = [dict(zip(header, line.split(","), strict=False)) for line in stat[1:]]
+        return next(
+            r["check_status"] for r in rows if (r.get("pxname"), r.get("svname")) == ("app", slot)
+        )
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+    """A supervisor in swarm mode serving app's release r3: three replicas on one port."""
+    port = port_on_all(IPS)
+    replicas = {ip: Replica(ip, port) for ip in IPS}
+    try:
+        with supervisor(tmp_path_factory.mktemp("swarm"), mode="swarm") as running:
+            running.dns.set(TASKS, list(IPS))
+            front = {"name": "app", "public_port": 8000, "port": port, "health": "/health"}
+            running.etcd.put(FRONTENDS + "app", {**front, "maxconn": 0})
+            server = {"release": "r3", "host": "app-r3", "weight": 100, "replicas": 3}
+            running.etcd.put(ROUTES + "app", {"service": "app", "servers": [server]})
+            running.runtime.wait_frontend({**front, "maxconn": 0}, timeout=15)
+            yield Swarm(running, replicas)
+    finally:
+        for r in replicas.values():
+            r.close()
+
+
+def test_a_release_of_three_replicas_has_a_slot_at_each_address_and_each_serves(
+    swarm: Swarm,
+) -> None:
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
+    mine = swarm.proxy.runtime.release_slots("app", "app-r3")
+    assert sorted(s.addr for s in mine) == list(IPS), "one slot per replica, none shared"
+    assert {(s.fqdn, s.weight) for s in mine} == {(TASKS, 256)}
+    answers = Counter(swarm.proxy.answer(8000) for _ in range(60))
+    assert set(answers) == {(200, "r3", ip) for ip in IPS}, answers
+    assert min(answers.values()) >= 15, f"round robin over the three: {answers}"
+
+
+def test_an_address_dropped_from_dns_leaves_the_pool_within_a_second_and_a_half(
+    swarm: Swarm,
+) -> None:
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
+    swarm.proxy.dns.set(TASKS, [IPS[0], IPS[2]])
+    dropped = time.monotonic()
+    wait_for(lambda: IPS[1] not in swarm.up(), f"{IPS[1]}'s slot out of the pool", timeout=5)
+    took = time.monotonic() - dropped
+    answers = Counter(swarm.proxy.answer(8000)[2] for _ in range(30))
+    swarm.proxy.dns.set(TASKS, list(IPS))
+    assert set(answers) == {IPS[0], IPS[2]}, answers
+    assert took < 1.5, f"{IPS[1]} left the pool {took:.2f} s after it left DNS"
+    print(f"\nan address dropped from DNS left the pool in {took:.2f} s")
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)  # back in DNS: back
+
+
+def test_a_blackholed_replica_is_down_within_a_second_under_load_and_no_request_fails(
+    swarm: Swarm,
+) -> None:
+    """A node gone: its replica's address still in DNS (Swarm keeps it there for seconds),
+    every SYN to it dropped. The first request sent there fails to connect in 200 ms, is
+    retried on another replica, and leaves the slot one failed check from DOWN."""
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
+    dead = IPS[2]
+    load = Paced(swarm.proxy, 8000, rate=100)
+    try:
+        wait_for(lambda: load.by(dead) >= 20, "the load reaching every replica", timeout=10)
+        answered = swarm.replicas[dead].freeze()
+        frozen = time.monotonic()
+        wait_for(lambda: dead not in swarm.up(), f"{dead}'s slot DOWN", timeout=10)
+        took = time.monotonic() - frozen
+        after = load.count()
+        wait_for(lambda: load.count() >= after + 100, "100 requests more", timeout=10)
+        slot = next(s for s in swarm.proxy.runtime.release_slots("app", "app-r3") if s.addr == dead)
+    finally:
+        results = load.end()
+    failed = {k: n for k, n in results.items() if not k.startswith("200 r3 ")}
+    total = sum(results.values())
+    print(
+        f"\nblackholed replica DOWN {took:.2f} s after its SYNs were dropped; {total} requests "
+        f"at ~100/s, {sum(failed.values())} failed; {answered} answered while it froze; {results}"
+    )
+    assert failed == {}, f"requests failed: {failed} (of {total})"
+    assert (slot.operational, slot.in_maintenance) == (0, False), "DOWN by its checks"
+    # dropped, not refused: a check's connection times out (a refused one is L4CON)
+    wait_for(lambda: swarm.check_status(slot.name) == "L4TOUT", "a check timed out", timeout=5)
+    # single mode takes it out by its checks alone: 1.2 s here
+    assert took < 1.0, f"DOWN only {took:.2f} s after the replica stopped answering SYNs"
