@@ -275,3 +275,14 @@ def test_the_supervisor_looks_up_a_tasks_name_only_while_it_lacks_slots() -> Non
     proc.resolve({"tasks.app-x": ["10.0.1.7", "10.0.1.8"]})
     assert runtime.apply_routes(proc, *args) == 0  # type: ignore[arg-type]
     assert asked[-1] == []  # in shape: no DNS lookup
+
+
+def test_a_leaving_slot_waiting_for_dns_is_forced_into_maintenance() -> None:
+    """Its address left DNS (a replica gone with its node; a container's name after HAProxy's
+    ``hold nx``, 30 s), then its release left the routes: once the name answers again HAProxy
+    makes it serve (seen with HAProxy 2.6: "UP/READY (resolves again)"), unless it is in
+    maintenance by command."""
+    waiting = slots.Slot("r1", "app-x", 100, 0x60, 0)  # DNS maintenance, name from the CLI
+    assert waiting.in_maintenance and not waiting.forced_maintenance
+    assert slots.plan(APP, [waiting], []) == ["set server app/r1 state maint"]
+    assert slots.plan(APP, apply([waiting], ["set server app/r1 state maint"]), []) == []

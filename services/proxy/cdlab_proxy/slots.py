@@ -211,7 +211,9 @@ def plan(
         ips = known.get(fqdn(d), ())
         cmds += _serve(backend, d, kept[fqdn(d)], free, ips, weights[d.host])
     for slot in free:
-        if not slot.in_maintenance:
+        # forced: a slot only waiting for DNS (its release's address gone) would come back and
+        # serve on its own once the name answers again (a release restarted after it left)
+        if not slot.forced_maintenance:
             cmds.append(f"set server {backend}/{slot.name} state maint")
     return cmds
 
