@@ -212,6 +212,42 @@ class Runtime:
             return None
         return sum_sessions(self.send("show stat"), backend, [s.name for s in mine])
 
+    def wait_addrs_drained(self, addrs: tuple[str, ...], timeout: float = 15.0) -> Drained:
+        """Wait until every slot at one of ``addrs``, in every service's backends, drains (the
+        proxy applied a drained-addresses document: ``document.Drained``) and none of them has
+        an active connection left (bounded by ``timeout``). A slot still taking new requests
+        at the bound raises; connections still open there are the answer's ``left``."""
+        started, wanted = time.monotonic(), set(addrs)
+        while True:
+            found = {
+                b: [s for s in ss if s.addr in wanted]
+                for b, ss in module("slots")
+                .parse_all_servers_state(self.send("show servers state"))
+                .items()
+            }
+            ready = [
+                f"{b}/{s.name} at {s.addr}"
+                for b, ss in found.items()
+                for s in ss
+                if serving(s) and not s.draining
+            ]
+            stat = self.send("show stat") if any(found.values()) else ""
+            left = sum(sum_sessions(stat, b, [s.name for s in ss]) or 0 for b, ss in found.items())
+            waited = time.monotonic() - started
+            if not ready and not left:
+                return Drained(waited, 0)
+            if waited >= timeout and ready:
+                raise ProxyError(
+                    f"drain the slots at {', '.join(sorted(wanted))}",
+                    f"{', '.join(ready)} still take new requests",
+                    timeout=timeout,
+                    hint="Is the drained-addresses document in etcd? The proxy's log on prod "
+                    "says why ('docker logs cdlab-stack_proxy_1' there).",
+                )
+            if waited >= timeout:
+                return Drained(waited, left)
+            time.sleep(0.05)
+
     def wait_drained(self, backend: str, host: str, timeout: float = 15.0) -> Drained:
         """Wait until ``host`` has no active connection, on any of its slots (bounded by
         ``timeout``)."""

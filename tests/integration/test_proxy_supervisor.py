@@ -6,8 +6,9 @@ every request; a changed frontend replaces that service's process only, without 
 request; the Runtime API port answers for every process; a deleted frontend stops its process;
 a frontend on another service's port is refused and says why. With releases as Swarm services
 (``CDLAB_PROXY_MODE=swarm``, a second supervisor): a release of three replicas is served by a
-slot at each of their addresses, an address gone from DNS leaves the pool, and a replica whose
-node died (its SYNs dropped) is taken out within a second without a failed request.
+slot at each of their addresses, an address gone from DNS leaves the pool, a drained-addresses
+document drains a replica until it is deleted, and a replica whose node died (its SYNs dropped)
+is taken out within a second without a failed request.
 """
 
 from __future__ import annotations
@@ -206,6 +207,11 @@ class Swarm:
         """The addresses of release r3's slots that are UP."""
         return {s.addr for s in self.proxy.runtime.release_slots("app", "app-r3") if serving(s)}
 
+    def ready(self) -> set[str]:
+        """The addresses of release r3's slots that take new requests."""
+        slots = self.proxy.runtime.release_slots("app", "app-r3")
+        return {s.addr for s in slots if serving(s) and not s.draining}
+
     def check_status(self, slot: str) -> str:
         """The last health check's status of ``app/<slot>`` (``show stat``: L4TOUT, L4CON...)."""
         stat = self.proxy.runtime.send("show stat").splitlines()
@@ -261,6 +267,21 @@ def test_an_address_dropped_from_dns_leaves_the_pool_within_a_second_and_a_half(
     assert took < 1.5, f"{IPS[1]} left the pool {took:.2f} s after it left DNS"
     print(f"\nan address dropped from DNS left the pool in {took:.2f} s")
     swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)  # back in DNS: back
+
+
+def test_a_drained_address_takes_no_new_request_until_its_document_is_deleted(
+    swarm: Swarm,
+) -> None:
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
+    key = "/cdlab/drained/node-2"
+    swarm.proxy.etcd.put(key, {"addrs": [IPS[1]], "why": "a node's maintenance"})
+    assert swarm.proxy.runtime.wait_addrs_drained((IPS[1],), timeout=10).left == 0
+    drained = Counter(swarm.proxy.answer(8000)[2] for _ in range(30))
+    swarm.proxy.etcd.delete(key)
+    wait_for(lambda: swarm.ready() == set(IPS), f"{IPS[1]} taking requests again", timeout=10)
+    back = Counter(swarm.proxy.answer(8000)[2] for _ in range(30))
+    assert set(drained) == {IPS[0], IPS[2]}, drained
+    assert set(back) == set(IPS), back
 
 
 def test_a_blackholed_replica_is_down_within_a_second_under_load_and_no_request_fails(

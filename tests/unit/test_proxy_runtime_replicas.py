@@ -1,6 +1,6 @@
 """The lab's client of the proxy's Runtime API with a release of replicas (``lab.ports.proxy``):
 waiting for every replica's slot, for all of them to leave, and their connections summed; a
-plain container's single slot as before."""
+plain container's single slot as before; a node's addresses drained in every backend."""
 
 from __future__ import annotations
 
@@ -12,33 +12,34 @@ HEADER = (
     "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
     "srv_iweight srv_fqdn srv_port"
 )
-UP, DOWN, MAINT = (2, 0x40), (0, 0x40), (0, 0x41)
+UP, DOWN, MAINT, DRAIN = (2, 0x40), (0, 0x40), (0, 0x41), (2, 0x48)
 STAT = (
     "# pxname,svname,qcur,qmax,scur,smax\n"
     "app,FRONTEND,,,9,9\napp,r1,0,0,2,5\napp,r2,0,0,3,5\napp,r3,0,0,4,4\napp,r4,0,0,1,1\n\n"
 )
 
 
-def state(*slots: tuple[str, str, str, tuple[int, int]]) -> str:
-    """``show servers state`` of backend app: (slot, address, fqdn, (op state, admin))."""
+def state(*slots: tuple[str, str, str, tuple[int, int]], backend: str = "app") -> str:
+    """``show servers state`` of ``backend``: (slot, address, fqdn, (op state, admin))."""
     rows = "".join(
-        f"3 app {i} {name} {addr or '-'} {op} {admin} 256 1 {fqdn} 8000\n"
+        f"3 {backend} {i} {name} {addr or '-'} {op} {admin} 256 1 {fqdn} 8000\n"
         for i, (name, addr, fqdn, (op, admin)) in enumerate(slots, 1)
     )
     return f"1\n{HEADER}\n{rows}\n"
 
 
 class FakeRuntime(Runtime):
-    """The Runtime API answering ``show servers state`` from a list (then its last answer)."""
+    """The Runtime API answering ``show servers state`` and ``show stat`` each from a list
+    (then its last answer)."""
 
-    def __init__(self, states: list[str]) -> None:
+    def __init__(self, states: list[str], stats: list[str] | None = None) -> None:
         super().__init__("10.0.0.1", timeout=0.1)
-        self.states = states
+        self.states, self.stats = states, stats or [STAT]
         self.asked = 0
 
     def send(self, command: str) -> str:
         if command == "show stat":
-            return STAT
+            return self.stats.pop(0) if len(self.stats) > 1 else self.stats[0]
         assert command == "show servers state"
         self.asked += 1
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
@@ -126,3 +127,43 @@ def test_sessions_sum_every_slot_of_the_release_and_drained_waits_for_all() -> N
     assert rt.wait_drained("app", "app-x", timeout=0.2).left == 6
     assert sum_sessions(STAT, "app", ["r1", "r9"]) == 2
     assert sum_sessions(STAT, "app", ["r9"]) is None
+
+
+NODE = ("10.0.1.8", "10.0.0.5")  # a node's replicas: one of app's release x, one of quotes'
+
+
+def two_services(app_r2: tuple[int, int], quotes_r1: tuple[int, int]) -> str:
+    """Both services' slots, merged as the router answers (one header)."""
+    app = state(("r1", "10.0.1.7", TASKS, UP), ("r2", "10.0.1.8", TASKS, app_r2))
+    quotes = state(("r1", "10.0.0.5", "tasks.quotes-y", quotes_r1), backend="quotes")
+    return app.rstrip("\n") + "\n" + quotes.split("\n", 2)[2]
+
+
+def stat(app_r2: int, quotes_r1: int) -> str:
+    return (
+        "# pxname,svname,qcur,qmax,scur,smax\n"
+        f"app,r1,0,0,7,9\napp,r2,0,0,{app_r2},9\nquotes,r1,0,0,{quotes_r1},9\n\n"
+    )
+
+
+def test_a_nodes_addresses_are_drained_once_every_slot_there_drains_and_is_idle() -> None:
+    rt = FakeRuntime(
+        [two_services(UP, UP), two_services(DRAIN, UP), two_services(DRAIN, DRAIN)],
+        [stat(3, 1), stat(2, 1), stat(1, 0), stat(0, 0)],
+    )
+    got = rt.wait_addrs_drained(NODE, timeout=5)
+    assert got.left == 0 and rt.asked == 4  # app/r1's 7 connections are elsewhere
+
+
+def test_a_slot_still_taking_requests_at_the_bound_is_an_error_naming_it() -> None:
+    rt = FakeRuntime([two_services(DRAIN, UP)], [stat(0, 0)])
+    with pytest.raises(ProxyError) as err:
+        rt.wait_addrs_drained(NODE, timeout=0.2)
+    assert "did not drain the slots at 10.0.0.5, 10.0.1.8" in str(err.value)
+    assert "quotes/r1 at 10.0.0.5 still take new requests" in str(err.value)
+
+
+def test_connections_left_at_the_bound_are_the_answer_and_no_slot_there_none() -> None:
+    rt = FakeRuntime([two_services(DRAIN, MAINT)], [stat(2, 1)])
+    assert rt.wait_addrs_drained(NODE, timeout=0.2).left == 3
+    assert FakeRuntime([two_services(UP, UP)]).wait_addrs_drained(("10.9.9.9",)).left == 0

@@ -24,6 +24,12 @@ the document exists::
 
     {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0}
 
+DRAINED addresses, at ``/cdlab/drained/<key>`` (a node's name, say): while the document exists,
+every slot at one of its addresses drains, whatever its release (the replicas of a node about to
+restart); once it is deleted they serve again, unless their release drains::
+
+    {"addrs": ["10.100.201.7", "10.100.201.9"], "why": "restart of prod-2"}
+
 ``parse_*`` validate a decoded document (``DocumentError`` names the field, the value and the
 expected form); ``*_doc`` give the JSON-ready form. Keys a reader does not know are ignored, so
 a newer writer does not stop an older reader. Standard library only.
@@ -31,6 +37,7 @@ a newer writer does not stop an older reader. Standard library only.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -38,6 +45,7 @@ from typing import Any
 
 ROUTES_PREFIX = "/cdlab/routes/"
 FRONTENDS_PREFIX = "/cdlab/frontends/"
+DRAINED_PREFIX = "/cdlab/drained/"
 PUBLIC_PORTS = range(8000, 8009)  # published by the proxy's container (compose/stack.yml)
 MAX_WEIGHT = 256
 MAX_CONNECTIONS = 10000
@@ -279,3 +287,37 @@ def changes(old: Frontend, new: Frontend) -> str:
         ("maxconn", old.maxconn, new.maxconn),
     )
     return ", ".join(f"{name} {a} -> {b}" for name, a, b in fields if a != b) or "nothing"
+
+
+@dataclass(frozen=True)
+class Drained:
+    """Addresses whose slots drain in every pool while the document ``key`` exists."""
+
+    key: str  # the part of the document's key after DRAINED_PREFIX
+    addrs: tuple[str, ...]
+    why: str = ""  # for people: what the addresses are taken out for
+
+
+def _ipv4(text: object) -> bool:
+    try:
+        return isinstance(text, str) and str(ipaddress.IPv4Address(text)) == text
+    except ValueError:
+        return False
+
+
+def parse_drained(doc: object, key: str) -> Drained:
+    """A drained-addresses document (``key``: the part of its key after ``DRAINED_PREFIX``)."""
+    field = f"drained[{key}]"
+    if not isinstance(doc, dict):
+        raise DocumentError(field, doc, 'an object like {"addrs": ["10.0.9.3"], "why": "..."}')
+    addrs = doc.get("addrs")
+    if not isinstance(addrs, list) or not all(_ipv4(a) for a in addrs):
+        raise DocumentError(f"{field}.addrs", addrs, "a list of IPv4 addresses like '10.0.9.3'")
+    why = doc.get("why", "")
+    if not isinstance(why, str) or len(why) > 200 or not why.isprintable():
+        raise DocumentError(f"{field}.why", why, "one line of text, at most 200 characters")
+    return Drained(key, tuple(addrs), why)
+
+
+def drained_doc(drained: Drained) -> dict[str, Any]:
+    return {"addrs": list(drained.addrs), "why": drained.why}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from . import edge, router, slots
 from .document import fqdn
@@ -71,9 +71,11 @@ def apply_routes(
     lookup: Lookup,
     say: Callable[[str], None],
     release_map: str = "",
+    drained: Collection[str] = (),
 ) -> int:
     """Make ``name``'s process serve ``wanted``: only the commands that differ; how many.
-    ``release_map``: the slot map (slot -> release) to keep in step ("": none)."""
+    ``release_map``: the slot map (slot -> release) to keep in step ("": none); ``drained``:
+    addresses whose slots drain (``document.Drained``)."""
     match = name + slots.MATCH_SUFFIX
     state = proc.send("show servers state")
     to_map = slots.map_plan(
@@ -91,7 +93,7 @@ def apply_routes(
             if sum(s.fqdn == fqdn(d) and not s.in_maintenance for s in found[b]) < slots.count(d)
         ]
     )
-    to_pool = [c for b, ds in desired.items() for c in slots.plan(b, found[b], ds, known)]
+    to_pool = [c for b, ds in desired.items() for c in slots.plan(b, found[b], ds, known, drained)]
     if release_map:
         hosts = {b: {fqdn(d): d.release for d in ds} for b, ds in desired.items()}
         present = parse_release_map(proc.send(f"show map {release_map}"))
@@ -111,6 +113,7 @@ def apply_routes(
                 for d in wanted.servers
             )
             + "".join(f"; matched requests -> {d.release}" for d in wanted.matched)
+            + (f"; drained: {', '.join(sorted(drained))}" if drained else "")
         )
     return len(cmds)
 

@@ -15,7 +15,7 @@ one each (``prevent-dup-ip``, its default; a slot left without one waits in DNS 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .document import MAX_REPLICAS, MAX_WEIGHT, Routes, Server, fqdn
@@ -134,8 +134,13 @@ def map_plan(path: str, present: Sequence[str], keys: Sequence[str]) -> list[str
 
 def parse_servers_state(text: str, backend: str) -> list[Slot]:
     """Slots of ``backend`` from ``show servers state`` output (header names the columns)."""
+    return parse_all_servers_state(text).get(backend, [])
+
+
+def parse_all_servers_state(text: str) -> dict[str, list[Slot]]:
+    """Slots of every backend, by backend, from ``show servers state`` output."""
     header: list[str] = []
-    slots = []
+    out: dict[str, list[Slot]] = {}
     for line in text.splitlines():
         if line.startswith("# be_id"):
             header = line[2:].split()
@@ -143,20 +148,20 @@ def parse_servers_state(text: str, backend: str) -> list[Slot]:
         if not line or line.startswith("#") or not header or line[0].isalpha():
             continue
         row = dict(zip(header, line.split(), strict=False))
-        if row.get("be_name") != backend:
+        if "be_name" not in row:
             continue
-        fqdn = row.get("srv_fqdn", "-")
-        slots.append(
+        name = row.get("srv_fqdn", "-")
+        out.setdefault(row["be_name"], []).append(
             Slot(
                 row["srv_name"],
-                "" if fqdn in ("-", PLACEHOLDER) else fqdn,
+                "" if name in ("-", PLACEHOLDER) else name,
                 int(row.get("srv_uweight", "0")),
                 int(row.get("srv_admin_state", "0")),
                 int(row.get("srv_op_state", "0")),
                 "" if row.get("srv_addr", "-") == "-" else row["srv_addr"],
             )
         )
-    return slots
+    return out
 
 
 def plan(
@@ -164,6 +169,7 @@ def plan(
     slots: Sequence[Slot],
     desired: Sequence[Server],
     addresses: Mapping[str, str | Sequence[str]] | None = None,
+    drained: Collection[str] = (),
 ) -> list[str]:
     """Runtime API commands that make ``slots`` serve ``desired`` (pure; empty when in shape).
 
@@ -185,6 +191,11 @@ def plan(
     new slot is one that never had any if there is one; a slot that would keep an address its
     name does not have (another release's) stays in maintenance until one is known; and of two
     slots holding one address (HAProxy never parts them), the second takes a spare one.
+
+    A slot at one of the ``drained`` addresses (``document.Drained``) drains, and serves again
+    once its address is no longer in them, unless its release drains; a new slot is seeded
+    with an address that is not drained first. (A slot that will learn its address from DNS
+    drains at the next pass after it has.)
     """
     known = {name: _addresses(value) for name, value in (addresses or {}).items()}
     needed = sum(count(d) for d in desired)
@@ -209,7 +220,7 @@ def plan(
     cmds: list[str] = []
     for d in desired:
         ips = known.get(fqdn(d), ())
-        cmds += _serve(backend, d, kept[fqdn(d)], free, ips, weights[d.host])
+        cmds += _serve(backend, d, kept[fqdn(d)], free, ips, weights[d.host], drained)
     for slot in free:
         # forced: a slot only waiting for DNS (its release's address gone) would come back and
         # serve on its own once the name answers again (a release restarted after it left)
@@ -233,11 +244,12 @@ def _serve(
     free: list[Slot],
     ips: tuple[str, ...],
     weight: int,
+    drained: Collection[str],
 ) -> list[str]:
     """Commands that make ``keep`` (``d``'s slots now), and as many slots taken out of ``free``
     as it lacks, serve ``d``, each at ``weight``; ``ips``: the addresses of its name."""
     strict = d.replicas > 0
-    spare = [a for a in ips if a not in {s.addr for s in keep}]
+    spare = sorted((a for a in ips if a not in {s.addr for s in keep}), key=lambda a: a in drained)
     cmds: list[str] = []
     seen: set[str] = set()
     for slot in keep:
@@ -246,12 +258,13 @@ def _serve(
         # an address its name no longer has (unknown: kept, but not by a release of replicas)
         usable = slot.addr in ips if ips or strict else True
         stale = slot.in_maintenance and bool(slot.addr) and not usable
-        if (stale or (slot.addr and slot.addr in seen)) and spare:
-            cmds.append(f"set server {at} addr {spare[0]}")
-            seen.add(spare.pop(0))
+        addr = slot.addr
+        if (stale or (addr and addr in seen)) and spare:
+            addr = spare.pop(0)
+            cmds.append(f"set server {at} addr {addr}")
             stale = False
-        seen.add(slot.addr)
-        cmds += _state(at, slot, d, weight, hold=strict and stale)
+        seen.add(addr)
+        cmds += _state(at, slot, d, weight, hold=strict and stale, drain=addr in drained)
     for _ in range(count(d) - len(keep)):
         ip = spare.pop(0) if spare else ""
         slot = free.pop(0) if ip or not strict else _unaddressed(free)
@@ -262,7 +275,8 @@ def _serve(
         if ip and slot.addr:  # never addressed: HAProxy refuses addr
             cmds.append(f"set server {at} addr {ip}")
         new = Slot(slot.name, fqdn(d), -1, slot.admin | 0x01, 0)
-        cmds += _state(at, new, d, weight, hold=strict and bool(slot.addr) and not ip)
+        hold = strict and bool(slot.addr) and not ip
+        cmds += _state(at, new, d, weight, hold, drain=bool(ip and slot.addr) and ip in drained)
     return cmds
 
 
@@ -273,14 +287,18 @@ def _unaddressed(free: list[Slot]) -> Slot:
     return slot
 
 
-def _state(at: str, slot: Slot, d: Server, weight: int, hold: bool) -> list[str]:
-    """``slot``'s weight and drain state as ``d`` asks; ``hold``: it stays in maintenance."""
+def _state(
+    at: str, slot: Slot, d: Server, weight: int, hold: bool, drain: bool = False
+) -> list[str]:
+    """``slot``'s weight and drain state as ``d`` asks; ``hold``: it stays in maintenance;
+    ``drain``: it drains whatever ``d`` asks (its address is drained)."""
     cmds = [f"set server {at} weight {weight}"] if slot.weight != weight else []
     if hold:
         return cmds
-    if d.drain and (slot.forced_maintenance or not slot.draining):
+    drain = drain or d.drain
+    if drain and (slot.forced_maintenance or not slot.draining):
         cmds.append(f"set server {at} state drain")
-    elif not d.drain and (slot.forced_maintenance or slot.draining):
+    elif not drain and (slot.forced_maintenance or slot.draining):
         cmds.append(f"set server {at} state ready")
     return cmds
 
