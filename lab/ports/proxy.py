@@ -97,29 +97,40 @@ class Runtime:
     def slots(self, backend: str) -> list[Any]:
         return list(module("slots").parse_servers_state(self.send("show servers state"), backend))
 
+    def release_slots(self, backend: str, host: str) -> list[Any]:
+        """The slots of ``backend`` that serve the release named ``host``: one named ``host``
+        (a plain container), or one per replica named ``tasks.<host>`` (a Swarm service)."""
+        names = module("document").names(host)
+        return [s for s in self.slots(backend) if s.fqdn in names]
+
     def wait_up(
-        self, backend: str, host: str, timeout: float = 30.0, addr: str | None = None
+        self,
+        backend: str,
+        host: str,
+        timeout: float = 30.0,
+        addr: str | None = None,
+        addrs: tuple[str, ...] = (),
     ) -> None:
         """Wait until the proxy has ``host`` in ``backend`` and its health check passes; with
         ``addr``, at that address (a release started again is a new container at a new
-        address, while its slot may still be UP at the old one until DNS answers again)."""
+        address, while its slot may still be UP at the old one until DNS answers again); with
+        ``addrs`` (a release's replicas), at each of those addresses, every one in a slot of
+        its own."""
         deadline, last = time.monotonic() + timeout, "not in the backend yet"
+        wanted = set(addrs) or ({addr} if addr else set())
         while time.monotonic() < deadline:
             try:
-                slot = next((s for s in self.slots(backend) if s.fqdn == host), None)
-                if (
-                    slot is not None
-                    and slot.operational == 2
-                    and not slot.in_maintenance
-                    and slot.addr  # UP without an address: a never-used slot awaiting DNS
-                    and slot.addr == (addr or slot.addr)
-                ):
+                mine = self.release_slots(backend, host)
+                # UP without an address: a never-used slot awaiting DNS
+                up = {s.addr for s in mine if serving(s) and s.addr}
+                if up and wanted <= up:
                     return
-                if slot is not None:
-                    last = (
-                        f"slot {slot.name}: op_state={slot.operational} admin={slot.admin} "
-                        f"address={slot.addr or 'none yet'}"
-                    )
+                if mine:
+                    last = "; ".join(
+                        f"slot {s.name}: op_state={s.operational} admin={s.admin} "
+                        f"address={s.addr or 'none yet'}"
+                        for s in mine
+                    ) + (f"; not UP yet: {', '.join(sorted(wanted - up))}" if addrs else "")
             except ProxyError as exc:
                 last = str(exc)
             time.sleep(0.1)
@@ -172,11 +183,11 @@ class Runtime:
         )
 
     def wait_released(self, backend: str, host: str, timeout: float = 10.0) -> None:
-        """Wait until no slot of ``backend`` serves ``host`` (any that has it is in
-        maintenance)."""
+        """Wait until no slot of ``backend`` serves ``host`` (any that has it, each of its
+        replicas' included, is in maintenance)."""
         deadline, last = time.monotonic() + timeout, ""
         while time.monotonic() < deadline:
-            serving = [s for s in self.slots(backend) if s.fqdn == host and not s.in_maintenance]
+            serving = [s for s in self.release_slots(backend, host) if not s.in_maintenance]
             if not serving:
                 return
             last = "; ".join(
@@ -194,14 +205,52 @@ class Runtime:
         )
 
     def sessions(self, backend: str, host: str) -> int | None:
-        """Active connections of the slot serving ``host`` (None when no slot serves it)."""
-        slot = next((s for s in self.slots(backend) if s.fqdn == host), None)
-        if slot is None:
+        """Active connections of the slots serving ``host``, all its replicas' summed (None
+        when no slot serves it)."""
+        mine = self.release_slots(backend, host)
+        if not mine:
             return None
-        return parse_sessions(self.send("show stat"), backend, slot.name)
+        return sum_sessions(self.send("show stat"), backend, [s.name for s in mine])
+
+    def wait_addrs_drained(self, addrs: tuple[str, ...], timeout: float = 15.0) -> Drained:
+        """Wait until every slot at one of ``addrs``, in every service's backends, drains (the
+        proxy applied a drained-addresses document: ``document.Drained``) and none of them has
+        an active connection left (bounded by ``timeout``). A slot still taking new requests
+        at the bound raises; connections still open there are the answer's ``left``."""
+        started, wanted = time.monotonic(), set(addrs)
+        while True:
+            found = {
+                b: [s for s in ss if s.addr in wanted]
+                for b, ss in module("slots")
+                .parse_all_servers_state(self.send("show servers state"))
+                .items()
+            }
+            ready = [
+                f"{b}/{s.name} at {s.addr}"
+                for b, ss in found.items()
+                for s in ss
+                if serving(s) and not s.draining
+            ]
+            stat = self.send("show stat") if any(found.values()) else ""
+            left = sum(sum_sessions(stat, b, [s.name for s in ss]) or 0 for b, ss in found.items())
+            waited = time.monotonic() - started
+            if not ready and not left:
+                return Drained(waited, 0)
+            if waited >= timeout and ready:
+                raise ProxyError(
+                    f"drain the slots at {', '.join(sorted(wanted))}",
+                    f"{', '.join(ready)} still take new requests",
+                    timeout=timeout,
+                    hint="Is the drained-addresses document in etcd? The proxy's log on prod "
+                    "says why ('docker logs cdlab-stack_proxy_1' there).",
+                )
+            if waited >= timeout:
+                return Drained(waited, left)
+            time.sleep(0.05)
 
     def wait_drained(self, backend: str, host: str, timeout: float = 15.0) -> Drained:
-        """Wait until ``host`` has no active connection (bounded by ``timeout``)."""
+        """Wait until ``host`` has no active connection, on any of its slots (bounded by
+        ``timeout``)."""
         started = time.monotonic()
         left = self.sessions(backend, host) or 0
         while left and time.monotonic() - started < timeout:
@@ -221,14 +270,26 @@ def describe(row: Any, wanted: Any) -> str:
     return ", ".join(parts + ([row.detail] if row.detail else []))
 
 
+def serving(slot: Any) -> bool:
+    """A slot (``cdlab_proxy.slots.Slot``) that is UP and not in maintenance."""
+    return bool(slot.operational == 2 and not slot.in_maintenance)
+
+
 def parse_sessions(csv_text: str, backend: str, server: str) -> int | None:
     """``scur`` (current sessions) of ``backend/server`` from ``show stat`` CSV (pure)."""
+    return sum_sessions(csv_text, backend, [server])
+
+
+def sum_sessions(csv_text: str, backend: str, servers: list[str]) -> int | None:
+    """``scur`` (current sessions) of ``servers`` of ``backend`` summed, from ``show stat``
+    CSV (pure); None when none of them is in it."""
     lines = csv_text.splitlines()
     if not lines or not lines[0].startswith("# "):
         return None
     header = lines[0][2:].split(",")
+    found = None
     for line in lines[1:]:
         row = dict(zip(header, line.split(","), strict=False))
-        if row.get("pxname") == backend and row.get("svname") == server:
-            return int(row.get("scur") or 0)
-    return None
+        if row.get("pxname") == backend and row.get("svname") in servers:
+            found = (found or 0) + int(row.get("scur") or 0)
+    return found

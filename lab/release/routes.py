@@ -2,6 +2,10 @@
 
 Stored in etcd at ``/cdlab/routes/<service>``; the proxy applies them through HAProxy's Runtime
 API. The format is defined once, in ``services/proxy/cdlab_proxy/document.py``.
+
+A server's ``replicas`` is how its release runs (0: a plain container; K: a Swarm service of K
+replicas, K slots in the proxy). It is set when the release is staged, and every transition
+below carries each server it keeps with its own value.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class Server:
     host: str  # the release's DNS name on the stack network
     weight: int
     drain: bool = False
+    replicas: int = 0  # 0: a plain container; K: a Swarm service of K replicas
 
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -92,7 +97,9 @@ class Routes:
         m = self.match
         wire = doc.Routes(
             self.service,
-            tuple(doc.Server(s.release, s.host, s.weight, s.drain) for s in self.servers),
+            tuple(
+                doc.Server(s.release, s.host, s.weight, s.drain, s.replicas) for s in self.servers
+            ),
             None
             if m is None
             else doc.Match(m.kind, m.name, m.value, m.release, host_name(self.service, m.release)),
@@ -108,7 +115,9 @@ def from_doc(doc: Any, service: str) -> Routes:
         parsed = wire.parse_routes(doc, service)
     except wire.DocumentError as exc:
         raise ConfigError(exc.field, exc.value, exc.expected) from exc
-    servers = tuple(Server(s.release, s.host, s.weight, s.drain) for s in parsed.servers)
+    servers = tuple(
+        Server(s.release, s.host, s.weight, s.drain, s.replicas) for s in parsed.servers
+    )
     m = parsed.match
     match = None if m is None else Match(m.kind, m.name, m.value, m.release)
     return Routes(service, servers, match)
@@ -118,29 +127,42 @@ def host_name(service: str, release: str) -> str:
     return f"{service}-{release}"
 
 
+def replicas_of(current: Routes, release: str) -> int:
+    """``release``'s replicas in ``current`` (0 when it is not in the pool)."""
+    return next((s.replicas for s in current.servers if s.release == release), 0)
+
+
+def _server(current: Routes, release: str, weight: int, drain: bool = False) -> Server:
+    """``release`` at ``weight``, with the replicas it has in ``current``."""
+    host = host_name(current.service, release)
+    return Server(release, host, weight, drain, replicas_of(current, release))
+
+
 def switch_to(current: Routes, release: str, keep_previous: bool = True) -> Routes:
     """All traffic to ``release``; the previously live release stays routed but drained (warm,
     for an instant rollback); any other release leaves the pool (pure)."""
     previous = current.live
-    servers = [Server(release, host_name(current.service, release), 100)]
+    servers = [_server(current, release, 100)]
     if keep_previous and previous and previous != release:
-        servers.append(Server(previous, host_name(current.service, previous), 0, drain=True))
+        servers.append(_server(current, previous, 0, drain=True))
     return Routes(current.service, tuple(servers))
 
 
-def stage(current: Routes, release: str) -> Routes:
-    """``current`` plus ``release`` in the pool at weight 0: health-checked, receiving nothing."""
+def stage(current: Routes, release: str, replicas: int = 0) -> Routes:
+    """``current`` plus ``release`` (``replicas``: how it runs, see ``Server``) in the pool at
+    weight 0: health-checked, receiving nothing."""
     others = tuple(s for s in current.servers if s.release != release)
     return Routes(
         current.service,
-        (*others, Server(release, host_name(current.service, release), 0)),
+        (*others, Server(release, host_name(current.service, release), 0, replicas=replicas)),
         current.match,
     )
 
 
-def matched(current: Routes, match: Match) -> Routes:
-    """``current`` with ``match.release`` (staged at weight 0) serving matched requests (pure)."""
-    return dataclasses.replace(stage(current, match.release), match=match)
+def matched(current: Routes, match: Match, replicas: int = 0) -> Routes:
+    """``current`` with ``match.release`` (staged at weight 0 with ``replicas``) serving matched
+    requests (pure)."""
+    return dataclasses.replace(stage(current, match.release, replicas), match=match)
 
 
 def without(current: Routes, release: str) -> Routes:
@@ -187,8 +209,8 @@ def canary(current: Routes, release: str, weight: int) -> Routes:
     for s in current.servers:
         if s.release == release:
             continue
-        servers.append(Server(s.release, s.host, 100 - weight) if s.release == live else s)
-    servers.append(Server(release, host_name(current.service, release), weight))
+        servers.append(dataclasses.replace(s, weight=100 - weight) if s.release == live else s)
+    servers.append(_server(current, release, weight))
     return Routes(current.service, tuple(servers))
 
 

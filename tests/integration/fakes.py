@@ -1,8 +1,8 @@
 """Stand-ins the lab talks to, for a real run without the lab: etcd's v3 JSON gateway
 (``EtcdStore``: key-value with revisions, transactions, leases; served over HTTP by ``FakeEtcd``,
 with watch, or in memory by ``StoreTransport``) and a DNS server that answers every name with
-127.0.0.1. Standard library only (and requests, for ``StoreTransport``); each server binds
-127.0.0.1 on a port the system picks."""
+127.0.0.1 unless a test gave it other addresses. Standard library only (and requests, for
+``StoreTransport``); each server binds 127.0.0.1 on a port the system picks."""
 
 from __future__ import annotations
 
@@ -344,18 +344,34 @@ class _Gateway(http.server.BaseHTTPRequestHandler):
 
 
 class FakeDns:
-    """Answers every A question with 127.0.0.1 (TTL 1 s), AAAA with no record, and names
-    ending in ``.invalid`` with NXDOMAIN."""
+    """Answers A questions from ``names`` (name -> IPv4 addresses, TTL 1 s; changed by a test
+    while it runs: ``set``), a name it does not hold with 127.0.0.1, a name held with no
+    address and names ending in ``.invalid`` with NXDOMAIN; AAAA with no record."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
+        self.names: dict[str, list[str]] = {}
+        self.lock = threading.Lock()
         threading.Thread(target=self._serve, daemon=True).start()
 
     @property
     def address(self) -> str:
         host, port = self.sock.getsockname()
         return f"{host}:{port}"
+
+    def set(self, name: str, addresses: list[str]) -> None:
+        """``name`` answers ``addresses`` from the next question on ([]: NXDOMAIN)."""
+        with self.lock:
+            self.names[name.lower()] = list(addresses)
+
+    def _lookup(self, name: str) -> list[str] | None:
+        """The addresses of ``name`` (None: NXDOMAIN)."""
+        if name.endswith(".invalid"):
+            return None
+        with self.lock:
+            found = self.names.get(name.lower(), ["127.0.0.1"])
+        return found or None
 
     def _serve(self) -> None:
         while True:
@@ -364,19 +380,22 @@ class FakeDns:
             except OSError:
                 return
             (tid,) = struct.unpack("!H", data[:2])
-            i = 12
+            i, labels = 12, []
             while data[i]:
+                labels.append(data[i + 1 : i + 1 + data[i]].decode(errors="replace"))
                 i += data[i] + 1
-            question, name = data[12 : i + 5], data[12:i]
+            question = data[12 : i + 5]
             (qtype,) = struct.unpack("!H", data[i + 1 : i + 3])
-            if name.endswith(b"\x07invalid"):
+            found = self._lookup(".".join(labels))
+            if found is None:
                 self.sock.sendto(struct.pack("!6H", tid, 0x8183, 1, 0, 0, 0) + question, peer)
                 continue
-            answer = b""
-            if qtype == 1:
-                answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 1, 4) + bytes([127, 0, 0, 1])
-            head = struct.pack("!6H", tid, 0x8180, 1, 1 if answer else 0, 0, 0)
-            self.sock.sendto(head + question + answer, peer)
+            answers = [
+                b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 1, 4) + socket.inet_aton(ip)
+                for ip in (found if qtype == 1 else [])
+            ]
+            head = struct.pack("!6H", tid, 0x8180, 1, len(answers), 0, 0)
+            self.sock.sendto(head + question + b"".join(answers), peer)
 
     def close(self) -> None:
         self.sock.close()

@@ -4,33 +4,31 @@ this machine, with a fake etcd and a fake DNS server, every port on 127.0.0.1 ch
 What a user relies on: a new service's frontend starts while another service keeps answering
 every request; a changed frontend replaces that service's process only, without a failed
 request; the Runtime API port answers for every process; a deleted frontend stops its process;
-a frontend on another service's port is refused and says why.
+a frontend on another service's port is refused and says why. With releases as Swarm services
+(``CDLAB_PROXY_MODE=swarm``, a second supervisor): a release of three replicas is served by a
+slot at each of their addresses, an address gone from DNS leaves the pool, a drained-addresses
+document drains a replica until it is deleted, and a replica whose node died (its SYNs dropped)
+is taken out within a second without a failed request.
 """
 
 from __future__ import annotations
 
 import http.client
-import http.server
 import os
-import random
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 from cdlab_logs import proxy as logs_proxy
+from cdlab_proxy.slots import MATCH_SLOTS
 
-from lab.ports.proxy import ProxyError, Runtime
-from tests.integration.fakes import FakeCarbon, FakeDns, FakeEtcd, FakeSyslog
+from lab.ports.proxy import ProxyError, serving
+from tests.integration.proxy_harness import FRONTENDS, ROUTES, Load, Proxy, supervisor, wait_for
+from tests.integration.replicas import Paced, Replica, port_on_all
 
 pytestmark = [
     pytest.mark.skipif(
@@ -40,195 +38,12 @@ pytestmark = [
     # one supervisor for the module, its tests in order: never split across xdist workers
     pytest.mark.xdist_group("proxy-supervisor"),
 ]
-ROOT = Path(__file__).resolve().parents[2]
-FRONTENDS, ROUTES = "/cdlab/frontends/", "/cdlab/routes/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_shift() -> int:
-    """An offset that moves the public ports 8000-8008 onto nine free ports."""
-    for _ in range(50):
-        shift = random.randrange(20000, 50000)
-        try:
-            for port in range(8000 + shift, 8009 + shift):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return shift
-    raise RuntimeError("no nine free ports in a row found")
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline, last = time.monotonic() + timeout, "not tried"
-    while time.monotonic() < deadline:
-        try:
-            got = check()
-            if got:
-                return got
-            last = f"got {got!r}"
-        except (OSError, ProxyError, http.client.HTTPException) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.05)
-    raise AssertionError(f"{what} within {timeout:.0f} s (last: {last})")
-
-
-class _Release(http.server.ThreadingHTTPServer):
-    """A release: 200 on every path but /fail (500) and /close (the connection closed, no
-    answer), and a wrong X-Release (the proxy names the release)."""
-
-    daemon_threads = True
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(("127.0.0.1", 0), _Answer)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A health check may close before the answer is written: not an error here."""
-
-
-class _Answer(http.server.BaseHTTPRequestHandler):
-    server: _Release
-
-    def do_GET(self) -> None:
-        if self.path == "/close":
-            self.close_connection = True
-            return
-        body = self.server.name.encode()
-        self.send_response(500 if self.path == "/fail" else 200)
-        self.send_header("X-Release", "not-" + self.server.name)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet."""
-
-
-@dataclass
-class Proxy:
-    etcd: FakeEtcd
-    runtime: Runtime
-    shift: int
-    web: int
-    releases: dict[str, _Release]
-    log: Path
-    carbon: FakeCarbon
-    syslog: FakeSyslog
-
-    def get(
-        self, public_port: int, headers: dict[str, str] | None = None, path: str = "/version"
-    ) -> tuple[int, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", public_port + self.shift, timeout=5)
-        try:
-            conn.request("GET", path, headers=headers or {})
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status, resp.getheader("X-Release") or ""
-        finally:
-            conn.close()
-
-    def refused(self, public_port: int) -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", public_port + self.shift)) != 0
-
-    def frontend(self, name: str, public_port: int, **extra: Any) -> dict[str, Any]:
-        doc = {
-            "name": name,
-            "public_port": public_port,
-            "port": self.releases[name].server_address[1],
-            "health": "/health",
-            "maxconn": 0,
-            **extra,
-        }
-        self.etcd.put(FRONTENDS + name, doc)
-        return doc
-
-    def route(self, name: str) -> None:
-        server = {"release": name + "-1", "host": "localhost", "weight": 100, "drain": False}
-        self.etcd.put(ROUTES + name, {"service": name, "servers": [server]})
-
-    def pids(self) -> dict[str, int | None]:
-        return {r.service: r.pid for r in self.runtime.frontends() or []}
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    tmp = tmp_path_factory.mktemp("proxy")
-    etcd, dns, carbon, syslog = FakeEtcd(), FakeDns(), FakeCarbon(), FakeSyslog()
-    runtime_port, web_port, shift = free_port(), free_port(), free_shift()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT / "services" / "proxy"),
-        "CDLAB_PROXY_RUN_DIR": str(tmp / "run"),
-        "CDLAB_PROXY_BIND": "127.0.0.1",
-        "CDLAB_PROXY_LISTEN": "127.0.0.1",
-        "CDLAB_PROXY_PORT_SHIFT": str(shift),
-        "CDLAB_PROXY_NAMESERVER": dns.address,
-        "CDLAB_PROXY_RUNTIME_PORT": str(runtime_port),
-        "CDLAB_PROXY_WEB_PORT": str(web_port),
-        "ETCD_HOST": "127.0.0.1",
-        "ETCD_PORT": str(etcd.port),
-        "CDLAB_PROXY_CARBON": carbon.address,
-        "CDLAB_PROXY_EDGE_LISTEN": f"127.0.0.1:{free_port()}",
-        "CDLAB_PROXY_LOG_STORE": syslog.address,
-    }
-    log = tmp / "supervisor.log"
-    with log.open("wb") as out:
-        sup = subprocess.Popen(
-            [sys.executable, "-m", "cdlab_proxy"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    releases = {name: _Release(name) for name in ("app", "quotes")}
-    try:
-        yield Proxy(
-            etcd, Runtime("127.0.0.1", runtime_port), shift, web_port, releases, log, carbon, syslog
-        )
-    finally:
-        sup.send_signal(signal.SIGTERM)
-        try:
-            sup.wait(40)
-        except subprocess.TimeoutExpired:
-            sup.kill()
-        for r in releases.values():
-            r.shutdown()
-        dns.close()
-        etcd.shutdown()
-        carbon.close()
-        syslog.close()
-        print(f"\n--- supervisor's log ({log})\n" + log.read_text()[-4000:])
-
-
-class Load:
-    """Requests in a loop on new connections (each one accepted by HAProxy) until stopped."""
-
-    def __init__(self, proxy: Proxy, public_port: int, threads: int = 4) -> None:
-        self.results: Counter[str] = Counter()
-        self.stop = threading.Event()
-        self.workers = [
-            threading.Thread(target=self._run, args=(proxy, public_port)) for _ in range(threads)
-        ]
-        for w in self.workers:
-            w.start()
-
-    def _run(self, proxy: Proxy, public_port: int) -> None:
-        while not self.stop.is_set():
-            try:
-                status, release = proxy.get(public_port)
-                self.results[f"{status} {release}"] += 1
-            except (OSError, http.client.HTTPException) as exc:
-                self.results[type(exc).__name__] += 1
-
-    def end(self) -> Counter[str]:
-        self.stop.set()
-        for w in self.workers:
-            w.join()
-        return self.results
+    with supervisor(tmp_path_factory.mktemp("proxy")) as running:
+        yield running
 
 
 def test_a_frontend_and_its_routes_serve_the_service(proxy: Proxy) -> None:
@@ -280,7 +95,7 @@ def test_the_runtime_api_port_answers_for_every_process(proxy: Proxy) -> None:
     state = rt.send("show servers state")
     assert state.startswith("1\n# be_id ") and state.count("# be_id") == 1
     assert {s.fqdn for s in rt.slots("quotes")} >= {"localhost"}
-    assert [s.name for s in rt.slots("app-match")] == ["r1", "r2"]
+    assert [s.name for s in rt.slots("app-match")] == [f"r{i}" for i in range(1, MATCH_SLOTS + 1)]
     assert rt.sessions("app", "localhost") == 0
     assert rt.send("set server nosuch/r1 state ready").strip() == "No such backend."
     assert "app/r1" in rt.send("get weight app/r1") or rt.send("get weight app/r1")[0].isdigit()
@@ -375,3 +190,129 @@ def test_a_deleted_frontend_stops_its_process_and_health_stays_ok(proxy: Proxy) 
     resp = conn.getresponse()
     assert (resp.status, resp.read()) == (200, b"ok: 1 service(s)\n")
     assert proxy.get(8000) == (200, "app-1")
+
+
+# -- a release of replicas (the proxy in swarm mode) -----------------------------------------
+
+IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")  # loopback: the traffic never leaves the machine
+TASKS = "tasks.app-r3"  # Docker's DNS name of release r3's tasks (FakeDns answers it here)
+
+
+@dataclass
+class Swarm:
+    proxy: Proxy
+    replicas: dict[str, Replica]
+
+    def up(self) -> set[str]:
+        """The addresses of release r3's slots that are UP."""
+        return {s.addr for s in self.proxy.runtime.release_slots("app", "app-r3") if serving(s)}
+
+    def ready(self) -> set[str]:
+        """The addresses of release r3's slots that take new requests."""
+        slots = self.proxy.runtime.release_slots("app", "app-r3")
+        return {s.addr for s in slots if serving(s) and not s.draining}
+
+    def check_status(self, slot: str) -> str:
+        """The last health check's status of ``app/<slot>`` (``show stat``: L4TOUT, L4CON...)."""
+        stat = self.proxy.runtime.send("show stat").splitlines()
+        header = stat[0][2:].split(",")
+        rows = [dict(zip(header, line.split(","), strict=False)) for line in stat[1:]]
+        return next(
+            r["check_status"] for r in rows if (r.get("pxname"), r.get("svname")) == ("app", slot)
+        )
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+    """A supervisor in swarm mode serving app's release r3: three replicas on one port."""
+    port = port_on_all(IPS)
+    replicas = {ip: Replica(ip, port) for ip in IPS}
+    try:
+        with supervisor(tmp_path_factory.mktemp("swarm"), mode="swarm") as running:
+            running.dns.set(TASKS, list(IPS))
+            front = {"name": "app", "public_port": 8000, "port": port, "health": "/health"}
+            running.etcd.put(FRONTENDS + "app", {**front, "maxconn": 0})
+            server = {"release": "r3", "host": "app-r3", "weight": 100, "replicas": 3}
+            running.etcd.put(ROUTES + "app", {"service": "app", "servers": [server]})
+            running.runtime.wait_frontend({**front, "maxconn": 0}, timeout=15)
+            yield Swarm(running, replicas)
+    finally:
+        for r in replicas.values():
+            r.close()
+
+
+def test_a_release_of_three_replicas_has_a_slot_at_each_address_and_each_serves(
+    swarm: Swarm,
+) -> None:
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
+    mine = swarm.proxy.runtime.release_slots("app", "app-r3")
+    assert sorted(s.addr for s in mine) == list(IPS), "one slot per replica, none shared"
+    assert {(s.fqdn, s.weight) for s in mine} == {(TASKS, 256)}
+    answers = Counter(swarm.proxy.answer(8000) for _ in range(60))
+    assert set(answers) == {(200, "r3", ip) for ip in IPS}, answers
+    assert min(answers.values()) >= 15, f"round robin over the three: {answers}"
+
+
+def test_an_address_dropped_from_dns_leaves_the_pool_within_a_second_and_a_half(
+    swarm: Swarm,
+) -> None:
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
+    swarm.proxy.dns.set(TASKS, [IPS[0], IPS[2]])
+    dropped = time.monotonic()
+    wait_for(lambda: IPS[1] not in swarm.up(), f"{IPS[1]}'s slot out of the pool", timeout=5)
+    took = time.monotonic() - dropped
+    answers = Counter(swarm.proxy.answer(8000)[2] for _ in range(30))
+    swarm.proxy.dns.set(TASKS, list(IPS))
+    assert set(answers) == {IPS[0], IPS[2]}, answers
+    assert took < 1.5, f"{IPS[1]} left the pool {took:.2f} s after it left DNS"
+    print(f"\nan address dropped from DNS left the pool in {took:.2f} s")
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)  # back in DNS: back
+
+
+def test_a_drained_address_takes_no_new_request_until_its_document_is_deleted(
+    swarm: Swarm,
+) -> None:
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
+    key = "/cdlab/drained/node-2"
+    swarm.proxy.etcd.put(key, {"addrs": [IPS[1]], "why": "a node's maintenance"})
+    assert swarm.proxy.runtime.wait_addrs_drained((IPS[1],), timeout=10).left == 0
+    drained = Counter(swarm.proxy.answer(8000)[2] for _ in range(30))
+    swarm.proxy.etcd.delete(key)
+    wait_for(lambda: swarm.ready() == set(IPS), f"{IPS[1]} taking requests again", timeout=10)
+    back = Counter(swarm.proxy.answer(8000)[2] for _ in range(30))
+    assert set(drained) == {IPS[0], IPS[2]}, drained
+    assert set(back) == set(IPS), back
+
+
+def test_a_blackholed_replica_is_down_within_a_second_under_load_and_no_request_fails(
+    swarm: Swarm,
+) -> None:
+    """A node gone: its replica's address still in DNS (Swarm keeps it there for seconds),
+    every SYN to it dropped. The first request sent there fails to connect in 200 ms, is
+    retried on another replica, and leaves the slot one failed check from DOWN."""
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
+    dead = IPS[2]
+    load = Paced(swarm.proxy, 8000, rate=100)
+    try:
+        wait_for(lambda: load.by(dead) >= 20, "the load reaching every replica", timeout=10)
+        answered = swarm.replicas[dead].freeze()
+        frozen = time.monotonic()
+        wait_for(lambda: dead not in swarm.up(), f"{dead}'s slot DOWN", timeout=10)
+        took = time.monotonic() - frozen
+        after = load.count()
+        wait_for(lambda: load.count() >= after + 100, "100 requests more", timeout=10)
+        slot = next(s for s in swarm.proxy.runtime.release_slots("app", "app-r3") if s.addr == dead)
+    finally:
+        results = load.end()
+    failed = {k: n for k, n in results.items() if not k.startswith("200 r3 ")}
+    total = sum(results.values())
+    print(
+        f"\nblackholed replica DOWN {took:.2f} s after its SYNs were dropped; {total} requests "
+        f"at ~100/s, {sum(failed.values())} failed; {answered} answered while it froze; {results}"
+    )
+    assert failed == {}, f"requests failed: {failed} (of {total})"
+    assert (slot.operational, slot.in_maintenance) == (0, False), "DOWN by its checks"
+    # dropped, not refused: a check's connection times out (a refused one is L4CON)
+    wait_for(lambda: swarm.check_status(slot.name) == "L4TOUT", "a check timed out", timeout=5)
+    # single mode takes it out by its checks alone: 1.2 s here
+    assert took < 1.0, f"DOWN only {took:.2f} s after the replica stopped answering SYNs"

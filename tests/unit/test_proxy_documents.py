@@ -197,3 +197,32 @@ def test_no_pattern_takes_a_trailing_newline(pattern: str) -> None:
     good = {"MATCH_RELEASE": "3f9c2e1a0b1c", "NAME": "app"}.get(pattern, "abc")
     assert getattr(document, pattern).match(good)
     assert not getattr(document, pattern).match(good + "\n")
+
+
+def test_a_servers_replicas_read_back_and_are_written_only_when_there_are_some() -> None:
+    doc = {"service": "app", "servers": [{**SERVER, "replicas": 3}, {**SERVER, "host": "b"}]}
+    routes = document.parse_routes(doc, "app")
+    assert [s.replicas for s in routes.servers] == [3, 0]
+    assert document.routes_doc(routes) == {
+        "service": "app",
+        "servers": [{**SERVER, "replicas": 3}, {**SERVER, "host": "b"}],
+    }
+    zero = document.parse_routes({"service": "app", "servers": [{**SERVER, "replicas": 0}]}, "app")
+    assert document.routes_doc(zero) == {"service": "app", "servers": [SERVER]}
+
+
+@pytest.mark.parametrize("replicas", [-1, 9, True, False, "3", 1.5, None])
+def test_replicas_beyond_the_proxys_slots_or_not_an_integer_are_refused(replicas: Any) -> None:
+    doc = {"service": "app", "servers": [{**SERVER, "replicas": replicas}]}
+    with pytest.raises(document.DocumentError) as err:
+        document.parse_routes(doc, "app")
+    assert err.value.field == "routes[app].servers[0].replicas"
+    assert err.value.expected == document.REPLICAS_FORM and "an integer 0-8" in str(err.value)
+
+
+def test_a_release_of_replicas_is_found_at_its_tasks_name() -> None:
+    plain = document.Server("3f9c2e1a0b1c", "app-3f9c2e1a0b1c", 100)
+    swarm = document.Server("3f9c2e1a0b1c", "app-3f9c2e1a0b1c", 100, replicas=1)
+    assert document.fqdn(plain) == "app-3f9c2e1a0b1c"
+    assert document.fqdn(swarm) == "tasks.app-3f9c2e1a0b1c"
+    assert document.names("app-x") == ("app-x", "tasks.app-x")

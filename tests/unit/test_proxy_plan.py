@@ -274,7 +274,7 @@ def test_matched_requests_go_to_their_own_backend_only_while_it_is_up() -> None:
         "use_backend app-match if { nbsrv(app-match) gt 0 } "
         "{ req.hdrs,map_reg(/run/x/app.map) -m found }" in cfg
     )
-    assert "backend app-match" in cfg and "server-template r 1-2 " in cfg
+    assert "backend app-match" in cfg and f"server-template r 1-{slots.MATCH_SLOTS} " in cfg
 
 
 def test_parse_sessions_reads_scur_of_one_server() -> None:

@@ -67,18 +67,29 @@ def main() -> int:
         sup.reconcile()
         etcd.watch(document.FRONTENDS_PREFIX, lambda keys: sup.reconcile())
 
-    def routes() -> None:
-        if sup.ready:  # the first full pass starts the processes and applies their routes
-            sup.reconcile_routes()
-            etcd.watch(document.ROUTES_PREFIX, sup.reconcile_routes)
-        else:
-            time.sleep(0.1)
+    def watching(prefix: str, changed: Callable[[list[str] | None], None]) -> Callable[[], None]:
+        """A pass of every service's routes, then ``changed`` at each change under ``prefix``;
+        not before the first full pass has started the processes and applied their routes."""
+
+        def step() -> None:
+            if sup.ready:
+                sup.reconcile_routes()
+                etcd.watch(prefix, changed)
+            else:
+                time.sleep(0.1)
+
+        return step
+
+    routes = watching(document.ROUTES_PREFIX, sup.reconcile_routes)
+    # a node's addresses drained or back: every service's slots there
+    drained = watching(document.DRAINED_PREFIX, lambda keys: sup.reconcile_routes())
 
     def resync() -> None:
         sup.wait(RESYNC)
         sup.reconcile()
 
-    for name, step in (("frontends", frontends), ("routes", routes), ("resync", resync)):
+    steps = (("frontends", frontends), ("routes", routes), ("drained", drained), ("resync", resync))
+    for name, step in steps:
         threading.Thread(target=_forever, args=(name, step), daemon=True, name=name).start()
     log(
         f"Runtime API on {settings.runtime_listen or settings.listen}:{settings.runtime_port}"

@@ -5,14 +5,30 @@ and drain state, and optionally a candidate serving matched requests only (A/B):
 
     {"service": "app",
      "servers": [{"release": "3f9c2e1a0b1c", "host": "app-3f9c2e1a0b1c",
-                  "weight": 100, "drain": false}],
+                  "weight": 100, "drain": false},
+                 {"release": "5d1e0c9b8a7f", "host": "app-5d1e0c9b8a7f",
+                  "weight": 0, "drain": false, "replicas": 3}],
      "match": {"kind": "header", "name": "X-Canary", "value": "1",
                "release": "5d1e0c9b8a7f", "host": "app-5d1e0c9b8a7f"}}
+
+A server's ``replicas`` says how the release runs: absent or 0, one plain container whose DNS
+name is ``host`` (one slot in the proxy); K from 1 to ``MAX_REPLICAS``, a Swarm service of K
+replicas: K slots, all named ``tasks.<host>``, the name Docker's DNS answers with the address of
+every healthy task (``fqdn``). ``host`` stays the release's identity either way. A document
+without the key is read as it always was, and one whose servers all have 0 is written without
+it, byte for byte as before. The candidate on matched requests runs as its server in the pool
+(the one with its host) does.
 
 A service's FRONTEND, at ``/cdlab/frontends/<service>``: the proxy runs one HAProxy for it while
 the document exists::
 
     {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0}
+
+DRAINED addresses, at ``/cdlab/drained/<key>`` (a node's name, say): while the document exists,
+every slot at one of its addresses drains, whatever its release (the replicas of a node about to
+restart); once it is deleted they serve again, unless their release drains::
+
+    {"addrs": ["10.100.201.7", "10.100.201.9"], "why": "restart of prod-2"}
 
 ``parse_*`` validate a decoded document (``DocumentError`` names the field, the value and the
 expected form); ``*_doc`` give the JSON-ready form. Keys a reader does not know are ignored, so
@@ -21,6 +37,7 @@ a newer writer does not stop an older reader. Standard library only.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -28,9 +45,16 @@ from typing import Any
 
 ROUTES_PREFIX = "/cdlab/routes/"
 FRONTENDS_PREFIX = "/cdlab/frontends/"
+DRAINED_PREFIX = "/cdlab/drained/"
 PUBLIC_PORTS = range(8000, 8009)  # published by the proxy's container (compose/stack.yml)
 MAX_WEIGHT = 256
 MAX_CONNECTIONS = 10000
+MAX_REPLICAS = 8  # a release's replicas: the proxy's slot counts are sized for it (slots.py)
+TASKS = "tasks."  # Docker's DNS name of every healthy task of a service: tasks.<service>
+REPLICAS_FORM = (
+    f"an integer 0-{MAX_REPLICAS}: 0 for a plain container, else the replicas of the release's "
+    "Swarm service"
+)
 
 # a service's name (its folder under services/): 1 to 31 characters
 NAME = re.compile(r"\A[a-z](?:[a-z0-9-]{0,29}[a-z0-9])?\Z")
@@ -73,9 +97,22 @@ class Server:
     """A release in a service's pool."""
 
     release: str
-    host: str  # the release's DNS name on the stack network
+    host: str  # the release's DNS name on the stack network (its service's, on a swarm)
     weight: int  # 0..MAX_WEIGHT
     drain: bool = False
+    replicas: int = 0  # 0: a plain container; K: a Swarm service of K replicas (K slots)
+
+
+def fqdn(server: Server) -> str:
+    """The name the proxy's slots of ``server`` resolve: ``host`` for a plain container,
+    ``tasks.<host>`` (every healthy replica's address) for a Swarm service."""
+    return TASKS + server.host if server.replicas else server.host
+
+
+def names(host: str) -> tuple[str, str]:
+    """Every name a slot of the release named ``host`` may carry (the lab's client looks its
+    slots up by host, whatever the release runs as)."""
+    return host, TASKS + host
 
 
 @dataclass(frozen=True)
@@ -152,6 +189,9 @@ def parse_routes(doc: object, service: str) -> Routes:
             _text(s, "host", HOST, at, "a DNS name such as 'app-3f9c2e1a0b1c'"),
             _int(s, "weight", range(MAX_WEIGHT + 1), at, f"an integer 0-{MAX_WEIGHT}"),
             s.get("drain", False),
+            _int(s, "replicas", range(MAX_REPLICAS + 1), at, REPLICAS_FORM)
+            if "replicas" in s
+            else 0,
         )
         if not isinstance(server.drain, bool):
             raise DocumentError(f"{at}.drain", server.drain, "true or false")
@@ -179,10 +219,7 @@ def parse_routes(doc: object, service: str) -> Routes:
 def routes_doc(routes: Routes) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "service": routes.service,
-        "servers": [
-            {"release": s.release, "host": s.host, "weight": s.weight, "drain": s.drain}
-            for s in routes.servers
-        ],
+        "servers": [_server_doc(s) for s in routes.servers],
     }
     if routes.match is not None:
         m = routes.match
@@ -193,6 +230,18 @@ def routes_doc(routes: Routes) -> dict[str, Any]:
             "release": m.release,
             "host": m.host,
         }
+    return doc
+
+
+def _server_doc(s: Server) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "release": s.release,
+        "host": s.host,
+        "weight": s.weight,
+        "drain": s.drain,
+    }
+    if s.replicas:  # only then: an older reader ignores it, a one-node document is unchanged
+        doc["replicas"] = s.replicas
     return doc
 
 
@@ -238,3 +287,37 @@ def changes(old: Frontend, new: Frontend) -> str:
         ("maxconn", old.maxconn, new.maxconn),
     )
     return ", ".join(f"{name} {a} -> {b}" for name, a, b in fields if a != b) or "nothing"
+
+
+@dataclass(frozen=True)
+class Drained:
+    """Addresses whose slots drain in every pool while the document ``key`` exists."""
+
+    key: str  # the part of the document's key after DRAINED_PREFIX
+    addrs: tuple[str, ...]
+    why: str = ""  # for people: what the addresses are taken out for
+
+
+def _ipv4(text: object) -> bool:
+    try:
+        return isinstance(text, str) and str(ipaddress.IPv4Address(text)) == text
+    except ValueError:
+        return False
+
+
+def parse_drained(doc: object, key: str) -> Drained:
+    """A drained-addresses document (``key``: the part of its key after ``DRAINED_PREFIX``)."""
+    field = f"drained[{key}]"
+    if not isinstance(doc, dict):
+        raise DocumentError(field, doc, 'an object like {"addrs": ["10.0.9.3"], "why": "..."}')
+    addrs = doc.get("addrs")
+    if not isinstance(addrs, list) or not all(_ipv4(a) for a in addrs):
+        raise DocumentError(f"{field}.addrs", addrs, "a list of IPv4 addresses like '10.0.9.3'")
+    why = doc.get("why", "")
+    if not isinstance(why, str) or len(why) > 200 or not why.isprintable():
+        raise DocumentError(f"{field}.why", why, "one line of text, at most 200 characters")
+    return Drained(key, tuple(addrs), why)
+
+
+def drained_doc(drained: Drained) -> dict[str, Any]:
+    return {"addrs": list(drained.addrs), "why": drained.why}

@@ -259,6 +259,6 @@ def release_keys(
     slots: Iterable[tuple[str, str, str]], hosts: Mapping[str, Mapping[str, str]]
 ) -> dict[str, str]:
     """The slot map's entries: ``<backend>/<server>`` -> release, for every slot (backend,
-    server, fqdn) whose name is a host routed in its backend (``hosts``: backend -> host ->
-    release)."""
+    server, fqdn) whose name is one routed in its backend (``hosts``: backend -> slot name, as
+    ``document.fqdn`` gives it -> release)."""
     return {f"{b}/{s}": hosts[b][fqdn] for b, s, fqdn in slots if fqdn in hosts.get(b, {})}

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from . import edge, router, slots
+from .document import fqdn
 from .haproxy import Process
 
 _NAMED = re.compile(r"^set server (\S+) fqdn (\S+)$")
@@ -15,13 +16,17 @@ _NAMED = re.compile(r"^set server (\S+) fqdn (\S+)$")
 QUIET = ("IP changed", "no need to change")  # answers that only confirm what was asked
 
 
-def resolve(hosts: list[str]) -> dict[str, str]:
-    """IPv4 addresses of the releases' names on the stack network (Docker's DNS); a name that
-    does not resolve yet is left to HAProxy's resolvers."""
+Lookup = Callable[[list[str]], Mapping[str, tuple[str, ...]]]
+
+
+def resolve(names: list[str]) -> dict[str, tuple[str, ...]]:
+    """Every IPv4 address of each of the releases' names on the stack network (Docker's DNS:
+    a container's name, one; ``tasks.<service>``, each healthy replica's); a name that does not
+    resolve yet is left to HAProxy's resolvers."""
     out = {}
-    for host in hosts:
+    for name in names:
         try:
-            out[host] = socket.gethostbyname(host)
+            out[name] = tuple(socket.gethostbyname_ex(name)[2])
         except OSError:
             continue
     return out
@@ -43,7 +48,7 @@ def with_releases(
     slot is given a release's name, while it is still in maintenance, so its first answer
     already carries the right X-Release; entries of slots that keep their release are put
     right first (a process started from another's state, a map changed by hand). ``hosts``:
-    backend -> host -> release."""
+    backend -> slot name (``document.fqdn``) -> release."""
     entries = edge.release_keys(((b, s.name, s.fqdn) for b, ss in found.items() for s in ss), hosts)
     fix = [f"set map {release_map} {k} {v}" for k, v in entries.items() if present.get(k) != v]
     out = []
@@ -63,12 +68,14 @@ def apply_routes(
     name: str,
     wanted: slots.Wanted,
     map_path: str,
-    lookup: Callable[[list[str]], dict[str, str]],
+    lookup: Lookup,
     say: Callable[[str], None],
     release_map: str = "",
+    drained: Collection[str] = (),
 ) -> int:
     """Make ``name``'s process serve ``wanted``: only the commands that differ; how many.
-    ``release_map``: the slot map (slot -> release) to keep in step ("": none)."""
+    ``release_map``: the slot map (slot -> release) to keep in step ("": none); ``drained``:
+    addresses whose slots drain (``document.Drained``)."""
     match = name + slots.MATCH_SUFFIX
     state = proc.send("show servers state")
     to_map = slots.map_plan(
@@ -76,19 +83,19 @@ def apply_routes(
     )
     desired = {name: wanted.servers, match: wanted.matched}
     found = {b: slots.parse_servers_state(state, b) for b in desired}
-    # only a release taking a slot, or coming back from maintenance, needs its address:
-    # no DNS lookups when in shape
+    # only a release taking a slot, or with one in maintenance, needs its addresses: no DNS
+    # lookups when in shape
     known = lookup(
         [
-            d.host
+            fqdn(d)
             for b, ds in desired.items()
             for d in ds
-            if d.host not in {s.fqdn for s in found[b] if not s.in_maintenance}
+            if sum(s.fqdn == fqdn(d) and not s.in_maintenance for s in found[b]) < slots.count(d)
         ]
     )
-    to_pool = [c for b, ds in desired.items() for c in slots.plan(b, found[b], ds, known)]
+    to_pool = [c for b, ds in desired.items() for c in slots.plan(b, found[b], ds, known, drained)]
     if release_map:
-        hosts = {b: {d.host: d.release for d in ds} for b, ds in desired.items()}
+        hosts = {b: {fqdn(d): d.release for d in ds} for b, ds in desired.items()}
         present = parse_release_map(proc.send(f"show map {release_map}"))
         to_pool = with_releases(release_map, found, present, hosts, to_pool)
     # a rule goes in after its backend has the candidate, and out before it leaves
@@ -101,9 +108,12 @@ def apply_routes(
         say(
             f"{name}: applied {len(cmds)} change(s) -> "
             + ", ".join(
-                f"{d.release}={d.weight}{' drain' if d.drain else ''}" for d in wanted.servers
+                f"{d.release}={d.weight}{' drain' if d.drain else ''}"
+                + (f" x{d.replicas}" if d.replicas else "")
+                for d in wanted.servers
             )
             + "".join(f"; matched requests -> {d.release}" for d in wanted.matched)
+            + (f"; drained: {', '.join(sorted(drained))}" if drained else "")
         )
     return len(cmds)
 

@@ -43,7 +43,7 @@ class Supervisor:
         etcd: Store,
         start: Starter = Process.start,
         say: Callable[[str], None] = log,
-        lookup: Callable[[list[str]], dict[str, str]] = runtime.resolve,
+        lookup: runtime.Lookup = runtime.resolve,
     ) -> None:
         self.settings, self.etcd, self.start, self.say = settings, etcd, start, say
         self.lookup = lookup
@@ -80,6 +80,19 @@ class Supervisor:
     def _routes(self) -> dict[str, bytes]:
         raw = self.etcd.get_prefix(document.ROUTES_PREFIX)
         return {k[len(document.ROUTES_PREFIX) :]: v for k, v in raw.items()}
+
+    def _drained(self) -> frozenset[str]:
+        """Every address of the drained-addresses documents (one that cannot be read is said
+        once and counts for nothing)."""
+        out: set[str] = set()
+        for key, value in sorted(self.etcd.get_prefix(document.DRAINED_PREFIX).items()):
+            name = key[len(document.DRAINED_PREFIX) :]
+            try:
+                out.update(document.parse_drained(document.decode(value, key), name).addrs)
+                self._said.pop(f"drained:{name}", None)
+            except DocumentError as exc:
+                self._once(f"drained:{name}", f"drained addresses {name!r} ignored: {exc}")
+        return frozenset(out)
 
     def _note(self, status: router.Status) -> None:
         with self.table:
@@ -118,7 +131,8 @@ class Supervisor:
 
     def reconcile_routes(self, keys: list[str] | None = None) -> None:
         """Every service's routes, or only those of the services whose route ``keys``
-        changed (a watch event): a switch of one service waits for no other."""
+        changed (a watch event): a switch of one service waits for no other. (A change of
+        the drained addresses concerns every service: ``keys`` None.)"""
         names = None if keys is None else {k.rpartition("/")[2] for k in keys}
         with self.lock:
             if not self.stopping:
@@ -200,8 +214,8 @@ class Supervisor:
         except DocumentError:
             return {}
         hosts = {
-            name: {d.host: d.release for d in wanted.servers},
-            name + slots.MATCH_SUFFIX: {d.host: d.release for d in wanted.matched},
+            name: {document.fqdn(d): d.release for d in wanted.servers},
+            name + slots.MATCH_SUFFIX: {document.fqdn(d): d.release for d in wanted.matched},
         }
         return edge.release_keys(
             ((b, s.name, s.fqdn) for b in backends for s in slots.parse_servers_state(state, b)),
@@ -226,6 +240,7 @@ class Supervisor:
             procs = {
                 n: p for n, p in self.processes.items() if p.alive and (only is None or n in only)
             }
+        drained = self._drained() if procs else frozenset()
         for name, proc in sorted(procs.items()):
             try:
                 wanted = slots.wanted(self._parse_routes(name, routes.get(name)))
@@ -238,6 +253,7 @@ class Supervisor:
                     self.lookup,
                     self.say,
                     release_map(self.settings, name),
+                    drained,
                 )
                 self._said.pop(f"routes:{name}", None)
             except (OSError, ValueError) as exc:  # this service's; the others carry on
