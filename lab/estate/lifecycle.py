@@ -35,6 +35,8 @@ class HostStatus:
     engine: str  # engine version, "registry <http status>", or why it is unknown
     containers: int | None  # running containers on the host's engine
     swarm: str = "-"  # a node of prod's swarm: "manager ready", "worker down"...; else "-"
+    # a swarm node's running release replicas, by service and release ("app-3f9c2e1a0b1c": 1)
+    replicas: dict[str, int] | None = None
 
 
 def up(
@@ -359,12 +361,15 @@ def status(config: LabConfig) -> list[HostStatus]:
             cluster = {m.address: f"{m.role} {m.state}" for m in listed}
     for h in config.hosts:
         f = facts.get(h.name) or hosts.HostFacts(h.name, exists=False)
-        engine, count = "-", None
+        engine, count, replicas = "-", None, None
         if f.running and h.has_engine:
             try:
                 with engines.connect(state, h, timeout=3) as c:
                     engine = str(c.version()["Version"])
-                    count = len(c.containers.list())
+                    running = c.containers.list()
+                    count = len(running)
+                    if h.swarm:
+                        replicas = _replicas(running)
             except Exception as exc:  # shown in the table, not raised: status must always print
                 engine = f"no answer ({type(exc).__name__})"
         elif f.running:
@@ -373,15 +378,33 @@ def status(config: LabConfig) -> list[HostStatus]:
             except (RegistryError, OSError) as exc:
                 engine = f"registry: {str(exc).splitlines()[0][:40]}"
         node = cluster.get(h.address, unknown) if h.swarm else "-"
-        rows.append(HostStatus(h.name, h.address, h.role, f.status, engine, count, node))
+        rows.append(HostStatus(h.name, h.address, h.role, f.status, engine, count, node, replicas))
     return rows
+
+
+def _replicas(running: list[Any]) -> dict[str, int]:
+    """Running release replicas by Swarm service name (``app-<release>``)."""
+    found: dict[str, int] = {}
+    for ctr in running:
+        name = ctr.labels.get("com.docker.swarm.service.name")
+        if name and ctr.labels.get("cdlab.role") == "release":
+            found[name] = found.get(name, 0) + 1
+    return found
 
 
 def render_status(rows: list[HostStatus]) -> str:
     """A fixed-width table of ``rows`` (pure); a SWARM column when prod is a cluster."""
     cluster = any(r.swarm != "-" for r in rows)
     return report.table(
-        ("HOST", "ADDRESS", "ROLE", "STATE", "ENGINE", "CONTAINERS", *(("SWARM",) * cluster)),
+        (
+            "HOST",
+            "ADDRESS",
+            "ROLE",
+            "STATE",
+            "ENGINE",
+            "CONTAINERS",
+            *(("SWARM", "REPLICAS") * cluster),
+        ),
         [
             (
                 r.name,
@@ -390,7 +413,7 @@ def render_status(rows: list[HostStatus]) -> str:
                 r.state,
                 r.engine,
                 "-" if r.containers is None else str(r.containers),
-                *((r.swarm,) * cluster),
+                *((r.swarm, _said_replicas(r.replicas)) * cluster),
             )
             for r in rows
         ],
@@ -490,3 +513,9 @@ def describe(config: LabConfig) -> str:
         f"lab {config.name} ({config.network.subnet}): app http://127.0.0.1:{app}, "
         f"Graphite http://127.0.0.1:{graphite}, state in {config.state_dir}"
     )
+
+
+def _said_replicas(replicas: dict[str, int] | None) -> str:
+    if replicas is None:
+        return "-"
+    return str(sum(replicas.values()))

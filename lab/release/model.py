@@ -50,6 +50,9 @@ class Facts:
     # the live release as the registry has it (its integration-test image too), for the scratch
     # check of a migration; None: no live release, or no [migrate]
     live: Candidate | None = None
+    # replicas a release started now runs with: one per ready node of prod's swarm, or the
+    # manifest's (lab.release.replicas.wanted); 0 when prod is one host (a plain container)
+    replicas: int = 0
 
 
 @dataclass(frozen=True)

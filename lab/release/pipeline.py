@@ -31,9 +31,11 @@ from lab.release import (
     lock,
     plan,
     records,
+    replicas,
     routes,
     schema,
     signals,
+    swarm,
     verify,
 )
 from lab.release.model import Candidate, Facts, Options, Plan
@@ -359,6 +361,10 @@ def read_facts(lab: Lab, service: str, manifest: services.Service | None = None)
     """Routes and prod's containers of ``service``; with ``manifest`` (the one
     being deployed), whether the proxy holds its frontend already."""
     running, present = facts_releases(lab, service)
+    n = 0
+    if lab.config.swarm_manager is not None:
+        declared = manifest.replicas if manifest else None
+        n = replicas.wanted(declared, len(swarm.ready_nodes(lab)))
     current = True
     if manifest is not None:
         current = lab.etcd.get_json(frontends.prefix() + service) == frontends.frontend_doc(
@@ -369,6 +375,7 @@ def read_facts(lab: Lab, service: str, manifest: services.Service | None = None)
         running,
         present,
         frontend_current=current,
+        replicas=n,
     )
 
 

@@ -87,7 +87,8 @@ def deploy(facts: Facts, c: Candidate, o: Options) -> Plan:
             )
         )
     base = _without(current, c.release)
-    staged = routes.stage(base, c.release)
+    n = _replicas(facts, c.release)
+    staged = routes.stage(base, c.release, n)
     if c.release in facts.running and c.release in {s.release for s in current.servers}:
         # warm (drained, running, tested when it was first deployed): pooled again as it is,
         # never restarted (a failure must not lose the instant-rollback target)
@@ -104,7 +105,7 @@ def deploy(facts: Facts, c: Candidate, o: Options) -> Plan:
         steps += _start(facts, c, o)
     if o.match:
         match = o.match
-        matched = routes.matched(base, match)
+        matched = routes.matched(base, match, n)
         checks: list[Action] = [
             WriteRoutes(matched, f"requests with {match.rule} to {c.release}"),
             WaitUp(c, name + MATCH_SUFFIX),
@@ -176,7 +177,8 @@ def rollback(
     if not warm:
         steps.append(Step("pull", f"pull {c.release} onto prod", (_pull(c),)))
         steps += _start(facts, c, Options(), tests=False)
-    staged = routes.stage(_without(current, c.release), c.release) if not warm else current
+    n = _replicas(facts, c.release)
+    staged = routes.stage(_without(current, c.release), c.release, n) if not warm else current
     go = _go_live(staged, c, Options(bake=0, retain=False), current.live, hooks=False)
     return Plan("rollback", name, c.release, current.live, tuple(steps + go))
 
@@ -274,7 +276,7 @@ def _start(facts: Facts, c: Candidate, o: Options, tests: bool = True) -> list[S
         Step(
             "stage",
             f"{c.release} in the pool at weight 0 (checked by the proxy, receiving nothing)",
-            (WriteRoutes(routes.stage(base, c.release)),),
+            (WriteRoutes(routes.stage(base, c.release, _replicas(facts, c.release))),),
             (WriteRoutes(base),),
         ),
     ]
@@ -347,3 +349,10 @@ def prepare(facts: Facts, c: Candidate) -> Plan:
     steps = [Step("pull", f"pull {c.release} onto prod", (_pull(c),))]
     steps += _start(facts, c, Options())
     return Plan("prepare", c.service.name, c.release, facts.routes.live, tuple(steps))
+
+
+def _replicas(facts: Facts, release: str) -> int:
+    """How ``release`` runs, for the proxy's slots: as the routes have it when it is in the
+    pool (warm: it runs as it was started), else as a new start makes it (``Facts.replicas``;
+    0: a plain container)."""
+    return routes.replicas_of(facts.routes, release) or facts.replicas

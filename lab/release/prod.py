@@ -4,6 +4,7 @@ proxy's Runtime API, Graphite, the registry), all reached through one ``Lab``.""
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -16,7 +17,7 @@ from lab.estate.images import REPOSITORY
 from lab.ports import frontends
 from lab.ports.etcd import Fence
 from lab.ports.lab import Lab
-from lab.release import containers, judge, pins, routes, scratch, verify
+from lab.release import containers, judge, pins, routes, scratch, swarm, verify
 from lab.release.model import Candidate, Drained, Pruned, StepVerdict
 from lab.stack import project as stack
 from lab.stack import services
@@ -50,24 +51,39 @@ class ProdPorts:
         self._schema: dict[str, tuple[str, str]] = {}  # image -> (database's, image's version)
 
     @property
+    def cluster(self) -> bool:
+        """prod is a swarm: a release is a service of replicas over its nodes (``swarm``)."""
+        return self.lab.config.swarm_manager is not None
+
+    @property
     def engine(self) -> Any:
         return self.lab.engine("prod", timeout=300)
 
     # prod's engine
     def pull(self, images: tuple[str, ...]) -> int:
+        if self.cluster:
+            pull_one = functools.partial(stack.pull, self.lab.state)
+            return swarm.pull(self.lab, pull_one, list(images))
         return len(stack.pull(self.lab.state, "prod", list(images)))
 
     def start(self, c: Candidate) -> str:
         self._database(c)
+        image = c.image.rsplit("/", 1)[-1][:40]
+        if self.cluster:
+            return f"{image}, {swarm.start(self.lab, c)}"
         containers.replace_container(self.lab.state, self.engine, c)
-        return c.image.rsplit("/", 1)[-1][:40]
+        return image
 
     def wait_healthy(self, c: Candidate, timeout: float) -> float:
+        if self.cluster:
+            return swarm.wait_healthy(self.lab, c, timeout)
         return containers.wait_healthy(self.engine, c, timeout)
 
     def remove(self, service: str, release: str, stop_timeout: int) -> None:
         import docker.errors
 
+        if self.cluster:
+            swarm.remove(self.lab, service, release, stop_timeout)
         for ctr in containers.release_containers(self.engine, service, release):
             with contextlib.suppress(docker.errors.NotFound):
                 ctr.stop(timeout=stop_timeout)
@@ -80,6 +96,13 @@ class ProdPorts:
                 ctr.remove(force=True)
 
     def out_of_pool(self, service: str, keep: frozenset[str]) -> list[str]:
+        if self.cluster:  # a plain container left from before prod was a swarm goes too
+            return sorted(
+                {
+                    *swarm.out_of(self.lab, service, keep),
+                    *containers.out_of(self.engine, service, keep),
+                }
+            )
         return containers.out_of(self.engine, service, keep)
 
     def run_hook(self, c: Candidate, which: str, command: str) -> str:
@@ -142,12 +165,19 @@ class ProdPorts:
         return containers.integration_tests(self.lab.state, self.engine, c, test_image)
 
     def address(self, c: Candidate) -> str:
+        if self.cluster:
+            found_addrs = swarm.addresses(self.lab, c)
+            if not found_addrs:
+                raise ReleaseError(f"{c.project} has no running replica on prod's swarm")
+            return ",".join(found_addrs)  # each replica's, for wait_up
         found = containers.release_containers(self.engine, c.service.name, c.release, all=False)
         if not found:
             raise ReleaseError(f"{c.project} has no running container on prod")
         return containers.stack_address(found[0])
 
     def container_state(self, c: Candidate) -> dict[str, Any] | None:
+        if self.cluster:
+            return swarm.state(self.lab, c)
         found = containers.release_containers(self.engine, c.service.name, c.release)
         if not found:
             return None
@@ -163,7 +193,9 @@ class ProdPorts:
 
     def answers_probe(self, c: Candidate, release: str) -> str:
         """Run ``c``'s health probe (its manifest's path and port) inside ``release``'s
-        container; ``ReleaseError`` with the answer when it fails."""
+        container (every replica's on a swarm); ``ReleaseError`` with the answer when it fails."""
+        if self.cluster:
+            return swarm.probe_all(self.lab, c, release)
         found = containers.release_containers(self.engine, c.service.name, release, all=False)
         if not found:
             raise ReleaseError(f"{c.service.name}-{release} has no running container")
@@ -198,7 +230,10 @@ class ProdPorts:
 
     def wait_up(self, backend: str, host: str, address: str | None) -> float:
         started = time.monotonic()
-        self.lab.runtime.wait_up(backend, host, addr=address)
+        if self.cluster and address:  # a release's replicas, each in a slot of its own
+            self.lab.runtime.wait_up(backend, host, addrs=tuple((address or "").split(",")))
+        else:
+            self.lab.runtime.wait_up(backend, host, addr=address)
         return time.monotonic() - started
 
     def wait_released(self, backend: str, host: str) -> None:
@@ -287,8 +322,12 @@ def prune(lab: Lab, service: services.Service, deployed: list[str]) -> Pruned:
             held.add(digest)  # deleted once, whatever other pruned tag names it
             reg.delete(name, digest)
             # an image a container still uses stays; the next prune retries
+            ref = f"{lab.config.registry_addr}/{name}@{digest}"
+            if lab.config.swarm_manager is not None:
+                swarm.remove_image(lab, ref)  # every node's copy
+                continue
             with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
-                lab.engine("prod").images.remove(f"{lab.config.registry_addr}/{name}@{digest}")
+                lab.engine("prod").images.remove(ref)
     return Pruned(tuple(kept), tuple(pruned))
 
 
@@ -310,7 +349,16 @@ def from_registry(lab: Lab, service: services.Service, target: str) -> Candidate
 
 
 def facts_releases(lab: Lab, service: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(running and not unhealthy, present at all) releases of ``service`` on prod."""
+    """(running and not unhealthy, present at all) releases of ``service`` on prod (on a
+    swarm: its services, with the plain containers of a lab that was not one before)."""
+    if lab.config.swarm_manager is not None:
+        running, present = swarm.releases(lab, service)
+        alone = _container_releases(lab, service)
+        return running | alone[0], present | alone[1]
+    return _container_releases(lab, service)
+
+
+def _container_releases(lab: Lab, service: str) -> tuple[frozenset[str], frozenset[str]]:
     found = lab.engine("prod").containers.list(  # one request (sparse: no inspect per container)
         all=True, sparse=True, filters={"label": f"cdlab.service={service}"}
     )

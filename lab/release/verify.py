@@ -183,8 +183,9 @@ def bake(
             raise BakeFailed(name, c.release, "its container stopped", elapsed)
         if state.get("StartedAt", "") != began:
             raise BakeFailed(name, c.release, "its container restarted", elapsed)
-        slot = next((s for s in slots if s.fqdn == c.host), None)
-        if slot is None or slot.operational == 0:
+        # its slot, or its replicas' (tasks.<host>): DOWN when none is up
+        mine = [s for s in slots if s.fqdn in (c.host, f"tasks.{c.host}")]
+        if all(s.operational == 0 for s in mine):
             raise BakeFailed(name, c.release, "the proxy has it DOWN", elapsed)
         if time.monotonic() >= next_metrics:
             next_metrics = time.monotonic() + 2.0

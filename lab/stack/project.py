@@ -18,7 +18,7 @@ from lab.errors import StackError as StackError  # its home before lab.errors he
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
-from lab.stack import changes, compose, services
+from lab.stack import appsnet, changes, compose, services
 
 PROJECT = "cdlab-stack"
 NETWORK = "cdlab"  # the stack's control network (compose/stack.yml): no release joins it
@@ -127,6 +127,7 @@ def variables(state: State, built: Mapping[str, Built]) -> dict[str, str]:
     prod = state.config.host("prod")
     env = {var: built[name].pinned for name, (_, var) in INFRA.items()}
     env.update(PROD_ADDR=prod.address, DB_PASSWORD=state.secret("db-password"))
+    env["CDLAB_PROXY_MODE"] = "swarm" if state.config.swarm_manager is not None else "single"
     return env
 
 
@@ -200,7 +201,9 @@ def apply(state: State, built: Mapping[str, Built], todo: Sequence[changes.Chang
     if not args:
         return ""
     pull(state, "prod", [built[name].pinned for name in INFRA])
-    return _compose(state, built, args)
+    with engines.connect(state, state.config.host("prod"), timeout=30) as client:
+        made = appsnet.ensure(client, state.config.swarm_manager is not None)
+    return "\n".join(filter(None, (made, _compose(state, built, args))))
 
 
 def ensure(state: State, built: Mapping[str, Built]) -> str:

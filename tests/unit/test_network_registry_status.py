@@ -126,13 +126,20 @@ def test_status_shows_each_swarm_node_when_prod_is_a_cluster() -> None:
     rows = [
         lifecycle.HostStatus("registry", "10.100.200.200", "registry", "running", "HTTP 200", None),
         lifecycle.HostStatus(
-            "prod", "10.100.200.201", "engine", "running", "20.10.24", 8, "manager ready"
+            "prod",
+            "10.100.200.201",
+            "engine",
+            "running",
+            "20.10.24",
+            8,
+            "manager ready",
+            {"app-3f9c2e1a0b1c": 1, "quotes-5d1e0c9b8a7f": 1},
         ),
         lifecycle.HostStatus(
             "prod-2", "10.100.200.204", "engine", "running", "20.10.24", 0, "worker down"
         ),
     ]
     lines = lifecycle.render_status(rows).splitlines()
-    assert lines[0].split()[-1] == "SWARM"
-    assert lines[1].endswith("-") and lines[2].endswith("manager ready")
-    assert lines[3].endswith("worker down")
+    assert lines[0].split()[-2:] == ["SWARM", "REPLICAS"]
+    assert lines[1].endswith("-") and lines[2].endswith("manager ready  2")
+    assert lines[3].endswith("worker down    -")
