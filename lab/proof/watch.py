@@ -122,7 +122,7 @@ def pool(slots: Iterable[object], service: str) -> tuple[Slot, ...]:
     out = []
     prefix = f"{service}-"
     for s in slots:
-        fqdn = str(getattr(s, "fqdn", ""))
+        fqdn = str(getattr(s, "fqdn", "")).removeprefix("tasks.")  # a release's replicas
         if not fqdn.startswith(prefix):
             continue
         state = (

@@ -264,9 +264,10 @@ class RestoreFrontend:
 @dataclass(frozen=True)
 class Start:
     candidate: Candidate
+    replicas: int = 0  # on a swarm: the replicas the proxy's slots are planned for
 
     def run(self, ports: ReleasePorts) -> Result:
-        return Result(ports.start(self.candidate))
+        return Result(ports.start(self.candidate, self.replicas))
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def start_beside(state: State | Lab, c: Candidate, progress: Progress | None = N
     lab = Lab.of(state)
     progress = progress or Progress(out=None)
     outcome = apply.apply(
-        plan.prepare(read_facts(lab, c.service.name), c),
+        plan.prepare(read_facts(lab, c.service.name, wanted=c.service), c),
         ProdPorts(lab, c.service, progress.say),
         progress,
     )

@@ -222,7 +222,7 @@ def rollback(
     run.previous = current.live
     what = f"rollback {service.name} to {target}"
     with run.recorded(), lock.held(lab.etcd, what, signals.lease_lost) as holder:
-        facts = read_facts(lab, service.name)
+        facts = read_facts(lab, service.name, wanted=service)
         known = schema.known(records.history(lab.runs, service.name, lab.etcd))
         refusal = schema.rollback_refusal(known, service.name, target, current.live)
         down = None
@@ -261,7 +261,7 @@ def decide(state: State | Lab, progress: Progress, service_name: str, command: s
     run.previous = current.live
     what = f"{command} {service.name} {target}"
     with run.recorded(), lock.held(lab.etcd, what, signals.lease_lost) as holder:
-        facts = read_facts(lab, service.name)
+        facts = read_facts(lab, service.name, wanted=service)
         if facts.routes.match is None or facts.routes.match.release != target:
             raise ReleaseError(f"{service.name}: {target} left matched traffic meanwhile")
         ports = ProdPorts(
@@ -357,13 +357,20 @@ def manifest_of(lab: Lab, name: str, release: str) -> services.Service:
         return services.load(lab.config.root, name)
 
 
-def read_facts(lab: Lab, service: str, manifest: services.Service | None = None) -> Facts:
+def read_facts(
+    lab: Lab,
+    service: str,
+    manifest: services.Service | None = None,
+    wanted: services.Service | None = None,
+) -> Facts:
     """Routes and prod's containers of ``service``; with ``manifest`` (the one
     being deployed), whether the proxy holds its frontend already."""
     running, present = facts_releases(lab, service)
     n = 0
     if lab.config.swarm_manager is not None:
-        declared = manifest.replicas if manifest else None
+        # the manifest the release starts with decides its replicas (``wanted``: a rollback's)
+        decides = wanted or manifest
+        declared = decides.replicas if decides is not None else None
         n = replicas.wanted(declared, len(swarm.ready_nodes(lab)))
     current = True
     if manifest is not None:

@@ -265,7 +265,7 @@ def _start(facts: Facts, c: Candidate, o: Options, tests: bool = True) -> list[S
         Step(
             "start",
             f"start {c.project} on prod beside {current.live or 'nothing'}",
-            (Start(c),),
+            (Start(c, facts.replicas),),
             (Remove(name, c.release, 5),),
         ),
         Step(
@@ -276,7 +276,7 @@ def _start(facts: Facts, c: Candidate, o: Options, tests: bool = True) -> list[S
         Step(
             "stage",
             f"{c.release} in the pool at weight 0 (checked by the proxy, receiving nothing)",
-            (WriteRoutes(routes.stage(base, c.release, _replicas(facts, c.release))),),
+            (WriteRoutes(routes.stage(base, c.release, facts.replicas)),),
             (WriteRoutes(base),),
         ),
     ]
@@ -352,7 +352,8 @@ def prepare(facts: Facts, c: Candidate) -> Plan:
 
 
 def _replicas(facts: Facts, release: str) -> int:
-    """How ``release`` runs, for the proxy's slots: as the routes have it when it is in the
-    pool (warm: it runs as it was started), else as a new start makes it (``Facts.replicas``;
-    0: a plain container)."""
-    return routes.replicas_of(facts.routes, release) or facts.replicas
+    """How ``release`` runs, for the proxy's slots: warm (running, in the pool), as the routes
+    have it (it runs as it was started: 0 for a plain container); else as a new start makes it
+    (``Facts.replicas``, which ``Start`` is given too; 0: a plain container)."""
+    warm = release in facts.running and release in {s.release for s in facts.routes.servers}
+    return routes.replicas_of(facts.routes, release) if warm else facts.replicas

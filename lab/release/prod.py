@@ -49,6 +49,8 @@ class ProdPorts:
         self._published: dict[str, frontends.Published] = {}
         self._databases: set[str] = set()  # known to exist
         self._schema: dict[str, tuple[str, str]] = {}  # image -> (database's, image's version)
+        self._lost: set[str] = set()  # swarm node ids seen not ready in this run
+        self._ended: dict[str, set[str]] = {}  # release -> its replicas ended at the first look
 
     @property
     def cluster(self) -> bool:
@@ -66,11 +68,11 @@ class ProdPorts:
             return swarm.pull(self.lab, pull_one, list(images))
         return len(stack.pull(self.lab.state, "prod", list(images)))
 
-    def start(self, c: Candidate) -> str:
+    def start(self, c: Candidate, replicas: int = 0) -> str:
         self._database(c)
         image = c.image.rsplit("/", 1)[-1][:40]
         if self.cluster:
-            return f"{image}, {swarm.start(self.lab, c)}"
+            return f"{image}, {swarm.start(self.lab, c, replicas)}"
         containers.replace_container(self.lab.state, self.engine, c)
         return image
 
@@ -177,7 +179,15 @@ class ProdPorts:
 
     def container_state(self, c: Candidate) -> dict[str, Any] | None:
         if self.cluster:
-            return swarm.state(self.lab, c)
+            # a replica that ended since the first reading (on a node never seen lost in the
+            # run: a lost node's tasks are not the release's) changes StartedAt: the bake fails
+            st = swarm.state(self.lab, c, self._lost)
+            if st is None:
+                return None
+            ended = set(st.pop("Ended"))
+            base = self._ended.setdefault(c.release, ended)
+            st["StartedAt"] = ",".join(sorted(ended - base))
+            return st
         found = containers.release_containers(self.engine, c.service.name, c.release)
         if not found:
             return None

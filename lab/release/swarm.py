@@ -81,20 +81,26 @@ def services(lab: Lab, service: str, release: str = "") -> list[Any]:
     return list(lab.engine("prod").services.list(filters={"label": labels}))
 
 
-def start(lab: Lab, c: Candidate) -> str:
+def start(lab: Lab, c: Candidate, n: int = 0) -> str:
     """Create the release's service (one left by an earlier, failed start of the same release
     is removed first); with the registry's credentials, so a node that lacks the image (a
     recreated one) pulls it by itself."""
     import docker.errors
 
     remove(lab, c.service.name, c.release)
-    n = count(lab, c)
+    n = n or count(lab, c)  # the plan's count (its slots); else as the manifest and nodes say
+    if n < 1:
+        raise ReleaseError(
+            f"cannot start {c.project}: prod's swarm has no ready, active node "
+            "('invoke lab.status' shows the nodes; 'invoke lab.up' brings them back)"
+        )
     manager = lab.engine("prod")
     auth = lab.state.credentials().auth_config()
     manager.login(auth["username"], auth["password"], registry=lab.config.registry_addr)
     try:
         spec = containers.container_spec(lab.state, c)
-        manager.services.create(**swarmspec.service_kwargs(spec, n, HEALTH_START_S))
+        health = max(HEALTH_START_S, c.service.health_timeout)  # Swarm kills an unhealthy one
+        manager.services.create(**swarmspec.service_kwargs(spec, n, health))
     except docker.errors.APIError as exc:
         raise ReleaseError(
             f"prod's swarm refused to create service {c.project}: {exc.explanation or exc}"
@@ -229,24 +235,25 @@ def probe_all(lab: Lab, c: Candidate, release: str) -> str:
     return f"exit 0 in {len(found)} replica(s)"
 
 
-def state(lab: Lab, c: Candidate) -> dict[str, Any] | None:
+def state(lab: Lab, c: Candidate, lost: set[str] | None = None) -> dict[str, Any] | None:
     """The release as ``verify.bake`` reads a container's state: running while a replica runs;
-    ``StartedAt`` changes when a replica *fails* (exit, OOM, unhealthy), not when one is gone
-    with its node (a node fault is not the release's: Swarm starts it elsewhere)."""
+    ``Ended``, its tasks that ended (exit, OOM, killed unhealthy) on a node not in ``lost``.
+    ``lost`` gathers every node seen not ready (the caller keeps it across readings: a task
+    gone with its node is the node's fault, not the release's; Swarm starts it elsewhere)."""
     seen = [replicas.task(t) for t in tasks(lab, c)]
     if not seen:
         return None
     manager = lab.engine("prod", timeout=30)
-    lost = {
+    lost = lost if lost is not None else set()
+    lost |= {  # kept by the caller across readings: a node back up stays lost for the bake
         m.node_id
         for m in (estate_swarm.member_of(n.attrs) for n in manager.nodes.list())
         if m.state != "ready"
     }
-    ended = sorted(t.id for t in seen if t.ended and t.node not in lost)
     return {
         "Running": any(t.running for t in seen),
         "Restarting": False,
-        "StartedAt": ",".join(ended),  # a replica that ended changes it: the bake fails
+        "Ended": [t.id for t in seen if t.ended and t.node not in lost],
         "RestartCount": 0,
     }
 

@@ -75,6 +75,7 @@ def create_args(want: Net) -> dict[str, Any]:
         "driver": want.driver,
         "internal": want.internal,
         "labels": {"cdlab.role": "apps-network"},
+        "check_duplicate": True,  # two lab.up at once: one network, the other call refused
     }
     if want.driver == "bridge":
         args["options"] = {"com.docker.network.bridge.name": BRIDGE}

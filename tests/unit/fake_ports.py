@@ -101,7 +101,7 @@ class FakePorts:
             self.images |= new
             return len(new)
 
-    def start(self, c: Candidate) -> str:
+    def start(self, c: Candidate, replicas: int = 0) -> str:
         with self._call("start"):
             self.containers[c.release] = True
             return c.image

@@ -450,3 +450,23 @@ def test_the_scratch_check_keeps_the_live_release_working_and_forced_says_so() -
     )
     first = plan.deploy(facts(NOTHING), cand(B, MIGRATING), Options())
     assert step(first, "schema-check").do[0] == actions.SchemaCheck(cand(B, MIGRATING), None)
+
+
+def test_on_a_swarm_the_start_and_the_proxy_slots_get_one_replica_count() -> None:
+    c = cand(B)
+    swarm = dataclasses.replace(facts(LIVE_A), replicas=3)
+    p = plan.deploy(swarm, c, Options())
+    assert step(p, "start").do == (actions.Start(c, 3),)
+    staged = carried(step(p, "stage").do)[0][1]
+    assert routes.replicas_of(staged, B) == 3
+    # a warm release runs as it was started: the routes' count, not the facts'
+    warm = dataclasses.replace(
+        facts(R(srv(B, 100), dataclasses.replace(srv(A, 0, drain=True), replicas=2))),
+        replicas=3,
+    )
+    back = plan.rollback(warm, cand(A))
+    assert routes.replicas_of(carried(step(back, "switch").do)[0][1], A) == 2
+    # a release in the routes but gone (a cold rollback) is started anew: the facts' count
+    cold = plan.rollback(dataclasses.replace(warm, running=frozenset({B})), cand(A))
+    assert step(cold, "start").do == (actions.Start(cand(A), 3),)
+    assert routes.replicas_of(carried(step(cold, "stage").do)[0][1], A) == 3
