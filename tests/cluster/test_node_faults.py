@@ -29,6 +29,7 @@ from lab.stack import services
 from tests.cluster.conftest import Cluster
 from tests.fault.test_fault_matrix import WEB, clone_with
 
+pytestmark = pytest.mark.xdist_group("cluster")  # one lab: one worker
 RATE = 100
 VICTIM = "prod-2"
 

@@ -11,7 +11,12 @@ import subprocess
 import time
 from typing import Any
 
+import pytest
+
 from tests.cluster.conftest import TIMINGS, Cluster, ok
+
+# one lab for the suite: every test on one xdist worker (each worker would bring it up)
+pytestmark = pytest.mark.xdist_group("cluster")
 
 
 def status(cluster: Cluster) -> list[dict[str, Any]]:
