@@ -333,9 +333,9 @@ class WaitUp:
     backend: str
 
     def run(self, ports: ReleasePorts) -> Result:
-        address = ports.address(self.candidate)
-        took = ports.wait_up(self.backend, self.candidate.host, address)
-        return Result(f"UP in {self.backend} at {address}", {"up_s": took})
+        addresses = ports.addresses(self.candidate)
+        took = ports.wait_up(self.backend, self.candidate.host, addresses)
+        return Result(f"UP in {self.backend} at {','.join(addresses)}", {"up_s": took})
 
 
 @dataclass(frozen=True)

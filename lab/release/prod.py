@@ -166,16 +166,16 @@ class ProdPorts:
     def integration_tests(self, c: Candidate, test_image: str | None) -> str:
         return containers.integration_tests(self.lab.state, self.engine, c, test_image)
 
-    def address(self, c: Candidate) -> str:
+    def addresses(self, c: Candidate) -> tuple[str, ...]:
         if self.cluster:
             found_addrs = swarm.addresses(self.lab, c)
             if not found_addrs:
                 raise ReleaseError(f"{c.project} has no running replica on prod's swarm")
-            return ",".join(found_addrs)  # each replica's, for wait_up
+            return found_addrs
         found = containers.release_containers(self.engine, c.service.name, c.release, all=False)
         if not found:
             raise ReleaseError(f"{c.project} has no running container on prod")
-        return containers.stack_address(found[0])
+        return (containers.stack_address(found[0]),)
 
     def container_state(self, c: Candidate) -> dict[str, Any] | None:
         if self.cluster:
@@ -238,12 +238,12 @@ class ProdPorts:
             with contextlib.suppress(LabError):  # best effort: the document is what counts
                 self.lab.runtime.wait_frontend(published.previous, timeout=10)
 
-    def wait_up(self, backend: str, host: str, address: str | None) -> float:
+    def wait_up(self, backend: str, host: str, addresses: tuple[str, ...]) -> float:
         started = time.monotonic()
-        if self.cluster and address:  # a release's replicas, each in a slot of its own
-            self.lab.runtime.wait_up(backend, host, addrs=tuple((address or "").split(",")))
+        if self.cluster:  # a release's replicas, each in a slot of its own
+            self.lab.runtime.wait_up(backend, host, addrs=addresses)
         else:
-            self.lab.runtime.wait_up(backend, host, addr=address)
+            self.lab.runtime.wait_up(backend, host, addr=addresses[0] if addresses else None)
         return time.monotonic() - started
 
     def wait_released(self, backend: str, host: str) -> None:

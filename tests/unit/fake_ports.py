@@ -164,11 +164,11 @@ class FakePorts:
                     )
             return "3 passed"
 
-    def address(self, c: Candidate) -> str:
+    def addresses(self, c: Candidate) -> tuple[str, ...]:
         with self._call("address"):
             if not self.containers.get(c.release):
                 raise ReleaseError(f"{c.project} has no running container on prod")
-            return "172.19.0.9"
+            return ("172.19.0.9",)
 
     # the route store and the proxy
     def read_routes(self, service: str) -> routes.Routes:
@@ -202,7 +202,7 @@ class FakePorts:
             else:
                 self.frontends[service] = before
 
-    def wait_up(self, backend: str, host: str, address: str | None) -> float:
+    def wait_up(self, backend: str, host: str, addresses: tuple[str, ...]) -> float:
         with self._call("wait_up"):
             service = backend.removesuffix("-match")
             if not self._routed(service, host):  # the proxy checks only what is in the pool
