@@ -422,10 +422,12 @@ def test(c: Context, suite: str = "", workers: str = "auto") -> None:
     help={
         "quick": "a few deploys per strategy at 300 req/s only (minutes, not an hour)",
         "edge-cost": "only what the edge's figures cost the proxy's throughput (about 8 minutes)",
+        "faults": "only a prod host lost under load: a swarm worker killed (on a swarm prod) "
+        "beside prod's engine restarted (about 4 minutes)",
     }
 )
 @presents_errors
-def bench(c: Context, quick: bool = False, edge_cost: bool = False) -> None:
+def bench(c: Context, quick: bool = False, edge_cost: bool = False, faults: bool = False) -> None:
     """Measure cdlab against the alternatives (results in bench/results/).
 
     Writes bench/results/<stamp>-<commit>.json and .md."""
@@ -436,6 +438,11 @@ def bench(c: Context, quick: bool = False, edge_cost: bool = False) -> None:
         path = lab_bench.edge_cost(state, say=lambda text: print(text, flush=True))
         print(path.read_text())
         print(f"results: {path}")
+        return
+    if faults:
+        path = lab_bench.faults(state, say=lambda text: print(text, flush=True))
+        print(lab_bench.faults_table(json.loads(path.read_text())))
+        print(f"results: {path} and {path.with_suffix('.md')}")
         return
     path = lab_bench.run(state, quick, say=lambda text: print(text, flush=True))
     print(lab_bench.table(json.loads(path.read_text())))

@@ -26,8 +26,9 @@ from typing import Any
 
 from lab import report
 from lab.build import git
+from lab.errors import LabError
 from lab.estate.state import State
-from lab.proof import benchpage
+from lab.proof import benchpage, nodefaults
 from lab.proof.measures import (
     LEAD_RUNS,
     WRK_CONNECTIONS,
@@ -45,7 +46,7 @@ from lab.proof.strategies import SWARM, chain, quiet, strategy_runs
 from lab.release import pipeline
 from lab.stack import project as stack
 
-__all__ = ["RESULTS", "edge_cost", "run", "table", "write"]
+__all__ = ["RESULTS", "edge_cost", "faults", "faults_table", "run", "table", "write"]
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
@@ -82,6 +83,8 @@ def run(lab: State, quick: bool, say: Callable[[str], None] = print) -> Path:
         results["rollback"] = rollbacks(lab)
     say("proxy overhead")
     results["proxy"] = proxy_overhead(lab, 5 if quick else 20)
+    if not quick:  # minutes of a host down: the full bench only (or ``invoke bench --faults``)
+        results["faults"] = {"rate": FAULT_RATE, "cases": fault_cases(lab, FAULT_RATE, say)}
     pipeline.deploy(
         lab, quiet(), "app", "HEAD"
     )  # the checkout's commit live again, as lab.up left it
@@ -154,6 +157,15 @@ def table(results: dict[str, Any]) -> str:
         rows.append(("lab.up cold (last recorded)", f"{lab_figs['cold_s_last_recorded']} s"))
     if lab_figs.get("destroy_s_last_recorded"):
         rows.append(("lab.destroy (last recorded)", f"{lab_figs['destroy_s_last_recorded']} s"))
+    for c in results.get("faults", {}).get("cases", []):
+        rows.append(
+            (
+                f"failed requests, {c['case']} @ {results['faults']['rate']} req/s",
+                f"not measured ({c['not_measured']})"
+                if "not_measured" in c
+                else f"{c['failed']} of {c['total']} (longest gap {c['outage_s']} s)",
+            )
+        )
     return report.table(("MEASURE", "RESULT"), rows)
 
 
@@ -171,6 +183,88 @@ def write(results: dict[str, Any]) -> Path:
     base.with_suffix(".md").write_text(page)
     benchpage.write(base.with_suffix(".html"), results, table(results))
     return base.with_suffix(".json")
+
+
+FAULT_RATE = 100  # the fault matrix's rate
+
+
+def fault_cases(
+    lab: State, rate: int = FAULT_RATE, say: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """A prod host lost under the same load, side by side: on a swarm prod a worker killed (its
+    replicas run on elsewhere), then, on any prod, prod's engine restarted (one host holds the
+    stack and every release). A case that could not be measured says why instead of figures."""
+    cases: list[dict[str, Any]] = []
+    if lab.config.swarm_manager:
+        say("a worker of prod's swarm killed")
+        try:
+            outcome, victim = nodefaults.worker_killed(lab, rate, "bench-worker-killed", say)
+            cases.append({"case": f"a worker killed ({victim})", **outcome.figures()})
+        except (LabError, TimeoutError) as exc:
+            cases.append({"case": "a worker killed", "not_measured": str(exc)})
+    else:
+        cases.append(
+            {
+                "case": "a worker killed",
+                "not_measured": "prod is one host: run the bench on a topology whose prod is a "
+                "swarm (docs/lab.md, 'prod as a swarm')",
+            }
+        )
+    say("prod's engine restarted")
+    try:
+        outcome = nodefaults.engine_restarted(lab, rate, "bench-engine-restart", say)
+        cases.append({"case": "prod's engine restarted", **outcome.figures()})
+    except (LabError, TimeoutError) as exc:
+        cases.append({"case": "prod's engine restarted", "not_measured": str(exc)})
+    return cases
+
+
+def faults(lab: State, rate: int = FAULT_RATE, say: Callable[[str], None] = print) -> Path:
+    """``fault_cases`` alone, written to ``bench/results/<stamp>-<commit>-faults.json`` and
+    ``.md``."""
+    date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    commit = git.short(git.commit(lab.config.root))
+    nodes = [h.name for h in lab.config.hosts if h.swarm] or ["prod"]
+    results = {
+        "date": date,
+        "commit": commit,
+        "rate": rate,
+        "prod_nodes": nodes,
+        "cases": fault_cases(lab, rate, say),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = date.replace(":", "").replace("-", "").split("+")[0]
+    base = RESULTS / f"{stamp}-{commit}-faults"
+    base.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    base.with_suffix(".md").write_text(
+        f"# cdlab bench: a prod host lost, {date} (commit {commit})\n\n"
+        f"```\n{faults_table(results)}\n```\n"
+    )
+    return base.with_suffix(".json")
+
+
+def faults_table(results: dict[str, Any]) -> str:
+    rows = []
+    for c in results["cases"]:
+        if "not_measured" in c:
+            rows.append((c["case"], "-", "-", "-", f"not measured: {c['not_measured']}"))
+            continue
+        back = (
+            f"replicas elsewhere in {c['replicas_elsewhere_s']} s"
+            if "replicas_elsewhere_s" in c
+            else f"serving again in {c['back_s']} s"
+        )
+        rows.append(
+            (
+                c["case"],
+                f"{c['failed']} of {c['total']}",
+                f"{c['outage_s']} s",
+                str(c["lost"]),
+                back,
+            )
+        )
+    head = (f"CASE @ {results['rate']} req/s", "FAILED", "LONGEST GAP", "LOST", "RECOVERY")
+    return report.table(head, rows)
 
 
 def edge_cost(lab: State, say: Callable[[str], None] = print) -> Path:

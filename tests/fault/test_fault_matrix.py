@@ -20,7 +20,7 @@ from lab.errors import ConfigError, LabError
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
-from lab.proof import load, loadreport, outage
+from lab.proof import load, loadreport, nodefaults, outage
 from lab.release import api as release
 from lab.release import pipeline, records
 from lab.stack import project as stack
@@ -269,26 +269,8 @@ def test_prod_engine_restart_brings_the_stack_and_the_live_release_back(
     lab: State, fault_row: FaultRow
 ) -> None:
     live = release.current_routes(lab, "app").live
-    prod = engines.local().containers.get(lab.config.container_name(lab.config.host("prod")))
-    with load.running(rate=RATE, name="fault-prod-restart") as traffic:
-        traffic.mark("restart prod's engine (the host)")
-        started = time.monotonic()
-        prod.restart(timeout=20)
-        engines.wait_ready(lab, lab.config.host("prod"), timeout=120)
-        stack.wait_healthy(lab, timeout=180)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            answered = [r for r in traffic.seen_so_far() if r.ok and r.t > time.time() - 1]
-            if len(answered) > 20:
-                break
-            time.sleep(0.5)
-        back = time.monotonic() - started
-        time.sleep(3)
-        traffic.mark("end")
-    loadreport.write(
-        traffic, load.REPORTS, {"fault": "prod engine restart", "back_after_s": round(back, 1)}
-    )
-    lost = load.readback(traffic)
+    outcome = nodefaults.engine_restarted(lab, RATE, "fault-prod-restart")
+    traffic, back, lost = outcome.traffic, outcome.timings["back_s"], outcome.lost
     fault_row(
         "prod's engine restarted",
         "the prod host (its engine, the stack, the releases) restarted under load",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab.build import git
-from lab.proof import benchpage, measures, strategies
+from lab.proof import bench, benchpage, measures, strategies
 
 
 def test_failed_requests_chart_marks_losses_and_parses_as_svg() -> None:
@@ -91,3 +91,43 @@ def test_two_bench_chains_never_commit_the_same_tree(tmp_path: Path) -> None:
         trees.append(subprocess.check_output(["git", "-C", str(clone), "rev-parse", "HEAD^{tree}"]))
         assert f"bench {ch.token}.1 " in (clone / "services/app/app/web.py").read_text()
     assert trees[0] != trees[1]
+
+
+FAULTS = {
+    "rate": 100,
+    "cases": [
+        {
+            "case": "a worker killed (prod-2)",
+            "failed": 0,
+            "total": 2400,
+            "outage_s": 0.55,
+            "lost": 0,
+            "replicas_elsewhere_s": 18.2,
+        },
+        {
+            "case": "prod's engine restarted",
+            "failed": 1012,
+            "total": 6100,
+            "outage_s": 9.8,
+            "lost": 0,
+            "back_s": 41.3,
+        },
+    ],
+}
+
+
+def test_the_fault_cases_stand_side_by_side_with_their_recovery() -> None:
+    lines = bench.faults_table(FAULTS).splitlines()
+    assert "CASE @ 100 req/s" in lines[0] and "FAILED" in lines[0]
+    worker, restart = lines[-2], lines[-1]
+    assert "0 of 2400" in worker and "replicas elsewhere in 18.2 s" in worker
+    assert "1012 of 6100" in restart and "serving again in 41.3 s" in restart
+
+
+def test_a_fault_case_not_measured_says_why_instead_of_figures() -> None:
+    results = {
+        "rate": 100,
+        "cases": [{"case": "a worker killed", "not_measured": "prod is one host"}],
+    }
+    (row,) = bench.faults_table(results).splitlines()[-1:]
+    assert "not measured: prod is one host" in row and " - " in row
