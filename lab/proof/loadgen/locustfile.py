@@ -3,7 +3,9 @@
 
 Two user classes at a fixed total rate: one keeps its connection alive, one opens a connection
 per request. The demo app's mix of reads and registrations or, when CDLAB_LOAD_PATHS names GET
-paths (comma-separated), those paths in turn and nothing else (any service, no writes).
+paths (comma-separated), those paths in turn and nothing else (any service, no writes). Every
+registration carries an Idempotency-Key of its own: the proxy may resend it to another replica
+when no answer came, and the app then answers 201 with the user the first one registered.
 
 Every request locust reports is written as one JSON line (start, latency, status or error, the
 X-Release that answered, the registered user and id, the path in paths mode) with its
@@ -27,6 +29,7 @@ import itertools
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -238,7 +241,7 @@ class Base(FastHttpUser):
         with self.client.post(
             "/api/users",
             json={"name": "load", "email": email},
-            headers=self.headers,
+            headers={**self.headers, "Idempotency-Key": uuid.uuid4().hex},
             context=ctx,
             catch_response=True,
             name="write",

@@ -37,6 +37,7 @@ class Store(Protocol):
     def ping(self) -> None: ...
     def add(self, name: str, email: str, release: str) -> User: ...
     def get(self, user_id: int) -> User | None: ...
+    def get_by_email(self, email: str) -> User | None: ...
     def list(self, limit: int) -> list[User]: ...
 
 
@@ -64,6 +65,11 @@ class MemoryStore:
     def get(self, user_id: int) -> User | None:
         with self._lock:
             return next((u for u in self._users if u.id == user_id), None)
+
+    def get_by_email(self, email: str) -> User | None:
+        """The user registered with ``email`` (as stored: lower case), or None."""
+        with self._lock:
+            return next((u for u in self._users if u.email == email), None)
 
     def list(self, limit: int) -> list[User]:
         with self._lock:
@@ -129,6 +135,14 @@ class PostgresStore:
     def get(self, user_id: int) -> User | None:
         rows = self._run(
             "SELECT id, name, email, release, created_at FROM users WHERE id = %s", (user_id,)
+        )
+        return _user(rows[0]) if rows else None
+
+    def get_by_email(self, email: str) -> User | None:
+        """The user registered with ``email`` (as stored: lower case), or None; the column's
+        unique index answers it."""
+        rows = self._run(
+            "SELECT id, name, email, release, created_at FROM users WHERE email = %s", (email,)
         )
         return _user(rows[0]) if rows else None
 

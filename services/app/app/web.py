@@ -1,5 +1,7 @@
 """The WSGI application: routes, validation, the X-Release header, metrics and one log line per
-request. Dependencies (store, recorder, log sink) are passed in, so tests need no database."""
+request. Dependencies (store, recorder, log sink) are passed in, so tests need no database.
+
+A registration sent with an ``Idempotency-Key`` header may be retried safely (``App.register``)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,13 @@ from app.settings import Settings
 from app.store import DuplicateEmail, Store
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[A-Za-z]{2,}$")
+IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,200}")  # visible ASCII, as the key's header carries it
+IDEMPOTENCY_FORM = "1 to 200 visible ASCII characters ('!' to '~', no spaces), like a UUID"
 MAX_BODY = 16 * 1024
 StartResponse = Callable[..., Any]
-Response = tuple[int, str, bytes]  # status, content type, body
+Headers = tuple[tuple[str, str], ...]
+Response = tuple[int, str, bytes, Headers]  # status, content type, body, headers of its own
+REPLAYED: Headers = (("Idempotent-Replayed", "true"),)
 
 
 class BadRequest(Exception):
@@ -49,8 +55,23 @@ def validate_user(doc: object) -> tuple[str, str]:
     return name.strip(), email.lower()
 
 
-def _json(status: int, doc: object) -> Response:
-    return status, "application/json", (json.dumps(doc) + "\n").encode()
+def idempotency_key(environ: dict[str, Any]) -> str | None:
+    """The request's ``Idempotency-Key`` header, or None when it has none. Raises BadRequest
+    naming the expected form when it is there but empty, too long or not visible ASCII."""
+    key: str | None = environ.get("HTTP_IDEMPOTENCY_KEY")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        shown = f"{key[:40]!r}{'...' if len(key) > 40 else ''}"
+        raise BadRequest(
+            f"the 'Idempotency-Key' header must be {IDEMPOTENCY_FORM}; "
+            f"got {len(key)} characters: {shown}"
+        )
+    return key
+
+
+def _json(status: int, doc: object, headers: Headers = ()) -> Response:
+    return status, "application/json", (json.dumps(doc) + "\n").encode(), headers
 
 
 class App:
@@ -73,11 +94,12 @@ class App:
         request_id = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex[:16]
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
         try:
-            status, ctype, body = self.route(method, path, environ)
+            status, ctype, body, extra = self.route(method, path, environ)
         except BadRequest as exc:
-            status, ctype, body = _json(400, {"error": str(exc)})
+            status, ctype, body, extra = _json(400, {"error": str(exc)})
         except Exception as exc:  # the one place an unexpected error becomes a 500
-            status, ctype, body = _json(500, {"error": "internal error", "request_id": request_id})
+            answer = _json(500, {"error": "internal error", "request_id": request_id})
+            status, ctype, body, extra = answer
             self.log(kv({"level": "error", "request_id": request_id, "error": repr(exc)}))
         millis = (time.perf_counter() - started) * 1000
         s = self.settings
@@ -88,6 +110,7 @@ class App:
                 ("Content-Length", str(len(body))),
                 ("X-Release", self.misbehave.release or s.release),
                 ("X-Request-Id", request_id),
+                *extra,
             ],
         )
         if self.recorder is not None and path != "/health":  # probes are not user traffic
@@ -119,13 +142,10 @@ class App:
             return _json(200, {"service": s.service, "release": s.release, "image": s.image})
         if path == "/api/users" and method == "POST":
             name, email = validate_user(self._body(environ))
+            key = idempotency_key(environ)
             if self._conflicts():
                 return _json(409, {"error": "a conflict on purpose (CDLAB_MISBEHAVE)"})
-            try:
-                user = self.store.add(name, email, self.settings.release)
-            except DuplicateEmail:
-                return _json(409, {"error": f"a user with email {email!r} already exists"})
-            return _json(201, user.as_dict())
+            return self.register(name, email, key)
         if path == "/api/users" and method == "GET":
             return _json(
                 200, {"users": [u.as_dict() for u in self.store.list(self._limit(environ))]}
@@ -135,8 +155,29 @@ class App:
             user = self.store.get(int(match.group(1)))
             return _json(200, user.as_dict()) if user else _json(404, {"error": "no such user"})
         if path == "/" and method == "GET":
-            return 200, "text/html; charset=utf-8", self.page()
+            return 200, "text/html; charset=utf-8", self.page(), ()
         return _json(404, {"error": f"no route for {method} {path}"})
+
+    def register(self, name: str, email: str, key: str | None) -> Response:
+        """A new user: 201 with it; 409 when ``email`` is taken, unless ``key`` is given and
+        the user holding ``email`` has this ``name``: then 201 with that user, as its first
+        answer said, and ``Idempotent-Replayed: true``.
+
+        The key only marks a request its client may have sent before (a proxy retrying a POST
+        whose answer did not come, on another replica); the email, the users' natural key, and
+        the name decide whether this is that request again. So no key is stored: no table, no
+        migration, and a retry that reaches any replica, or comes after a restart, is answered
+        the same. The cost of comparing no key: another client registering the same email and
+        name with a key of its own is answered 201 with that user too, not 409.
+        Without a key a taken email is 409, as it always was."""
+        try:
+            user = self.store.add(name, email, self.settings.release)
+        except DuplicateEmail:
+            existing = self.store.get_by_email(email) if key is not None else None
+            if existing is None or existing.name != name:
+                return _json(409, {"error": f"a user with email {email!r} already exists"})
+            return _json(201, existing.as_dict(), REPLAYED)
+        return _json(201, user.as_dict())
 
     def health(self) -> Response:
         try:

@@ -17,11 +17,12 @@ BASE_URL = os.environ.get("BASE_URL", "").rstrip("/")  # empty: conftest starts 
 EXPECT_RELEASE = os.environ.get("EXPECT_RELEASE", "")
 
 
-def request(method: str, path: str, body: object = None) -> tuple[int, dict[str, str], object]:
+def request(
+    method: str, path: str, body: object = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], object]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        BASE_URL + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    req = urllib.request.Request(BASE_URL + path, data=data, method=method, headers=sent)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             raw, status, headers = resp.read(), resp.status, dict(resp.headers)
@@ -58,6 +59,16 @@ def test_duplicate_registration_conflicts() -> None:
     email = f"dup-{uuid.uuid4().hex[:12]}@example.org"
     assert request("POST", "/api/users", {"name": "A", "email": email})[0] == 201
     assert request("POST", "/api/users", {"name": "B", "email": email})[0] == 409
+
+
+def test_a_registration_with_an_idempotency_key_can_be_retried() -> None:
+    email = f"retry-{uuid.uuid4().hex[:12]}@example.org"
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    status, _, first = request("POST", "/api/users", {"name": "A", "email": email}, key)
+    assert status == 201, first
+    status, headers, again = request("POST", "/api/users", {"name": "A", "email": email}, key)
+    assert (status, headers.get("Idempotent-Replayed")) == (201, "true") and again == first
+    assert request("POST", "/api/users", {"name": "B", "email": email}, key)[0] == 409
 
 
 def test_bad_input_is_rejected_with_a_reason() -> None:

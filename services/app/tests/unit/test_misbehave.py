@@ -20,7 +20,7 @@ def app(misbehaving: str) -> App:
 
 
 def call(
-    app: App, method: str, path: str, body: object = None
+    app: App, method: str, path: str, body: object = None, key: str | None = None
 ) -> tuple[int, dict[str, str], Iterable[bytes]]:
     raw = b"" if body is None else json.dumps(body).encode()
     environ = {
@@ -30,6 +30,8 @@ def call(
         "CONTENT_LENGTH": str(len(raw)),
         "wsgi.input": io.BytesIO(raw),
     }
+    if key is not None:
+        environ["HTTP_IDEMPOTENCY_KEY"] = key
     seen = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
@@ -39,8 +41,9 @@ def call(
     return seen["status"], seen["headers"], answer
 
 
-def register(app: App, n: int) -> int:
-    status, _, _ = call(app, "POST", "/api/users", {"name": "x", "email": f"u{n}@example.org"})
+def register(app: App, n: int, key: str | None = None) -> int:
+    body = {"name": "x", "email": f"u{n}@example.org"}
+    status, _, _ = call(app, "POST", "/api/users", body, key)
     return status
 
 
@@ -102,6 +105,15 @@ def test_off_by_default() -> None:
 def test_conflicts_answer_409_to_their_share_of_registrations_and_store_nothing() -> None:
     wrong = app("conflict=5")
     statuses = [register(wrong, n) for n in range(100)]
+    assert statuses.count(409) == 5 and statuses.count(201) == 95
+    assert len(wrong.store.list(1000)) == 95
+
+
+def test_conflicts_answer_409_to_registrations_with_a_key_too() -> None:
+    """The load sends an Idempotency-Key with every registration: its oracle must still see
+    the conflicts on purpose (a key replays only a user that exists, and none was stored)."""
+    wrong = app("conflict=5")
+    statuses = [register(wrong, n, key=f"k{n}") for n in range(100)]
     assert statuses.count(409) == 5 and statuses.count(201) == 95
     assert len(wrong.store.list(1000)) == 95
 

@@ -33,11 +33,22 @@ class FakeStore:
     def get(self, user_id: int) -> User | None:
         return next((u for u in self.users if u.id == user_id), None)
 
+    def get_by_email(self, email: str) -> User | None:
+        return next((u for u in self.users if u.email == email), None)
+
     def list(self, limit: int) -> list[User]:
         return list(reversed(self.users))[:limit]
 
 
-def call(app: App, method: str, path: str, body: object = None, query: str = ""):
+def call(
+    app: App,
+    method: str,
+    path: str,
+    body: object = None,
+    query: str = "",
+    key: str | None = None,
+):
+    """``key``: the request's Idempotency-Key header (None: no such header)."""
     raw = b"" if body is None else json.dumps(body).encode()
     environ = {
         "REQUEST_METHOD": method,
@@ -46,6 +57,8 @@ def call(app: App, method: str, path: str, body: object = None, query: str = "")
         "CONTENT_LENGTH": str(len(raw)),
         "wsgi.input": io.BytesIO(raw),
     }
+    if key is not None:
+        environ["HTTP_IDEMPOTENCY_KEY"] = key
     seen = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
@@ -84,6 +97,61 @@ def test_register_then_read_back(app: App) -> None:
 def test_duplicate_email_is_a_conflict(app: App) -> None:
     call(app, "POST", "/api/users", {"name": "A", "email": "a@example.org"})
     assert call(app, "POST", "/api/users", {"name": "B", "email": "a@example.org"})[0] == 409
+
+
+def test_duplicate_email_without_a_key_is_a_conflict_even_with_the_same_name(app: App) -> None:
+    ada = {"name": "Ada", "email": "ada@example.org"}
+    assert call(app, "POST", "/api/users", ada)[0] == 201
+    status, headers, body = call(app, "POST", "/api/users", ada)
+    assert status == 409 and "Idempotent-Replayed" not in headers
+    assert json.loads(body) == {"error": "a user with email 'ada@example.org' already exists"}
+
+
+def test_a_retried_registration_with_a_key_is_answered_as_the_first_was(app: App) -> None:
+    ada = {"name": "Ada", "email": "ada@example.org"}
+    status, headers, first = call(app, "POST", "/api/users", ada, key="k1")
+    assert status == 201 and "Idempotent-Replayed" not in headers
+    # the retry: the same request (the proxy resends its bytes), or its email in another case
+    for again in (ada, {"name": " Ada ", "email": "ADA@example.org"}):
+        status, headers, body = call(app, "POST", "/api/users", again, key="k1")
+        assert status == 201 and headers["Idempotent-Replayed"] == "true"
+        assert headers["X-Release"] == "abc123"
+        assert body == first  # the same user: id, release that registered it, created_at
+    assert len(app.store.users) == 1  # type: ignore[attr-defined]
+
+
+def test_a_key_does_not_replay_someone_else_with_that_email(app: App) -> None:
+    assert call(app, "POST", "/api/users", {"name": "Ada", "email": "a@example.org"})[0] == 201
+    status, headers, body = call(
+        app, "POST", "/api/users", {"name": "Bob", "email": "a@example.org"}, key="k2"
+    )
+    assert status == 409 and "Idempotent-Replayed" not in headers
+    assert "already exists" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("key", ["a", "~" * 200, "8e03978e-40d5-43e8-bc93-6894a57f9324", '"sf"'])
+def test_a_key_of_visible_ascii_is_accepted(app: App, key: str) -> None:
+    status, _, _ = call(app, "POST", "/api/users", {"name": "A", "email": "a@x.org"}, key=key)
+    assert status == 201
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("", "got 0 characters: ''"),
+        ("k" * 201, "got 201 characters: 'kkkk"),
+        ("a\x01b", "got 3 characters: 'a\\x01b'"),
+        ("a b", "got 3 characters: 'a b'"),
+        ("caf\xe9", "got 4 characters: 'caf\xe9'"),
+    ],
+)
+def test_a_bad_key_is_400_naming_the_header_and_its_form(app: App, key: str, shown: str) -> None:
+    status, _, body = call(app, "POST", "/api/users", {"name": "A", "email": "a@x.org"}, key=key)
+    error = json.loads(body)["error"]
+    assert status == 400
+    assert error.startswith("the 'Idempotency-Key' header must be 1 to 200 visible ASCII")
+    assert shown in error
+    assert app.store.users == []  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -175,6 +243,29 @@ def test_memory_store_only_when_asked_for_by_name() -> None:
     assert store.get(user.id) == user and store.list(5) == [user]
     with pytest.raises(DuplicateEmail):
         store.add("B", "a@example.org", "r1")
+    assert store.get_by_email("a@example.org") == user
+    assert store.get_by_email("b@example.org") is None
+
+
+def test_postgres_store_looks_a_user_up_by_email() -> None:
+    from datetime import UTC, datetime
+
+    from app.store import PostgresStore
+
+    asked: list[tuple[str, tuple[object, ...]]] = []
+    found = [(7, "Ada", "ada@example.org", "r1", datetime(2026, 1, 1, tzinfo=UTC))]
+
+    class Answering(PostgresStore):
+        def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+            asked.append((sql, args))
+            return found if args == ("ada@example.org",) else []
+
+    store = Answering("postgresql://unused")
+    assert store.get_by_email("ada@example.org") == User(
+        7, "Ada", "ada@example.org", "r1", "2026-01-01T00:00:00+00:00"
+    )
+    assert store.get_by_email("bob@example.org") is None
+    assert all("WHERE email = %s" in sql for sql, _ in asked)
 
 
 def test_a_worker_warms_up_before_its_first_request(monkeypatch: pytest.MonkeyPatch) -> None:
