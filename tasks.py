@@ -95,6 +95,17 @@ def status(c: Context, json_: bool = False) -> None:
         print(lifecycle.render_status(rows))
 
 
+@task(name="restart-workers")
+@presents_errors
+def restart_workers(c: Context) -> None:
+    """Restart each worker of prod's swarm in turn, its replicas moved off it first (a swarm
+    prod only; nothing fails under traffic)."""
+    from lab.estate import rolling
+
+    with Lab(State(lab_config.load())) as lab:
+        rolling.restart_workers(lab, Progress())
+
+
 @task(name="list", help={"json": "print machine-readable JSON instead of a table"})
 @presents_errors
 def list_(c: Context, json_: bool = False) -> None:
@@ -607,7 +618,7 @@ def lint(c: Context) -> None:
     c.run(f"{py} -m mypy", echo=True)
 
 
-lab_ns = Collection("lab", up, status, list_, reset, down, destroy, shell)
+lab_ns = Collection("lab", up, status, list_, reset, down, destroy, shell, restart_workers)
 lock_ns = Collection("lock", lock_release, lock_status)
 dev_ns = Collection("dev", dev_push, dev_shell)
 stack_ns = Collection("stack", stack_apply)
