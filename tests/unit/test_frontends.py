@@ -46,7 +46,14 @@ class Store:
         return json.loads(self.data[key]) if key in self.data else None
 
 
-DOC = {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0}
+DOC = {
+    "name": "quotes",
+    "public_port": 8001,
+    "port": 9000,
+    "health": "/ready",
+    "maxconn": 0,
+    "try_timeout": 3,
+}
 
 
 def test_a_new_service_is_published_and_undone_to_nothing() -> None:
