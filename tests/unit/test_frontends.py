@@ -97,6 +97,12 @@ def test_a_port_another_service_holds_is_refused_with_the_evidence() -> None:
     assert "app has it: /cdlab/frontends/app" in str(err.value) and store.writes == 0
 
 
+@pytest.mark.parametrize("seconds", [1, 3, 45, 300])
+def test_the_manifests_try_timeout_goes_into_the_document(seconds: int) -> None:
+    doc = frontends.frontend_doc(dataclasses.replace(QUOTES, try_timeout=seconds))
+    assert doc == {**DOC, "try_timeout": seconds}
+
+
 def test_a_manifest_the_proxy_would_refuse_names_the_manifest_field() -> None:
     bad = dataclasses.replace(QUOTES, health="/ready now", max_connections=3)
     with pytest.raises(ConfigError) as err:
