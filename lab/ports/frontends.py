@@ -1,11 +1,11 @@
 """Services' frontend documents in the route store: what the proxy runs one HAProxy for.
 
-``/cdlab/frontends/<service>`` holds a service's public port, its own port, its health path and
-``max_connections`` (format: ``cdlab_proxy.document``). The proxy's supervisor starts a
-service's process when its document appears, replaces only that process when it changes, and
-stops it when it goes; no other service's process is touched. A deploy publishes the document
-of the manifest it deploys (``publish``), and undoes it if the deploy fails (``undo``); the
-proxy reports the process through its Runtime API (``Runtime.wait_frontend``).
+``/cdlab/frontends/<service>`` holds a service's public port, its own port, its health path,
+``max_connections`` and ``try_timeout`` (format: ``cdlab_proxy.document``). The proxy's
+supervisor starts a service's process when its document appears, replaces only that process when
+it changes, and stops it when it goes; no other service's process is touched. A deploy publishes
+the document of the manifest it deploys (``publish``), and undoes it if the deploy fails
+(``undo``); the proxy reports the process through its Runtime API (``Runtime.wait_frontend``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ def frontend_doc(service: Service) -> dict[str, Any]:
     doc = module("document")
     body: dict[str, Any] = doc.frontend_doc(
         doc.Frontend(
-            service.name, service.public_port, service.port, service.health, service.max_connections
+            service.name,
+            service.public_port,
+            service.port,
+            service.health,
+            service.max_connections,
+            service.try_timeout,
         )
     )
     try:

@@ -18,6 +18,8 @@ describes each field for an editor, and ``tests/unit/test_service_schema.py`` ke
     bake = 10                     # seconds the new release is watched after the switch (0: no
                                   # bake, at most 600); if it fails, every request goes back
     max_connections = 0           # requests the proxy sends one release at a time (0: no limit)
+    try_timeout = 3               # on a swarm prod, seconds a replica has to answer before the
+                                  # proxy asks another (1-300); a single host waits 30, once
     replicas = 3                  # replicas per release on a swarm prod, 1 to 8 (absent: one per
                                   # ready node; a single-host prod runs one container)
     [env]                         # extra environment of every container
@@ -83,6 +85,7 @@ MAX_REPLICAS = 8  # replicas per release: the proxy's slot count depends on it
 _KNOWN = frozenset(
     {
         "max_connections",
+        "try_timeout",
         "replicas",
         "name",
         "port",
@@ -155,6 +158,7 @@ class Service:
     migration: Migration | None = None  # [migrate]; None: the schema is not cdlab's business
     limits: Limits = field(default_factory=Limits)  # [limits]: each of its containers' bounds
     replicas: int | None = None  # per release on a swarm prod; None: one per ready node
+    try_timeout: int = 3  # seconds a replica has to answer before the proxy asks another (swarm)
 
     @property
     def probe(self) -> str:
@@ -244,6 +248,16 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
         f"requests at a time per release, 1 to {most}, or 0 for no limit",
         source,
     )
+    tries = shared.TRY_TIMEOUTS
+    try_timeout = _int(
+        doc,
+        "try_timeout",
+        shared.TRY_TIMEOUT,
+        tries,
+        f"seconds a replica has to answer before the proxy asks another, {tries.start} to "
+        f"{tries.stop - 1}",
+        source,
+    )
     bake = doc.get("bake", 10)
     if isinstance(bake, bool) or not isinstance(bake, int | float) or not 0 <= bake <= 600:
         raise ConfigError("bake", bake, "seconds from 0 (no bake window) to 600", source)
@@ -274,6 +288,7 @@ def parse(doc: dict[str, Any], folder: str, has: set[str], source: str) -> Servi
         _migration(doc, database, source),
         _limits.parse(doc.get("limits", {}), source),
         replicas,
+        try_timeout,
     )
 
 

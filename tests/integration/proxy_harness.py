@@ -115,12 +115,16 @@ class Proxy:
         return status, release
 
     def answer(
-        self, public_port: int, headers: dict[str, str] | None = None, path: str = "/version"
+        self,
+        public_port: int,
+        headers: dict[str, str] | None = None,
+        path: str = "/version",
+        method: str = "GET",
     ) -> tuple[int, str, str]:
         """A request through the proxy: its status, X-Release and body."""
         conn = http.client.HTTPConnection("127.0.0.1", public_port + self.shift, timeout=5)
         try:
-            conn.request("GET", path, headers=headers or {})
+            conn.request(method, path, headers=headers or {})
             resp = conn.getresponse()
             body = resp.read().decode(errors="replace")
             return resp.status, resp.getheader("X-Release") or "", body

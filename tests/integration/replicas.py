@@ -1,6 +1,7 @@
 """Replicas of one release on this machine's loopback addresses (127.0.0.2, .3, ...), one of
-which can be made a dead node's (``Replica.freeze``), and a paced load through the proxy that
-counts which replica answered each request (``Paced``)."""
+which can be made a dead node's (``Replica.freeze``) or take requests and answer none
+(``Replica.stall``), and a paced load through the proxy that counts which replica answered each
+request (``Paced``)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class Replica(http.server.ThreadingHTTPServer):
         super().__init__((ip, port), _Reply)
         self.ip = ip
         self.plugs: list[socket.socket] = []
+        self.stalled = ""  # a path whose requests get no answer ("": none)
+        self.released = threading.Event()  # set: the stalled requests end, unanswered
         threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -74,7 +77,13 @@ class Replica(http.server.ThreadingHTTPServer):
             plug.close()  # another connection took the place first: answer it, try again
         raise RuntimeError(f"could not fill the accept queue of {self.ip}")
 
+    def stall(self, path: str) -> None:
+        """Take every request for ``path`` and answer none, as a replica on a node that died
+        with requests in flight; its health checks (another path) are answered."""
+        self.stalled = path
+
     def close(self) -> None:
+        self.released.set()
         for plug in self.plugs:
             plug.close()
         self.shutdown()
@@ -85,11 +94,19 @@ class _Reply(http.server.BaseHTTPRequestHandler):
     server: Replica
 
     def do_GET(self) -> None:
+        if self.path == self.server.stalled:
+            self.server.released.wait(30)
+            self.close_connection = True
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
         body = self.server.ip.encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet."""

@@ -7,8 +7,9 @@ request; the Runtime API port answers for every process; a deleted frontend stop
 a frontend on another service's port is refused and says why. With releases as Swarm services
 (``CDLAB_PROXY_MODE=swarm``, a second supervisor): a release of three replicas is served by a
 slot at each of their addresses, an address gone from DNS leaves the pool, a drained-addresses
-document drains a replica until it is deleted, and a replica whose node died (its SYNs dropped)
-is taken out within a second without a failed request.
+document drains a replica until it is deleted, a replica whose node died (its SYNs dropped)
+is taken out within a second without a failed request, and a request a replica took but does
+not answer is asked again of another after the frontend's try_timeout when that is safe.
 """
 
 from __future__ import annotations
@@ -230,7 +231,13 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
     try:
         with supervisor(tmp_path_factory.mktemp("swarm"), mode="swarm") as running:
             running.dns.set(TASKS, list(IPS))
-            front = {"name": "app", "public_port": 8000, "port": port, "health": "/health"}
+            front = {
+                "name": "app",
+                "public_port": 8000,
+                "port": port,
+                "health": "/health",
+                "try_timeout": 1,
+            }
             running.etcd.put(FRONTENDS + "app", {**front, "maxconn": 0})
             server = {"release": "r3", "host": "app-r3", "weight": 100, "replicas": 3}
             running.etcd.put(ROUTES + "app", {"service": "app", "servers": [server]})
@@ -282,6 +289,45 @@ def test_a_drained_address_takes_no_new_request_until_its_document_is_deleted(
     back = Counter(swarm.proxy.answer(8000)[2] for _ in range(30))
     assert set(drained) == {IPS[0], IPS[2]}, drained
     assert set(back) == set(IPS), back
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "safe"),
+    [
+        ("GET", {}, True),
+        ("PUT", {}, True),
+        ("POST", {"Idempotency-Key": "8e0f6c1a"}, True),
+        ("POST", {}, False),
+        ("PATCH", {}, False),
+    ],
+)
+def test_a_request_a_replica_took_but_does_not_answer_is_asked_again_when_safe(
+    swarm: Swarm, method: str, headers: dict[str, str], safe: bool
+) -> None:
+    """A node that died with requests in flight: its replica took them and answers none. The
+    proxy waits the frontend's try_timeout (1 s here), then asks another replica a request
+    safe to send twice; any other gets the proxy's 504 then, not after 30 s."""
+    swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
+    stalled = swarm.replicas[IPS[1]]
+    stalled.stall("/stall")
+    outcomes: Counter[tuple[int, str]] = Counter()
+    waits = []
+    try:
+        for _ in range(6):  # round robin over three: two of them go to the stalled one
+            sent = time.monotonic()
+            status, _, body = swarm.proxy.answer(8000, headers, "/stall", method)
+            waits.append(time.monotonic() - sent)
+            outcomes[(status, body if status == 200 else "")] += 1
+    finally:
+        stalled.stall("")
+    slow = sorted(w for w in waits if w > 0.9)
+    print(f"\n{method} {headers}: {dict(outcomes)}; waits {[round(w, 2) for w in waits]}")
+    assert slow and max(waits) < 2.0, f"one try of 1 s, then another replica: {waits}"
+    if safe:
+        assert set(outcomes) <= {(200, IPS[0]), (200, IPS[2])}, outcomes
+    else:
+        assert outcomes[(504, "")] == len(slow), outcomes
+        assert set(outcomes) - {(504, "")} <= {(200, IPS[0]), (200, IPS[2])}, outcomes
 
 
 def test_a_blackholed_replica_is_down_within_a_second_under_load_and_no_request_fails(

@@ -46,7 +46,14 @@ class Store:
         return json.loads(self.data[key]) if key in self.data else None
 
 
-DOC = {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0}
+DOC = {
+    "name": "quotes",
+    "public_port": 8001,
+    "port": 9000,
+    "health": "/ready",
+    "maxconn": 0,
+    "try_timeout": 3,
+}
 
 
 def test_a_new_service_is_published_and_undone_to_nothing() -> None:
@@ -88,6 +95,12 @@ def test_a_port_another_service_holds_is_refused_with_the_evidence() -> None:
         frontends.publish(store, QUOTES)
     assert err.value.field == "public_port" and err.value.source == "services/quotes/service.toml"
     assert "app has it: /cdlab/frontends/app" in str(err.value) and store.writes == 0
+
+
+@pytest.mark.parametrize("seconds", [1, 3, 45, 300])
+def test_the_manifests_try_timeout_goes_into_the_document(seconds: int) -> None:
+    doc = frontends.frontend_doc(dataclasses.replace(QUOTES, try_timeout=seconds))
+    assert doc == {**DOC, "try_timeout": seconds}
 
 
 def test_a_manifest_the_proxy_would_refuse_names_the_manifest_field() -> None:

@@ -9,15 +9,32 @@ import pytest
 from cdlab_proxy import document
 
 F = document.Frontend
-GOOD_FRONT = {"name": "app", "public_port": 8000, "port": 8000, "health": "/health", "maxconn": 0}
+OLD_FRONT = {"name": "app", "public_port": 8000, "port": 8000, "health": "/health", "maxconn": 0}
+GOOD_FRONT = {**OLD_FRONT, "try_timeout": 3}
 
 
 def test_a_frontend_document_reads_back() -> None:
     front = document.parse_frontend(GOOD_FRONT, "app")
-    assert front == F("app", 8000, 8000, "/health", 0)
+    assert front == F("app", 8000, 8000, "/health", 0, 3)
     assert document.frontend_doc(front) == GOOD_FRONT
     extra = document.parse_frontend({**GOOD_FRONT, "future": 1}, "app")  # a newer writer
     assert extra == front
+
+
+@pytest.mark.parametrize("seconds", [1, 10, 300])
+def test_a_frontends_try_timeout_is_read_and_written(seconds: int) -> None:
+    front = document.parse_frontend({**GOOD_FRONT, "try_timeout": seconds}, "app")
+    assert front.try_timeout == seconds
+    assert document.frontend_doc(front) == {**GOOD_FRONT, "try_timeout": seconds}
+
+
+def test_a_frontend_document_of_an_older_cdlab_waits_3_s_per_try() -> None:
+    """Written before ``try_timeout`` existed: the same frontend as one that says 3, so the
+    supervisor does not replace a process when a newer lab writes the key."""
+    front = document.parse_frontend(OLD_FRONT, "app")
+    assert front.try_timeout == document.TRY_TIMEOUT == 3 == F("app", 8000, 8000).try_timeout
+    assert front == document.parse_frontend(GOOD_FRONT, "app")
+    assert document.frontend_doc(front) == GOOD_FRONT  # written out in full
 
 
 @pytest.mark.parametrize(
@@ -34,6 +51,12 @@ def test_a_frontend_document_reads_back() -> None:
         ({"health": "/x\nbind :80"}, "frontends[app].health", "a URL path like '/health'"),
         ({"maxconn": -1}, "frontends[app].maxconn", "0 (no limit) to 10000"),
         ({"maxconn": None}, "frontends[app].maxconn", "0 (no limit) to 10000"),
+        ({"try_timeout": 0}, "frontends[app].try_timeout", "seconds a replica has to answer, 1 to"),
+        ({"try_timeout": 301}, "frontends[app].try_timeout", "1 to 300"),
+        ({"try_timeout": None}, "frontends[app].try_timeout", "1 to 300"),
+        ({"try_timeout": True}, "frontends[app].try_timeout", "1 to 300"),
+        ({"try_timeout": "3"}, "frontends[app].try_timeout", "1 to 300"),
+        ({"try_timeout": 2.5}, "frontends[app].try_timeout", "1 to 300"),
     ],
 )
 def test_bad_frontend_documents_name_the_field_and_the_form(
@@ -189,6 +212,7 @@ def test_what_changed_between_two_frontends_is_said_in_words() -> None:
         document.changes(old, F("quotes", 8002, 9000, "/health", 5))
         == "public port 8001 -> 8002, health path /ready -> /health, maxconn 0 -> 5"
     )
+    assert document.changes(old, F("quotes", 8001, 9000, "/ready", 0, 10)) == "try timeout 3 -> 10"
 
 
 @pytest.mark.parametrize("pattern", ["RELEASE", "HOST", "TOKEN", "VALUE", "MATCH_RELEASE", "NAME"])

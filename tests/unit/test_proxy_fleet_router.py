@@ -213,9 +213,39 @@ def test_the_status_table_reads_back() -> None:
         router.Status("bad", None, "invalid", None, "bad value for 'frontends[bad]'"),
     ]
     text = router.status_table(rows)
-    assert text.startswith("# service public_port port health maxconn state pid detail\n")
+    assert text.startswith(
+        "# service public_port port health maxconn try_timeout state pid detail\n"
+    )
     assert router.parse_status(text) == sorted(rows, key=lambda r: r.service)
     assert router.parse_status("Unknown command: 'show cdlab'\n\n") is None
+
+
+def test_the_status_table_carries_a_frontends_try_timeout() -> None:
+    slow = Frontend("quotes", 8001, 9000, "/ready", 0, 45)
+    text = router.status_table([router.Status("quotes", slow, "up", 12)])
+    assert text.splitlines()[1] == "quotes 8001 9000 /ready 0 45 up 12 -"
+    assert router.parse_status(text) == [router.Status("quotes", slow, "up", 12)]
+
+
+def test_a_status_table_of_the_previous_supervisor_reads_as_3_s_per_try() -> None:
+    """Its layout had no try_timeout column: a lab newer than its proxy still reads it."""
+    text = (
+        "# service public_port port health maxconn state pid detail\n"
+        "app 8000 8000 /health 0 up 11 -\n"
+        "bad - - - - invalid - bad value for 'frontends[bad]'\n"
+        "quotes 8001 9000 /ready 50 refused 12 public port 8001 is app's\n\n"
+    )
+    assert router.parse_status(text) == [
+        router.Status("app", APP, "up", 11),
+        router.Status("bad", None, "invalid", None, "bad value for 'frontends[bad]'"),
+        router.Status(
+            "quotes",
+            Frontend("quotes", 8001, 9000, "/ready", 50, 3),
+            "refused",
+            12,
+            "public port 8001 is app's",
+        ),
+    ]
 
 
 FULL_HEADER = (

@@ -1,8 +1,11 @@
 """The proxy's two modes (``CDLAB_PROXY_MODE``): ``single``, whose HAProxy config is what it
-always was, and ``swarm``, which takes a dead replica out at its first failed connection."""
+was before modes but for which requests may be sent twice, and ``swarm``, which takes a dead
+replica out at its first failed connection and asks another replica again what one did not
+answer within the frontend's ``try_timeout``."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import shutil
 import subprocess
@@ -13,20 +16,52 @@ from cdlab_proxy import config, document
 
 DATA = Path(__file__).parent / "data"
 QUOTES = document.Frontend("quotes", 8001, 9000, "/ready", 50)
+# L7 retries (after an empty response, a timeout) only for a request that is safe to send twice
+RETRY_RULE = (
+    "    http-request disable-l7-retry unless { method GET HEAD OPTIONS PUT DELETE } "
+    "|| { req.hdr(idempotency-key) -m found }"
+)
 
 
-def render(mode: config.Mode, run_dir: str = "/run/x") -> str:
+def render(mode: config.Mode, run_dir: str = "/run/x", front: document.Frontend = QUOTES) -> str:
     settings = config.Settings(run_dir=run_dir, mode=mode)
-    return config.render_config(QUOTES, settings, config.Files.of(settings, "quotes", 3))
+    return config.render_config(front, settings, config.Files.of(settings, front.name, 3))
 
 
-def test_the_single_config_is_byte_for_byte_the_one_before_modes() -> None:
-    """``proxy-single.cfg`` was rendered by the code before ``Settings.mode`` existed."""
-    assert render("single") == (DATA / "proxy-single.cfg").read_text()
+def test_the_single_config_is_the_one_before_modes_but_for_its_retry_rule() -> None:
+    """``proxy-single.cfg`` was rendered by the code before ``Settings.mode`` existed; since,
+    only its backends' retry rule changed (from ``if METH_POST``: a PATCH was sent twice, a
+    POST with an Idempotency-Key never)."""
+    pinned = (DATA / "proxy-single.cfg").read_text()
+    assert render("single") == pinned
+    assert pinned.splitlines().count(RETRY_RULE) == 2 and "METH_POST" not in pinned
     assert config.Settings().mode == "single"
 
 
-def test_the_swarm_config_changes_only_connections_retries_and_passive_checks() -> None:
+@pytest.mark.parametrize("mode", config.MODES)
+def test_in_both_modes_only_a_request_safe_to_send_twice_is_retried_after_it_was_sent(
+    mode: config.Mode,
+) -> None:
+    lines = render(mode).splitlines()
+    assert [line for line in lines if "disable-l7-retry" in line] == [RETRY_RULE] * 2
+    assert lines.count("backend quotes") == lines.count("backend quotes-match") == 1
+
+
+@pytest.mark.parametrize("seconds", [1, 3, 45, 300])
+def test_a_swarm_waits_the_frontends_try_timeout_for_an_answer_then_asks_again(
+    seconds: int,
+) -> None:
+    front = dataclasses.replace(QUOTES, try_timeout=seconds)
+    swarm = render("swarm", front=front).splitlines()
+    assert swarm.count(f"    timeout server {seconds}s") == 1
+    assert "    retry-on conn-failure empty-response response-timeout" in swarm
+    single = render("single", front=front).splitlines()
+    assert single.count("    timeout server 30s") == 1  # a single host never re-asks
+    assert "    retry-on conn-failure empty-response" in single
+    assert render("single", front=front) == render("single")
+
+
+def test_the_swarm_config_changes_only_connections_waits_retries_and_passive_checks() -> None:
     single, swarm = render("single").splitlines(), render("swarm").splitlines()
     changed = [
         line
@@ -40,9 +75,13 @@ def test_the_swarm_config_changes_only_connections_retries_and_passive_checks() 
     assert changed == [
         "-    timeout connect 2s",
         "+    timeout connect 200ms",
+        "-    timeout server 30s",
+        "+    timeout server 3s",
         "-    option redispatch",
         "+    option redispatch 1",
         "+    http-reuse never",
+        "-    retry-on conn-failure empty-response",
+        "+    retry-on conn-failure empty-response response-timeout",
         f"-    {server}",
         f"+    {server} observe layer4 error-limit 1 on-error sudden-death",
         f"-    {server}",
@@ -65,11 +104,13 @@ def test_an_unknown_mode_is_refused_with_the_known_ones(text: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
-def test_haproxy_accepts_the_swarm_config(tmp_path: Path) -> None:
-    settings = config.Settings(run_dir=str(tmp_path), mode="swarm")
+@pytest.mark.parametrize("mode", config.MODES)
+def test_haproxy_accepts_the_config_of_each_mode(mode: config.Mode, tmp_path: Path) -> None:
+    settings = config.Settings(run_dir=str(tmp_path), mode=mode)
     files = config.Files.of(settings, "quotes", 1)
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(config.render_config(QUOTES, settings, files))
+    front = dataclasses.replace(QUOTES, try_timeout=45)
+    cfg.write_text(config.render_config(front, settings, files))
     for path in (
         files.state,
         config.map_file(settings, "quotes"),

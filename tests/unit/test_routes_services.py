@@ -95,16 +95,11 @@ def test_proxy_frontends_come_from_every_manifest() -> None:
 
     found = services.load_all(Path(__file__).resolve().parents[2])
     docs = [frontends.frontend_doc(s) for s in found]
+    common = {"maxconn": 0, "try_timeout": 3}
     assert docs == [
-        {"name": "app", "public_port": 8000, "port": 8000, "health": "/health", "maxconn": 0},
-        {
-            "name": "pypiserver",
-            "public_port": 8002,
-            "port": 8080,
-            "health": "/health",
-            "maxconn": 0,
-        },
-        {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0},
+        {"name": "app", "public_port": 8000, "port": 8000, "health": "/health", **common},
+        {"name": "pypiserver", "public_port": 8002, "port": 8080, "health": "/health", **common},
+        {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", **common},
     ]
     healths = [document.parse_frontend(d, d["name"]).health for d in docs]
     assert healths == ["/health", "/health", "/ready"]

@@ -19,6 +19,7 @@ SOURCE = "services/app/service.toml"
 HOOKS, CANARY, LOAD = (f"{SOURCE} [{table}]" for table in ("hooks", "canary", "load"))
 MIN = {"name": "app", "port": 8000}
 COMMAND = "a shell command on one line (no line break or NUL)"
+TRIES = "seconds a replica has to answer before the proxy asks another, 1 to 300"
 
 
 def refusal(doc: dict[str, Any], has: set[str] = HAS) -> ConfigError:
@@ -34,6 +35,13 @@ def refusal(doc: dict[str, Any], has: set[str] = HAS) -> ConfigError:
 def test_manifest_defaults_and_test_image() -> None:
     svc = services.parse(MIN, "services/app", HAS, "x")
     assert (svc.health, svc.test_dockerfile, svc.load_paths) == ("/health", "Dockerfile.test", ())
+
+
+@pytest.mark.parametrize(("doc", "seconds"), [(MIN, 3), ({**MIN, "try_timeout": 45}, 45)])
+def test_a_replica_has_the_manifests_try_timeout_to_answer_or_3_s(
+    doc: dict[str, Any], seconds: int
+) -> None:
+    assert services.parse(doc, "services/app", HAS, "x").try_timeout == seconds
 
 
 @pytest.mark.parametrize(("doc", "replicas"), [(MIN, None), ({**MIN, "replicas": 3}, 3)])
@@ -53,6 +61,7 @@ def test_replicas_are_the_manifests_or_none_for_one_per_node(
         ({**MIN, "test_dockerfile": "Nope"}, HAS, "test_dockerfile"),
         ({**MIN, "database": "yes"}, HAS, "database"),
         ({**MIN, "max_connections": "32"}, HAS, "max_connections"),
+        ({**MIN, "try_timeout": "3"}, HAS, "try_timeout"),
         ({**MIN, "env": {"lower": "x"}}, HAS, "env"),
         ({**MIN, "env": {"RELEASE": "x"}}, HAS, "env"),
         ({**MIN, "env": ["A=1"]}, HAS, "env"),
@@ -128,6 +137,11 @@ def test_a_health_path_haproxy_or_the_probe_would_misread_is_refused(health: obj
         ({"bake": True}, "bake", True, "seconds from 0 (no bake window) to 600"),
         ({"max_connections": -1}, "max_connections", -1, "1 to 10000, or 0 for no limit"),
         ({"max_connections": 10001}, "max_connections", 10001, "1 to 10000, or 0 for no limit"),
+        ({"try_timeout": 0}, "try_timeout", 0, TRIES),
+        ({"try_timeout": 301}, "try_timeout", 301, TRIES),
+        ({"try_timeout": True}, "try_timeout", True, TRIES),
+        ({"try_timeout": "3"}, "try_timeout", "3", TRIES),
+        ({"try_timeout": 2.5}, "try_timeout", 2.5, TRIES),
         ({"replicas": 0}, "replicas", 0, "replicas per release, 1 to 8"),
         ({"replicas": 9}, "replicas", 9, "replicas per release, 1 to 8"),
         ({"replicas": True}, "replicas", True, "replicas per release, 1 to 8"),
@@ -166,6 +180,8 @@ def test_a_bad_value_names_the_field_the_value_and_the_form(
         {"bake": 0},
         {"bake": 2.5},
         {"max_connections": 10000},
+        {"try_timeout": 1},
+        {"try_timeout": 300},
         {"replicas": 1},
         {"replicas": 8},
         {"env": {"A": "it's fine: ,#$"}},

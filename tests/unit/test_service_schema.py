@@ -92,6 +92,14 @@ def test_the_replica_bounds_are_the_parsers() -> None:
     assert (replicas["minimum"], replicas["maximum"]) == (1, services.MAX_REPLICAS)
 
 
+def test_the_try_timeout_bounds_are_the_proxys() -> None:
+    from cdlab_proxy import document
+
+    tries = SCHEMA["properties"]["try_timeout"]
+    bounds = range(tries["minimum"], tries["maximum"] + 1)
+    assert (bounds, tries["default"]) == (document.TRY_TIMEOUTS, document.TRY_TIMEOUT)
+
+
 TWENTY = [f"/p{i}" for i in range(20)]
 MIGRATE = {"command": "alembic upgrade head", "current": "alembic current", "head": "alembic heads"}
 # (a change to a minimal manifest, whether both take it); Python's re (which jsonschema uses)
@@ -149,6 +157,14 @@ SAMPLES: list[tuple[dict[str, Any], bool]] = [
     ({"max_connections": 10000}, True),
     ({"max_connections": -1}, False),
     ({"max_connections": 10001}, False),
+    ({"try_timeout": 1}, True),
+    ({"try_timeout": 300}, True),
+    ({"try_timeout": 0}, False),
+    ({"try_timeout": 301}, False),
+    ({"try_timeout": -3}, False),
+    ({"try_timeout": "3"}, False),
+    ({"try_timeout": True}, False),
+    ({"try_timeout": 2.5}, False),
     ({"replicas": 1}, True),
     ({"replicas": 8}, True),
     ({"replicas": 0}, False),

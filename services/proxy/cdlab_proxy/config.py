@@ -6,8 +6,9 @@ reach it through its Runtime API. A changed document starts a new process beside
 
 ``Settings.mode`` says how releases run: ``single`` (the default), plain containers on prod;
 ``swarm``, Swarm services whose replicas may be on a node that is gone. The swarm config takes a
-replica that stops answering out at the first failed connection (``render_config``); the
-single one is byte for byte what it always was.
+replica that stops answering out at the first failed connection, and asks another replica again
+what one did not answer in time (``render_config``); the single one is what it always was, but
+for which requests may be sent twice (the same rule in both modes).
 """
 
 from __future__ import annotations
@@ -129,7 +130,17 @@ def render_config(front: Frontend, settings: Settings, files: Files) -> str:
     ``inter``), each retry goes to another server (``option redispatch 1``), GETs and POSTs
     alike (``disable-l7-retry`` spares connection failures), and the first failed connection
     leaves the server one failed check from DOWN (``observe layer4 ... sudden-death``; the
-    next check comes within ``fastinter``). Checks are as in ``single`` mode."""
+    next check comes within ``fastinter``). A request already sent to it waits for an answer
+    ``front.try_timeout`` seconds, not 30 (``timeout server``; it bounds every request's wait,
+    a slow endpoint needs a larger one), then is asked again of another replica
+    (``retry-on ... response-timeout``) if asking twice is safe. Checks are as in ``single``
+    mode.
+
+    In both modes a request is sent again after a connection failure whatever it is, but after
+    a failure that may come once it arrived (an empty response, a timeout) only if it is safe
+    to repeat: of an idempotent method (GET, HEAD, OPTIONS, PUT, DELETE) or carrying an
+    ``Idempotency-Key`` header (the client's promise that its server takes it once); any
+    other request (a POST, a PATCH) gets the proxy's error (``disable-l7-retry unless``)."""
     swarm = settings.mode == "swarm"
     match = front.name + MATCH_SUFFIX
     mapping = map_file(settings, front.name)
@@ -170,7 +181,7 @@ def render_config(front: Frontend, settings: Settings, files: Files) -> str:
         "    option dontlognull",
         "    timeout connect 200ms" if swarm else "    timeout connect 2s",
         "    timeout client 60s",
-        "    timeout server 30s",
+        f"    timeout server {front.try_timeout}s" if swarm else "    timeout server 30s",
         "    timeout http-keep-alive 60s",
         "    timeout queue 5s",
         # a health check's answer may take this long (connecting: at most ``inter``): an
@@ -183,7 +194,7 @@ def render_config(front: Frontend, settings: Settings, files: Files) -> str:
             else ("    option redispatch",)
         ),
         "    retries 3",
-        "    retry-on conn-failure empty-response",
+        "    retry-on conn-failure empty-response" + (" response-timeout" if swarm else ""),
         # the slots as the process this one replaces left them (an empty file: none)
         "    load-server-state-from-file global",
         "",
@@ -216,7 +227,10 @@ def render_config(front: Frontend, settings: Settings, files: Files) -> str:
             "    balance roundrobin",
             f"    option httpchk GET {front.health}",
             "    http-check expect status 200",
-            "    http-request disable-l7-retry if METH_POST",
+            # sent twice only if that is safe (the docstring): a connection failure is retried
+            # whatever the request, this rule is not asked then
+            "    http-request disable-l7-retry unless { method GET HEAD OPTIONS PUT DELETE } "
+            "|| { req.hdr(idempotency-key) -m found }",
             # a DOWN release is checked every 250 ms too: one started again (a new address)
             # is UP half a second after HAProxy learns the address; 3 failed checks in a row
             # (about 1.5 s) take one out. init-addr last: the address in the state file

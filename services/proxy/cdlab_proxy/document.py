@@ -22,7 +22,12 @@ it, byte for byte as before. The candidate on matched requests runs as its serve
 A service's FRONTEND, at ``/cdlab/frontends/<service>``: the proxy runs one HAProxy for it while
 the document exists::
 
-    {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0}
+    {"name": "quotes", "public_port": 8001, "port": 9000, "health": "/ready", "maxconn": 0,
+     "try_timeout": 3}
+
+``try_timeout``: on a swarm, the seconds the proxy waits for a replica's answer before it asks
+another replica (a request safe to ask again: see ``config.render_config``); a document without
+it (written by an older cdlab) reads as ``TRY_TIMEOUT``.
 
 DRAINED addresses, at ``/cdlab/drained/<key>`` (a node's name, say): while the document exists,
 every slot at one of its addresses drains, whatever its release (the replicas of a node about to
@@ -49,6 +54,11 @@ DRAINED_PREFIX = "/cdlab/drained/"
 PUBLIC_PORTS = range(8000, 8009)  # published by the proxy's container (compose/stack.yml)
 MAX_WEIGHT = 256
 MAX_CONNECTIONS = 10000
+TRY_TIMEOUT = 3  # seconds; what a frontend document without ``try_timeout`` means
+TRY_TIMEOUTS = range(1, 301)
+TRY_TIMEOUT_FORM = (
+    f"seconds a replica has to answer, {TRY_TIMEOUTS.start} to {TRY_TIMEOUTS.stop - 1}"
+)
 MAX_REPLICAS = 8  # a release's replicas: the proxy's slot counts are sized for it (slots.py)
 TASKS = "tasks."  # Docker's DNS name of every healthy task of a service: tasks.<service>
 REPLICAS_FORM = (
@@ -142,6 +152,7 @@ class Frontend:
     port: int  # the service's own port in its containers
     health: str = "/health"  # the readiness path the proxy checks
     maxconn: int = 0  # requests sent to one release at a time (0: no limit)
+    try_timeout: int = TRY_TIMEOUT  # seconds per try for an answer, on a swarm (TRY_TIMEOUTS)
 
 
 def decode(raw: bytes | None, field: str) -> object:
@@ -265,6 +276,9 @@ def parse_frontend(doc: object, service: str) -> Frontend:
             field,
             f"requests at a time per release, 0 (no limit) to {MAX_CONNECTIONS}",
         ),
+        _int(doc, "try_timeout", TRY_TIMEOUTS, field, TRY_TIMEOUT_FORM)
+        if "try_timeout" in doc
+        else TRY_TIMEOUT,
     )
 
 
@@ -275,6 +289,7 @@ def frontend_doc(frontend: Frontend) -> dict[str, Any]:
         "port": frontend.port,
         "health": frontend.health,
         "maxconn": frontend.maxconn,
+        "try_timeout": frontend.try_timeout,
     }
 
 
@@ -285,6 +300,7 @@ def changes(old: Frontend, new: Frontend) -> str:
         ("port", old.port, new.port),
         ("health path", old.health, new.health),
         ("maxconn", old.maxconn, new.maxconn),
+        ("try timeout", old.try_timeout, new.try_timeout),
     )
     return ", ".join(f"{name} {a} -> {b}" for name, a, b in fields if a != b) or "nothing"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .document import Frontend
+from .document import TRY_TIMEOUT, Frontend
 
 STATUS_COMMAND = "show cdlab"
 # words of HAProxy's commands that are never the name of a backend, frontend or map
@@ -131,7 +131,9 @@ class Status:
     detail: str = ""
 
 
-_COLUMNS = "# service public_port port health maxconn state pid detail"
+_COLUMNS = "# service public_port port health maxconn try_timeout state pid detail"
+# the previous supervisor's layout, without try_timeout: its rows read as TRY_TIMEOUT
+_OLD_COLUMNS = "# service public_port port health maxconn state pid detail"
 
 
 def status_table(rows: Sequence[Status]) -> str:
@@ -139,7 +141,11 @@ def status_table(rows: Sequence[Status]) -> str:
     lines = [_COLUMNS]
     for r in sorted(rows, key=lambda r: r.service):
         f = r.frontend
-        values = [str(f.public_port), str(f.port), f.health, str(f.maxconn)] if f else ["-"] * 4
+        values = (
+            [str(f.public_port), str(f.port), f.health, str(f.maxconn), str(f.try_timeout)]
+            if f
+            else ["-"] * 5
+        )
         pid = str(r.pid) if r.pid else "-"
         lines.append(" ".join([r.service, *values, r.state, pid, r.detail or "-"]))
     return "\n".join(lines) + "\n\n"
@@ -147,18 +153,24 @@ def status_table(rows: Sequence[Status]) -> str:
 
 def parse_status(text: str) -> list[Status] | None:
     """``show cdlab``'s rows (None: not such an answer, e.g. an older proxy's "Unknown
-    command")."""
+    command"); a previous supervisor's answer, without try_timeout, reads as ``TRY_TIMEOUT``."""
     lines = text.strip().splitlines()
-    if not lines or lines[0] != _COLUMNS:
+    if not lines or lines[0] not in (_COLUMNS, _OLD_COLUMNS):
         return None
+    old = lines[0] == _OLD_COLUMNS
+    width = len(lines[0].split()) - 1  # the columns, less the '#'
     rows = []
     for line in lines[1:]:
-        parts = line.split(maxsplit=7)
-        if len(parts) < 8:
+        parts = line.split(maxsplit=width - 1)
+        if len(parts) < width:
             continue
-        name, public, port, health, maxconn, state, pid, detail = parts
+        if old:
+            parts.insert(5, str(TRY_TIMEOUT))  # after maxconn
+        name, public, port, health, maxconn, tries, state, pid, detail = parts
         front = (
-            None if public == "-" else Frontend(name, int(public), int(port), health, int(maxconn))
+            None
+            if public == "-"
+            else Frontend(name, int(public), int(port), health, int(maxconn), int(tries))
         )
         rows.append(
             Status(
