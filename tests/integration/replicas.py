@@ -43,6 +43,7 @@ class Replica(http.server.ThreadingHTTPServer):
         self.ip = ip
         self.plugs: list[socket.socket] = []
         self.stalled = ""  # a path whose requests get no answer ("": none)
+        self.answer_after: float | None = None  # seconds: the stalled path answered late
         self.released = threading.Event()  # set: the stalled requests end, unanswered
         threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
 
@@ -77,10 +78,11 @@ class Replica(http.server.ThreadingHTTPServer):
             plug.close()  # another connection took the place first: answer it, try again
         raise RuntimeError(f"could not fill the accept queue of {self.ip}")
 
-    def stall(self, path: str) -> None:
+    def stall(self, path: str, answer_after: float | None = None) -> None:
         """Take every request for ``path`` and answer none, as a replica on a node that died
-        with requests in flight; its health checks (another path) are answered."""
-        self.stalled = path
+        with requests in flight, or answer it only ``answer_after`` seconds later (a slow
+        endpoint); its health checks (another path) are answered."""
+        self.stalled, self.answer_after = path, answer_after
 
     def close(self) -> None:
         self.released.set()
@@ -95,9 +97,11 @@ class _Reply(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == self.server.stalled:
-            self.server.released.wait(30)
-            self.close_connection = True
-            return
+            if self.server.answer_after is None:
+                self.server.released.wait(30)
+                self.close_connection = True
+                return
+            time.sleep(self.server.answer_after)
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         body = self.server.ip.encode()

@@ -304,12 +304,13 @@ def test_a_drained_address_takes_no_new_request_until_its_document_is_deleted(
 def test_a_request_a_replica_took_but_does_not_answer_is_asked_again_when_safe(
     swarm: Swarm, method: str, headers: dict[str, str], safe: bool
 ) -> None:
-    """A node that died with requests in flight: its replica took them and answers none. The
-    proxy waits the frontend's try_timeout (1 s here), then asks another replica a request
-    safe to send twice; any other gets the proxy's 504 then, not after 30 s."""
+    """A replica that took requests and answers them late (2 s here; a node that died answers
+    never). The proxy waits the frontend's try_timeout (1 s here), then asks another replica a
+    request safe to send twice; any other waits for its answer (``timeout server``, 30 s):
+    cutting it short would only turn a slow answer into an error."""
     swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
     stalled = swarm.replicas[IPS[1]]
-    stalled.stall("/stall")
+    stalled.stall("/stall", answer_after=2.0)
     outcomes: Counter[tuple[int, str]] = Counter()
     waits = []
     try:
@@ -322,20 +323,21 @@ def test_a_request_a_replica_took_but_does_not_answer_is_asked_again_when_safe(
         stalled.stall("")
     slow = sorted(w for w in waits if w > 0.9)
     print(f"\n{method} {headers}: {dict(outcomes)}; waits {[round(w, 2) for w in waits]}")
-    assert slow and max(waits) < 2.0, f"one try of 1 s, then another replica: {waits}"
+    assert slow, f"none went to the slow replica: {waits}"
     if safe:
+        assert max(waits) < 1.9, f"one try of 1 s, then another replica: {waits}"
         assert set(outcomes) <= {(200, IPS[0]), (200, IPS[2])}, outcomes
-    else:
-        assert outcomes[(504, "")] == len(slow), outcomes
-        assert set(outcomes) - {(504, "")} <= {(200, IPS[0]), (200, IPS[2])}, outcomes
+    else:  # answered late by the slow one, never asked twice
+        assert all(w >= 1.9 for w in slow), waits
+        assert outcomes[(200, IPS[1])] == len(slow), outcomes
 
 
-def test_a_blackholed_replica_is_down_within_a_second_under_load_and_no_request_fails(
+def test_a_blackholed_replica_is_down_within_seconds_under_load_and_no_request_fails(
     swarm: Swarm,
 ) -> None:
     """A node gone: its replica's address still in DNS (Swarm keeps it there for seconds),
-    every SYN to it dropped. The first request sent there fails to connect in 200 ms, is
-    retried on another replica, and leaves the slot one failed check from DOWN."""
+    every SYN to it dropped. A request sent there fails to connect in 500 ms and is sent to
+    another replica; the checks take the slot out."""
     swarm.proxy.runtime.wait_up("app", "app-r3", timeout=15, addrs=IPS)
     dead = IPS[2]
     load = Paced(swarm.proxy, 8000, rate=100)
@@ -360,5 +362,6 @@ def test_a_blackholed_replica_is_down_within_a_second_under_load_and_no_request_
     assert (slot.operational, slot.in_maintenance) == (0, False), "DOWN by its checks"
     # dropped, not refused: a check's connection times out (a refused one is L4CON)
     wait_for(lambda: swarm.check_status(slot.name) == "L4TOUT", "a check timed out", timeout=5)
-    # single mode takes it out by its checks alone: 1.2 s here
-    assert took < 1.0, f"DOWN only {took:.2f} s after the replica stopped answering SYNs"
+    # by its checks alone: a failed check, then two more at ``fastinter``, each waiting
+    # ``timeout connect`` (500 ms): 2-3 s
+    assert took < 4.0, f"DOWN only {took:.2f} s after the replica stopped answering SYNs"
