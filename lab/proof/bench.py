@@ -198,7 +198,7 @@ def fault_cases(
     if lab.config.swarm_manager:
         say("a worker of prod's swarm killed")
         try:
-            outcome, victim = nodefaults.worker_killed(lab, rate, "bench-worker-killed", say)
+            outcome, victim = nodefaults.worker_lost(lab, rate, "bench-worker-killed", say)
             cases.append({"case": f"a worker killed ({victim})", **outcome.figures()})
         except (LabError, TimeoutError) as exc:
             cases.append({"case": "a worker killed", "not_measured": str(exc)})

@@ -105,28 +105,46 @@ def a_worker(lab: Lab, c: Candidate) -> str:
     return sorted(used)[0]
 
 
+def host_started_at(lab: State, name: str) -> str:
+    """When ``name``'s host container last started (its engine with it)."""
+    c = _host(lab, name)
+    return str(c.attrs["State"]["StartedAt"])
+
+
 def _host(lab: State, name: str) -> Any:
     return engines.local().containers.get(lab.config.container_name(lab.config.host(name)))
 
 
-def worker_killed(
-    lab: State, rate: int, name: str, say: Callable[[str], None] = lambda _: None
+def worker_lost(
+    lab: State,
+    rate: int,
+    name: str,
+    say: Callable[[str], None] = lambda _: None,
+    how: str = "kill",
+    victim: str = "",
 ) -> tuple[Outcome, str]:
-    """Kill a worker's engine under ``rate`` req/s; wait until the live release's replicas all run
-    on the nodes left, start the host again and wait until the swarm lists it ready. The
-    outcome and the worker's name; the load's report is written as ``name``."""
+    """Lose a worker under ``rate`` req/s: its engine killed (``how="kill"``, a machine dying)
+    or its host stopped (``"stop"``: the engine stops its containers, SIGTERM first, as a
+    shutdown does); wait until the live release's replicas all run on the nodes left, start
+    the host again and wait until the swarm lists it ready. ``victim``: the worker (by
+    default the first one running a replica of the live release). The outcome and the
+    worker's name; the load's report is written as ``name``."""
     ports = Lab(lab)
     c = live(lab)
-    victim = a_worker(ports, c)
+    victim = victim or a_worker(ports, c)
     wanted = sum(placed(ports, c).values())
     host = _host(lab, victim)
     timings: dict[str, float] = {}
     try:
         with load.running(rate=rate, name=name) as traffic:
             time.sleep(3)
-            traffic.mark(f"kill {victim}'s engine")
-            say(f"  killing {victim}'s engine under {rate} req/s")
-            host.exec_run(KILL_DOCKERD)
+            what = f"kill {victim}'s engine" if how == "kill" else f"stop {victim}"
+            traffic.mark(what)
+            say(f"  {what} under {rate} req/s")
+            if how == "kill":
+                host.exec_run(KILL_DOCKERD)
+            else:
+                host.stop(timeout=30)
 
             def elsewhere() -> str:
                 where = placed(ports, c)
@@ -140,7 +158,8 @@ def worker_killed(
             traffic.mark("end")
     finally:
         host.start()
-    loadreport.write(traffic, load.REPORTS, {"fault": f"{victim}'s engine killed"})
+    said = f"{victim}'s engine killed" if how == "kill" else f"{victim} stopped"
+    loadreport.write(traffic, load.REPORTS, {"fault": said})
 
     def ready() -> str:
         now = node_state(ports, victim)

@@ -16,6 +16,7 @@ What changes on the way, and why:
   container (Swarm replaces tasks), and the restart policy is Swarm's (any exit, 1 s apart);
 - the healthcheck every 2 s, not the container's 10 s: Swarm adds a replica to DNS only once it
   is healthy, so the interval is added to every deploy; its start period is the health timeout;
+  slow to call a replica unhealthy (10 s a probe, 10 in a row), since Swarm then stops it;
 - a 25 s stop grace (a release is drained first), as ``ProdPorts.remove`` gives a container.
 """
 
@@ -29,8 +30,13 @@ from lab.release.containers import SECOND
 KEEPALIVE = "cdlab.keepalive"  # the host keeper's label (cdlab-host-init): never on a task
 STOP_GRACE = 25  # seconds between SIGTERM and SIGKILL when a replica stops
 HEALTH_INTERVAL = 2  # seconds between Docker's probes of a replica
-HEALTH_TIMEOUT = 2  # seconds one probe may take
-HEALTH_RETRIES = 3  # failed probes in a row that make a replica unhealthy
+# Swarm stops an unhealthy replica and starts another: its healthcheck is a liveness check,
+# slow to give up. At 2 s and 3 probes, 300 req/s on a 2-core machine made every live replica
+# of a release "unhealthy" (a probe is a python3 started in the container) and Swarm stopped
+# all of them at once: the pool empty. The proxy's own checks (every second) keep traffic
+# off a replica that answers badly, long before this gives up on it.
+HEALTH_TIMEOUT = 10  # seconds one probe may take
+HEALTH_RETRIES = 10  # failed probes in a row that make a replica unhealthy (20 s at least)
 RESTART_DELAY = 1  # seconds between a task's end and its replacement
 SPREAD = ("spread", "node.id")  # one replica per node before any node runs two
 RESTART = {"always": "any", "unless-stopped": "any", "on-failure": "on-failure", "no": "none"}

@@ -8,16 +8,18 @@ container (dockerd is the child of the container's init; the host goes with it).
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from lab.build import git
+from lab.estate import rolling
 from lab.estate.state import State
 from lab.ports.lab import Lab
 from lab.progress import Progress
-from lab.proof import nodefaults
+from lab.proof import load, loadreport, nodefaults
 from lab.release import pipeline
 from tests.cluster.conftest import Cluster
 from tests.fault.test_fault_matrix import WEB, clone_with
@@ -39,7 +41,7 @@ def test_a_worker_engine_killed_under_load_loses_nothing(
     ports = Lab(lab)
     before = nodefaults.live(lab)
     assert nodefaults.placed(ports, before).get(VICTIM), nodefaults.placed(ports, before)
-    outcome, victim = nodefaults.worker_killed(lab, RATE, "cluster-worker-killed")
+    outcome, victim = nodefaults.worker_lost(lab, RATE, "cluster-worker-killed")
     assert victim == VICTIM
     traffic = outcome.traffic
     print(f"{VICTIM} killed: {outcome.figures()}")
@@ -60,3 +62,51 @@ def test_a_worker_engine_killed_under_load_loses_nothing(
     now = nodefaults.live(lab)
     assert now.release == sha
     assert nodefaults.placed(ports, now).get(VICTIM), nodefaults.placed(ports, now)
+
+
+def test_a_worker_stopped_under_load_loses_nothing(lab: State) -> None:
+    """A worker shut down (its engine stops its containers: SIGTERM, then the host is gone)."""
+    ports = Lab(lab)
+    before = nodefaults.live(lab)
+    victim = "prod-3"
+    assert nodefaults.placed(ports, before).get(victim), nodefaults.placed(ports, before)
+    outcome, _ = nodefaults.worker_lost(
+        lab, RATE, "cluster-worker-stopped", how="stop", victim=victim
+    )
+    traffic = outcome.traffic
+    print(f"{victim} stopped: {outcome.figures()}")
+    assert traffic.problems() == [], traffic.problems()
+    assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
+    assert traffic.release_problems(first=before.release) == []
+    assert outcome.lost == []
+    assert nodefaults.node_state(ports, victim) == "ready"
+
+
+def test_a_rolling_restart_of_every_worker_loses_nothing(lab: State, tmp_path: Path) -> None:
+    """``invoke lab.restart-workers`` under load: each worker drained at the proxy, then in
+    Swarm, restarted and back; nothing fails, every worker restarted, ready and active after,
+    no address left drained."""
+    ports = Lab(lab)
+    before = nodefaults.live(lab)
+    workers = [h.name for h in lab.config.hosts if h.swarm == "worker"]
+    started = {w: nodefaults.host_started_at(lab, w) for w in workers}
+    with load.running(rate=RATE, name="cluster-rolling-restart") as traffic:
+        time.sleep(2)
+        traffic.mark("restart the workers")
+        said = rolling.restart_workers(ports, Progress(out=None))
+        time.sleep(2)
+        traffic.mark("end")
+    loadreport.write(traffic, load.REPORTS, {"fault": "rolling restart of the workers"})
+    print("\n".join(said))
+    assert traffic.problems() == [], traffic.problems()
+    assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
+    assert traffic.release_problems(first=before.release) == []
+    assert load.readback(traffic) == []
+    for w in workers:
+        assert nodefaults.host_started_at(lab, w) != started[w], f"{w} was not restarted"
+        assert nodefaults.node_state(ports, w) == "ready"
+    listed = ports.engine("prod").nodes.list()
+    assert {
+        n.attrs["Spec"]["Availability"] for n in listed if n.attrs["Status"]["State"] == "ready"
+    } == {"active"}
+    assert ports.etcd.get_prefix("/cdlab/drained/") == {}
