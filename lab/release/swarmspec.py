@@ -14,9 +14,10 @@ What changes on the way, and why:
   ``tasks.<name>`` and reaches each replica at its own address;
 - no ``cdlab.keepalive`` label: the host's keeper must never ``docker start`` a task's
   container (Swarm replaces tasks), and the restart policy is Swarm's (any exit, 1 s apart);
-- the healthcheck every 2 s, not the container's 10 s: Swarm adds a replica to DNS only once it
-  is healthy, so the interval is added to every deploy; its start period is the health timeout;
-  slow to call a replica unhealthy (10 s a probe, 10 in a row), since Swarm then stops it;
+- the healthcheck every 5 s, not the container's 10 s: Swarm adds a replica to DNS only once it
+  is healthy, so the interval is added to every deploy (and each probe costs an exec: 2 s cost
+  a core); its start period is the health timeout; slow to call a replica unhealthy (10 s a
+  probe, 6 in a row), since Swarm then stops it;
 - a 25 s stop grace (a release is drained first), as ``ProdPorts.remove`` gives a container.
 """
 
@@ -29,14 +30,17 @@ from lab.release.containers import SECOND
 
 KEEPALIVE = "cdlab.keepalive"  # the host keeper's label (cdlab-host-init): never on a task
 STOP_GRACE = 25  # seconds between SIGTERM and SIGKILL when a replica stops
-HEALTH_INTERVAL = 2  # seconds between Docker's probes of a replica
+# every probe is an exec (dockerd, containerd, runc, the probe's process): at 2 s, the 18
+# replicas of a 3-node lab (3 services, a live and a warm release each) cost a core of 2 and
+# halved what the lab carries (158 req/s offered 300; 228 at 5 s)
+HEALTH_INTERVAL = 5  # seconds between Docker's probes of a replica
 # Swarm stops an unhealthy replica and starts another: its healthcheck is a liveness check,
-# slow to give up. At 2 s and 3 probes, 300 req/s on a 2-core machine made every live replica
+# slow to give up. At 2 s a probe and 3 in a row, 300 req/s on a 2-core machine made every live replica
 # of a release "unhealthy" (a probe is a python3 started in the container) and Swarm stopped
 # all of them at once: the pool empty. The proxy's own checks (every second) keep traffic
 # off a replica that answers badly, long before this gives up on it.
 HEALTH_TIMEOUT = 10  # seconds one probe may take
-HEALTH_RETRIES = 10  # failed probes in a row that make a replica unhealthy (20 s at least)
+HEALTH_RETRIES = 6  # failed probes in a row that make a replica unhealthy (30 s at least)
 RESTART_DELAY = 1  # seconds between a task's end and its replacement
 SPREAD = ("spread", "node.id")  # one replica per node before any node runs two
 RESTART = {"always": "any", "unless-stopped": "any", "on-failure": "on-failure", "no": "none"}
