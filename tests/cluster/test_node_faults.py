@@ -29,12 +29,6 @@ RATE = 100
 VICTIM = "prod-2"
 
 
-@pytest.mark.xfail(
-    reason="not yet reliable (2026-12-03, two runs): once 26 of 2,154 requests timed out (5 s) "
-    "when prod-2's engine was killed at 100 req/s (~10 in flight on the dead node at the kill, "
-    "~16 some 18 s later when Swarm declared it Down), once 0 of 2,400; issue 18",
-    strict=False,
-)
 def test_a_worker_engine_killed_under_load_loses_nothing(
     cluster: Cluster, lab: State, tmp_path: Path
 ) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,13 +37,10 @@ SHOWN, REPORTED = 5, 100  # release problems listed in a failed assertion, in th
 P99_FACTOR, P99_SLACK_MS = 3.0, 500.0  # p99 after a switch <= steady p99 * 3 + 500 ms
 
 
-@pytest.fixture(scope="module")
-def chain(
-    lab: State, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[State, list[str]]]:
-    """A clone with ``DEPLOYS`` more commits (one-line changes to the app), their images built
-    before the load starts (building is not what is measured here)."""
-    clone = tmp_path_factory.mktemp("chain") / "clone"
+def build_chain(lab: State, folder: Path, count: int = DEPLOYS) -> tuple[State, list[str]]:
+    """A clone in ``folder`` with ``count`` more commits (one-line changes to the app), their
+    images built before any load starts (building is not what is measured here)."""
+    clone = folder / "clone"
     subprocess.run(["git", "clone", "-q", "--shared", str(lab.config.root), str(clone)], check=True)
 
     def title(i: int) -> Callable[[str], str]:
@@ -50,13 +48,45 @@ def chain(
 
     shas = [
         edit_and_commit(clone, {"services/app/app/web.py": title(i)}, f"load chain {i}")
-        for i in range(DEPLOYS)
+        for i in range(count)
     ]
     state = lab.at(clone)
     app = services.load(clone, "app")
     for sha in shas:
         pipeline.build(state, Progress(out=None), app, sha)
-    yield state, [git.short(s) for s in shas]
+    return state, [git.short(s) for s in shas]
+
+
+@pytest.fixture(scope="module")
+def chain(lab: State, tmp_path_factory: pytest.TempPathFactory) -> tuple[State, list[str]]:
+    return build_chain(lab, tmp_path_factory.mktemp("chain"))
+
+
+def deploys_and_rollbacks(
+    lab: State, state: State, releases: list[str], traffic: Traffic
+) -> tuple[list[tuple[str, str]], list[float]]:
+    """Deploy each of ``releases`` in turn under ``traffic``, rolling back after every second
+    one; the plan (what, the release it made live) and each rollback's seconds to 100 %."""
+    plan: list[tuple[str, str]] = []
+    rollbacks: list[float] = []
+    first = release.current_routes(lab, "app").live
+    assert first is not None
+    live = first
+    for i, rel in enumerate(releases):
+        with traffic.operation(f"deploy {rel}", target=rel):
+            # no bake window: the switch is what is proven here; the bake has its own tests
+            # (tests/fault), and 10 of them would add 30 s of watching a healthy release
+            pipeline.deploy(state, Progress(out=None), "app", rel, bake=0)
+        plan.append(("deploy", rel))
+        if i % 2 == 1:
+            with traffic.operation(f"rollback to {live}", target=live):
+                _, seconds = pipeline.rollback(lab, Progress(out=None), "app")
+            plan.append(("rollback", live))
+            rollbacks.append(seconds)
+        else:
+            live = rel
+        live = release.current_routes(lab, "app").live or live
+    return plan, rollbacks
 
 
 def report(traffic: Traffic, extra: dict[str, object]) -> None:
@@ -70,24 +100,9 @@ def test_zero_downtime_under_load_through_deploys_and_rollbacks(
     first = release.current_routes(lab, "app").live
     assert first is not None
     packages_before = {h: packages(testinfra_host(h)) for h in ("prod", "cd")}
-    plan: list[tuple[str, str]] = []  # (what, the release it makes live)
     with load.running(rate=RATE, name="zero-downtime") as traffic:
         time.sleep(STEADY_S)  # the steady state the latency after each switch is compared with
-        live = first
-        for i, rel in enumerate(releases):
-            with traffic.operation(f"deploy {rel}", target=rel):
-                # no bake window: the switch is what is proven here; the bake has its own tests
-                # (tests/fault), and 10 of them would add 30 s of watching a healthy release
-                pipeline.deploy(state, Progress(out=None), "app", rel, bake=0)
-            plan.append(("deploy", rel))
-            if i % 2 == 1:
-                with traffic.operation(f"rollback to {live}", target=live):
-                    _, seconds = pipeline.rollback(lab, Progress(out=None), "app")
-                plan.append(("rollback", live))
-                assert seconds <= 1.0
-            else:
-                live = rel
-            live = release.current_routes(lab, "app").live or live
+        plan, rollback_s = deploys_and_rollbacks(lab, state, releases, traffic)
         time.sleep(STEADY_S)  # the last release seen serving, not just switched to
         traffic.mark("end")
 
@@ -107,6 +122,7 @@ def test_zero_downtime_under_load_through_deploys_and_rollbacks(
     )
 
     assert (deploys, rollbacks) == (DEPLOYS, ROLLBACKS)
+    assert max(rollback_s) <= 1.0, f"a rollback took {max(rollback_s)} s to 100 %"
     assert traffic.problems() == [], traffic.problems()  # the oracle saw every request
     assert traffic.rate_problem() is None, traffic.rate_problem()
     assert s["failed"] == 0, f"{s['failed']} failed requests: {s['errors']}"
