@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import docker
+
 from lab.errors import ConfigError, LabError, Stop, SwarmError
 from lab.estate import swarm as estate_swarm
 from lab.ports import engines
@@ -126,6 +128,16 @@ def facts(lab: Lab) -> tuple[list[Worker], dict[str, int]]:
     return workers, counts.get(manager_host.name if manager_host else "", {})
 
 
+def _others(workers: Sequence[Worker], on_manager: Mapping[str, int], host: str) -> dict[str, int]:
+    """Each release service's running replicas anywhere but on ``host``."""
+    out = dict(on_manager)
+    for w in workers:
+        if w.host != host:
+            for service, n in w.replicas.items():
+                out[service] = out.get(service, 0) + n
+    return out
+
+
 def _drained_key(host: str) -> str:
     prefix: str = proxy_module("document").DRAINED_PREFIX
     return prefix + host
@@ -144,6 +156,8 @@ class Apply:
 
     # the proxy
     def proxy_drain(self, host: str) -> str:
+        workers, on_manager = facts(self.lab)  # as they are now: earlier workers moved replicas
+        plan([w for w in workers if w.host == host], _others(workers, on_manager, host))
         addrs = self._addresses(host)
         doc = {"addrs": list(addrs), "why": f"rolling restart of {host}"}
         self.lab.etcd.put_json(_drained_key(host), doc)
@@ -181,11 +195,11 @@ class Apply:
     def start(self, host: str) -> str:
         c = self._container(host)
         c.reload()
-        if c.status == "running":
-            return "running"
-        c.start()
-        self._wait_ready(host)
-        return "started again"
+        was = c.status
+        if was != "running":
+            c.start()
+        self._wait_ready(host)  # running may still mean going down: wait for it listed ready
+        return "ready" if was == "running" else "started again"
 
     def _container(self, host: str) -> Any:
         return engines.local().containers.get(
@@ -198,11 +212,22 @@ class Apply:
         )
 
     def _availability(self, host: str, availability: str) -> None:
-        node = self.lab.engine("prod", timeout=30).nodes.get(self.nodes[host])
-        spec = dict(node.attrs["Spec"])
-        if spec.get("Availability") != availability:
+        """Set ``host``'s availability; a node just back has its record rewritten by Swarm,
+        and an update against an older version is refused ("out of sequence"): read again."""
+        last = "not tried"
+        for _ in range(5):
+            node = self.lab.engine("prod", timeout=30).nodes.get(self.nodes[host])
+            spec = dict(node.attrs["Spec"])
+            if spec.get("Availability") == availability:
+                return
             spec["Availability"] = availability
-            node.update(spec)
+            try:
+                node.update(spec)
+                return
+            except docker.errors.APIError as exc:
+                last = str(exc)
+                time.sleep(1)
+        raise SwarmError(f"make {host} {availability}", host, last)
 
     def _addresses(self, host: str) -> tuple[str, ...]:
         """The apps-network addresses of the release replicas running on ``host``."""
@@ -250,40 +275,44 @@ def restart_workers(lab: Lab, progress: Progress) -> list[str]:
 
 def _apply(steps: Sequence[Step], ports: Apply, progress: Progress) -> list[str]:
     progress.plan([s.key for s in steps])
-    done: list[Step] = []
+    started: list[Step] = []  # every step begun, the one stopped halfway included (undone too)
+    finished: set[tuple[str, str]] = set()  # the steps that returned
     said: list[str] = []
-    try:
-        with signals.stoppable():
-            for step in steps:
-                with progress.stage(step.key, step.key) as st:
-                    done.append(step)  # before it runs: a step stopped halfway is undone too
-                    detail = ports.run(step.action, step.host)
-                    st.changed(detail)
+    with signals.deferred(progress.say):  # out of ``stoppable``, a signal is noted only
+        try:
+            with signals.stoppable():
+                for step in steps:
+                    with progress.stage(step.key, step.key) as st:
+                        started.append(step)
+                        detail = ports.run(step.action, step.host)
+                        st.changed(detail)
+                    finished.add((step.action, step.host))
                     said.append(f"{step.key}: {detail}")
-    except (Stop, Exception) as exc:
-        undone = _undo(done, ports, progress)
-        why = f"stopped by {exc.signal}" if isinstance(exc, Stop) else f"failed: {exc}"
-        raise LabError(
-            f"restart of prod's swarm workers {why} at '{done[-1].key if done else 'start'}'. "
-            f"Undone: {', '.join(undone) or 'nothing'}. 'invoke lab.status' shows the nodes."
-        ) from exc
+        except (Stop, Exception) as exc:
+            undone = _undo(started, finished, ports, progress)
+            why = f"stopped by {exc.signal}" if isinstance(exc, Stop) else f"failed: {exc}"
+            at = started[-1].key if started else "start"
+            raise LabError(
+                f"restart of prod's swarm workers {why} at '{at}'. Undone: "
+                f"{', '.join(undone) or 'nothing'}. 'invoke lab.status' shows the nodes."
+            ) from exc
     return said
 
 
-def _undo(done: Sequence[Step], ports: Apply, progress: Progress) -> list[str]:
-    """The undo of each step done (reverse order) that its worker's later steps did not
-    already undo; every undo runs whatever the others did."""
-    completed = {(s.action, s.host) for s in done}
+def _undo(
+    started: Sequence[Step], finished: set[tuple[str, str]], ports: Apply, progress: Progress
+) -> list[str]:
+    """The undo of each step begun (reverse order) unless the step that undoes it returned
+    (a worker brought back already); every undo runs whatever the others did."""
     undone: list[str] = []
-    with signals.deferred(progress.say):
-        for step in reversed(done):
-            undo = UNDO.get(step.action)
-            if undo is None or (undo, step.host) in completed:
-                continue
-            try:
-                with progress.stage(f"undo: {step.key}", f"undo-{step.key}") as st:
-                    st.changed(ports.run(undo, step.host))
-                undone.append(step.key)
-            except Exception as exc:  # an undo that fails must not stop the others
-                undone.append(f"{step.key} (its undo failed: {exc})".splitlines()[0])
+    for step in reversed(started):
+        undo = UNDO.get(step.action)
+        if undo is None or (undo, step.host) in finished:
+            continue
+        try:
+            with progress.stage(f"undo: {step.key}", f"undo-{step.key}") as st:
+                st.changed(ports.run(undo, step.host))
+            undone.append(step.key)
+        except Exception as exc:  # an undo that fails must not stop the others
+            undone.append(f"{step.key} (its undo failed: {exc})".splitlines()[0])
     return undone

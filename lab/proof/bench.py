@@ -26,7 +26,6 @@ from typing import Any
 
 from lab import report
 from lab.build import git
-from lab.errors import LabError
 from lab.estate.state import State
 from lab.proof import benchpage, nodefaults
 from lab.proof.measures import (
@@ -200,8 +199,10 @@ def fault_cases(
         try:
             outcome, victim = nodefaults.worker_lost(lab, rate, "bench-worker-killed", say)
             cases.append({"case": f"a worker killed ({victim})", **outcome.figures()})
-        except (LabError, TimeoutError) as exc:
-            cases.append({"case": "a worker killed", "not_measured": str(exc)})
+        except Exception as exc:  # recorded: the rest of the bench's figures are kept
+            cases.append(
+                {"case": "a worker killed", "not_measured": f"{type(exc).__name__}: {exc}"}
+            )
     else:
         cases.append(
             {
@@ -214,8 +215,10 @@ def fault_cases(
     try:
         outcome = nodefaults.engine_restarted(lab, rate, "bench-engine-restart", say)
         cases.append({"case": "prod's engine restarted", **outcome.figures()})
-    except (LabError, TimeoutError) as exc:
-        cases.append({"case": "prod's engine restarted", "not_measured": str(exc)})
+    except Exception as exc:  # recorded: the rest of the bench's figures are kept
+        cases.append(
+            {"case": "prod's engine restarted", "not_measured": f"{type(exc).__name__}: {exc}"}
+        )
     return cases
 
 

@@ -142,7 +142,13 @@ def worker_lost(
             traffic.mark(what)
             say(f"  {what} under {rate} req/s")
             if how == "kill":
-                host.exec_run(KILL_DOCKERD)
+                code, out = host.exec_run(KILL_DOCKERD)
+
+                def gone() -> str:
+                    host.reload()
+                    return "" if host.status != "running" else f"kill said {code}: {out!r}"
+
+                wait_for(f"{victim}'s host gone with its engine", gone, 15)
             else:
                 host.stop(timeout=30)
 
@@ -157,7 +163,10 @@ def worker_lost(
             time.sleep(3)
             traffic.mark("end")
     finally:
-        host.start()
+        try:
+            host.start()
+        except Exception as exc:  # the error that ended the run (if any) is the one to see
+            say(f"  could not start {victim} again: {exc}")
     said = f"{victim}'s engine killed" if how == "kill" else f"{victim} stopped"
     loadreport.write(traffic, load.REPORTS, {"fault": said})
 

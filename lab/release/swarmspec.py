@@ -35,9 +35,9 @@ STOP_GRACE = 25  # seconds between SIGTERM and SIGKILL when a replica stops
 # halved what the lab carries (158 req/s offered 300; 228 at 5 s)
 HEALTH_INTERVAL = 5  # seconds between Docker's probes of a replica
 # Swarm stops an unhealthy replica and starts another: its healthcheck is a liveness check,
-# slow to give up. At 2 s a probe and 3 in a row, 300 req/s on a 2-core machine made every live replica
-# of a release "unhealthy" (a probe is a python3 started in the container) and Swarm stopped
-# all of them at once: the pool empty. The proxy's own checks (every second) keep traffic
+# slow to give up. At 2 s a probe and 3 in a row, 300 req/s on a 2-core machine made every live
+# replica of a release "unhealthy" (a probe is a python3 started in the container) and Swarm
+# stopped all of them at once: the pool empty. The proxy's own checks (every second) keep traffic
 # off a replica that answers badly, long before this gives up on it.
 HEALTH_TIMEOUT = 10  # seconds one probe may take
 HEALTH_RETRIES = 6  # failed probes in a row that make a replica unhealthy (30 s at least)

@@ -70,6 +70,7 @@ def test_a_worker_stopped_under_load_loses_nothing(lab: State) -> None:
     traffic = outcome.traffic
     print(f"{victim} stopped: {outcome.figures()}")
     assert traffic.problems() == [], traffic.problems()
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert traffic.release_problems(first=before.release) == []
     assert outcome.lost == []
@@ -93,6 +94,7 @@ def test_a_rolling_restart_of_every_worker_loses_nothing(lab: State, tmp_path: P
     loadreport.write(traffic, load.REPORTS, {"fault": "rolling restart of the workers"})
     print("\n".join(said))
     assert traffic.problems() == [], traffic.problems()
+    assert traffic.rate_problem() is None, traffic.rate_problem()
     assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
     assert traffic.release_problems(first=before.release) == []
     assert load.readback(traffic) == []
@@ -104,3 +106,12 @@ def test_a_rolling_restart_of_every_worker_loses_nothing(lab: State, tmp_path: P
         n.attrs["Spec"]["Availability"] for n in listed if n.attrs["Status"]["State"] == "ready"
     } == {"active"}
     assert ports.etcd.get_prefix("/cdlab/drained/") == {}
+    # the replicas stay where Swarm moved them; the next deploy spreads over every node again
+    change = clone_with(
+        lab,
+        tmp_path / "clone",
+        {WEB: lambda t: t.replace("<title>", f"<title>rolled {uuid.uuid4().hex[:8]} ")},
+    )
+    assert pipeline.deploy(change, Progress(out=None), "app", "HEAD").result == "succeeded"
+    where = nodefaults.placed(ports, nodefaults.live(lab))
+    assert set(where) == {h.name for h in lab.config.hosts if h.swarm}, where

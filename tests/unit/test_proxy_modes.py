@@ -81,7 +81,9 @@ def test_the_swarm_config_changes_only_connections_waits_and_retries() -> None:
         "-    retry-on conn-failure empty-response",
         "+    retry-on conn-failure empty-response response-timeout",
         "+    http-request set-timeout server 3s if retry_safe",
+        "+    option http-buffer-request",
         "+    http-request set-timeout server 3s if retry_safe",
+        "+    option http-buffer-request",
     ]
     assert not any("observe" in line for line in swarm)  # checks alone take a server out
 

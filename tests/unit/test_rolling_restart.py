@@ -10,7 +10,7 @@ import pytest
 
 from lab.errors import ConfigError, LabError
 from lab.estate import rolling
-from lab.estate.rolling import Step, Worker
+from lab.estate.rolling import Worker
 from lab.progress import Progress
 
 P2 = Worker("prod-2", "n2", "ready", {"app-a": 1, "quotes-b": 1})
@@ -51,20 +51,50 @@ def test_a_worker_not_ready_or_a_release_on_one_worker_only_is_refused_before_an
 
 
 class FakePorts:
-    """Records each action; raises (or signals itself) at one of them."""
+    """Keeps each worker's state as the lab would (drained at the proxy, availability in Swarm,
+    host running); fails at one step (its first run), before or after its effect, or signals
+    itself after it."""
 
-    def __init__(self, fail_at: str = "", signal_at: str = "") -> None:
-        self.fail_at, self.signal_at = fail_at, signal_at
+    def __init__(self, at: str = "", how: str = "") -> None:
+        self.at, self.how = at, how
         self.calls: list[str] = []
+        self.drained: dict[str, bool] = {}
+        self.availability: dict[str, str] = {}
+        self.running: dict[str, bool] = {}
 
     def run(self, action: str, host: str) -> str:
         key = f"{action} {host}"
+        first = key not in self.calls  # it fails the first time only (the undo tries again)
         self.calls.append(key)
-        if key == self.fail_at:
+        if not first:
+            self._effect(action, host)
+            return "ok"
+        if key == self.at and self.how == "before":
             raise LabError(f"{key} broke")
-        if key == self.signal_at:
+        if action == "restart" and key == self.at:
+            self.running[host] = False  # stopped halfway: down, not started again
+        else:
+            self._effect(action, host)
+        if key == self.at and self.how == "after":
+            raise LabError(f"{key} broke")
+        if key == self.at and self.how == "signal":
             os.kill(os.getpid(), signal.SIGINT)
         return "ok"
+
+    def _effect(self, action: str, host: str) -> None:
+        if action in ("proxy-drain", "proxy-undrain"):
+            self.drained[host] = action == "proxy-drain"
+        elif action in ("swarm-drain", "swarm-active"):
+            self.availability[host] = "drain" if action == "swarm-drain" else "active"
+        else:  # restart, start
+            self.running[host] = True
+
+    def whole(self) -> bool:
+        return (
+            not any(self.drained.values())
+            and set(self.availability.values()) <= {"active"}
+            and all(self.running.values())
+        )
 
 
 STEPS = rolling.plan([P2, P3], {"app-a": 1, "quotes-b": 1})
@@ -74,40 +104,28 @@ def test_a_run_that_ends_well_undoes_nothing() -> None:
     ports = FakePorts()
     said = rolling._apply(STEPS, ports, Progress(out=None))  # type: ignore[arg-type]
     assert ports.calls == [s.key for s in STEPS] and len(said) == len(STEPS)
-
-
-def _undo_expected(done: list[Step]) -> list[str]:
-    """What must be undone after ``done`` (the failing step included): each worker left
-    drained at the proxy or in Swarm, or with its host maybe stopped, made whole again."""
-    completed = {(s.action, s.host) for s in done}
-    want = []
-    for s in reversed(done):
-        undo = rolling.UNDO.get(s.action)
-        if undo and (undo, s.host) not in completed:
-            want.append(f"{undo} {s.host}")
-    return want
+    assert ports.whole()
 
 
 @pytest.mark.parametrize("at", range(len(STEPS)))
-@pytest.mark.parametrize("how", ["failure", "signal"])
-def test_a_run_stopped_at_any_step_undoes_what_it_did_and_says_so(at: int, how: str) -> None:
+@pytest.mark.parametrize("how", ["before", "after", "signal"])
+def test_a_run_stopped_at_any_step_leaves_every_worker_whole_and_says_so(at: int, how: str) -> None:
+    """Whatever stops the run, and wherever: no address left drained at the proxy, no worker
+    left drained in Swarm, no host left stopped; the error names the step and the cause."""
     key = STEPS[at].key
-    ports = FakePorts(fail_at=key) if how == "failure" else FakePorts(signal_at=key)
+    ports = FakePorts(at=key, how=how)
     with pytest.raises(LabError) as caught:
         rolling._apply(STEPS, ports, Progress(out=None))  # type: ignore[arg-type]
-    done = list(STEPS[: at + 1])
-    undo = _undo_expected(done)
-    assert ports.calls == [s.key for s in done] + undo
+    assert ports.calls[: at + 1] == [s.key for s in STEPS[: at + 1]]
+    assert ports.whole(), (ports.drained, ports.availability, ports.running, ports.calls)
     message = str(caught.value)
     assert f"at '{key}'" in message
     assert ("SIGINT" in message) if how == "signal" else (f"{key} broke" in message)
-    # the worker in hand is whole again: active in Swarm, nothing drained at the proxy
-    host = STEPS[at].host
-    ran = ports.calls
-    if f"swarm-drain {host}" in ran:
-        assert f"swarm-active {host}" in ran
-    if f"proxy-drain {host}" in ran:
-        assert f"proxy-undrain {host}" in ran
+    # nothing of the next worker was begun
+    later = {s.host for s in STEPS[at + 1 :]} - {STEPS[at].host}
+    assert not any(
+        c.split()[1] in later for c in ports.calls[at + 1 :] if c.startswith("proxy-drain")
+    )
 
 
 def test_an_undo_that_fails_does_not_stop_the_others() -> None:
@@ -118,7 +136,7 @@ def test_an_undo_that_fails_does_not_stop_the_others() -> None:
                 raise LabError("manager unreachable")
             return super().run(action, host)
 
-    ports = Broken(fail_at="restart prod-2")
+    ports = Broken(at="restart prod-2", how="before")
     with pytest.raises(LabError) as caught:
         rolling._apply(STEPS, ports, Progress(out=None))  # type: ignore[arg-type]
     assert ports.calls[-3:] == ["start prod-2", "swarm-active prod-2", "proxy-undrain prod-2"]

@@ -5,9 +5,9 @@ reach it through its Runtime API. A changed document starts a new process beside
 (see ``supervisor``), which is why a process's files carry a generation number.
 
 ``Settings.mode`` says how releases run: ``single`` (the default), plain containers on prod;
-``swarm``, Swarm services whose replicas may be on a node that is gone. The swarm config takes a
-replica that stops answering out at the first failed connection, and asks another replica again
-what one did not answer in time (``render_config``); the single one is what it always was, but
+``swarm``, Swarm services whose replicas may be on a node that is gone. The swarm config sends a
+connection that fails elsewhere after 500 ms, and asks another replica again what one did not
+answer in time when that is safe (``render_config``); the single one is what it always was, but
 for which requests may be sent twice (the same rule in both modes).
 """
 
@@ -235,7 +235,12 @@ def render_config(front: Frontend, settings: Settings, files: Files) -> str:
             "    acl retry_safe req.hdr(idempotency-key) -m found",
             "    http-request disable-l7-retry unless retry_safe",
             *(
-                (f"    http-request set-timeout server {front.try_timeout}s if retry_safe",)
+                (
+                    f"    http-request set-timeout server {front.try_timeout}s if retry_safe",
+                    # a request is sent again only if HAProxy holds all of it: a POST whose
+                    # body came after its headers was answered 504, not retried, without this
+                    "    option http-buffer-request",
+                )
                 if swarm
                 else ()
             ),
