@@ -68,7 +68,9 @@ def pytest_terminal_summary(
     terminalreporter.section("cdlab: requests under load (pages in reports/load/)")
     for s in found:
         what = ", ".join(
-            f"{k} {s[k]}" for k in ("deploys", "rollbacks", "lost", "control") if k in s
+            f"{k} {s[k]}"
+            for k in ("deploys", "rollbacks", "lost", "control", "replayed")
+            if k in s and (k != "replayed" or s[k])
         )
         terminalreporter.write_line(
             f"{s['name']}: {s['total']} requests in {s['seconds']} s "

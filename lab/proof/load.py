@@ -59,6 +59,7 @@ class Request:
     id: int | None = None
     path: str = ""  # the GET path, when the load reads given paths (``running(paths=...)``)
     verdict: str = ""  # "ok", or why the answer is not what the script expected
+    replayed: int = 0  # 1: a registration answered from an earlier copy (Idempotent-Replayed)
 
     @property
     def ok(self) -> bool:
@@ -95,6 +96,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "id": (int, type(None)),
     "path": str,
     "verdict": str,
+    "replayed": int,
 }
 
 
@@ -473,6 +475,8 @@ class Traffic:
             "by_user": dict(by_user),
             "marks": [[round(t - self.started, 3), label] for t, label in self.marks],
             "errors": dict(Counter(reason(r) for r in self.failed)),
+            # registrations the proxy sent twice, answered from the first (Idempotency-Key)
+            "replayed": sum(r.replayed for r in self.requests),
         }
 
 

@@ -5,6 +5,7 @@ other releases live."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -689,3 +690,20 @@ def test_steady_since_is_the_start_of_the_stretch_of_successes_that_lasts(
     # sent out of order: the answer does not depend on the order lines came in
     requests = [req(t, status) for t, status in reversed(sent)]
     assert load.steady_since(requests, since) == steady
+
+
+def test_a_registration_answered_from_its_first_copy_is_ok_and_counted(tmp_path: Path) -> None:
+    """The proxy sent it twice (Idempotency-Key) and the app replayed the first answer: not a
+    failure, but the summary says how many, so a retry is never hidden."""
+    write = dataclasses.replace(req(1.0, 201), kind="write", email="e@x.invalid", id=7)
+    replayed = dataclasses.replace(write, t=1.1, replayed=1)
+    lines = load.parse(f"{line(write)}\n{line(replayed)}\n{line(req(1.2))}\n")
+    assert [r.replayed for r in lines.requests] == [0, 1, 0] and lines.broken == 0
+    traffic = load.Traffic("t", 10, tmp_path / "t.jsonl")
+    traffic.requests = lines.requests
+    assert traffic.summary()["replayed"] == 1 and traffic.summary()["failed"] == 0
+    # a line written before the field existed reads as not replayed; a bool is not a count
+    old = {k: v for k, v in write.__dict__.items() if k != "replayed"}
+    (r,) = load.parse(json.dumps(old) + "\n").requests
+    assert r.replayed == 0
+    assert load.parse(line(write, replayed=True) + "\n").broken == 1

@@ -68,7 +68,7 @@ def _headers(response: Any) -> dict[str, str]:
     found = getattr(response, "headers", None)
     if not found:
         return {}
-    names = ("content-length", "content-encoding", "x-release")
+    names = ("content-length", "content-encoding", "x-release", "idempotent-replayed")
     return {n: str(found.get(n) or "") for n in names}
 
 
@@ -107,6 +107,10 @@ def _line(
     if context.get("kind") == "write":
         line["email"] = context.get("email", "")
         line["id"] = context.get("id")
+        # the proxy sent it twice and the app answered the second from the first: no failure,
+        # but a retry the summary counts (a switch that made the proxy retry shows here)
+        replayed = _headers(response).get("idempotent-replayed", "") == "true"
+        line["replayed"] = int(replayed)
     return line
 
 
