@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,30 @@ RATE = 100
 VICTIM = "prod-2"
 
 
+def lost_nothing(traffic: load.Traffic, first: str, lost: list[Any]) -> None:
+    """Every request under the fault answered as the plan allows, and every registration kept."""
+    __tracebackhide__ = True
+    assert traffic.problems() == [], traffic.problems()
+    assert traffic.rate_problem() is None, traffic.rate_problem()
+    assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
+    assert traffic.release_problems(first=first) == []
+    assert lost == []
+
+
+def deploy_spreads(lab: State, folder: Path, tag: str) -> dict[str, int]:
+    """Deploy a one-line change of the app; it goes live; where its replicas run, by node."""
+    change = clone_with(
+        lab,
+        folder / "clone",
+        {WEB: lambda t: t.replace("<title>", f"<title>{tag} {uuid.uuid4().hex[:8]} ")},
+    )
+    sha = git.short(git.commit(change.config.root))
+    assert pipeline.deploy(change, Progress(out=None), "app", "HEAD").result == "succeeded"
+    now = nodefaults.live(lab)
+    assert now.release == sha
+    return nodefaults.placed(Lab(lab), now)
+
+
 def test_a_worker_engine_killed_under_load_loses_nothing(
     cluster: Cluster, lab: State, tmp_path: Path
 ) -> None:
@@ -39,23 +64,10 @@ def test_a_worker_engine_killed_under_load_loses_nothing(
     assert victim == VICTIM
     traffic = outcome.traffic
     print(f"{VICTIM} killed: {outcome.figures()}")
-    assert traffic.problems() == [], traffic.problems()
-    assert traffic.rate_problem() is None, traffic.rate_problem()
-    assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
-    assert traffic.release_problems(first=before.release) == []
-    assert outcome.lost == []
+    lost_nothing(traffic, before.release, outcome.lost)
     # back in the swarm, it takes replicas again: the next deploy spreads over every node
-    change = clone_with(
-        lab,
-        tmp_path / "clone",
-        {WEB: lambda t: t.replace("<title>", f"<title>node {uuid.uuid4().hex[:8]} ")},
-    )
-    sha = git.short(git.commit(change.config.root))
-    record = pipeline.deploy(change, Progress(out=None), "app", "HEAD")
-    assert record.result == "succeeded"
-    now = nodefaults.live(lab)
-    assert now.release == sha
-    assert nodefaults.placed(ports, now).get(VICTIM), nodefaults.placed(ports, now)
+    where = deploy_spreads(lab, tmp_path, "node")
+    assert where.get(VICTIM), where
 
 
 def test_a_worker_stopped_under_load_loses_nothing(lab: State) -> None:
@@ -69,11 +81,7 @@ def test_a_worker_stopped_under_load_loses_nothing(lab: State) -> None:
     )
     traffic = outcome.traffic
     print(f"{victim} stopped: {outcome.figures()}")
-    assert traffic.problems() == [], traffic.problems()
-    assert traffic.rate_problem() is None, traffic.rate_problem()
-    assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
-    assert traffic.release_problems(first=before.release) == []
-    assert outcome.lost == []
+    lost_nothing(traffic, before.release, outcome.lost)
     assert nodefaults.node_state(ports, victim) == "ready"
 
 
@@ -93,11 +101,7 @@ def test_a_rolling_restart_of_every_worker_loses_nothing(lab: State, tmp_path: P
         traffic.mark("end")
     loadreport.write(traffic, load.REPORTS, {"fault": "rolling restart of the workers"})
     print("\n".join(said))
-    assert traffic.problems() == [], traffic.problems()
-    assert traffic.rate_problem() is None, traffic.rate_problem()
-    assert traffic.failed == [], f"{len(traffic.failed)} failed: {traffic.summary()['errors']}"
-    assert traffic.release_problems(first=before.release) == []
-    assert load.readback(traffic) == []
+    lost_nothing(traffic, before.release, load.readback(traffic))
     for w in workers:
         assert nodefaults.host_started_at(lab, w) != started[w], f"{w} was not restarted"
         assert nodefaults.node_state(ports, w) == "ready"
@@ -107,11 +111,5 @@ def test_a_rolling_restart_of_every_worker_loses_nothing(lab: State, tmp_path: P
     } == {"active"}
     assert ports.etcd.get_prefix("/cdlab/drained/") == {}
     # the replicas stay where Swarm moved them; the next deploy spreads over every node again
-    change = clone_with(
-        lab,
-        tmp_path / "clone",
-        {WEB: lambda t: t.replace("<title>", f"<title>rolled {uuid.uuid4().hex[:8]} ")},
-    )
-    assert pipeline.deploy(change, Progress(out=None), "app", "HEAD").result == "succeeded"
-    where = nodefaults.placed(ports, nodefaults.live(lab))
+    where = deploy_spreads(lab, tmp_path, "rolled")
     assert set(where) == {h.name for h in lab.config.hosts if h.swarm}, where
