@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.collection import Collection
@@ -146,6 +147,25 @@ def down(c: Context) -> None:
 def destroy(c: Context) -> None:
     """Remove every container, volume, network and image of the lab."""
     lifecycle.destroy(lab_config.load(), Progress())
+
+
+@task(
+    help={
+        "host": "an existing machine of the topology (hosts[].existing true)",
+        "out": "where to write it: a file, or a folder for HOST.tar.gz (default: here)",
+    }
+)
+@presents_errors
+def bundle(c: Context, host: str, out: str = "") -> None:
+    """Write an existing machine's bundle (HOST.tar.gz: its certificates, boot script and
+    install-host.sh) to install on it before 'invoke lab.up'."""
+    from lab.estate import existing
+
+    path = existing.write_bundle(State(lab_config.load()), host, Path(out) if out else None)
+    print(
+        f"{path} (mode 0600: it holds {host}'s private key). On {host}, as root: "
+        f"tar xzf {path.name} && sh {host}/install-host.sh; then 'invoke lab.up'."
+    )
 
 
 @task(help={"host": "registry, prod, cd or dev"})
@@ -618,7 +638,7 @@ def lint(c: Context) -> None:
     c.run(f"{py} -m mypy", echo=True)
 
 
-lab_ns = Collection("lab", up, status, list_, reset, down, destroy, shell, restart_workers)
+lab_ns = Collection("lab", up, status, list_, reset, down, destroy, shell, restart_workers, bundle)
 lock_ns = Collection("lock", lock_release, lock_status)
 dev_ns = Collection("dev", dev_push, dev_shell)
 stack_ns = Collection("stack", stack_apply)

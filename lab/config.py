@@ -38,6 +38,9 @@ class Host:
     project_mount: bool  # the project folder is mounted read-only at /vagrant
     publish: tuple[str, ...] = ()  # "127.0.0.1:8000:8000": workstation ports forwarded to the host
     swarm: str = ""  # "manager" or "worker": a node of prod's swarm; "" on no swarm
+    # a machine that already runs (a team's VM): cdlab neither creates, stops nor removes it,
+    # and reaches its engine at ``address`` with the lab's client certificate (``lab.bundle``)
+    existing: bool = False
 
     @property
     def has_engine(self) -> bool:
@@ -87,6 +90,18 @@ class LabConfig:
         return tuple(h for h in self.hosts if h.swarm == "worker")
 
     @property
+    def created_hosts(self) -> tuple[Host, ...]:
+        """The hosts cdlab creates (Vagrant), not the existing machines it only uses."""
+        return tuple(h for h in self.hosts if not h.existing)
+
+    @property
+    def public_address(self) -> str:
+        """Where prod's published ports answer: 127.0.0.1 (the workstation's forwards of a
+        host cdlab created), or prod's own address when prod is an existing machine."""
+        prod = next((h for h in self.hosts if h.name == "prod"), None)
+        return prod.address if prod is not None and prod.existing else "127.0.0.1"
+
+    @property
     def builder(self) -> Host:
         """The host that builds and pushes: ``cd`` when the topology has one."""
         engines = self.engine_hosts
@@ -104,7 +119,10 @@ class LabConfig:
         return f"{self.name}-{host.name}-{purpose}"
 
     def published(self, port: int) -> int:
-        """The workstation port where prod's ``port`` is published (``hosts[].publish``)."""
+        """The workstation port where prod's ``port`` is published (``hosts[].publish``); the
+        port itself on an existing prod (reached at its own address, ``public_address``)."""
+        if self.public_address != "127.0.0.1":
+            return port
         for host in self.hosts:
             for spec in host.publish:
                 _, ours, theirs = spec.split(":")
@@ -160,8 +178,17 @@ def parse_topology(
             raise ConfigError(
                 f"hosts[{i}].name", hname, "lowercase letters, digits and '-'", source
             )
+        existing = raw.get("existing", False)
         addr = _require(raw, "address", str, where, "an IPv4 address")
-        if _address(addr, f"hosts[{i}].address", source) not in subnet or addr == gateway:
+        ip = _address(addr, f"hosts[{i}].address", source)
+        if existing is True and (ip.version != 4 or ip.is_loopback or ip.is_unspecified):
+            raise ConfigError(
+                f"hosts[{i}].address",
+                addr,
+                "the IPv4 address at which the lab reaches the existing machine (not loopback)",
+                source,
+            )
+        if existing is not True and (ip not in subnet or addr == gateway):
             raise ConfigError(
                 f"hosts[{i}].address",
                 addr,
@@ -195,7 +222,18 @@ def parse_topology(
                 "run no release), or no field",
                 source,
             )
-        hosts.append(Host(hname, addr, role, mount, tuple(publish), swarm))
+        if not isinstance(existing, bool) or (
+            existing and (role != "engine" or mount or publish or hname in ("cd", "dev"))
+        ):
+            raise ConfigError(
+                f"hosts[{i}].existing",
+                existing,
+                "true only on an engine host that is not cd or dev, with project_mount false "
+                "and no publish (cdlab mounts and forwards nothing on a machine it did not "
+                "create), false, or no field",
+                source,
+            )
+        hosts.append(Host(hname, addr, role, mount, tuple(publish), swarm, existing))
     for field, values in (
         ("name", [h.name for h in hosts]),
         ("address", [h.address for h in hosts]),
@@ -260,6 +298,15 @@ def named_topology(data: Mapping[str, Any], lab: str, index: int) -> dict[str, A
     ``index``: app on 8100 for lab 1, Graphite on 8182)."""
     if not 1 <= index <= MAX_LABS:
         raise ConfigError("lab index", index, f"1 to {MAX_LABS}")
+    theirs = [h["name"] for h in data["hosts"] if h.get("existing")]
+    if theirs:  # moved, it would not be the machine; kept, two labs would share one engine
+        raise ConfigError(
+            "CDLAB_LAB",
+            lab,
+            f"a topology without existing machines ({', '.join(theirs)}: one machine's "
+            "engine serves one lab); unset CDLAB_LAB, or give the lab its own topology file "
+            "(CDLAB_TOPOLOGY and CDLAB_STATE_DIR)",
+        )
     out: dict[str, Any] = json.loads(json.dumps(data))  # a deep copy
     out["name"] = f"{data['name']}-{lab}"
     net = ipaddress.ip_network(data["network"]["subnet"])
@@ -351,9 +398,9 @@ def _load_named(root: Path, lab: str, env: Mapping[str, str]) -> LabConfig:
 
 def public_port(port: int) -> int:
     """Where prod's published ``port`` (a frontend's 8000-8009, Graphite's 8082) is reached
-    from here: the same port on a lab host (``CDLAB_PUBLIC_HOST`` set: prod's own address),
-    else the workstation port this lab's topology publishes it on (8000 for the default lab,
-    8100 for named lab number 1...)."""
+    from here: the same port on a lab host (``CDLAB_PUBLIC_HOST`` set: prod's own address) or
+    on an existing prod, else the workstation port this lab's topology publishes it on (8000
+    for the default lab, 8100 for named lab number 1...)."""
     if os.environ.get("CDLAB_PUBLIC_HOST"):
         return port
     return _published(os.environ.get("CDLAB_LAB", ""), os.environ.get("CDLAB_TOPOLOGY", ""), port)
@@ -367,8 +414,18 @@ def _published(lab: str, topology: str, port: int) -> int:
 
 def public_host() -> str:
     """Where prod's published ports are reached: 127.0.0.1 on the workstation; prod's lab
-    address when cdlab runs on a lab host (the cd host's git hook sets CDLAB_PUBLIC_HOST)."""
-    return os.environ.get("CDLAB_PUBLIC_HOST", "127.0.0.1")
+    address when cdlab runs on a lab host (the cd host's git hook sets CDLAB_PUBLIC_HOST) or
+    when prod is an existing machine (``hosts[].existing``)."""
+    given = os.environ.get("CDLAB_PUBLIC_HOST")
+    if given:
+        return given
+    return _public_address(os.environ.get("CDLAB_LAB", ""), os.environ.get("CDLAB_TOPOLOGY", ""))
+
+
+@functools.lru_cache(maxsize=64)
+def _public_address(lab: str, topology: str) -> str:
+    del lab, topology  # the cache's key: the lab this process talks to
+    return load().public_address
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}

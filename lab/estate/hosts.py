@@ -36,7 +36,9 @@ class HostFacts:
 @dataclass(frozen=True)
 class HostAction:
     host: str
-    action: str  # "keep", "start", "create", "recreate", "replace-orphan"
+    # "keep", "start", "create", "recreate", "replace-orphan"; on an existing machine
+    # "existing" (nothing to do: not cdlab's) or "remove" (the container cdlab made before)
+    action: str
     reason: str
 
 
@@ -56,7 +58,9 @@ def plan(
     actions = []
     for host in config.hosts:
         f = facts.get(host.name) or HostFacts(host.name, exists=False)
-        if not f.exists:
+        if host.existing and not f.exists:
+            actions.append(HostAction(host.name, "existing", f"not cdlab's: {host.address}"))
+        elif not f.exists:
             actions.append(HostAction(host.name, "create", "no container"))
         elif f.owner and f.owner != here:
             if owner_exists.get(f.owner, False):
@@ -64,6 +68,9 @@ def plan(
             actions.append(
                 HostAction(host.name, "replace-orphan", f"left by a removed checkout at {f.owner}")
             )
+        elif host.existing:
+            why = f"an existing machine now ({host.address}): the container made for it goes"
+            actions.append(HostAction(host.name, "remove", why))
         elif not known_to_vagrant.get(host.name, False):
             actions.append(HostAction(host.name, "replace-orphan", "unknown to Vagrant here"))
         elif f.image_id != image_id:

@@ -18,8 +18,8 @@ import requests
 
 from lab import report
 from lab.config import LABEL, Host, LabConfig
-from lab.errors import EngineError, LabError, RegistryError, tail
-from lab.estate import hosts, images, network, swarm
+from lab.errors import ConfigError, EngineError, LabError, RegistryError, tail
+from lab.estate import existing, hosts, images, network, swarm
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
@@ -73,6 +73,10 @@ def _up(
     with progress.stage(f"network {config.network.name} and volumes") as st:
         made = network.ensure(config, local)
         st.changed(", ".join(made)) if made else st.unchanged(config.network.subnet)
+    if any(h.existing for h in config.hosts):
+        # before anything is built or created: a machine cdlab cannot start must answer first
+        with progress.stage("existing machines' engines answer (mutual TLS)") as st:
+            st.unchanged(", ".join(existing.check(state, engines.wait_ready)))
     imgs = images.Images(config, local, state.logs, state.dir / "cache")
     with progress.stage("base image (mmdebstrap + docker import)") as st:
         base, built = imgs.ensure_base(images.read_base_inputs())
@@ -88,7 +92,9 @@ def _up(
         st.changed(did) if did else st.unchanged(", ".join(h.name for h in config.hosts))
     imgs.prune_older(host_img)  # the hosts no longer use an older host image
     with progress.stage("engines (mutual TLS) and registry (TLS + htpasswd) answer") as st:
-        versions = [f"{h.name} {_ready(state, local, h)}" for h in config.engine_hosts]
+        versions = [
+            f"{h.name} {_ready(state, local, h)}" for h in config.engine_hosts if not h.existing
+        ]
         try:
             wait_registry(state)
         except RegistryError as exc:
@@ -159,19 +165,25 @@ def _apply_hosts(config: LabConfig, local: Any, image_ref: str, restart: set[str
     image_id = local.images.get(image_ref).id
     actions = hosts.plan(config, facts, image_id, v.known(), hosts.owner_paths_exist(facts), spec)
     network.check_ports(config, facts, {a.host for a in actions if a.action != "keep"})
-    todo = [a for a in actions if a.action != "keep"]
+    todo = [a for a in actions if a.action not in ("keep", "existing")]
     for a in todo:
-        if a.action == "replace-orphan":
+        if a.action in ("replace-orphan", "remove"):
             local.containers.get(config.container_name(config.host(a.host))).remove(force=True)
         elif a.action == "recreate":
             v.destroy(a.host)
-    if todo:
+    if any(a.action != "remove" for a in todo):
         v.up()
     restarted = [h for h in sorted(restart) if h not in {a.host for a in todo}]
     for name in restarted:  # new certificates or config in the bundle: reboot to load them
-        local.containers.get(config.container_name(config.host(name))).restart(timeout=20)
+        if not config.host(name).existing:  # an existing machine's bundle is installed by hand
+            local.containers.get(config.container_name(config.host(name))).restart(timeout=20)
     done = [f"{a.host}: {a.action} ({a.reason})" for a in todo]
-    done += [f"{h}: restart (bundle changed)" for h in restarted]
+    done += [
+        f"{h}: restart (bundle changed)"
+        if not config.host(h).existing
+        else f"{h}: its bundle changed; install it there again ('invoke lab.bundle --host {h}')"
+        for h in restarted
+    ]
     return "; ".join(done)
 
 
@@ -269,7 +281,9 @@ def push_base(state: State, base: images.ImageRef) -> str:
 def down(config: LabConfig, progress: Progress) -> None:
     with progress.stage("stop the hosts (everything is kept)") as st:
         hosts.Vagrant(config).halt()
-        st.changed(", ".join(h.name for h in config.hosts))
+        kept = [h.name for h in config.hosts if h.existing]
+        said = ", ".join(h.name for h in config.created_hosts)
+        st.changed(said + (f" (existing machines run on: {', '.join(kept)})" if kept else ""))
 
 
 def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
@@ -282,14 +296,24 @@ def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
     local = engines.local()
     flt = {"label": f"{LABEL}={config.name}"}
     removed: dict[str, list[str]] = {}
+    if any(h.existing for h in config.hosts):
+        with progress.stage("take back what cdlab put on the existing machines") as st:
+            removed["existing"] = _release_existing(State(config))
+            st.changed("; ".join(removed["existing"]))
     with progress.stage("remove the hosts' containers") as st:
         removed["containers"] = _remove_hosts(config, local)
         st.changed(", ".join(removed["containers"]) or "none")
     with progress.stage("remove volumes, network and images") as st:
         removed["volumes"] = _remove_volumes(local, flt)
-        removed["networks"] = [n.name for n in local.networks.list(filters=flt)]
+        removed["networks"], kept = [], []
         for net in local.networks.list(filters=flt):
+            net.reload()  # a listed network does not say its containers; inspected, it does
+            users = [c["Name"] for c in (net.attrs.get("Containers") or {}).values()]
+            if users:  # machines of someone else's on the lab's network: never cut them off
+                kept.append(f"network {net.name} (still used by {', '.join(sorted(users))})")
+                continue
             net.remove()
+            removed["networks"].append(net.name)
         removed["images"] = []
         for img in sorted(
             local.images.list(filters=flt), key=lambda i: i.labels.get("cdlab.image") == "base"
@@ -299,9 +323,29 @@ def destroy(config: LabConfig, progress: Progress) -> dict[str, list[str]]:
             except docker.errors.APIError:  # another lab's hosts run it (labs share images)
                 continue
             removed["images"] += img.tags or [img.short_id]
-        st.changed("; ".join(f"{len(v)} {k}" for k, v in removed.items()))
+        said = "; ".join(f"{len(v)} {k}" for k, v in removed.items() if k != "existing")
+        st.changed(said + (f"; kept {', '.join(kept)}: remove it once they leave" if kept else ""))
     _record(State(config), "destroy", started, progress)
     return removed
+
+
+def _release_existing(state: State) -> list[str]:
+    """Each existing machine out of the swarm and rid of cdlab's containers, networks and
+    volumes (``existing.release``); the machine and its engine keep running. Workers first,
+    prod's manager last. One that does not answer is said, not raised: destroy goes on."""
+    from lab.stack.project import PROJECT  # the stack's layer, only when there is one to undo
+
+    said = []
+    order = sorted((h for h in state.config.hosts if h.existing), key=lambda h: h.name == "prod")
+    for h in order:
+        try:
+            with engines.connect(state, h, timeout=60) as c:
+                done = existing.release(c, PROJECT)
+            said.append(f"{h.name}: {', '.join(done) or 'nothing of cdlab'} (the machine runs on)")
+        except Exception as exc:  # best effort: the lab's own hosts are removed regardless
+            first = str(exc).splitlines()[0][:120] if str(exc) else ""
+            said.append(f"{h.name}: not reached ({type(exc).__name__}: {first}); left as it is")
+    return said
 
 
 def _remove_hosts(config: LabConfig, local: Any) -> list[str]:
@@ -348,7 +392,7 @@ def status(config: LabConfig) -> list[HostStatus]:
     unknown = "not a node"  # what a swarm host the manager does not list shows
     manager = config.swarm_manager
     if manager is not None:
-        running = (facts.get(manager.name) or hosts.HostFacts(manager.name, exists=False)).running
+        running = manager.existing or bool(getattr(facts.get(manager.name), "running", False))
         listed: list[swarm.Member] | str = f"{manager.name} is not running"
         if running:
             with contextlib.ExitStack() as es:
@@ -361,6 +405,8 @@ def status(config: LabConfig) -> list[HostStatus]:
             cluster = {m.address: f"{m.role} {m.state}" for m in listed}
     for h in config.hosts:
         f = facts.get(h.name) or hosts.HostFacts(h.name, exists=False)
+        if h.existing and not f.exists:
+            f = hosts.HostFacts(h.name, exists=True, running=True, status="existing")
         engine, count, replicas = "-", None, None
         if f.running and h.has_engine:
             try:
@@ -437,6 +483,13 @@ def shell_argv(config: LabConfig, host: str, folder: str = "") -> list[str]:
     """The command that opens an interactive shell on ``host`` (its container), in ``folder``
     when given."""
     h = config.host(host)
+    if h.existing:
+        raise ConfigError(
+            "host",
+            host,
+            "a host cdlab created: an existing machine's shell is reached your own way "
+            f"(ssh {h.address}); its engine with 'invoke lab.status'",
+        )
     where = ["-w", folder] if folder else []
     return ["docker", "exec", "-it", "-e", "TERM", *where, config.container_name(h), "bash", "-l"]
 
@@ -509,9 +562,10 @@ def render_labs(rows: list[LabRow]) -> str:
 def describe(config: LabConfig) -> str:
     """One line on which lab this is and where it answers (``lab.status``'s first line)."""
     app, graphite = config.published(8000), config.published(8082)
+    at = config.public_address  # an existing prod answers at its own address
     return (
-        f"lab {config.name} ({config.network.subnet}): app http://127.0.0.1:{app}, "
-        f"Graphite http://127.0.0.1:{graphite}, state in {config.state_dir}"
+        f"lab {config.name} ({config.network.subnet}): app http://{at}:{app}, "
+        f"Graphite http://{at}:{graphite}, state in {config.state_dir}"
     )
 
 

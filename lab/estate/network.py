@@ -47,9 +47,10 @@ def parse_routes(text: str) -> list[Claim]:
 
 
 def volume_names(config: LabConfig) -> list[str]:
-    names = [config.volume_name(h, "docker" if h.has_engine else "data") for h in config.hosts]
+    made = config.created_hosts  # an existing machine keeps its data on its own disk
+    names = [config.volume_name(h, "docker" if h.has_engine else "data") for h in made]
     # cdlab's own state on each engine host: the git repository and runs on cd
-    return names + [config.volume_name(h, "cdlab") for h in config.hosts if h.has_engine]
+    return names + [config.volume_name(h, "cdlab") for h in made if h.has_engine]
 
 
 def ensure(config: LabConfig, client: Any) -> list[str]:

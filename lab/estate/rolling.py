@@ -267,6 +267,14 @@ def restart_workers(lab: Lab, progress: Progress) -> list[str]:
             "one host",
             'a swarm (hosts with "swarm": "manager"/"worker"; docs/lab.md, "prod as a swarm")',
         )
+    theirs = [h.name for h in lab.config.swarm_workers if h.existing]
+    if theirs:  # refused before anything is touched: cdlab cannot restart a machine it did not make
+        raise ConfigError(
+            "swarm workers",
+            theirs,
+            "workers cdlab created: an existing machine is restarted by its owner (drain it "
+            "first: 'docker node update --availability drain' on prod, then 'active' again)",
+        )
     with lock.held(lab.etcd, "restart prod's swarm workers", signals.lease_lost):
         workers, on_manager = facts(lab)
         steps = plan(workers, on_manager)

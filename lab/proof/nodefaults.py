@@ -97,7 +97,8 @@ def a_worker(lab: Lab, c: Candidate) -> str:
             "one host",
             "a swarm (hosts with \"swarm\": manager/worker; docs/lab.md, 'prod as a swarm')",
         )
-    workers = [h.name for h in lab.config.hosts if h.swarm == "worker"]
+    # cdlab kills or stops a worker through its container: one it created
+    workers = [h.name for h in lab.config.swarm_workers if not h.existing]
     where = placed(lab, c)
     used = [w for w in workers if where.get(w)]
     if not used:

@@ -26,11 +26,12 @@ def cdlab(lab: str, *args: str, timeout: float = 900) -> subprocess.CompletedPro
     )
 
 
-def served(port: int) -> str:
+def served(port: int, address: str = "127.0.0.1") -> str:
+    """The release that answers ``/version`` at ``address:port``, or why none did."""
     s = requests.Session()
     s.trust_env = False
     try:
-        return s.get(f"http://127.0.0.1:{port}/version", timeout=5).headers.get("X-Release", "")
+        return s.get(f"http://{address}:{port}/version", timeout=5).headers.get("X-Release", "")
     except requests.RequestException as exc:
         return f"no answer ({type(exc).__name__})"
 
