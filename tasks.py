@@ -164,7 +164,8 @@ def bundle(c: Context, host: str, out: str = "") -> None:
     path = existing.write_bundle(State(lab_config.load()), host, Path(out) if out else None)
     print(
         f"{path} (mode 0600: it holds {host}'s private key). On {host}, as root: "
-        f"tar xzf {path.name} && sh {host}/install-host.sh; then 'invoke lab.up'."
+        f"rm -rf {host} && tar xzf {path.name} && sh {host}/install-host.sh; then "
+        "'invoke lab.up'."
     )
 
 

@@ -179,16 +179,18 @@ def parse_topology(
                 f"hosts[{i}].name", hname, "lowercase letters, digits and '-'", source
             )
         existing = raw.get("existing", False)
+        if not isinstance(existing, bool):
+            raise ConfigError(f"hosts[{i}].existing", existing, "true or false", source)
         addr = _require(raw, "address", str, where, "an IPv4 address")
         ip = _address(addr, f"hosts[{i}].address", source)
-        if existing is True and (ip.version != 4 or ip.is_loopback or ip.is_unspecified):
+        if existing and (ip.version != 4 or ip.is_loopback or ip.is_unspecified):
             raise ConfigError(
                 f"hosts[{i}].address",
                 addr,
                 "the IPv4 address at which the lab reaches the existing machine (not loopback)",
                 source,
             )
-        if existing is not True and (ip not in subnet or addr == gateway):
+        if not existing and (ip not in subnet or addr == gateway):
             raise ConfigError(
                 f"hosts[{i}].address",
                 addr,
@@ -222,15 +224,13 @@ def parse_topology(
                 "run no release), or no field",
                 source,
             )
-        if not isinstance(existing, bool) or (
-            existing and (role != "engine" or mount or publish or hname in ("cd", "dev"))
-        ):
+        if existing and (role != "engine" or mount or publish or hname in ("cd", "dev")):
             raise ConfigError(
                 f"hosts[{i}].existing",
                 existing,
                 "true only on an engine host that is not cd or dev, with project_mount false "
                 "and no publish (cdlab mounts and forwards nothing on a machine it did not "
-                "create), false, or no field",
+                "create); else false or no field",
                 source,
             )
         hosts.append(Host(hname, addr, role, mount, tuple(publish), swarm, existing))
@@ -255,6 +255,16 @@ def parse_topology(
             "hosts[].swarm",
             swarm_roles,
             "exactly one 'manager', on the host named 'prod', and any number of 'worker's",
+            source,
+        )
+    engines = [h for h in hosts if h.role == "engine"]
+    builder = next((h for h in engines if h.name == "cd"), engines[0])
+    if builder.existing:  # it would hold the pipeline's secrets and run cd's git server
+        raise ConfigError(
+            "hosts[].existing",
+            builder.name,
+            "a topology with a host named 'cd' (the builder, which cdlab creates) when a host "
+            "is an existing machine: without cd, the first engine host builds",
             source,
         )
     ports = {}

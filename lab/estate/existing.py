@@ -20,6 +20,7 @@ from typing import Any
 
 from lab.config import Host, LabConfig
 from lab.errors import ConfigError, EngineError
+from lab.estate import swarm
 from lab.estate.state import State, write_secret
 
 HOSTIMAGE = Path(__file__).resolve().parent / "hostimage"
@@ -75,6 +76,8 @@ def write_bundle(state: State, name: str, out: Path | None = None) -> Path:
     target = Path(out or ".")
     if target.is_dir():
         target = target / f"{name}.tar.gz"
+    if not target.parent.is_dir():
+        raise ConfigError("--out", str(out), "a file in an existing folder, or a folder")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for folder in sorted({f"{name}/cdlab", *_parents(bundle_members(state, host))}):
@@ -101,33 +104,73 @@ def install_hint(host: Host) -> str:
     return (
         f"'{host.name}' is an existing machine (hosts[].existing): cdlab does not start it. "
         f"Install its bundle there: 'invoke lab.bundle --host {host.name}' writes "
-        f"{host.name}.tar.gz; copy it to the machine and, as root, 'tar xzf {host.name}.tar.gz "
-        f"&& sh {host.name}/install-host.sh' (docs/lab.md, 'Existing machines'); then run "
+        f"{host.name}.tar.gz; copy it to the machine and, as root, 'rm -rf {host.name} && "
+        f"tar xzf {host.name}.tar.gz && sh {host.name}/install-host.sh' (docs/lab.md, "
+        "'Existing machines'); then run "
         "'invoke lab.up' again"
     )
 
 
-def check(state: State, wait_ready: Callable[..., str]) -> list[str]:
-    """Each existing machine's engine answers with the lab's client certificate: its
-    ``name version`` each; ``EngineError`` with how to install its bundle otherwise."""
+def presented_cert(state: State, host: Host, timeout: float = 5.0) -> bytes:
+    """The certificate ``host``'s engine presents (DER), read over mutual TLS."""
+    import socket
+    import ssl
+
+    ca, cert, key = state.client_tls()
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.load_cert_chain(str(cert), str(key))
+    address = (host.address, state.config.engine_port)
+    with (
+        socket.create_connection(address, timeout) as sock,
+        ctx.wrap_socket(sock, server_hostname=host.address) as tls,
+    ):
+        return tls.getpeercert(binary_form=True) or b""
+
+
+def check(
+    state: State,
+    wait_ready: Callable[..., str],
+    presented: Callable[[State, Host], bytes] = presented_cert,
+) -> list[str]:
+    """Each existing machine's engine answers with the lab's client certificate and presents
+    the certificate of its current bundle: its ``name version`` each; ``EngineError`` with how
+    to install its bundle otherwise (a machine still on an older bundle included)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     said = []
     for host in (h for h in state.config.hosts if h.existing):
         try:
-            said.append(f"{host.name} {wait_ready(state, host, timeout=WAIT)}")
+            version = wait_ready(state, host, timeout=WAIT)
         except EngineError as exc:
             raise EngineError(exc.host, exc.url, exc.last_error, install_hint(host)) from exc
+        wanted = x509.load_pem_x509_certificate((state.bundle(host) / "cert.pem").read_bytes())
+        if presented(state, host) != wanted.public_bytes(Encoding.DER):
+            raise EngineError(
+                host.name,
+                f"tcp://{host.address}:{state.config.engine_port}",
+                "it answers with a certificate other than its bundle's (an older bundle: the "
+                "lab's certificates were renewed since it was installed)",
+                install_hint(host),
+            )
+        said.append(f"{host.name} {version}")
     return said
 
 
-def release(client: Any, project: str) -> list[str]:
-    """Take back from an existing machine's engine what cdlab put there: out of the swarm, the
-    containers, networks and volumes of the stack (compose ``project``) and the releases (label
-    ``cdlab.role``) removed; images are kept, as a registry's are. What was removed."""
+def release(client: Any, project: str, manager: str) -> list[str]:
+    """Take back from an existing machine's engine what cdlab put there: out of prod's swarm
+    (whose manager is at ``manager:2377``; another swarm is left alone), the containers,
+    networks and volumes of the stack (compose ``project``) and of the releases (label
+    ``cdlab.role``) removed; images are kept, as a registry's are. What was done."""
     done = []
-    swarm = (client.info().get("Swarm") or {}).get("LocalNodeState", "inactive")
-    if swarm != "inactive":
+    sw = client.info().get("Swarm") or {}
+    state = sw.get("LocalNodeState") or "inactive"
+    managers = {str(m.get("Addr", "")) for m in sw.get("RemoteManagers") or ()}
+    if state != "inactive" and f"{manager}:{swarm.PORT}" in managers:
         client.swarm.leave(force=True)
         done.append("left the swarm")
+    elif state != "inactive":
+        done.append(f"in another swarm ({', '.join(sorted(managers)) or state}): left in it")
     mine = ({"label": "cdlab.role"}, {"label": f"com.docker.compose.project={project}"})
     for what, kind in (("containers", client.containers), ("networks", client.networks)):
         found = {x.id: x for flt in mine for x in _listed(kind, what, flt)}

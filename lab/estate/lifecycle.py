@@ -76,7 +76,9 @@ def _up(
     if any(h.existing for h in config.hosts):
         # before anything is built or created: a machine cdlab cannot start must answer first
         with progress.stage("existing machines' engines answer (mutual TLS)") as st:
-            st.unchanged(", ".join(existing.check(state, engines.wait_ready)))
+            gone = _remove_replaced(config, local)  # else the old container would answer
+            said = ", ".join(existing.check(state, engines.wait_ready))
+            st.changed(f"{said}; {gone}") if gone else st.unchanged(said)
     imgs = images.Images(config, local, state.logs, state.dir / "cache")
     with progress.stage("base image (mmdebstrap + docker import)") as st:
         base, built = imgs.ensure_base(images.read_base_inputs())
@@ -156,6 +158,19 @@ def _up(
                 url = pipeline.graphite_url()
                 st.unchanged(f"not saved ({type(exc).__name__}: {exc}); graphite at {url}")
         progress.say(f"graphite: {url} (requests, errors and p95 per release)")
+
+
+def _remove_replaced(config: LabConfig, local: Any) -> str:
+    """Remove the containers this checkout created for hosts that are existing machines now
+    (what was done, or ``""``); another checkout's are left to ``hosts.plan`` to refuse."""
+    facts = hosts.facts(config, local)
+    gone = []
+    for h in (h for h in config.hosts if h.existing):
+        f = facts.get(h.name)
+        if f is not None and f.owner in ("", str(config.root)):
+            local.containers.get(config.container_name(h)).remove(force=True)
+            gone.append(f"{h.name}: removed the container made for it (an existing machine now)")
+    return "; ".join(gone)
 
 
 def _apply_hosts(config: LabConfig, local: Any, image_ref: str, restart: set[str]) -> str:
@@ -336,11 +351,12 @@ def _release_existing(state: State) -> list[str]:
     from lab.stack.project import PROJECT  # the stack's layer, only when there is one to undo
 
     said = []
+    manager = state.config.swarm_manager.address if state.config.swarm_manager else ""
     order = sorted((h for h in state.config.hosts if h.existing), key=lambda h: h.name == "prod")
     for h in order:
         try:
             with engines.connect(state, h, timeout=60) as c:
-                done = existing.release(c, PROJECT)
+                done = existing.release(c, PROJECT, manager)
             said.append(f"{h.name}: {', '.join(done) or 'nothing of cdlab'} (the machine runs on)")
         except Exception as exc:  # best effort: the lab's own hosts are removed regardless
             first = str(exc).splitlines()[0][:120] if str(exc) else ""

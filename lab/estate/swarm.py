@@ -31,6 +31,7 @@ class NodeFacts:
     node_id: str = ""
     is_manager: bool = False  # ControlAvailable
     managers: tuple[str, ...] = ()  # RemoteManagers' addresses ("10.100.200.201:2377")
+    existing: bool = False  # a machine cdlab did not create: never taken out of a swarm not ours
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ def facts_of(host: Host, info: dict[str, Any]) -> NodeFacts:
         str(sw.get("NodeID") or ""),
         bool(sw.get("ControlAvailable")),
         tuple(str(m.get("Addr", "")) for m in sw.get("RemoteManagers") or ()),
+        host.existing,
     )
 
 
@@ -98,6 +100,7 @@ def plan(
         )
     if not (manager.state == "active" and manager.is_manager):
         if manager.state != "inactive":
+            _never_theirs(manager, own)
             steps.append(Step("leave", manager.host, "", f"its engine is {_said(manager, own)}"))
         steps.append(Step("init", manager.host, manager.address, "prod's swarm does not exist"))
         members = ()
@@ -109,6 +112,7 @@ def plan(
             joined.add(w.node_id)
             continue
         if w.state != "inactive":
+            _never_theirs(w, own)
             steps.append(Step("leave", w.host, "", f"its engine is {_said(w, own)}"))
         steps.append(Step("join", w.host, own, "not a node of prod's swarm"))
     addresses = {w.address for w in workers}
@@ -119,6 +123,19 @@ def plan(
             why = f"{m.hostname or m.address} is {m.state}: a host recreated or gone"
             steps.append(Step("remove", manager.host, m.node_id, why))
     return tuple(steps)
+
+
+def _never_theirs(n: NodeFacts, own: str) -> None:
+    """An existing machine in a swarm that is not prod's is someone else's cluster: cdlab does
+    not force it out (a manager leaving could cost that cluster its quorum)."""
+    if n.existing and own not in n.managers:
+        raise SwarmError(
+            "join prod's swarm",
+            n.host,
+            f"this existing machine's engine is {_said(n, own)}",
+            hint=f"make it leave that swarm yourself ('docker swarm leave' on {n.host}) if it "
+            "may, or name another machine in the topology; then run 'invoke lab.up' again",
+        )
 
 
 def _said(n: NodeFacts, own: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 
 from lab.build import git
-from lab.config import public_port
+from lab.config import public_host, public_port
 from lab.errors import CanaryAborted, LabError, LessonError, PushError
 from lab.lessons import Ctx, Lesson, Step
 from lab.ports.lab import Lab
@@ -35,7 +35,7 @@ from lab.release import devloop, lock, pipeline, records, reset
 from lab.stack import project as stack
 from lab.stack import services
 
-APP = f"http://127.0.0.1:{public_port(8000)}"  # this lab's: 8000 for the default one
+APP = load.app_url()  # this lab's: http://127.0.0.1:8000 for the default one
 DASHBOARD = f"{graphite_url()}/dashboard/cdlab"
 RATE = 50  # requests/s of a lesson's load: enough to see, light on a laptop
 PUSHED = "git push to cd"  # how a record names a run started by a push (the cd hook's trigger)
@@ -851,7 +851,7 @@ NAIVE_VS_BLUEGREEN = Lesson(
 # schema-change ---------------------------------------------------------------------------
 
 PEOPLE, PEOPLE_PORT = "people", 8004  # a copy of app with its own database, removed at the end
-PEOPLE_URL = f"http://127.0.0.1:{public_port(PEOPLE_PORT)}"
+PEOPLE_URL = f"http://{public_host()}:{public_port(PEOPLE_PORT)}"
 SCHEMA_PATCHES = ("1-expand.patch", "2-read-new.patch", "3-contract.patch")
 SCHEMA_STEPS = ("expand", "migrate reads", "contract")
 

@@ -87,7 +87,12 @@ def connect(state: State, host: Host, timeout: int = 120) -> Iterator[Any]:
             host.name,
             url(state.config, host),
             f"the connection to {host.name}'s engine was lost: {type(exc).__name__}",
-            "check the host with 'invoke lab.status'; 'invoke lab.up' brings it back",
+            "check the host with 'invoke lab.status'; "
+            + (
+                f"on {host.name}, 'systemctl status cdlab-host' (an existing machine)"
+                if host.existing
+                else "'invoke lab.up' brings it back"
+            ),
         ) from exc
     finally:
         c.close()
@@ -113,7 +118,16 @@ def wait_ready(state: State, host: Host, timeout: float = 60.0) -> str:
                 host.name,
                 url(state.config, host),
                 last,
-                f"look at 'docker logs {state.config.container_name(host)}' "
-                "or run 'invoke lab.status'",
+                _look(state, host),
             )
         time.sleep(0.5)
+
+
+def _look(state: State, host: Host) -> str:
+    """Where a host's engine says why it does not answer."""
+    if host.existing:
+        return (
+            f"on {host.name} (an existing machine), 'journalctl -u cdlab-host' or "
+            "/var/log/cdlab-host.log; or run 'invoke lab.status'"
+        )
+    return f"look at 'docker logs {state.config.container_name(host)}' or run 'invoke lab.status'"

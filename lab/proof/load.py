@@ -497,13 +497,7 @@ def users_for(rate: float) -> int:
 def argv(url: str, rate: float, max_seconds: float, ui_port: int | None = None) -> list[str]:
     """locust's command line: headless, or with ``ui_port`` its web page on 127.0.0.1 (the
     run starts at once all the same, and ends as bounded)."""
-    host = urlsplit(url).hostname
-    if host != "127.0.0.1":
-        raise LoadError(
-            f"send load to {url}",
-            f"load goes to 127.0.0.1 only, not to {host!r}",
-            hint="give a URL like http://127.0.0.1:8000 (a port the proxy publishes).",
-        )
+    _ours(url, f"send load to {url}", "load goes")
     users = users_for(rate)
     return [
         sys.executable,
@@ -558,7 +552,7 @@ def environment(
         CDLAB_LOAD_RATE=str(rate),
         CDLAB_LOAD_USERS=str(users_for(rate)),
         CDLAB_LOAD_MAX=str(max_requests),
-        NO_PROXY="127.0.0.1",
+        NO_PROXY=",".join(sorted({"127.0.0.1", urlsplit(app_url()).hostname or ""})),
     )
     if paths:
         env["CDLAB_LOAD_PATHS"] = ",".join(paths)
@@ -567,10 +561,26 @@ def environment(
 
 def app_url() -> str:
     """The demo app through this lab's proxy, from the workstation (http://127.0.0.1:8000 for
-    the default lab): where load goes unless told otherwise."""
-    from lab.config import public_port
+    the default lab; prod's own address when prod is an existing machine): where load goes
+    unless told otherwise."""
+    from lab.config import public_host, public_port
 
-    return f"http://127.0.0.1:{public_port(8000)}"
+    return f"http://{public_host()}:{public_port(8000)}"
+
+
+def _ours(url: str, action: str, what: str) -> None:
+    """Load and reads go to the lab's published ports only: 127.0.0.1, or prod's own address
+    when cdlab did not create prod (``public_host``)."""
+    from lab.config import public_host
+
+    host = urlsplit(url).hostname
+    allowed = ["127.0.0.1", *([public_host()] if public_host() != "127.0.0.1" else [])]
+    if host not in allowed:
+        raise LoadError(
+            action,
+            f"{what} to {' or '.join(allowed)} only, not to {host!r}",
+            hint=f"give a URL like {app_url()} (a port the proxy publishes).",
+        )
 
 
 @contextmanager
@@ -694,12 +704,7 @@ def readback(traffic: Traffic, url: str = "", workers: int = 8) -> list[str]:
     import requests
 
     url = url or app_url()
-    if urlsplit(url).hostname != "127.0.0.1":
-        raise LoadError(
-            f"read back the registrations from {url}",
-            "reads go to 127.0.0.1 only",
-            hint="give a URL like http://127.0.0.1:8000 (a port the proxy publishes).",
-        )
+    _ours(url, f"read back the registrations from {url}", "reads go")
     session = requests.Session()
     session.trust_env = False
 

@@ -113,7 +113,16 @@ def host_started_at(lab: State, name: str) -> str:
 
 
 def _host(lab: State, name: str) -> Any:
-    return engines.local().containers.get(lab.config.container_name(lab.config.host(name)))
+    """The container of host ``name``, which cdlab kills, stops or restarts: one it created."""
+    host = lab.config.host(name)
+    if host.existing:
+        raise ConfigError(
+            "host",
+            name,
+            "a host cdlab created: an existing machine is not killed, stopped or restarted by "
+            "cdlab (its owner's; docs/lab.md, 'Existing machines')",
+        )
+    return engines.local().containers.get(lab.config.container_name(host))
 
 
 def worker_lost(

@@ -142,6 +142,9 @@ def test_a_prod_of_existing_machines_comes_up_serves_and_is_given_back(
         docker("cp", str(tarball), f"{machine(name)}:/root/")
         out = on_machine(name, f"cd /root && tar xzf {name}.tar.gz && sh {name}/install-host.sh")
         assert f"{name} ready" in out, out
+    # installed again (a new bundle's way): the host it started is stopped and started anew
+    again = on_machine("prod-2", "cd /root && sh prod-2/install-host.sh 2>&1")
+    assert "prod-2 ready" in again, again
     refused = lab.cdlab("lab.bundle", "--host", "cd")
     assert refused.returncode != 0 and "existing machine" in refused.stderr, refused.stderr
 

@@ -18,19 +18,21 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from lab import config
-from lab.errors import ConfigError, EngineError, OwnershipError
+from lab.errors import ConfigError, EngineError, LoadError, OwnershipError
 from lab.estate import existing, hosts, lifecycle, rolling
 from lab.estate.state import State
 from lab.ports import engines
 from lab.progress import Progress
-from lab.proof import nodefaults
+from lab.proof import load, nodefaults
 from lab.release import lock
 
 GOOD: dict[str, Any] = json.loads(config.TOPOLOGY.read_text())
 ROOT, STATE = Path("/here"), Path("/here/.lab")
 OUTSIDE = "192.168.56.10"  # a team's VM: not in the lab's subnet
+PRODS = "10.100.200.201"  # prod's address as shipped: its swarm's manager
 
 
 def worker(name: str, address: str, is_existing: bool = False) -> dict[str, Any]:
@@ -107,8 +109,9 @@ def test_a_host_cdlab_creates_outside_the_subnet_is_still_refused() -> None:
         (0, {"existing": True}, "engine host"),  # the registry
         (1, {"existing": True, "publish": [], "project_mount": True}, "project_mount false"),
         (1, {"existing": True}, "no publish"),  # prod as shipped publishes 8000-8009, 8082
-        (1, {"existing": "yes", "publish": []}, "false, or no field"),
-        (1, {"existing": 1, "publish": []}, "false, or no field"),
+        (1, {"existing": "yes", "publish": []}, "true or false"),
+        (1, {"existing": 1, "publish": []}, "true or false"),
+        (1, {"existing": "true", "address": "192.168.56.9", "publish": []}, "true or false"),
     ],
 )
 def test_existing_where_cdlab_must_create_the_host_is_refused(
@@ -278,7 +281,8 @@ def test_the_registry_and_engine_port_come_from_the_topology() -> None:
 def test_the_install_hint_says_how_to_get_and_install_the_bundle() -> None:
     hint = existing.install_hint(SWARM.host("prod-2"))
     assert "invoke lab.bundle --host prod-2" in hint
-    assert "tar xzf prod-2.tar.gz && sh prod-2/install-host.sh" in hint
+    # over what an older bundle left there: else a file the new one no longer has stays
+    assert "rm -rf prod-2 && tar xzf prod-2.tar.gz && sh prod-2/install-host.sh" in hint
     assert "invoke lab.up" in hint
 
 
@@ -353,6 +357,15 @@ def test_a_folder_as_out_gets_host_tar_gz(made: State, tmp_path: Path) -> None:
     assert out.is_file()
 
 
+def test_an_out_in_a_folder_that_does_not_exist_is_refused(made: State, tmp_path: Path) -> None:
+    out = tmp_path / "nope" / "p2.tar.gz"
+    with pytest.raises(ConfigError) as err:
+        existing.write_bundle(made, "prod-2", out)
+    assert err.value.field == "--out"
+    assert err.value.value == str(out)
+    assert not out.parent.exists()  # nothing made on the way
+
+
 @pytest.mark.parametrize("name", ["prod-3", "registry", "cd"])
 def test_the_bundle_of_a_host_cdlab_creates_is_refused(made: State, name: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -392,12 +405,66 @@ def test_an_existing_engine_that_does_not_answer_says_how_to_install_its_bundle(
     assert seen == [("prod-2", existing.WAIT)]  # only the existing machines are asked
 
 
-def test_each_existing_engine_that_answers_says_its_version() -> None:
-    def wait_ready(state: State, host: config.Host, timeout: float = 60.0) -> str:
-        return "20.10.24"
+def answers(state: State, host: config.Host, timeout: float = 60.0) -> str:
+    return "20.10.24"
 
-    assert existing.check(State(SWARM), wait_ready) == ["prod-2 20.10.24"]
-    assert existing.check(State(parse(GOOD)), wait_ready) == []
+
+def der(state: State, name: str) -> bytes:
+    """The engine certificate of ``name``'s bundle, as its engine presents it (DER)."""
+    pem = (state.bundle(state.config.host(name)) / "cert.pem").read_bytes()
+    return x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+
+
+def test_each_existing_engine_that_presents_its_bundles_certificate_says_its_version(
+    made: State,
+) -> None:
+    made.ensure()
+    asked: list[str] = []
+
+    def presented(state: State, host: config.Host) -> bytes:
+        asked.append(host.name)
+        return der(state, host.name)
+
+    assert existing.check(made, answers, presented) == ["prod 20.10.24", "prod-2 20.10.24"]
+    assert asked == ["prod", "prod-2"]  # only the existing machines are asked
+    assert existing.check(State(parse(GOOD)), answers, presented) == []
+
+
+def test_an_engine_presenting_a_certificate_other_than_its_bundles_says_to_install_it(
+    made: State,
+) -> None:
+    """An older bundle: the engine answers the lab's client certificate, from a CA that still
+    signs, with a certificate that is no longer the one its bundle holds."""
+    made.ensure()
+
+    def presented(state: State, host: config.Host) -> bytes:
+        return der(state, "prod")  # right for prod; prod-2 presents prod's
+
+    with pytest.raises(EngineError) as err:
+        existing.check(made, answers, presented)
+    assert err.value.host == "prod-2"
+    assert err.value.url == f"tcp://{OUTSIDE}:2376"
+    assert "other than its bundle's" in err.value.last_error
+    assert "rm -rf prod-2 && tar xzf prod-2.tar.gz" in str(err.value)
+    assert "invoke lab.bundle --host prod-2" in str(err.value)
+
+
+def test_an_engine_presenting_no_certificate_is_refused(made: State) -> None:
+    made.ensure()
+    with pytest.raises(EngineError, match="other than its bundle's") as err:
+        existing.check(made, answers, lambda state, host: b"")
+    assert err.value.host == "prod"  # the first existing machine in the topology
+
+
+def test_an_engine_that_does_not_answer_is_not_asked_for_its_certificate(made: State) -> None:
+    def refused(state: State, host: config.Host, timeout: float = 60.0) -> str:
+        raise EngineError(host.name, f"https://{host.address}:2376", "ConnectionError: refused")
+
+    def presented(state: State, host: config.Host) -> bytes:
+        raise AssertionError("its certificate was read")
+
+    with pytest.raises(EngineError, match="refused"):
+        existing.check(made, refused, presented)
 
 
 # existing.release
@@ -422,13 +489,20 @@ class Listing:
         return self.by_filter.get(filters["label"], [])
 
 
+def in_swarm(*managers: str, state: str = "active") -> dict[str, Any]:
+    """``docker info`` of a node in the swarm whose managers are at ``managers``."""
+    remote = [{"NodeID": f"m{i}", "Addr": addr} for i, addr in enumerate(managers)]
+    return {"Swarm": {"LocalNodeState": state, "NodeID": "n1", "RemoteManagers": remote}}
+
+
 class FakeClient:
     """An existing machine's engine: cdlab's containers, networks and volumes, each listed by
-    the filters ``release`` asks (``cdlab.role``, the compose project), some by both."""
+    the filters ``release`` asks (``cdlab.role``, the compose project), some by both; by default
+    a node of prod's swarm (its manager at ``PRODS``)."""
 
     def __init__(self, info: dict[str, Any] | None = None, empty: bool = False) -> None:
         self.log: list[str] = []
-        self.said = {"Swarm": {"LocalNodeState": "active"}} if info is None else info
+        self.said = in_swarm(f"{PRODS}:2377") if info is None else info
         self.swarm = SimpleNamespace(leave=lambda **kw: self.log.append(f"leave {kw}"))
 
         c1, c2, c3, n1, n2, v1 = (Item(i, self.log) for i in ("c1", "c2", "c3", "n1", "n2", "v1"))
@@ -443,7 +517,7 @@ class FakeClient:
 
 def test_release_leaves_the_swarm_and_removes_each_of_cdlabs_things_once() -> None:
     c = FakeClient()
-    said = existing.release(c, "cdlab-stack")
+    said = existing.release(c, "cdlab-stack", PRODS)
     assert said == ["left the swarm", "3 containers", "2 networks", "1 volumes"]
     assert c.log == [
         "leave {'force': True}",
@@ -461,11 +535,71 @@ def test_release_leaves_the_swarm_and_removes_each_of_cdlabs_things_once() -> No
     }
 
 
-@pytest.mark.parametrize("info", [{"Swarm": {"LocalNodeState": "inactive"}}, {"Swarm": None}, {}])
+@pytest.mark.parametrize(
+    "info",
+    [
+        {"Swarm": {"LocalNodeState": "inactive"}},
+        {"Swarm": {"LocalNodeState": "inactive", "RemoteManagers": None}},
+        {"Swarm": {"LocalNodeState": ""}},
+        {"Swarm": None},
+        {},
+    ],
+)
 def test_a_node_on_no_swarm_leaves_none_and_nothing_found_is_said(info: dict[str, Any]) -> None:
     c = FakeClient(info, empty=True)
-    assert existing.release(c, "cdlab-stack") == []
+    assert existing.release(c, "cdlab-stack", PRODS) == []
     assert c.log == []
+
+
+def test_a_node_in_a_prod_swarm_with_more_managers_leaves_it() -> None:
+    c = FakeClient(in_swarm("10.100.200.9:2377", f"{PRODS}:2377"), empty=True)
+    assert existing.release(c, "cdlab-stack", PRODS) == ["left the swarm"]
+    assert c.log == ["leave {'force': True}"]
+
+
+@pytest.mark.parametrize(
+    ("info", "manager", "words"),
+    [
+        pytest.param(
+            in_swarm("10.9.9.9:2377", "10.9.9.8:2377"),
+            PRODS,
+            "in another swarm (10.9.9.8:2377, 10.9.9.9:2377): left in it",
+            id="a team's swarm",
+        ),
+        pytest.param(
+            in_swarm(f"{PRODS}:2378"),
+            PRODS,
+            f"in another swarm ({PRODS}:2378): left in it",
+            id="prod's address on another port",
+        ),
+        pytest.param(
+            in_swarm("10.100.200.2011:2377"),
+            PRODS,
+            "in another swarm (10.100.200.2011:2377): left in it",
+            id="an address that only begins as prod's",
+        ),
+        pytest.param(
+            in_swarm(f"{PRODS}:2377"),
+            "",
+            f"in another swarm ({PRODS}:2377): left in it",
+            id="no swarm in the topology",
+        ),
+        pytest.param(
+            in_swarm(state="pending"),
+            PRODS,
+            "in another swarm (pending): left in it",
+            id="no manager known",
+        ),
+    ],
+)
+def test_a_node_in_another_swarm_is_left_in_it_and_cdlabs_things_still_go(
+    info: dict[str, Any], manager: str, words: str
+) -> None:
+    c = FakeClient(info)
+    said = existing.release(c, "cdlab-stack", manager)
+    assert said == [words, "3 containers", "2 networks", "1 volumes"]
+    assert not [line for line in c.log if line.startswith("leave")]
+    assert len(c.log) == 6  # each of cdlab's things removed all the same
 
 
 # lifecycle: shell_argv, _release_existing
@@ -497,7 +631,7 @@ def test_destroy_takes_back_from_workers_first_and_goes_on_past_one_that_does_no
         asked.append(host.name)
         if host.name == "prod-3":
             raise EngineError("prod-3", "https://x:2376", "refused\nmore")
-        yield FakeClient(empty=host.name == "prod-2")
+        yield FakeClient(in_swarm("192.168.56.20:2377"), empty=host.name == "prod-2")
 
     monkeypatch.setattr(engines, "connect", connect)  # the module lifecycle uses
     said = lifecycle._release_existing(state)
@@ -506,6 +640,106 @@ def test_destroy_takes_back_from_workers_first_and_goes_on_past_one_that_does_no
     assert said[1].startswith("prod-3: not reached (EngineError: the Docker engine of 'prod-3'")
     assert said[1].endswith("left as it is") and "more" not in said[1]
     assert said[2].startswith("prod: left the swarm, 3 containers")
+
+
+@pytest.mark.parametrize(
+    ("doc", "host", "manager"),
+    [
+        pytest.param(swarm_doc(), "prod-2", PRODS, id="prod's swarm: its manager's address"),
+        pytest.param(prod_existing_doc(), "prod", "", id="no swarm: none"),
+    ],
+)
+def test_destroy_tells_release_where_prods_swarm_manager_is(
+    monkeypatch: pytest.MonkeyPatch, doc: dict[str, Any], host: str, manager: str
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    @contextlib.contextmanager
+    def connect(state: State, host: config.Host, timeout: int = 120) -> Iterator[Any]:
+        yield host.name
+
+    def release(client: Any, project: str, manager: str) -> list[str]:
+        seen.append((client, manager))
+        return []
+
+    monkeypatch.setattr(engines, "connect", connect)
+    monkeypatch.setattr(existing, "release", release)  # the module lifecycle uses
+    said = lifecycle._release_existing(State(parse(doc)))
+    assert seen == [(host, manager)]
+    assert said == [f"{host}: nothing of cdlab (the machine runs on)"]
+
+
+# lifecycle._remove_replaced: the container this checkout made for a host now existing
+
+
+class Container:
+    def __init__(self, host: str, owner: str | None, log: list[str]) -> None:
+        self.labels = {"cdlab.host": host} | ({"cdlab.root": owner} if owner is not None else {})
+        self.status, self.image = "running", SimpleNamespace(id="sha256:old")
+        self.host, self.log = host, log
+
+    def remove(self, **kw: Any) -> None:
+        self.log.append(f"remove {self.host} {kw}")
+
+
+class FakeLocal:
+    """The workstation's engine: the host containers of the lab, by their ``cdlab.host``."""
+
+    def __init__(self, owners: dict[str, str | None]) -> None:
+        self.log: list[str] = []
+        self.asked: list[dict[str, Any]] = []
+        self.by_name = {
+            SWARM.container_name(SWARM.host(h)): Container(h, owner, self.log)
+            for h, owner in owners.items()
+        }
+        self.containers = SimpleNamespace(list=self._list, get=self._get)
+
+    def _list(self, **kw: Any) -> list[Container]:
+        self.asked.append(kw)
+        return list(self.by_name.values())
+
+    def _get(self, name: str) -> Container:
+        self.log.append(f"get {name}")
+        return self.by_name[name]
+
+
+@pytest.mark.parametrize("owner", ["/here", None], ids=["this checkout", "no owner label"])
+def test_the_container_made_for_a_host_now_existing_is_removed_before_its_engine_is_asked(
+    owner: str | None,
+) -> None:
+    local = FakeLocal({"prod": "/here", "prod-2": owner, "prod-3": "/here"})
+    said = lifecycle._remove_replaced(SWARM, local)
+    assert said == "prod-2: removed the container made for it (an existing machine now)"
+    assert local.log == ["get cdlab-prod-2", "remove prod-2 {'force': True}"]
+    assert local.asked == [{"all": True, "filters": {"label": f"{config.LABEL}=cdlab"}}]
+
+
+def test_another_checkouts_container_for_a_host_now_existing_is_left() -> None:
+    local = FakeLocal({"prod-2": "/other", "prod-3": "/here"})
+    assert lifecycle._remove_replaced(SWARM, local) == ""
+    assert local.log == []  # hosts.plan refuses it, or replaces an orphan, later
+
+
+def test_no_container_for_an_existing_machine_removes_nothing() -> None:
+    local = FakeLocal({"prod": "/here", "prod-3": "/here"})
+    assert lifecycle._remove_replaced(SWARM, local) == ""
+    assert local.log == []
+    assert lifecycle._remove_replaced(parse(GOOD), FakeLocal({"prod": "/here"})) == ""
+
+
+def test_each_container_made_for_a_host_now_existing_is_removed_and_said() -> None:
+    doc = swarm_doc()
+    doc["hosts"][5]["existing"] = True  # prod-3 too
+    cfg = parse(doc)
+    local = FakeLocal({"prod-2": "/here", "prod-3": ""})
+    assert lifecycle._remove_replaced(cfg, local) == (
+        "prod-2: removed the container made for it (an existing machine now); "
+        "prod-3: removed the container made for it (an existing machine now)"
+    )
+    assert [line for line in local.log if line.startswith("remove")] == [
+        "remove prod-2 {'force': True}",
+        "remove prod-3 {'force': True}",
+    ]
 
 
 # rolling.restart_workers, nodefaults.a_worker
@@ -539,6 +773,32 @@ def test_the_fault_suites_lose_only_a_worker_cdlab_created(
     assert err.value.field == "the live release's replicas"
 
 
+@pytest.mark.parametrize("name", ["prod-2", "prod"])
+def test_the_fault_suites_never_kill_stop_or_restart_an_existing_machine(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    def no_docker() -> Any:
+        raise AssertionError("the workstation's engine was asked")
+
+    monkeypatch.setattr(engines, "local", no_docker)  # the module nodefaults uses
+    cfg = SWARM if name == "prod-2" else parse(prod_existing_doc())
+    lab: Any = SimpleNamespace(config=cfg)
+    with pytest.raises(ConfigError) as err:
+        nodefaults._host(lab, name)
+    assert (err.value.field, err.value.value) == ("host", name)
+    assert "an existing machine is not killed, stopped or restarted" in err.value.expected
+
+
+def test_the_fault_suites_reach_a_host_cdlab_created_by_its_container(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local = FakeLocal({"prod-3": "/here"})
+    monkeypatch.setattr(engines, "local", lambda: local)
+    lab: Any = SimpleNamespace(config=SWARM)
+    assert nodefaults._host(lab, "prod-3") is local.by_name["cdlab-prod-3"]
+    assert local.log == ["get cdlab-prod-3"]
+
+
 def test_a_named_lab_of_a_topology_with_existing_machines_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
         config.named_topology(swarm_doc(), "alice", 1)
@@ -552,3 +812,86 @@ def test_no_workstation_volume_is_made_for_an_existing_machine() -> None:
     names = network.volume_names(parse(swarm_doc()))
     assert not [n for n in names if "prod-2" in n], names
     assert "cdlab-prod-3-docker" in names and "cdlab-prod-3-cdlab" in names
+
+
+def test_a_topology_whose_builder_would_be_an_existing_machine_is_refused() -> None:
+    doc = prod_existing_doc()
+    doc["hosts"] = [h for h in doc["hosts"] if h["name"] not in ("cd", "dev")]
+    with pytest.raises(ConfigError) as err:
+        parse(doc)
+    assert err.value.field == "hosts[].existing" and err.value.value == "prod"
+    assert "a host named 'cd'" in str(err.value)
+
+
+# load: where load and reads go (127.0.0.1, or an existing prod's own address)
+
+
+def names_both(detail: str, public: str) -> bool:
+    """``detail`` names the two hosts load may go to, in either order, and only them."""
+    allowed = detail.partition(" to ")[2].partition(" only")[0]
+    return set(allowed.split(" or ")) == {"127.0.0.1", public}
+
+
+@pytest.fixture
+def prod_at(monkeypatch: pytest.MonkeyPatch) -> str:
+    """cdlab run where prod's ports answer at prod's own address (``CDLAB_PUBLIC_HOST``)."""
+    monkeypatch.setenv("CDLAB_PUBLIC_HOST", PRODS)
+    return PRODS
+
+
+def test_the_app_is_reached_at_prods_public_host(prod_at: str) -> None:
+    assert load.app_url() == f"http://{prod_at}:8000"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", f"http://{PRODS}:8003/simple/"])
+def test_load_and_reads_go_to_the_workstation_or_prods_public_host(prod_at: str, url: str) -> None:
+    load._ours(url, f"send load to {url}", "load")  # no error
+    assert url in load.argv(url, 5, 10)
+
+
+@pytest.mark.parametrize("url", ["http://10.100.200.203:8000", "http://localhost:8000", "x"])
+def test_load_and_reads_elsewhere_are_refused_naming_both_hosts(prod_at: str, url: str) -> None:
+    with pytest.raises(LoadError) as err:
+        load.argv(url, 5, 10)
+    assert names_both(err.value.detail, PRODS)
+    assert f"http://{PRODS}:8000" in err.value.hint
+    traffic: Any = None  # refused before the traffic is looked at
+    with pytest.raises(LoadError) as err:
+        load.readback(traffic, url)
+    assert err.value.action == f"read back the registrations from {url}"
+    assert names_both(err.value.detail, PRODS)
+
+
+def test_with_prod_on_the_workstation_only_127_0_0_1_takes_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(config, "public_host", lambda: "127.0.0.1")
+    monkeypatch.setattr(config, "public_port", lambda port: port)
+    load._ours("http://127.0.0.1:8000", "send load", "load")
+    with pytest.raises(LoadError) as err:
+        load._ours(f"http://{PRODS}:8000", "send load", "load")
+    assert "to 127.0.0.1 only, not to '10.100.200.201'" in err.value.detail
+
+
+def test_an_existing_prods_topology_sends_load_to_prods_address(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    topology = tmp_path / "topology.json"
+    topology.write_text(json.dumps(prod_existing_doc("192.168.56.20")))
+    monkeypatch.delenv("CDLAB_PUBLIC_HOST", raising=False)
+    monkeypatch.delenv("CDLAB_LAB", raising=False)
+    monkeypatch.setenv("CDLAB_TOPOLOGY", str(topology))
+    config._public_address.cache_clear()
+    config._published.cache_clear()
+    try:
+        assert config.public_host() == "192.168.56.20"
+        assert load.app_url() == "http://192.168.56.20:8000"
+        load._ours("http://192.168.56.20:8001", "send load", "load")
+        with pytest.raises(LoadError) as err:
+            load._ours(f"http://{PRODS}:8000", "send load", "load")
+        assert names_both(err.value.detail, "192.168.56.20")
+        env = load.environment({}, tmp_path / "out", 5, 100)
+        assert env["NO_PROXY"] == "127.0.0.1,192.168.56.20"
+    finally:
+        config._public_address.cache_clear()
+        config._published.cache_clear()

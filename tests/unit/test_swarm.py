@@ -23,9 +23,10 @@ def node(
     nid: str = "",
     manager: bool = False,
     managers: tuple[str, ...] = (),
+    existing: bool = False,
 ) -> NodeFacts:
     addr = {"prod": "10.100.200.201", "prod-2": "10.100.200.204", "prod-3": "10.100.200.205"}
-    return NodeFacts(host, addr[host], state, nid, manager, managers)
+    return NodeFacts(host, addr[host], state, nid, manager, managers, existing)
 
 
 PROD_UP = node("prod", "active", "m1", True, (MGR,))
@@ -36,6 +37,7 @@ READY = [
 ]
 W2 = node("prod-2", "active", "w2", managers=(MGR,))
 W3 = node("prod-3", "active", "w3", managers=(MGR,))
+THEIRS = ("10.9.9.9:2377", "10.9.9.8:2377")  # a team's own swarm
 
 
 @pytest.mark.parametrize(
@@ -83,6 +85,47 @@ W3 = node("prod-3", "active", "w3", managers=(MGR,))
             [],
             id="a ready node outside the topology is left alone",
         ),
+        pytest.param(
+            PROD_UP,
+            [node("prod-2", "active", "t2", managers=THEIRS), W3],
+            [READY[0], READY[2]],
+            [("leave", "prod-2"), ("join", "prod-2")],
+            id="a worker cdlab created, in another swarm: leaves it and joins",
+        ),
+        pytest.param(
+            PROD_UP,
+            [node("prod-2", "active", "w8", managers=(MGR,), existing=True), W3],
+            [*READY[:1], Member("w2", "prod-2", "10.100.200.204", "worker", "down"), READY[2]],
+            [("leave", "prod-2"), ("join", "prod-2"), ("remove", "prod")],
+            id="an existing worker in an earlier swarm of prod's: leaves it and joins",
+        ),
+        pytest.param(
+            node("prod"),
+            [node("prod-2", "active", "w2", managers=(MGR,), existing=True), W3],
+            [],
+            [
+                ("init", "prod"),
+                ("leave", "prod-2"),
+                ("join", "prod-2"),
+                ("leave", "prod-3"),
+                ("join", "prod-3"),
+            ],
+            id="the manager recreated: an existing worker leaves the old swarm too",
+        ),
+        pytest.param(
+            PROD_UP,
+            [node("prod-2", "inactive", existing=True), W3],
+            [READY[0], READY[2]],
+            [("join", "prod-2")],
+            id="an existing worker on no swarm joins",
+        ),
+        pytest.param(
+            PROD_UP,
+            [node("prod-2", "active", "w2", managers=(MGR,), existing=True), W3],
+            READY,
+            [],
+            id="an existing worker in prod's swarm: nothing",
+        ),
     ],
 )
 def test_the_plan_makes_prods_nodes_one_swarm(
@@ -107,6 +150,60 @@ def test_a_manager_in_doubt_is_never_started_over(state: str) -> None:
         swarm.plan(node("prod", state), [W2], READY)
 
 
+@pytest.mark.parametrize(
+    ("manager", "workers", "host"),
+    [
+        pytest.param(
+            PROD_UP,
+            [node("prod-2", "active", "w2", managers=THEIRS, existing=True), W3],
+            "prod-2",
+            id="an existing worker in a team's swarm",
+        ),
+        pytest.param(
+            node("prod"),
+            [node("prod-2"), node("prod-3", "active", "w3", managers=THEIRS, existing=True)],
+            "prod-3",
+            id="an existing worker in a team's swarm, prod's swarm new",
+        ),
+        pytest.param(
+            node("prod", "active", "m1", False, THEIRS, existing=True),
+            [W2],
+            "prod",
+            id="an existing manager, a worker of a team's swarm",
+        ),
+        pytest.param(
+            PROD_UP,
+            [node("prod-2", "active", "w2", managers=("10.100.200.201:2378",), existing=True)],
+            "prod-2",
+            id="managers at prod's address on another port",
+        ),
+        pytest.param(
+            PROD_UP,
+            [node("prod-2", "active", "w2", existing=True)],
+            "prod-2",
+            id="an existing worker in a swarm with no manager it knows",
+        ),
+    ],
+)
+def test_an_existing_machine_in_another_swarm_is_never_made_to_leave_it(
+    manager: NodeFacts, workers: list[NodeFacts], host: str
+) -> None:
+    """Someone else's cluster: a manager of it leaving could cost it its quorum."""
+    with pytest.raises(swarm.SwarmError) as err:
+        swarm.plan(manager, workers, READY)
+    assert err.value.host == host
+    assert err.value.action == "join prod's swarm"
+    assert "this existing machine's engine is" in err.value.detail
+    assert f"'docker swarm leave' on {host}" in str(err.value)
+
+
+def test_an_existing_worker_in_another_swarm_is_named_with_its_managers() -> None:
+    w = node("prod-2", "active", "w2", managers=THEIRS, existing=True)
+    with pytest.raises(swarm.SwarmError, match="active in another swarm") as err:
+        swarm.plan(PROD_UP, [w], READY)
+    assert "10.9.9.9:2377, 10.9.9.8:2377" in err.value.detail
+
+
 def test_facts_and_members_read_what_the_engine_says() -> None:
     host = config.Host("prod-2", "10.100.200.204", "engine", False, (), "worker")
     info = {
@@ -121,6 +218,11 @@ def test_facts_and_members_read_what_the_engine_says() -> None:
         "prod-2", "10.100.200.204", "active", "w2", False, (MGR,)
     )
     assert swarm.facts_of(host, {}).state == "inactive"
+    assert not swarm.facts_of(host, info).existing
+    theirs = config.Host("prod-2", "192.168.56.10", "engine", False, (), "worker", True)
+    assert swarm.facts_of(theirs, info) == NodeFacts(
+        "prod-2", "192.168.56.10", "active", "w2", False, (MGR,), True
+    )
     attrs = {
         "ID": "w2",
         "Description": {"Hostname": "prod-2"},
