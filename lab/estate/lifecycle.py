@@ -365,9 +365,12 @@ def _release_existing(state: State) -> list[str]:
 
 
 def _remove_hosts(config: LabConfig, local: Any) -> list[str]:
-    """Remove the lab's host containers (by label) and Vagrant's bookkeeping of them here."""
+    """Remove the lab's host containers (by label) and Vagrant's bookkeeping of them here.
+    A host container carries ``cdlab.host`` too: a container that only inherits the lab's
+    label from a lab image (someone's machine started from the host image) is not the lab's."""
     names = []
-    for c in local.containers.list(all=True, filters={"label": f"{LABEL}={config.name}"}):
+    mine = {"label": [f"{LABEL}={config.name}", "cdlab.host"]}
+    for c in local.containers.list(all=True, filters=mine):
         c.remove(force=True, v=False)
         names.append(c.name)
     with contextlib.suppress(LabError):  # Vagrant's bookkeeping: the containers are gone

@@ -895,3 +895,21 @@ def test_an_existing_prods_topology_sends_load_to_prods_address(
     finally:
         config._public_address.cache_clear()
         config._published.cache_clear()
+
+
+def test_destroy_removes_host_containers_only_not_ones_that_inherit_the_lab_label(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A machine started from the host image inherits the image's ``cdlab.lab`` label: the
+    engine is asked for containers that also carry ``cdlab.host`` (what Vagrant's hosts do)."""
+    asked: list[dict[str, Any]] = []
+
+    class Containers:
+        def list(self, **kw: Any) -> list[Any]:
+            asked.append(kw)
+            return []
+
+    monkeypatch.setattr(hosts, "Vagrant", lambda config: SimpleNamespace(destroy=lambda: None))
+    cfg = parse(swarm_doc())
+    assert lifecycle._remove_hosts(cfg, SimpleNamespace(containers=Containers())) == []
+    assert asked == [{"all": True, "filters": {"label": ["cdlab.lab=cdlab", "cdlab.host"]}}]
