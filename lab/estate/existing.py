@@ -171,18 +171,22 @@ def release(client: Any, project: str, manager: str) -> list[str]:
         done.append("left the swarm")
     elif state != "inactive":
         done.append(f"in another swarm ({', '.join(sorted(managers)) or state}): left in it")
+    import docker.errors
+
     mine = ({"label": "cdlab.role"}, {"label": f"com.docker.compose.project={project}"})
-    for what, kind in (("containers", client.containers), ("networks", client.networks)):
+    kinds = (("containers", client.containers), ("networks", client.networks))
+    for what, kind in (*kinds, ("volumes", client.volumes)):
         found = {x.id: x for flt in mine for x in _listed(kind, what, flt)}
-        for item in found.values():
-            item.remove(force=True) if what == "containers" else item.remove()
-        if found:
-            done.append(f"{len(found)} {what}")
-    volumes = {v.name: v for flt in mine for v in client.volumes.list(filters=flt)}
-    for vol in volumes.values():
-        vol.remove(force=True)
-    if volumes:
-        done.append(f"{len(volumes)} volumes")
+        failed = []
+        for item in found.values():  # one that will not go is said; the others go all the same
+            try:
+                item.remove() if what == "networks" else item.remove(force=True)
+            except docker.errors.APIError as exc:
+                failed.append(f"{getattr(item, 'name', item.id)} ({exc.explanation or exc})")
+        if len(found) > len(failed):
+            done.append(f"{len(found) - len(failed)} {what}")
+        if failed:
+            done.append(f"{what} not removed: {'; '.join(failed)}")
     return done
 
 

@@ -360,7 +360,8 @@ def _release_existing(state: State) -> list[str]:
             said.append(f"{h.name}: {', '.join(done) or 'nothing of cdlab'} (the machine runs on)")
         except Exception as exc:  # best effort: the lab's own hosts are removed regardless
             first = str(exc).splitlines()[0][:120] if str(exc) else ""
-            said.append(f"{h.name}: not reached ({type(exc).__name__}: {first}); left as it is")
+            how = "not reached" if isinstance(exc, EngineError) else "stopped halfway"
+            said.append(f"{h.name}: {how} ({type(exc).__name__}: {first}); left as it is")
     return said
 
 

@@ -913,3 +913,47 @@ def test_destroy_removes_host_containers_only_not_ones_that_inherit_the_lab_labe
     cfg = parse(swarm_doc())
     assert lifecycle._remove_hosts(cfg, SimpleNamespace(containers=Containers())) == []
     assert asked == [{"all": True, "filters": {"label": ["cdlab.lab=cdlab", "cdlab.host"]}}]
+
+
+class Stuck(Item):
+    """A container the engine will not remove (in use, a driver error)."""
+
+    def remove(self, **kw: Any) -> None:
+        import docker.errors
+
+        raise docker.errors.APIError("409", explanation="device or resource busy")
+
+
+def test_what_will_not_go_is_said_and_the_rest_goes_all_the_same() -> None:
+    log: list[str] = []
+    stuck, gone = Stuck("c1", log), Item("c2", log)
+    project = "com.docker.compose.project=cdlab-stack"
+    c = SimpleNamespace(
+        info=lambda: {},
+        containers=Listing({"cdlab.role": [stuck, gone]}),
+        networks=Listing({project: [Item("n1", log)]}),
+        volumes=Listing({}),
+    )
+    said = existing.release(c, "cdlab-stack", "10.100.200.201")
+    assert said == [
+        "1 containers",
+        "containers not removed: c1 (device or resource busy)",
+        "1 networks",
+    ]
+    assert log == ["remove c2 {'force': True}", "remove n1 {}"]
+
+
+def test_a_machine_that_fails_after_it_answered_is_said_stopped_halfway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    doc = swarm_doc()
+    state = State(parse(doc))
+
+    @contextlib.contextmanager
+    def connect(state: State, host: config.Host, timeout: int = 120) -> Iterator[Any]:
+        yield SimpleNamespace(info=lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+
+    monkeypatch.setattr(engines, "connect", connect)
+    assert lifecycle._release_existing(state) == [
+        "prod-2: stopped halfway (RuntimeError: boom); left as it is"
+    ]
