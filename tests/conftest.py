@@ -233,7 +233,8 @@ def keep_evidence(test_name: str) -> Path:
     folder = EVIDENCE / evidence.folder_name(test_name)
     state = State(config.load())
     with engines.connect(state, state.config.host("prod"), timeout=60) as prod:
-        evidence.keep(folder, prod.containers.list(all=True), state.secret_values())
+        found = prod.containers.list(all=True, ignore_removed=True)  # some go as we look
+        evidence.keep(folder, found, state.secret_values())
     return folder
 
 

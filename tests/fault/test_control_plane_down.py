@@ -180,10 +180,12 @@ def test_postgres_restarted_in_the_middle_of_a_deploy_keeps_every_registration(
 
     with load.running(rate=RATE, name="fault-postgres-restart") as traffic:
         worker = Background(lambda: pipeline.deploy(change, Progress(out=None), "app", "HEAD"))
-        _wait("the candidate runs", lambda: bool(candidates_left(lab, sha)), 180)
-        traffic.mark("restart postgres")
-        db.restart(timeout=10)
-        worker.join(240)
+        try:
+            _wait("the candidate runs", lambda: bool(candidates_left(lab, sha)), 180)
+            traffic.mark("restart postgres")
+            db.restart(timeout=10)
+        finally:  # a failure here must not leave the deploy running into the next test
+            worker.join(240)
         _wait("postgres healthy", lambda: _healthy(db), 90)
         time.sleep(3)
         traffic.mark("end")

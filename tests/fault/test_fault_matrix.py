@@ -51,7 +51,10 @@ class StageStarts(io.StringIO):
 
 def candidates_left(lab: State, release_id: str) -> list[str]:
     with engines.connect(lab, lab.config.host("prod")) as prod:
-        found = prod.containers.list(all=True, filters={"label": f"cdlab.release={release_id}"})
+        # a deploy's one-off containers come and go: one gone between list and inspect is gone
+        found = prod.containers.list(
+            all=True, filters={"label": f"cdlab.release={release_id}"}, ignore_removed=True
+        )
         return [c.name for c in found]
 
 

@@ -108,7 +108,9 @@ def new_commit(lab: State, where: Path, token: str) -> tuple[Path, str]:
 def prod_state(lab: State) -> dict[str, Any]:
     """What must not change: the routes of app, and which releases have containers."""
     with engines.connect(lab, lab.config.host("prod")) as prod:
-        found = prod.containers.list(all=True, filters={"label": "cdlab.service=app"})
+        found = prod.containers.list(
+            all=True, filters={"label": "cdlab.service=app"}, ignore_removed=True
+        )
         present = sorted({c.labels.get("cdlab.release", "") for c in found})
     return {"routes": release.route_store(lab).get_json("/cdlab/routes/app"), "present": present}
 
