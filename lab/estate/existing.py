@@ -78,15 +78,16 @@ def write_bundle(state: State, name: str, out: Path | None = None) -> Path:
         target = target / f"{name}.tar.gz"
     if not target.parent.is_dir():
         raise ConfigError("--out", str(out), "a file in an existing folder, or a folder")
+    members, now = bundle_members(state, host), int(time.time())
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for folder in sorted({f"{name}/cdlab", *_parents(bundle_members(state, host))}):
+        for folder in sorted({f"{name}/cdlab", *_parents(members)}):
             info = tarfile.TarInfo(folder)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, now
             tar.addfile(info)
-        for path, (data, mode) in bundle_members(state, host).items():
+        for path, (data, mode) in members.items():
             info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            info.size, info.mode, info.mtime = len(data), mode, now
             tar.addfile(info, io.BytesIO(data))
     write_secret(target, buf.getvalue())
     return target
@@ -162,6 +163,8 @@ def release(client: Any, project: str, manager: str) -> list[str]:
     (whose manager is at ``manager:2377``; another swarm is left alone), the containers,
     networks and volumes of the stack (compose ``project``) and of the releases (label
     ``cdlab.role``) removed; images are kept, as a registry's are. What was done."""
+    import docker.errors
+
     done = []
     sw = client.info().get("Swarm") or {}
     state = sw.get("LocalNodeState") or "inactive"
@@ -171,8 +174,6 @@ def release(client: Any, project: str, manager: str) -> list[str]:
         done.append("left the swarm")
     elif state != "inactive":
         done.append(f"in another swarm ({', '.join(sorted(managers)) or state}): left in it")
-    import docker.errors
-
     mine = ({"label": "cdlab.role"}, {"label": f"com.docker.compose.project={project}"})
     kinds = (("containers", client.containers), ("networks", client.networks))
     for what, kind in (*kinds, ("volumes", client.volumes)):
