@@ -178,19 +178,52 @@ class Vagrant:
     def known(self) -> dict[str, bool]:
         """Which hosts Vagrant in this folder knows as created."""
         states = self._call("status", None, self._v.status)
-        return {s.name: s.state not in ("not_created", "not created") for s in states}
+        return known_hosts(self.config, [(s.name, s.state) for s in states])
 
     def up(self, hosts: Sequence[str] = ()) -> None:
         if not hosts:
             self._call("up", None, self._v.up, provider="docker")
         for h in hosts:
-            self._call("up", h, self._v.up, vm_name=h, provider="docker")
+            self._call("up", h, self._v.up, vm_name=machine_name(self.config, h), provider="docker")
 
     def halt(self) -> None:
         self._call("halt", None, self._v.halt)
 
     def destroy(self, host: str | None = None) -> None:
-        self._call("destroy", host, self._v.destroy, vm_name=host)
+        machine = machine_name(self.config, host) if host else None
+        self._call("destroy", host, self._v.destroy, vm_name=machine)
+
+
+def machine_name(config: LabConfig, host: str) -> str:
+    """Vagrant's name for ``host``'s machine: its container's, ``<lab>-<host>`` (the
+    Vagrantfile defines the same). Never the bare host name: Vagrant first reads a machine name
+    as the prefix of an id in its machine index, shared by every lab and checkout on this
+    workstation, so a name of hex digits alone (``cd``) can address another machine
+    (hashicorp/vagrant#8152). A name with a ``-`` never prefixes an id (hex digits only)."""
+    return config.container_name(config.host(host))
+
+
+def known_hosts(config: LabConfig, states: Sequence[tuple[str, str]]) -> dict[str, bool]:
+    """Vagrant's status (machine name, state) as host -> created (pure). Machines of an older
+    naming are left out (their hosts count as unknown to Vagrant, so ``plan`` replaces their
+    containers once). A machine listed twice means Vagrant addressed one machine for another:
+    ``VagrantError`` then, before a plan could remove a host on that word."""
+    names = [name for name, _ in states]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise VagrantError(
+            "status",
+            None,
+            f"Vagrant listed {', '.join(twice)} more than once: it addressed one machine for "
+            "another (its machine index)",
+            "run 'vagrant global-status --prune', then 'invoke lab.up' again",
+        )
+    hosts = {machine_name(config, h.name): h.name for h in config.created_hosts}
+    return {
+        hosts[name]: state not in ("not_created", "not created")
+        for name, state in states
+        if name in hosts
+    }
 
 
 def spec_hash(config: LabConfig, image_ref: str) -> str:

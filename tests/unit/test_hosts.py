@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lab import config
-from lab.errors import OwnershipError
+from lab.errors import OwnershipError, VagrantError
 from lab.estate import hosts
 
 CFG = config.parse_topology(
@@ -72,6 +72,33 @@ def test_a_lab_of_an_existing_checkout_needs_take_over() -> None:
     with pytest.raises(OwnershipError, match=r"lab\.up --take-over"):
         hosts.foreign_owners(CFG, facts, {"/other": True}, allowed=False)
     assert hosts.foreign_owners(CFG, facts, {"/other": True}, allowed=True) == {"/other": True}
+
+
+def test_vagrant_names_each_machine_as_its_container_never_a_bare_hex_word() -> None:
+    # Vagrant reads a machine name first as the prefix of an id in its global machine index
+    # (hex digits): a machine called "cd" was answered for another lab's registry whose id began
+    # with cd, and lab.up then replaced the running cd host as "unknown to Vagrant"
+    names = {h.name: hosts.machine_name(CFG, h.name) for h in CFG.hosts}
+    assert names == {h.name: f"cdlab-{h.name}" for h in CFG.hosts}
+    assert all("-" in n for n in names.values())
+    vagrantfile = (config.TOPOLOGY.parents[1] / "Vagrantfile").read_text()
+    assert 'config.vm.define "#{LAB}-#{name}"' in vagrantfile
+
+
+def test_vagrant_status_reads_back_to_hosts_and_ignores_an_older_naming() -> None:
+    status = [("cdlab-registry", "running"), ("cdlab-prod", "not_created"), ("cd", "running")]
+    assert hosts.known_hosts(CFG, status) == {"registry": True, "prod": False}
+    # "cd" is an older machine name: cd counts as unknown to Vagrant, its container replaced once
+    assert actions({"cd": running("cd")}, known=hosts.known_hosts(CFG, status))["cd"] == (
+        "replace-orphan"
+    )
+
+
+def test_a_machine_listed_twice_stops_the_plan_before_it_removes_a_host() -> None:
+    status = [("cdlab-registry", "running"), ("cdlab-registry", "running")]
+    with pytest.raises(VagrantError, match="cdlab-registry more than once") as err:
+        hosts.known_hosts(CFG, status)
+    assert "global-status --prune" in str(err.value)
 
 
 def test_vagrant_error_summary_strips_colour_and_blank_lines() -> None:
