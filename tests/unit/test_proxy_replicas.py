@@ -209,6 +209,35 @@ def test_the_supervisor_looks_up_a_tasks_name_only_while_it_lacks_slots() -> Non
     assert asked[-1] == []  # in shape: no DNS lookup
 
 
+def test_two_slots_on_one_address_are_parted_at_the_next_pass() -> None:
+    """The plan gave a slot a spare address from state read a moment before, while HAProxy's
+    resolver gave that address to another slot of the name: both serve one replica, the third
+    gets nothing. The next pass (a resync) looks the name up again and moves one of them."""
+    proc, asked, said = FakeProcess(), [], []
+    ips = ("10.0.1.50", "10.0.1.51", "10.0.1.52")
+
+    def lookup(names: list[str]) -> dict[str, tuple[str, ...]]:
+        asked.append(names)
+        return {n: ips for n in names}
+
+    name = "tasks.app-x"
+    proc.slots[APP] = [
+        slots.Slot("r1", name, 1, UP, 2, "10.0.1.50"),
+        slots.Slot("r2", name, 1, UP, 2, "10.0.1.50"),
+        slots.Slot("r3", name, 1, UP, 2, "10.0.1.52"),
+        *fresh(1, 4),
+    ]
+    wanted = slots.Wanted((D("x", "app-x", 100, replicas=3),), (), ())
+    args = (APP, wanted, "/run/app.map", lookup, said.append, "")
+    assert slots.short(proc.slots[APP], wanted.servers[0])
+    assert runtime.apply_routes(proc, *args) > 0  # type: ignore[arg-type]
+    assert asked[-1] == [name] and "set server app/r2 addr 10.0.1.51" in proc.sent
+    assert sorted(s.addr for s in proc.slots[APP] if s.fqdn == name) == list(ips)
+    assert not slots.short(proc.slots[APP], wanted.servers[0])
+    assert runtime.apply_routes(proc, *args) == 0  # type: ignore[arg-type]
+    assert asked[-1] == []  # in shape again: no lookup
+
+
 def test_a_leaving_slot_waiting_for_dns_is_forced_into_maintenance() -> None:
     """Its address left DNS (a replica gone with its node; a container's name after HAProxy's
     ``hold nx``, 30 s), then its release left the routes: once the name answers again HAProxy

@@ -83,16 +83,9 @@ def apply_routes(
     )
     desired = {name: wanted.servers, match: wanted.matched}
     found = {b: slots.parse_servers_state(state, b) for b in desired}
-    # only a release taking a slot, or with one in maintenance, needs its addresses: no DNS
+    # only a release short of serving slots at distinct addresses needs its addresses: no DNS
     # lookups when in shape
-    known = lookup(
-        [
-            fqdn(d)
-            for b, ds in desired.items()
-            for d in ds
-            if sum(s.fqdn == fqdn(d) and not s.in_maintenance for s in found[b]) < slots.count(d)
-        ]
-    )
+    known = lookup([fqdn(d) for b, ds in desired.items() for d in ds if slots.short(found[b], d)])
     to_pool = [c for b, ds in desired.items() for c in slots.plan(b, found[b], ds, known, drained)]
     if release_map:
         hosts = {b: {fqdn(d): d.release for d in ds} for b, ds in desired.items()}
