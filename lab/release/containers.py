@@ -312,18 +312,6 @@ def hook(state: State, client: Any, c: Candidate, which: str, command: str) -> s
 ONE_OFF = "cdlab.one-off"  # label: the release (<service>-<release>) a test or hook ran for
 
 
-def health_probe(port: int, path: str) -> str:
-    """A shell command that passes only when ``path`` on ``port`` answers exactly 200, without
-    following a redirect: the check HAProxy makes (``http-check expect status 200``)."""
-    code = (
-        "import http.client,sys;"
-        f"c=http.client.HTTPConnection('127.0.0.1',{port},timeout=2);"
-        f"c.request('GET','{path}');r=c.getresponse();"
-        "print(r.status);sys.exit(0 if r.status==200 else 1)"
-    )
-    return f'python3 -c "{code}"'
-
-
 def one_off_spec(
     image: str,
     command: str | None,

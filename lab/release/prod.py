@@ -209,7 +209,7 @@ class ProdPorts:
         found = containers.release_containers(self.engine, c.service.name, release, all=False)
         if not found:
             raise ReleaseError(f"{c.service.name}-{release} has no running container")
-        probe = containers.health_probe(c.service.port, c.service.health)
+        probe = services.http_probe(c.service.port, c.service.health)
         code, out = found[0].exec_run(["sh", "-c", probe])
         if code != 0:
             raise ReleaseError(f"probe exit {code}: {out.decode(errors='replace')[-200:]}")

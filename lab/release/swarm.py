@@ -24,6 +24,7 @@ from lab.ports.lab import Lab
 from lab.release import containers, replicas, swarmspec
 from lab.release.model import Candidate
 from lab.stack import appsnet
+from lab.stack.services import http_probe
 
 LABEL = "cdlab.service"
 HEALTH_START_S = 60  # Docker's start period for a replica's healthcheck, as a container's
@@ -225,7 +226,7 @@ def probe_all(lab: Lab, c: Candidate, release: str) -> str:
     found = replica_containers(lab, target)
     if not found:
         raise ReleaseError(f"{target.project} has no running replica")
-    probe = containers.health_probe(c.service.port, c.service.health)
+    probe = http_probe(c.service.port, c.service.health)
     for host, ctr in found:
         code, out = ctr.exec_run(["sh", "-c", probe])
         if code != 0:

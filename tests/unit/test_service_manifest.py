@@ -331,7 +331,7 @@ def test_a_full_manifest_and_the_default_probe() -> None:
     assert svc.env == (("MODE", "x"),) and svc.pre_deploy == "migrate"
     assert svc.thresholds.max_error_rate == 0.05 and svc.test_dockerfile is None
     assert svc.load_paths == ("/", "/simple/")
-    assert "http://127.0.0.1:9000/ready" in svc.probe
+    assert svc.probe == services.http_probe(9000, "/ready")
     custom = services.parse({**doc, "healthcheck": "true"}, "services/web", {"Dockerfile"}, "x")
     assert custom.probe == "true"
 
@@ -345,3 +345,44 @@ def test_two_services_on_one_public_port_are_refused(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match=r"(a|b) has it"):
         services.load_all(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("status", "passes"), [(200, True), (204, False), (302, False), (500, False), (None, False)]
+)
+def test_the_default_probe_passes_on_exactly_200_without_following_a_redirect(
+    status: int | None, passes: bool
+) -> None:
+    """The probe Docker runs in every release's container, run as Docker runs it (a shell),
+    against a server on 127.0.0.1 answering ``status`` (None: nothing listens)."""
+    import http.server
+    import socket
+    import subprocess
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(status or 200)
+            self.send_header("Location", "/health")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    if status is None:
+        server.server_close()  # the port is free again: the probe's connection is refused
+        with socket.socket() as probe_port:
+            assert probe_port.connect_ex(("127.0.0.1", port)) != 0
+    else:
+        threading.Thread(target=server.handle_request, daemon=True).start()
+    probe = services.http_probe(port, "/ready")
+    done = subprocess.run(["sh", "-c", probe], capture_output=True, text=True, timeout=10)
+    assert (done.returncode == 0) is passes, done.stdout + done.stderr
+    if status is not None:
+        server.server_close()
+        assert seen == ["/ready"] and done.stdout.split() == ["HTTP/1.0", str(status)]
