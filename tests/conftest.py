@@ -227,14 +227,24 @@ def redact_report(report: pytest.TestReport, secrets: tuple[str, ...]) -> None:
 
 def keep_evidence(test_name: str) -> Path:
     """prod's containers (inspect and the last lines of each log) in
-    ``reports/evidence/<test>/``, redacted of the lab's secrets; the folder."""
+    ``reports/evidence/<test>/``, redacted of the lab's secrets; on a prod that is a swarm,
+    each worker's in a folder of its name there; the folder."""
     from lab.proof import evidence
 
     folder = EVIDENCE / evidence.folder_name(test_name)
     state = State(config.load())
-    with engines.connect(state, state.config.host("prod"), timeout=60) as prod:
-        found = prod.containers.list(all=True, ignore_removed=True)  # some go as we look
-        evidence.keep(folder, found, state.secret_values())
+    nodes = [h for h in state.config.hosts if h.swarm and h.name != "prod"]
+    for host in [state.config.host("prod"), *nodes]:
+        where = folder if host.name == "prod" else folder / host.name
+        try:
+            with engines.connect(state, host, timeout=60) as engine:
+                found = engine.containers.list(all=True, ignore_removed=True)  # some go as we look
+                evidence.keep(where, found, state.secret_values())
+        except Exception as exc:  # a worker down (a node fault's test): the rest is kept
+            if host.name == "prod":
+                raise
+            where.mkdir(parents=True, exist_ok=True)
+            (where / "unreached.txt").write_text(f"{host.name}'s engine did not answer: {exc}\n")
     return folder
 
 

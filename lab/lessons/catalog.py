@@ -639,8 +639,10 @@ HOT_FIX = "/srv/app/app/web.py"  # the live app's code, as a hot-fix would chang
 
 def _live_container(lab: Lab) -> Any:
     live = release.current_routes(lab, "app").live
-    (found,) = release.release_containers(lab.engine("prod"), "app", str(live), all=False)
-    return found
+    found = release.release_containers(lab.engine("prod"), "app", str(live), all=False)
+    if not found:
+        raise LessonError(f"app {live} has no running container on prod")
+    return sorted(found, key=lambda c: c.name)[0]  # on a swarm, one of its replicas
 
 
 def _hot_fix_refused(ctx: Ctx) -> str:
@@ -670,7 +672,8 @@ def _by_hand(ctx: Ctx) -> str:
     container = _live_container(ctx.lab)
     container.update(mem_limit="512m", memswap_limit="512m")
     found, _ = drift.check(ctx.lab, ["app"])
-    mine = [d for d in found if d.container == container.name and not d.unknown]
+    named = (container.name, f"{container.name} on prod")  # on a swarm, with its node
+    mine = [d for d in found if d.container in named and not d.unknown]
     if not mine:
         raise LessonError(f"`invoke drift` did not see the change made to {container.name}")
     ctx.facts["drifted"] = str(container.name)

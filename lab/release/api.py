@@ -111,6 +111,13 @@ def remove_service(state: State | Lab, name: str, database: bool = False) -> lis
             lab.etcd.delete(key)
             gone.append(key)
     prod = lab.engine("prod")
+    if lab.config.swarm_manager is not None:  # its releases' services first: else Swarm
+        from lab.release import swarm  # starts their replicas again
+
+        for svc in swarm.services(lab, name):
+            release = (svc.attrs["Spec"].get("Labels") or {}).get("cdlab.release", "")
+            swarm.remove(lab, name, release)
+            gone.append(f"service {svc.name}")
     for c in prod.containers.list(all=True, filters={"label": f"cdlab.service={name}"}):
         c.remove(force=True)
         gone.append(f"container {c.name}")

@@ -11,6 +11,12 @@ or replaces the container by hand. ``seen`` reads the same form from ``docker in
 ``find`` (pure, over ``Facts``) adds what the pool says: a release of the pool whose container
 is missing or not running, and a container running outside the pool. ``facts`` reads prod;
 ``render`` and ``as_json`` are ``invoke drift``'s output.
+
+On a prod that is a swarm, a release's containers are its service's tasks, on every node:
+``facts`` reads each node's engine (a node that does not answer is said, as what cannot be
+checked), and a task is named with its node. A task is compared on what a service carries
+(``TASK_FIELDS``); one that ended is Swarm's to replace, not drift, and a pool release is
+missing when no replica runs on any node.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from lab.stack.limits import MIB, parse_memory
 SEEN = "/cdlab/lessons/results/drift-seen"  # the last drift ``check`` found (reset clears it)
 MADE = "cdlab.made"  # label: the canonical form (``made``) of how the pipeline made it
 GIB = 1024 * MIB
+TASK = "com.docker.swarm.task.id"  # label: the container is a Swarm task's
+NODE = "com.docker.swarm.node.id"  # label: the node a task runs on
 
 
 # each canonical field: the ``containers.run`` argument it comes from, and where
@@ -46,6 +54,11 @@ SOURCES: dict[str, tuple[str, tuple[str, str]]] = {
     "nano_cpus": ("nano_cpus", ("HostConfig", "NanoCpus")),
     "restart": ("restart_policy", ("HostConfig", "RestartPolicy")),
 }
+
+
+# what a task is not compared on: the service API cannot carry the no-new-privileges option or a
+# swap limit (``swarmspec.INSTEAD``), and Swarm, not the engine, restarts a task
+NOT_ON_TASKS = frozenset({"security_opt", "memswap", "restart"})
 
 
 def _canonical(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -103,8 +116,19 @@ def seen(attrs: Mapping[str, Any], env_names: Iterable[str]) -> dict[str, Any]:
     environment cut to ``env_names`` (the pipeline's: the image's own ``ENV`` is there too);
     a name it lacks is left out, so it counts as a difference (pure)."""
     raw = {key: (attrs.get(a) or {}).get(b) for key, (_, (a, b)) in SOURCES.items()}
+    if _is_task(attrs):  # a service's tmpfs is a mount of the task's container
+        mounts = (attrs.get("HostConfig") or {}).get("Mounts") or ()
+        raw["tmpfs"] = {m.get("Target"): "" for m in mounts if m.get("Type") == "tmpfs"}
     env = _env((attrs.get("Config") or {}).get("Env") or ())
     return _canonical(raw, {name: env[name] for name in env_names if name in env})
+
+
+def _labels(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
+    return ((attrs.get("Config") or {}).get("Labels")) or {}
+
+
+def _is_task(attrs: Mapping[str, Any]) -> bool:
+    return TASK in _labels(attrs)
 
 
 def _size(n: int) -> str:
@@ -182,6 +206,9 @@ class ServiceFacts:
 class Facts:
     services: tuple[ServiceFacts, ...]
     deploying: str = ""  # what the deploy lock's holder does; "": the lock is free
+    swarm: bool = False  # prod is a swarm: the containers are tasks, read on every node
+    nodes: tuple[tuple[str, str], ...] = ()  # (node id, its topology host) of the swarm
+    unreached: tuple[tuple[str, str], ...] = ()  # (host, why) of each node not read
 
 
 CHANGED_FIX = (
@@ -205,24 +232,40 @@ OUTSIDE_FIX = (
     "the next deploy removes it (a release out of the pool); now: `invoke lab.shell prod`, "
     "then `docker rm -f {container}`"
 )
+OUTSIDE_TASK_FIX = (
+    "the next deploy removes it (a release out of the pool); now: `invoke lab.shell prod`, "
+    "then `docker service rm {service}-{release}`"
+)
+UNREACHED_FIX = "`invoke lab.status` shows the node; `invoke lab.up` brings it back"
 DEPLOYING_FIX = "check again once the deploy has ended (`invoke lock.status`)"
 
 
-def _looked_at(svc: ServiceFacts) -> Iterator[tuple[str, str, bool, Mapping[str, Any]]]:
+def _looked_at(
+    svc: ServiceFacts, nodes: Mapping[str, str]
+) -> Iterator[tuple[str, str, bool, Mapping[str, Any]]]:
     """(name, release, running, attrs) of each container of ``svc`` that counts: one of a
     release of the pool, or one running (a stopped one out of the pool is a retired leftover,
-    removed by the next deploy)."""
+    removed by the next deploy; an ended task is Swarm's to replace). A task's name says its
+    node (``nodes``: node id -> host)."""
     for attrs in svc.containers:
         name = str(attrs.get("Name", "")).lstrip("/")
-        release = str(((attrs.get("Config") or {}).get("Labels") or {}).get("cdlab.release", ""))
+        labels = _labels(attrs)
+        release = str(labels.get("cdlab.release", ""))
         running = (attrs.get("State") or {}).get("Status") == "running"
+        if TASK in labels:
+            if not running:
+                continue
+            name = f"{name} on {nodes.get(str(labels.get(NODE, '')), 'an unknown node')}"
         if running or release in svc.pool:
             yield name, release, running, attrs
 
 
 def checked(facts: Facts) -> list[tuple[str, str, str]]:
     """(service, release, container) of every container ``find`` checks (pure)."""
-    return [(s.service, rel, name) for s in facts.services for name, rel, _, _ in _looked_at(s)]
+    nodes = dict(facts.nodes)
+    return [
+        (s.service, rel, name) for s in facts.services for name, rel, _, _ in _looked_at(s, nodes)
+    ]
 
 
 def _state(attrs: Mapping[str, Any]) -> str:
@@ -241,12 +284,17 @@ def find(facts: Facts) -> list[Drift]:
     container is missing or not running, a container running outside the pool; and, as
     ``unknown``, a container without the label, and what a running deploy may be changing."""
     found: list[Drift] = []
+    nodes, missing = dict(facts.nodes), "no running replica on prod's swarm"
+    for host, why in facts.unreached:  # its replicas may be anything: said, not guessed
+        said = f"swarm node {host} did not answer: its replicas cannot be checked ({why})"
+        found.append(Drift("", "", "", (said,), UNREACHED_FIX, unknown=True))
     for svc in facts.services:
         have: set[str] = set()
-        for name, release, running, attrs in _looked_at(svc):
+        for name, release, running, attrs in _looked_at(svc, nodes):
             have.add(release)
             if release not in svc.pool:
-                what, fix = "running outside the pool: started by hand?", OUTSIDE_FIX
+                what = "running outside the pool: started by hand?"
+                fix = OUTSIDE_TASK_FIX if _is_task(attrs) else OUTSIDE_FIX
             elif not running:
                 what, fix = f"not running: {_state(attrs)}", STOPPED_FIX
             else:
@@ -254,7 +302,7 @@ def find(facts: Facts) -> list[Drift]:
                 continue
             found.append(_finding(facts.deploying, svc.service, release, name, what, fix))
         for release in sorted(svc.pool - have):
-            what = "no container on prod"
+            what = missing if facts.swarm else "no container on prod"
             found.append(_finding(facts.deploying, svc.service, release, "", what, MISSING_FIX))
     return found
 
@@ -277,6 +325,8 @@ def _compared(service: str, release: str, name: str, attrs: Mapping[str, Any]) -
         recorded = json.loads(raw) if raw else None
     except ValueError:
         recorded = None
+    if isinstance(recorded, dict) and _is_task(attrs):
+        recorded = {k: v for k, v in recorded.items() if k not in NOT_ON_TASKS}
     if not isinstance(recorded, dict):
         why = (
             f"no {MADE} label that cdlab wrote: made before drift detection, or by hand; "
@@ -302,7 +352,8 @@ def render(drifts: list[Drift], checked_containers: list[tuple[str, str, str]]) 
     ok = f"{len(fine)} container(s) of {len(set(fine))} release(s) run as the pipeline made them"
     blocks = []
     for d in drifts:
-        head = f"{d.service} {d.release}" + (f" ({d.container})" if d.container else "")
+        head = f"{d.service} {d.release}" if d.service else "prod's swarm"  # a node unread
+        head += f" ({d.container})" if d.container else ""
         body = "".join(f"\n  {line}" for line in d.what)
         verdict = "cannot be checked" if d.unknown else "drift"
         blocks.append(f"{head}: {verdict}{body}\n  fix: {d.fix}")
@@ -320,20 +371,36 @@ def as_json(drifts: list[Drift]) -> str:
 def facts(lab: Lab, services: Iterable[str]) -> Facts:
     """Per service, its pool (the routes) and its release containers, inspected; and whether
     a deploy is running (the deploy lock)."""
-    from lab.release.prod import read_routes  # prod -> containers -> this module
+    from lab.release import swarm  # prod -> containers -> this module
+    from lab.release.prod import read_routes
 
-    engine, found = lab.engine("prod"), []
+    is_swarm = lab.config.swarm_manager is not None
+    hosts = swarm.engines_of(lab) if is_swarm else ["prod"]
+    nodes = tuple(sorted(swarm.node_hosts(lab).items())) if is_swarm else ()
+    found, unreached = [], []
+    listed: dict[str, list[Any]] = {}
+    for host in hosts:
+        try:
+            listed[host] = lab.engine(host, timeout=10).containers.list(
+                all=True,  # not sparse: each one inspected
+                ignore_removed=True,  # one removed meanwhile (a deploy's retire) is left out
+                filters={"label": "cdlab.role=release"},
+            )
+        except Exception as exc:
+            if not is_swarm:
+                raise
+            unreached.append((host, str(exc).splitlines()[0][:160]))
     for name in services:
-        routes = read_routes(lab, name)
-        pool = {s.release for s in routes.servers}  # an A/B release is one of them
-        listed = engine.containers.list(  # not sparse: each one inspected
-            all=True,
-            ignore_removed=True,  # one removed meanwhile (a deploy's retire) is left out
-            filters={"label": [f"cdlab.service={name}", "cdlab.role=release"]},
+        pool = {s.release for s in read_routes(lab, name).servers}  # an A/B one is one of them
+        attrs = tuple(
+            c.attrs
+            for cs in listed.values()
+            for c in cs
+            if _labels(c.attrs).get("cdlab.service") == name
         )
-        found.append(ServiceFacts(name, frozenset(pool), tuple(c.attrs for c in listed)))
+        found.append(ServiceFacts(name, frozenset(pool), attrs))
     holder = lock.current(lab.etcd)
-    return Facts(tuple(found), holder.what if holder else "")
+    return Facts(tuple(found), holder.what if holder else "", is_swarm, nodes, tuple(unreached))
 
 
 def check(lab: Lab, services: Iterable[str]) -> tuple[list[Drift], list[tuple[str, str, str]]]:

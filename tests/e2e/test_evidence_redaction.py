@@ -142,8 +142,13 @@ def test_the_evidence_keeps_the_env_names_with_the_secrets_masked(
 ) -> None:
     live = release.current_routes(lab, "app").live
     assert live, "no live release of app"
-    db_name, app_name = f"{stack.PROJECT}_db_1", f"app-{live}"
+    db_name = f"{stack.PROJECT}_db_1"
     with engines.connect(lab, lab.config.host("prod")) as prod:
+        app = prod.containers.list(  # app-<release>, or a Swarm task's app-<release>.<n>.<id>
+            filters={"label": ["cdlab.service=app", f"cdlab.release={live}"], "status": "running"}
+        )
+        assert app, f"no running container of app {live} on prod"
+        app_name = app[0].name
         raw = {name: prod.containers.get(name).attrs for name in (db_name, app_name)}
     db_env = inspect_doc(evidence, db_name)["Config"]["Env"]
     assert env_names(db_env) == env_names(raw[db_name]["Config"]["Env"])

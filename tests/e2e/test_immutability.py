@@ -17,10 +17,13 @@ pytestmark = pytest.mark.xdist_group("prod")
 
 
 def _live_container(client: Any, service: str, rel: str) -> Any:
-    (found,) = client.containers.list(
+    """The running container of ``rel`` on prod: its one, or one of its service's replicas on a
+    prod that is a swarm (a Swarm task's ``<service>-<rel>.<n>.<id>``)."""
+    found = client.containers.list(
         filters={"label": [f"cdlab.service={service}", f"cdlab.release={rel}"]}
     )
-    return found
+    assert found, f"no running container of {service} {rel} on prod"
+    return sorted(found, key=lambda c: c.name)[0]
 
 
 @pytest.mark.parametrize("service", ["app", "quotes"])
@@ -65,14 +68,21 @@ def test_no_image_history_carries_a_secret(lab: State) -> None:
 
 
 def test_each_deploy_makes_new_containers(lab: State) -> None:
-    """Releases are replaced, never updated: every deploy's container is created for it."""
+    """Releases are replaced, never updated: every deploy's container is created for it (on a
+    swarm, every replica is a task of the release's own service)."""
+    swarm = lab.config.swarm_manager is not None
     with engines.connect(lab, lab.config.host("prod")) as prod:
-        found = prod.containers.list(all=True, filters={"label": "cdlab.service=app"})
-    by_release = {c.labels["cdlab.release"]: c for c in found}
-    assert len(by_release) == len(found)  # one container per release, none reused
-    for rel, c in by_release.items():
-        assert c.attrs["Config"]["Labels"]["cdlab.release"] == rel
-        assert c.attrs["Config"]["Env"] and f"RELEASE={rel}" in c.attrs["Config"]["Env"]
+        found = prod.containers.list(
+            all=True, filters={"label": ["cdlab.service=app", "cdlab.role=release"]}
+        )
+    by_release: dict[str, list[Any]] = {}
+    for c in found:
+        by_release.setdefault(c.labels["cdlab.release"], []).append(c)
+    for rel, cs in by_release.items():
+        assert swarm or len(cs) == 1, [c.name for c in cs]  # one container per release
+        for c in cs:
+            assert not swarm or c.name.startswith(f"app-{rel}."), c.name
+            assert c.attrs["Config"]["Env"] and f"RELEASE={rel}" in c.attrs["Config"]["Env"]
     assert release.current_routes(lab, "app").live in by_release
     assert history.deployed(lab, "app")
 
@@ -95,7 +105,8 @@ def test_a_release_changed_by_hand_is_drift_until_it_is_as_the_pipeline_made_it(
         finally:
             container.update(mem_limit=memory, memswap_limit=memory)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"app {live} (app-{live}): drift" in done.stdout
+    where = " on prod" if lab.config.swarm_manager is not None else ""  # a replica's node
+    assert f"app {live} ({container.name}{where}): drift" in done.stdout
     assert "memory 300 MiB, the pipeline made it" in done.stdout
     assert not [s for s in lab.secret_values() if s in done.stdout + done.stderr]
     assert release.route_store(lab).get(drift.SEEN) is not None

@@ -20,6 +20,7 @@ from lab.release import containers, drift, lock, routes
 from lab.release.model import Candidate
 from lab.stack.limits import MIB, Limits
 from lab.stack.services import Service
+from tests.unit import topologies
 from tests.unit.fake_ports import FakeEtcd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -377,23 +378,41 @@ def test_no_output_carries_an_environment_value(state: State) -> None:
 
 
 class FakeClient:
-    def __init__(self, found: dict[str, list[dict[str, Any]]]) -> None:
+    """An engine's containers (``found``: inspect attrs) and, for the manager, its nodes."""
+
+    def __init__(self, found: list[dict[str, Any]], nodes: tuple[dict[str, Any], ...] = ()):
         self.found, self.asked = found, list[dict[str, Any]]()
         self.containers = self
+        self.nodes = SimpleNamespace(list=lambda: [SimpleNamespace(attrs=n) for n in nodes])
 
     def list(self, **kwargs: Any) -> list[SimpleNamespace]:
         self.asked.append(kwargs)
-        service = kwargs["filters"]["label"][0].split("=", 1)[1]
-        return [SimpleNamespace(attrs=a) for a in self.found.get(service, [])]
+        return [SimpleNamespace(attrs=a) for a in self.found]
+
+
+def one_host(state: State) -> config.LabConfig:
+    """The topology with prod one host: no swarm, no workers."""
+    return config.parse_topology(topologies.single_prod(), ROOT, state.dir)
+
+
+def swarm_config(state: State) -> config.LabConfig:
+    """The topology with prod a swarm of three: prod the manager, prod-2 and prod-3 workers."""
+    return config.parse_topology(topologies.three_nodes(), ROOT, state.dir)
+
+
+def pool_of(etcd: FakeEtcd) -> None:
+    servers = (routes.Server(LIVE, f"app-{LIVE}", 100), routes.Server(WARM, f"app-{WARM}", 0))
+    etcd.put_json(routes.PREFIX + "app", routes.Routes("app", servers).to_doc())
 
 
 def test_facts_are_the_pools_the_inspected_release_containers_and_the_lock(state: State) -> None:
     etcd = FakeEtcd()
-    servers = (routes.Server(LIVE, f"app-{LIVE}", 100), routes.Server(WARM, f"app-{WARM}", 0))
-    etcd.put_json(routes.PREFIX + "app", routes.Routes("app", servers).to_doc())
+    pool_of(etcd)
     live = inspected(spec_of(state))
-    client = FakeClient({"app": [live]})
-    ports = SimpleNamespace(etcd=etcd, engine=lambda host="prod", timeout=300: client)
+    client = FakeClient([live])
+    ports = SimpleNamespace(
+        etcd=etcd, config=one_host(state), engine=lambda host="prod", timeout=300: client
+    )
     known = drift.facts(ports, ["app", "quotes"])  # type: ignore[arg-type]
     assert known == drift.Facts(
         (
@@ -402,10 +421,129 @@ def test_facts_are_the_pools_the_inspected_release_containers_and_the_lock(state
         ),
         "",
     )
-    assert client.asked[0] == {
-        "all": True,
-        "ignore_removed": True,
-        "filters": {"label": ["cdlab.service=app", "cdlab.role=release"]},
-    }
+    assert client.asked == [  # one listing of prod, every container inspected
+        {"all": True, "ignore_removed": True, "filters": {"label": "cdlab.role=release"}}
+    ]
     etcd.put(lock.KEY, lock.Holder("me@ws", 1, "2026-01-01T00:00:00", "deploy app x").to_json())
     assert drift.facts(ports, []).deploying == "deploy app x"  # type: ignore[arg-type]
+
+
+# a prod that is a swarm: a release's containers are its service's tasks, on every node
+
+NODE_IDS = {"prod": "n1", "prod-2": "n2", "prod-3": "n3"}
+
+
+def task(spec: dict[str, Any], host: str, slot: int = 1, status: str = "running") -> dict[str, Any]:
+    """``docker inspect`` of a Swarm task's container made from ``swarmspec``: its name and
+    labels Swarm's, its tmpfs a mount, no security option (dockerd's), swap unset, no restart
+    policy (Swarm's own)."""
+    attrs = inspected(spec, status)
+    attrs["Name"] = f"/{spec['name']}.{slot}.task{slot}{host[-1]}"
+    labels = attrs["Config"]["Labels"]
+    labels.pop("cdlab.keepalive", None)
+    labels.update({drift.TASK: f"task{slot}", drift.NODE: NODE_IDS[host]})
+    host_config = attrs["HostConfig"]
+    host_config.update(
+        Tmpfs=None,
+        Mounts=[{"Type": "tmpfs", "Target": path} for path in spec["tmpfs"]],
+        SecurityOpt=None,
+        MemorySwap=0,
+        RestartPolicy={"Name": "", "MaximumRetryCount": 0},
+    )
+    return attrs
+
+
+def swarm_facts(
+    pool: tuple[str, ...], *attrs: dict[str, Any], unreached: tuple[str, ...] = ()
+) -> drift.Facts:
+    nodes = tuple(sorted((nid, host) for host, nid in NODE_IDS.items()))
+    why = tuple((host, "connection refused") for host in unreached)
+    services = (drift.ServiceFacts("app", frozenset(pool), attrs),)
+    return drift.Facts(services, "", True, nodes, why)
+
+
+def test_replicas_as_swarm_made_them_are_no_drift_and_are_named_with_their_node(
+    state: State,
+) -> None:
+    spec = spec_of(state)
+    known = swarm_facts((LIVE,), *(task(spec, h, n) for n, h in enumerate(NODE_IDS, 1)))
+    assert drift.find(known) == []
+    assert [name for _, _, name in drift.checked(known)] == [
+        f"app-{LIVE}.1.task1d on prod",
+        f"app-{LIVE}.2.task22 on prod-2",
+        f"app-{LIVE}.3.task33 on prod-3",
+    ]
+
+
+def test_a_replica_changed_by_hand_is_drift_named_with_its_node(state: State) -> None:
+    spec = spec_of(state)
+    updated = changed(task(spec, "prod-2", 2), Memory=300 * MIB, ReadonlyRootfs=False)
+    (found,) = drift.find(swarm_facts((LIVE,), task(spec, "prod"), updated))
+    assert found.container == f"app-{LIVE}.2.task22 on prod-2" and not found.unknown
+    assert found.what == (
+        "read-only root off, the pipeline made it on",
+        "memory 300 MiB, the pipeline made it 256 MiB",
+    )
+    text = drift.render([found], drift.checked(swarm_facts((LIVE,), task(spec, "prod"), updated)))
+    assert text.startswith(f"app {LIVE} (app-{LIVE}.2.task22 on prod-2): drift\n")
+
+
+def test_an_ended_replica_is_swarms_to_replace_and_none_running_is_missing(state: State) -> None:
+    spec = spec_of(state)
+    ended = task(spec, "prod-3", 3, status="exited")
+    assert drift.find(swarm_facts((LIVE,), task(spec, "prod"), ended)) == []
+    (found,) = drift.find(
+        swarm_facts(
+            (LIVE, WARM), task(spec, "prod"), task(spec_of(state, WARM), "prod-2", status="exited")
+        )
+    )
+    assert (found.release, found.what) == (WARM, ("no running replica on prod's swarm",))
+
+
+def test_a_replica_running_out_of_the_pool_says_to_remove_its_service(state: State) -> None:
+    spec = spec_of(state)
+    (found,) = drift.find(
+        swarm_facts((LIVE,), task(spec, "prod"), task(spec_of(state, OLD), "prod-3"))
+    )
+    assert found.release == OLD and f"docker service rm app-{OLD}" in found.fix
+
+
+def test_a_node_that_does_not_answer_cannot_be_checked(state: State) -> None:
+    spec = spec_of(state)
+    found = drift.find(swarm_facts((LIVE,), task(spec, "prod"), unreached=("prod-3",)))
+    assert [(d.unknown, d.what) for d in found] == [
+        (
+            True,
+            (
+                "swarm node prod-3 did not answer: its replicas cannot be checked "
+                "(connection refused)",
+            ),
+        )
+    ]
+    assert not drift.drifted(found)
+    text = drift.render(found, [])
+    assert text.startswith("prod's swarm: cannot be checked\n  swarm node prod-3")
+
+
+def test_facts_read_every_node_and_say_which_did_not_answer(state: State) -> None:
+    etcd = FakeEtcd()
+    pool_of(etcd)
+    spec = spec_of(state)
+    on = {"prod": [task(spec, "prod")], "prod-2": [task(spec, "prod-2", 2)]}
+    cfg = swarm_config(state)
+    addr = {h.name: h.address for h in cfg.hosts}
+    nodes = tuple(
+        {"ID": nid, "Status": {"Addr": addr[h], "State": "ready"}, "Spec": {"Role": "worker"}}
+        for h, nid in NODE_IDS.items()
+    )
+
+    def engine(host: str = "prod", timeout: int = 300) -> FakeClient:
+        if host == "prod-3":
+            raise ConnectionError("connection refused")
+        return FakeClient(on[host], nodes)
+
+    ports = SimpleNamespace(etcd=etcd, config=cfg, engine=engine)
+    known = drift.facts(ports, ["app"])  # type: ignore[arg-type]
+    assert known.swarm and dict(known.nodes) == {v: k for k, v in NODE_IDS.items()}
+    assert known.unreached == (("prod-3", "connection refused"),)
+    assert known.services[0].containers == (on["prod"][0], on["prod-2"][0])

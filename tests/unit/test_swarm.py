@@ -3,7 +3,6 @@ apply against fake engine clients with a failure injected."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from lab import config
 from lab.errors import ConfigError
 from lab.estate import swarm
 from lab.estate.swarm import Member, NodeFacts
+from tests.unit.topologies import single_prod, three_nodes
 
 MGR = "10.100.200.201:2377"
 
@@ -278,34 +278,12 @@ def test_apply_runs_each_step_on_its_node_and_names_the_one_that_failed() -> Non
     assert log[-1].startswith("prod-2 join")  # what was done before is said by the log
 
 
-def three_nodes() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(config.TOPOLOGY.read_text())
-    for h in data["hosts"]:
-        if h["name"] == "prod":
-            h["swarm"] = "manager"
-    for n, last in ((2, 204), (3, 205)):
-        data["hosts"].append(
-            {
-                "name": f"prod-{n}",
-                "address": f"10.100.200.{last}",
-                "role": "engine",
-                "project_mount": False,
-                "swarm": "worker",
-            }
-        )
-    return data
-
-
 def test_a_topology_names_prods_manager_and_workers() -> None:
     cfg = config.parse_topology(three_nodes(), Path("/x"), Path("/x/.lab"))
     assert cfg.swarm_manager is not None and cfg.swarm_manager.name == "prod"
     assert [h.name for h in cfg.swarm_workers] == ["prod-2", "prod-3"]
-    assert (
-        config.parse_topology(
-            json.loads(config.TOPOLOGY.read_text()), Path("/x"), Path("/x/.lab")
-        ).swarm_manager
-        is None
-    )
+    single = config.parse_topology(single_prod(), Path("/x"), Path("/x/.lab"))
+    assert single.swarm_manager is None and single.swarm_workers == ()
 
 
 @pytest.mark.parametrize(
