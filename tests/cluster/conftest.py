@@ -26,7 +26,7 @@ TIMINGS: dict[str, float] = {}
 
 def topology() -> dict[str, Any]:
     """The default topology made a cluster lab: its own name, subnet and ports, prod the
-    manager of two workers on new addresses."""
+    manager of two workers (the default's, or added on new addresses)."""
     data: dict[str, Any] = json.loads(config.TOPOLOGY.read_text())
     data["name"] = data["network"]["name"] = NAME
     data["network"]["subnet"] = "10.100.210.0/24"
@@ -36,7 +36,10 @@ def topology() -> dict[str, Any]:
         h["publish"] = [config.shifted(p, 1000) for p in h["publish"]]  # app on 9000
         if h["name"] == "prod":
             h["swarm"] = "manager"
+    named = {h["name"] for h in data["hosts"]}
     for n, last in ((2, 204), (3, 205)):
+        if f"prod-{n}" in named:  # the default topology's own workers, renumbered above
+            continue
         data["hosts"].append(
             {
                 "name": f"prod-{n}",

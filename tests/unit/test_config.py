@@ -9,6 +9,7 @@ import pytest
 
 from lab import config
 from lab.errors import ConfigError
+from tests.unit.topologies import single_prod
 
 GOOD: dict[str, Any] = json.loads(config.TOPOLOGY.read_text())
 ROOT, STATE = Path("/p"), Path("/p/.lab")
@@ -18,19 +19,32 @@ def parse(doc: dict[str, Any]) -> config.LabConfig:
     return config.parse_topology(doc, ROOT, STATE)
 
 
-def test_shipped_topology_has_the_four_hosts_of_the_source_material() -> None:
+def test_shipped_topology_has_the_four_hosts_of_the_source_material_and_prods_workers() -> None:
     cfg = parse(GOOD)
     assert {h.name: h.address for h in cfg.hosts} == {
         "registry": "10.100.200.200",
         "prod": "10.100.200.201",
         "cd": "10.100.200.202",
         "dev": "10.100.200.203",
+        "prod-2": "10.100.200.204",
+        "prod-3": "10.100.200.205",
     }
     assert cfg.registry_addr == "10.100.200.200:5000"
-    assert [h.name for h in cfg.engine_hosts] == ["prod", "cd", "dev"]
+    assert [h.name for h in cfg.engine_hosts] == ["prod", "cd", "dev", "prod-2", "prod-3"]
     assert [h.name for h in cfg.hosts if h.project_mount] == ["cd", "dev"]
     assert cfg.builder.name == "cd"
     assert cfg.container_name(cfg.host("prod")) == "cdlab-prod"
+    assert cfg.swarm_manager is not None and cfg.swarm_manager.name == "prod"
+    assert [h.name for h in cfg.swarm_workers] == ["prod-2", "prod-3"]
+    assert all(not h.publish and not h.existing for h in cfg.swarm_workers)
+
+
+def test_the_single_host_prod_of_the_source_material_is_still_a_valid_topology() -> None:
+    cfg = parse(single_prod())
+    assert [h.name for h in cfg.hosts] == ["registry", "prod", "cd", "dev"]
+    assert cfg.swarm_manager is None and cfg.swarm_workers == ()
+    assert cfg.host("prod").publish == tuple(GOOD["hosts"][1]["publish"])
+    assert cfg.builder.name == "cd"
 
 
 def _mutate(path: str, value: Any) -> dict[str, Any]:
@@ -61,7 +75,7 @@ def _mutate(path: str, value: Any) -> dict[str, Any]:
         ("hosts.1.address", "10.100.200.1", "hosts[1].address", "other than the gateway"),
         ("hosts.1.role", "web", "hosts[1].role", "registry or engine"),
         ("hosts.1.project_mount", "yes", "project_mount", "true or false"),
-        ("hosts.1.name", "cd", "hosts[].name", "unique"),
+        ("hosts.3.name", "cd", "hosts[].name", "unique"),  # dev: prod as cd fails on its swarm
         ("hosts.2.address", "10.100.200.201", "hosts[].address", "unique"),
         ("hosts.0.role", "engine", "hosts[].role", "exactly one 'registry'"),
         ("registry_port", 70000, "registry_port", "1-65535"),

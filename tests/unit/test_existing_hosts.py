@@ -28,8 +28,9 @@ from lab.ports import engines
 from lab.progress import Progress
 from lab.proof import load, nodefaults
 from lab.release import lock
+from tests.unit.topologies import shipped, single_prod
 
-GOOD: dict[str, Any] = json.loads(config.TOPOLOGY.read_text())
+GOOD: dict[str, Any] = single_prod()  # the shipped topology, prod one host on no swarm
 ROOT, STATE = Path("/here"), Path("/here/.lab")
 OUTSIDE = "192.168.56.10"  # a team's VM: not in the lab's subnet
 PRODS = "10.100.200.201"  # prod's address as shipped: its swarm's manager
@@ -49,8 +50,8 @@ def worker(name: str, address: str, is_existing: bool = False) -> dict[str, Any]
 
 
 def swarm_doc() -> dict[str, Any]:
-    """The shipped topology with prod a swarm: prod-2 an existing machine outside the subnet,
-    prod-3 a worker cdlab creates."""
+    """The single-host topology with prod a swarm: prod-2 an existing machine outside the
+    subnet, prod-3 a worker cdlab creates."""
     doc = copy.deepcopy(GOOD)
     doc["hosts"][1]["swarm"] = "manager"
     doc["hosts"] += [worker("prod-2", OUTSIDE, True), worker("prod-3", "10.100.200.205")]
@@ -58,7 +59,8 @@ def swarm_doc() -> dict[str, Any]:
 
 
 def prod_existing_doc(address: str = "192.168.56.20") -> dict[str, Any]:
-    """The shipped topology with prod an existing machine (no publish: nothing is forwarded)."""
+    """The single-host topology with prod an existing machine (no publish: nothing is
+    forwarded)."""
     doc = copy.deepcopy(GOOD)
     doc["hosts"][1].update(existing=True, address=address, publish=[])
     return doc
@@ -86,7 +88,7 @@ def test_an_existing_swarm_worker_outside_the_lab_subnet_is_accepted() -> None:
 
 
 def test_the_shipped_topology_has_no_existing_machine() -> None:
-    cfg = parse(GOOD)
+    cfg = parse(shipped())
     assert not any(h.existing for h in cfg.hosts)
     assert cfg.created_hosts == cfg.hosts
 
@@ -153,7 +155,7 @@ def test_an_existing_prod_may_be_outside_the_subnet_and_prods_swarm_manager() ->
 
 
 def test_prods_ports_answer_on_the_workstation_by_default() -> None:
-    cfg = parse(GOOD)
+    cfg = parse(shipped())
     assert cfg.public_address == "127.0.0.1"
     assert cfg.published(8000) == 8000
     assert cfg.published(8082) == 8082

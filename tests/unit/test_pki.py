@@ -13,14 +13,18 @@ from lab.estate import pki
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CFG = config.parse_topology(json.loads(config.TOPOLOGY.read_text()), Path("/p"), Path("/p/.lab"))
+ISSUED = 1 + 1 + len(CFG.engine_hosts) + 1  # the CA, the registry's, each engine's, the client's
 
 
 def test_plan_covers_registry_each_engine_and_one_client() -> None:
     specs = {s.name: s for s in pki.plan(CFG)}
-    assert set(specs) == {"registry", "engine-prod", "engine-cd", "engine-dev", "client"}
+    engines = {"engine-prod", "engine-cd", "engine-dev", "engine-prod-2", "engine-prod-3"}
+    assert set(specs) == {"registry", *engines, "client"}
+    assert len(specs) == ISSUED - 1  # the CA is not in the plan
     assert specs["registry"].ips == ("10.100.200.200", "127.0.0.1")
     assert specs["engine-prod"].ips == ("10.100.200.201", "127.0.0.1")
     assert specs["engine-prod"].usage == "server"
+    assert specs["engine-prod-2"].ips == ("10.100.200.204", "127.0.0.1")  # a swarm worker
     assert specs["client"].usage == "client" and specs["client"].ips == ()
 
 
@@ -55,7 +59,7 @@ def test_needs_issue(facts: pki.CertFacts | None, why: str) -> None:
 def test_ensure_issues_once_then_nothing_and_keeps_keys_private(tmp_path: Path) -> None:
     store = pki.Pki(tmp_path / "pki")
     first = store.ensure(pki.plan(CFG))
-    assert first[0] == "ca" and len(first) == 6
+    assert first[0] == "ca" and len(first) == ISSUED
     assert store.ensure(pki.plan(CFG)) == []
     assert stat.S_IMODE(os.stat(store.dir).st_mode) == 0o700
     for spec in pki.plan(CFG):
@@ -70,4 +74,4 @@ def test_a_new_ca_reissues_every_certificate(tmp_path: Path) -> None:
     store.ca_key.unlink()
     again = store.ensure(pki.plan(CFG))
     assert again[0] == "ca"
-    assert all("signed by another CA" in item for item in again[1:]) and len(again) == 6
+    assert all("signed by another CA" in item for item in again[1:]) and len(again) == ISSUED
