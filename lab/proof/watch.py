@@ -53,7 +53,9 @@ class Figures:
 class Slot:
     release: str
     weight: int
-    state: str  # UP, DOWN, DRAIN (no new requests), MAINT
+    state: str  # UP, DOWN, DRAIN (no new requests), MAINT; a release's replicas: UP while one is
+    up: int = 1  # its slots UP (a Swarm service's replicas: one slot each)
+    slots: int = 1
 
 
 @dataclass(frozen=True)
@@ -118,24 +120,36 @@ def figures(
 
 
 def pool(slots: Iterable[object], service: str) -> tuple[Slot, ...]:
-    """The proxy's slots of ``service`` that hold a release (pure; ``cdlab_proxy.slots.Slot``)."""
-    out = []
-    prefix = f"{service}-"
+    """The proxy's slots of ``service`` that hold a release, one ``Slot`` per release (pure;
+    ``cdlab_proxy.slots.Slot``). A Swarm service's replicas (slots named ``tasks.<host>``) are
+    summed: the release's weight as its percent of the backend's, UP while one of them is."""
+    prefix, replicas = f"{service}-", False
+    found: dict[str, list[tuple[int, str]]] = {}
     for s in slots:
-        fqdn = str(getattr(s, "fqdn", "")).removeprefix("tasks.")  # a release's replicas
+        named = str(getattr(s, "fqdn", ""))
+        fqdn = named.removeprefix("tasks.")  # a release's replicas
         if not fqdn.startswith(prefix):
             continue
-        state = (
-            "MAINT"
-            if getattr(s, "in_maintenance", False)
-            else "DRAIN"
-            if getattr(s, "draining", False)
-            else "UP"
-            if getattr(s, "operational", 0) == 2
-            else "DOWN"
-        )
-        out.append(Slot(fqdn[len(prefix) :], int(getattr(s, "weight", 0)), state))
+        replicas |= fqdn != named
+        found.setdefault(fqdn[len(prefix) :], []).append((int(getattr(s, "weight", 0)), _state(s)))
+    total = sum(w for ss in found.values() for w, _ in ss)
+    out = []
+    for rel, ss in found.items():
+        weight, states = sum(w for w, _ in ss), [st for _, st in ss]
+        if replicas:  # HAProxy's weights per replica, scaled: a share of the whole
+            weight = round(100 * weight / total) if total else 0
+        up = states.count("UP")
+        state = "UP" if up else states[0]
+        out.append(Slot(rel, weight, state, up, len(ss)))
     return tuple(sorted(out, key=lambda s: (-s.weight, s.release)))
+
+
+def _state(s: object) -> str:
+    if getattr(s, "in_maintenance", False):
+        return "MAINT"
+    if getattr(s, "draining", False):
+        return "DRAIN"
+    return "UP" if getattr(s, "operational", 0) == 2 else "DOWN"
 
 
 def _try(problems: list[str], source: str, read: Callable[[], T]) -> T | None:
@@ -216,7 +230,7 @@ def _service_table(view: ServiceView) -> Table:
         share = (f"{f.rps * 100 / total:.1f} %" if f else "0.0 %") if total else "-"
         table.add_row(
             rel,
-            f"w{s.weight} {s.state}" if s else ("no release up" if rel == NO_RELEASE else "gone"),
+            _pooled(s) if s else ("no release up" if rel == NO_RELEASE else "gone"),
             share,
             f"{f.rps:.1f}" if f else "0.0",
             Text(f"{f.failed_rps:.1f}", style="red" if f.failed_rps else "") if f else Text("0.0"),
@@ -228,6 +242,11 @@ def _service_table(view: ServiceView) -> Table:
     for p in view.problems:
         table.add_row(Text(f"! {p}", style="red"), "", "", "", "", "", "")
     return table
+
+
+def _pooled(s: Slot) -> str:
+    """ "w90 UP", or a release's replicas: "w90 UP 2/3" (2 of its 3 slots UP)."""
+    return f"w{s.weight} {s.state}" + (f" {s.up}/{s.slots}" if s.slots > 1 else "")
 
 
 def once(lab: Lab, names: list[str], console: Console) -> Frame:

@@ -43,12 +43,31 @@ HOG = 'python3 -c \'b = b"x" * (400 * 1024 * 1024); print("allocated", len(b))\'
 
 
 def live_container(client: Any, service: str, lab: State) -> Any:
+    """The live release's container on prod (on a swarm, one of its replicas: a task's)."""
     live = release.current_routes(lab, service).live
     assert live, f"no live release of {service}"
-    (found,) = client.containers.list(
+    found = client.containers.list(
         filters={"label": [f"cdlab.service={service}", f"cdlab.release={live}"]}
     )
-    return found
+    assert found, f"no running container of {service} {live} on prod"
+    return sorted(found, key=lambda c: c.name)[0]
+
+
+def swap_of(container: Any) -> int:
+    """The memory with swap ``container`` must have: its memory (no swap); a Swarm task's,
+    Docker's default for a limit without a swap limit, twice the memory (a service cannot carry
+    one: ``swarmspec.INSTEAD``, docs/manifest.md)."""
+    task = "com.docker.swarm.task.id" in container.labels
+    return int(container.attrs["HostConfig"]["Memory"]) * (2 if task else 1)
+
+
+def no_new_privileges(container: Any) -> bool:
+    """Whether the container's processes run with no_new_privs: its own option, or (a Swarm
+    task) the node's ``dockerd --no-new-privileges``, read from the kernel inside it."""
+    if container.attrs["HostConfig"]["SecurityOpt"] == ["no-new-privileges:true"]:
+        return True
+    code, out = container.exec_run(["grep", "NoNewPrivs", "/proc/1/status"])
+    return bool(code == 0 and out.decode().split() == ["NoNewPrivs:", "1"])
 
 
 @pytest.mark.parametrize("service", ["app", "quotes"])
@@ -57,15 +76,15 @@ def test_live_releases_run_hardened_and_bounded_by_their_manifest(lab: State, se
     with engines.connect(lab, lab.config.host("prod")) as prod:
         container = live_container(prod, service, lab)
         cfg = container.attrs["HostConfig"]
+        assert no_new_privileges(container), f"{container.name} may gain privileges"
     assert cfg["Memory"] == limits.memory, (
         f"{container.name} has memory limit {cfg['Memory']} (0: none): made live before "
         "[limits] existed? Deploy it again ('invoke deploy')"
     )
-    assert cfg["MemorySwap"] == limits.memory  # no swap beyond the memory limit
+    assert cfg["MemorySwap"] == swap_of(container)
     assert cfg["PidsLimit"] == limits.pids
     assert cfg["NanoCpus"] == round(limits.cpus * 1e9)
     assert cfg["ReadonlyRootfs"] and cfg["CapDrop"] == ["ALL"]
-    assert cfg["SecurityOpt"] == ["no-new-privileges:true"]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +139,7 @@ def test_every_container_on_prod_is_bounded_the_stack_too(lab: State) -> None:
             c.name: (c.attrs["HostConfig"]["Memory"], c.attrs["HostConfig"]["PidsLimit"])
             for c in running
             if not c.attrs["HostConfig"]["Memory"]
-            or c.attrs["HostConfig"]["MemorySwap"] != c.attrs["HostConfig"]["Memory"]
+            or c.attrs["HostConfig"]["MemorySwap"] != swap_of(c)
             or not (c.attrs["HostConfig"]["PidsLimit"] or 0) > 0
         }
     assert any(c.name.startswith("cdlab-stack_") for c in running)

@@ -65,6 +65,25 @@ def test_the_pool_names_each_release_and_its_state() -> None:
     ]
 
 
+def test_a_releases_replicas_are_one_row_with_its_share_and_how_many_are_up() -> None:
+    """A Swarm service's replicas: slots named tasks.<host>, HAProxy's weights scaled to 256."""
+    slots = [
+        *(slot(f"tasks.app-{A}", 256) for _ in range(3)),
+        slot(f"tasks.app-{B}", 29),
+        slot(f"tasks.app-{B}", 29, operational=0),
+        slot(f"tasks.app-{B}", 28, admin=0x08),
+        slot("", 0, admin=0x21, operational=0),
+    ]
+    got = watch.pool(slots, "app")
+    assert [(s.release, s.weight, s.state, s.up, s.slots) for s in got] == [
+        (A, 90, "UP", 3, 3),
+        (B, 10, "UP", 1, 3),
+    ]
+    assert [watch._pooled(s) for s in got] == ["w90 UP 3/3", "w10 UP 1/3"]
+    down = watch.pool([slot(f"tasks.app-{A}", 256, operational=0)] * 2, "app")
+    assert [watch._pooled(s) for s in down] == ["w100 DOWN 0/2"]
+
+
 def test_a_frame_during_a_canary_shows_both_releases_with_their_shares() -> None:
     view = watch.ServiceView(
         "app",
