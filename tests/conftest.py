@@ -248,6 +248,15 @@ def keep_evidence(test_name: str) -> Path:
     return folder
 
 
+def running_container(client: Any, service: str, rel: str) -> Any:
+    """A running container of release ``rel`` of ``service`` on ``client``'s engine: its one,
+    or, on a prod that is a swarm, one of its replicas (a task's ``<service>-<rel>.<n>.<id>``)."""
+    labels = [f"cdlab.service={service}", f"cdlab.release={rel}", "cdlab.role=release"]
+    found = client.containers.list(filters={"label": labels})
+    assert found, f"no running container of {service} {rel} on this engine"
+    return sorted(found, key=lambda c: c.name)[0]
+
+
 def remove_service(lab: State, name: str) -> None:
     """A service a test deployed from a clone, gone from prod: its routes, its frontend (the
     proxy stops its process) and its containers."""

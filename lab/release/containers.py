@@ -185,7 +185,7 @@ def wait_healthy(client: Any, c: Candidate, timeout: float = 60.0) -> float:
             if st.get("Status") in ("exited", "dead") or st.get("Restarting"):
                 last = f"container {st.get('Status')} ({ended(st, c.service.limits)})"
             elif st.get("Status") == "running":
-                last = _probe(container, probe)
+                last = probe_answer(container, probe)
                 if not last:
                     return time.monotonic() - started
         time.sleep(0.1)
@@ -210,7 +210,7 @@ def ended(st: dict[str, Any], limits: Limits) -> str:
     )
 
 
-def _probe(container: Any, probe: str) -> str:
+def probe_answer(container: Any, probe: str) -> str:
     """ "" when ``probe`` passes inside ``container``; else its answer, for the evidence."""
     import docker.errors
 
@@ -234,7 +234,7 @@ def wait_probe(
         if st.get("Status") in ("exited", "dead"):
             last = f"container {st.get('Status')} ({ended(st, limits or Limits())})"
             break
-        last = _probe(container, probe)
+        last = probe_answer(container, probe)
         if not last:
             return time.monotonic() - started
         time.sleep(0.1)

@@ -134,9 +134,23 @@ def wait_healthy(lab: Lab, c: Candidate, timeout: float) -> float:
         time.sleep(0.2)
     raise ReleaseError(
         f"release '{c.project}' did not become healthy within "
-        f"{min(timeout, time.monotonic() - started):.0f} s; last word: {last}\n"
+        f"{min(timeout, time.monotonic() - started):.0f} s; last word: {last}; "
+        f"last health answer: {_answer(lab, c)}\n"
         f"last lines of its log:\n{tail(_last_log(lab, c))}"
     )
+
+
+def _answer(lab: Lab, c: Candidate) -> str:
+    """The manifest's probe run once in a replica that runs, and its answer: the evidence of
+    why it is not healthy (Docker's own probe runs every 5 s; its log may be empty yet)."""
+    for host in engines_of(lab):
+        with contextlib.suppress(Exception):  # a node down: the next one is asked
+            for ctr in lab.engine(host, timeout=10).containers.list(
+                filters={"label": f"com.docker.swarm.service.name={c.project}"}
+            ):
+                said = containers.probe_answer(ctr, c.service.probe).strip()
+                return f"{said or 'passed when asked once more'} (replica on {host})"
+    return "no replica running to ask"
 
 
 def healths(lab: Lab, c: Candidate) -> dict[str, str]:

@@ -16,6 +16,7 @@ from lab.ports import engines
 from lab.release import api as release
 from lab.stack import services
 from lab.stack.limits import Limits
+from tests.conftest import running_container
 
 pytestmark = pytest.mark.xdist_group("prod")  # reads the live releases while none is replaced
 
@@ -46,11 +47,7 @@ def live_container(client: Any, service: str, lab: State) -> Any:
     """The live release's container on prod (on a swarm, one of its replicas: a task's)."""
     live = release.current_routes(lab, service).live
     assert live, f"no live release of {service}"
-    found = client.containers.list(
-        filters={"label": [f"cdlab.service={service}", f"cdlab.release={live}"]}
-    )
-    assert found, f"no running container of {service} {live} on prod"
-    return sorted(found, key=lambda c: c.name)[0]
+    return running_container(client, service, live)
 
 
 def swap_of(container: Any) -> int:

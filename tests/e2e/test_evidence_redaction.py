@@ -21,7 +21,7 @@ from lab.ports import engines
 from lab.proof.redact import MASK
 from lab.release import api as release
 from lab.stack import project as stack
-from tests.conftest import EVIDENCE, keep_evidence
+from tests.conftest import EVIDENCE, keep_evidence, running_container
 
 pytestmark = pytest.mark.xdist_group("prod")  # reads prod's containers while none is replaced
 
@@ -144,11 +144,7 @@ def test_the_evidence_keeps_the_env_names_with_the_secrets_masked(
     assert live, "no live release of app"
     db_name = f"{stack.PROJECT}_db_1"
     with engines.connect(lab, lab.config.host("prod")) as prod:
-        app = prod.containers.list(  # app-<release>, or a Swarm task's app-<release>.<n>.<id>
-            filters={"label": ["cdlab.service=app", f"cdlab.release={live}"], "status": "running"}
-        )
-        assert app, f"no running container of app {live} on prod"
-        app_name = app[0].name
+        app_name = running_container(prod, "app", live).name
         raw = {name: prod.containers.get(name).attrs for name in (db_name, app_name)}
     db_env = inspect_doc(evidence, db_name)["Config"]["Env"]
     assert env_names(db_env) == env_names(raw[db_name]["Config"]["Env"])

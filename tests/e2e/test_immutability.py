@@ -12,18 +12,9 @@ from lab.estate.state import State
 from lab.ports import engines
 from lab.release import api as release
 from lab.release import history, records
+from tests.conftest import running_container
 
 pytestmark = pytest.mark.xdist_group("prod")
-
-
-def _live_container(client: Any, service: str, rel: str) -> Any:
-    """The running container of ``rel`` on prod: its one, or one of its service's replicas on a
-    prod that is a swarm (a Swarm task's ``<service>-<rel>.<n>.<id>``)."""
-    found = client.containers.list(
-        filters={"label": [f"cdlab.service={service}", f"cdlab.release={rel}"]}
-    )
-    assert found, f"no running container of {service} {rel} on prod"
-    return sorted(found, key=lambda c: c.name)[0]
 
 
 @pytest.mark.parametrize("service", ["app", "quotes"])
@@ -37,7 +28,7 @@ def test_prod_runs_the_digest_that_was_built_tested_and_pushed(lab: State, servi
         if r.release == live and r.kind == "deploy" and r.result == "succeeded"
     ]
     with engines.connect(lab, lab.config.host("prod")) as prod:
-        container = _live_container(prod, service, live)
+        container = running_container(prod, service, live)
         image = container.attrs["Config"]["Image"]
         repo_digests = prod.images.get(container.attrs["Image"]).attrs["RepoDigests"]
     assert image.endswith(f"@{registry_digest}"), f"prod runs {image}"
@@ -50,7 +41,7 @@ def test_prod_runs_the_digest_that_was_built_tested_and_pushed(lab: State, servi
 def test_release_containers_are_not_changed_in_place(lab: State, service: str) -> None:
     live = release.current_routes(lab, service).live
     with engines.connect(lab, lab.config.host("prod")) as prod:
-        container = _live_container(prod, service, live or "?")
+        container = running_container(prod, service, live or "?")
         assert prod.api.diff(container.id) in (None, [])  # read-only root; /tmp is a tmpfs
         cfg = container.attrs["HostConfig"]
         assert cfg["ReadonlyRootfs"] and cfg["CapDrop"] == ["ALL"]
@@ -97,7 +88,7 @@ def test_a_release_changed_by_hand_is_drift_until_it_is_as_the_pipeline_made_it(
 
     live = release.current_routes(lab, "app").live
     with engines.connect(lab, lab.config.host("prod")) as prod:
-        container = _live_container(prod, "app", str(live))
+        container = running_container(prod, "app", str(live))
         memory = container.attrs["HostConfig"]["Memory"]
         container.update(mem_limit="300m", memswap_limit="300m")
         try:

@@ -22,16 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.xdist_group("prod")  # serialised with every test that changes prod
 
 
-def test_status_json_lists_the_four_hosts_running_at_their_addresses(lab: State) -> None:
+def test_status_json_lists_every_host_running_at_its_address(lab: State) -> None:
     done = invoke("lab.status", "--json")
     assert done.returncode == 0, done.stderr
     rows = {r["name"]: r for r in json.loads(done.stdout)}
     assert {n: r["address"] for n, r in rows.items()} == {
-        "registry": "10.100.200.200",
-        "prod": "10.100.200.201",
-        "cd": "10.100.200.202",
-        "dev": "10.100.200.203",
+        h.name: h.address for h in lab.config.hosts
     }
+    assert {"registry", "prod", "cd", "dev"} <= set(rows)  # the source material's four
     assert {r["state"] for r in rows.values()} == {"running"}
     assert all(r["engine"][0].isdigit() for n, r in rows.items() if n != "registry")
     assert rows["registry"]["engine"] == "registry HTTP 200"

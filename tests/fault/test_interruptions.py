@@ -29,7 +29,7 @@ from lab.release import lock, pipeline, records
 from lab.stack import project as stack
 from lab.stack import services
 from tests import conftest
-from tests.conftest import FaultRow
+from tests.conftest import FaultRow, running_container
 
 pytestmark = pytest.mark.xdist_group("prod")
 RATE = 300
@@ -231,12 +231,14 @@ def test_a_release_killed_after_the_switch_is_replaced_by_the_previous_one(
     ):
         time.sleep(2)
         d = Deployer(lab, clone, "bluegreen", BAKE, "")
-        d.wait_stage("switch")
-        time.sleep(3)
-        traffic.mark(f"kill {sha}")
-        killed = time.time()
-        prod.containers.get(f"app-{sha}").kill()
-        code = d.end()
+        try:
+            d.wait_stage("switch")
+            time.sleep(3)
+            traffic.mark(f"kill {sha}")
+            killed = time.time()
+            running_container(prod, "app", sha).kill()  # on a swarm, its replica on prod
+        finally:  # a failure here must not leave the deploy running into the next test
+            code = d.end()
         ended = time.time()
         time.sleep(2)
         traffic.mark("end")
