@@ -160,12 +160,13 @@ backend live
 def _run_haproxy(client: Any, name: str, cfg: str, network: str, port: int, role: str) -> None:
     """A control's own HAProxy (the image of cdlab's proxy, master-worker, configuration
     ``cfg``) on ``network``, its frontend ``port`` published on ``CONTROL_PORT``; on the stack's
-    control network, it joins the apps network too (the releases it sends to are there)."""
-    container = client.containers.run(
+    control network, it joins the apps network too (the releases it sends to are there), before
+    it starts: HAProxy resolves its servers' names once, as it starts (joined after, it lost
+    that race on a swarm's overlay: "could not resolve address", and exited)."""
+    container = client.containers.create(
         client.containers.get(f"{stack.PROJECT}_proxy_1").image.id,
         ["sh", "-c", f"{WRITE_CFG} && exec haproxy -W -db -f /tmp/haproxy.cfg"],
         name=name,
-        detach=True,
         environment={"CFG": cfg},
         network=network,
         ports={f"{port}/tcp": services.CONTROL_PORT},
@@ -173,6 +174,7 @@ def _run_haproxy(client: Any, name: str, cfg: str, network: str, port: int, role
     )
     if network == stack.NETWORK:
         client.networks.get(stack.APPS_NETWORK).connect(container)
+    container.start()
 
 
 def reload(state: State, candidate: release.Candidate, progress: Progress) -> float:
