@@ -302,6 +302,9 @@ def _swarm_update(state: State, candidate: release.Candidate, start_first: bool)
             monitor=2_000_000_000,
         ),
         "labels": {"cdlab.role": "swarm-control"},
+        # on prod, where CONTROL_PORT is published and the image pulled (prod a swarm of
+        # several nodes: Swarm would place it on any of them)
+        "constraints": ["node.role == manager"],
     }
     with engines.connect(state, state.config.host("prod"), timeout=300) as client:
         _ensure_swarm(state, client)
@@ -359,12 +362,15 @@ def remove_swarm(state: State, service: str) -> None:
             return
         with contextlib.suppress(docker.errors.NotFound):
             client.containers.get(SWARM_FRONT.format(service=service)).remove(force=True)
-        for found in client.services.list(filters={"name": SWARM_SERVICE.format(service=service)}):
+        name = SWARM_SERVICE.format(service=service)
+        for found in client.services.list(filters={"name": name}):
             found.remove()
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and client.containers.list(
-            all=True, filters={"label": "com.docker.swarm.service.name"}, sparse=True
-        ):  # sparse: no inspect of a task container that is being removed meanwhile
+        while time.monotonic() < deadline and client.containers.list(  # its tasks' only: on a
+            all=True,  # swarm prod, the releases are tasks too
+            filters={"label": f"com.docker.swarm.service.name={name}"},
+            sparse=True,  # no inspect of a task container that is being removed meanwhile
+        ):
             time.sleep(0.3)
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             network = client.networks.get(SWARM_NETWORK)
