@@ -15,8 +15,8 @@ is missing or not running, and a container running outside the pool. ``facts`` r
 On a prod that is a swarm, a release's containers are its service's tasks, on every node:
 ``facts`` reads each node's engine (a node that does not answer is said, as what cannot be
 checked), and a task is named with its node. A task is compared on what a service carries
-(``TASK_FIELDS``); one that ended is Swarm's to replace, not drift, and a pool release is
-missing when no replica runs on any node.
+(all but ``NOT_ON_TASKS``); one that ended is Swarm's to replace, not drift, and a pool
+release is missing when no replica runs on any node.
 """
 
 from __future__ import annotations
@@ -389,7 +389,7 @@ def facts(lab: Lab, services: Iterable[str]) -> Facts:
         except Exception as exc:
             if not is_swarm:
                 raise
-            unreached.append((host, str(exc).splitlines()[0][:160]))
+            unreached.append((host, (str(exc).splitlines() or [repr(exc)])[0][:160]))
     for name in services:
         pool = {s.release for s in read_routes(lab, name).servers}  # an A/B one is one of them
         attrs = tuple(
